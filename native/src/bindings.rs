@@ -1,0 +1,114 @@
+//! PyO3 bindings: `pymirror._native`. A thin shell: parse arguments, release
+//! the GIL around blocking calls, turn `EngineError` into Python exceptions.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::engine::{Engine, EngineOptions};
+use crate::error::EngineError;
+use crate::server::ServerSettings;
+use crate::snapshot::{Snapshot, SCHEMA};
+
+/// Raises the matching class of `pymirror.errors` (one `PymirrorError` tree,
+/// defined in Python so that pure-Python code can raise and catch it too).
+fn to_py(py: Python<'_>, err: EngineError) -> PyErr {
+    let class = match &err {
+        EngineError::Snapshot(_) => "SnapshotError",
+        EngineError::Bind { .. } => "ListenError",
+        EngineError::ListenersChanged { .. } => "ReloadError",
+        EngineError::Runtime(_) | EngineError::Closed => "EngineError",
+    };
+    match py.import("pymirror.errors").and_then(|m| m.getattr(class)) {
+        Ok(cls) => PyErr::from_type(
+            cls.cast_into().expect("an exception class"),
+            err.to_string(),
+        ),
+        Err(import_error) => import_error,
+    }
+}
+
+fn parse(py: Python<'_>, snapshot_json: &str) -> PyResult<Snapshot> {
+    Snapshot::from_json(snapshot_json).map_err(|e| to_py(py, EngineError::Snapshot(e.to_string())))
+}
+
+/// A running data plane. See `pymirror/_native.pyi`.
+#[pyclass(frozen, name = "Engine", module = "pymirror._native")]
+struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536))]
+    fn new(
+        py: Python<'_>,
+        snapshot_json: &str,
+        worker_threads: usize,
+        header_read_timeout: f64,
+        max_header_bytes: usize,
+    ) -> PyResult<Self> {
+        let snapshot = parse(py, snapshot_json)?;
+        let timeout = Duration::try_from_secs_f64(header_read_timeout)
+            .map_err(|_| PyValueError::new_err("header_read_timeout must be a positive number"))?;
+        let options = EngineOptions {
+            worker_threads,
+            server: ServerSettings {
+                header_read_timeout: timeout,
+                max_header_bytes,
+            },
+        };
+        py.detach(|| Engine::start(&snapshot, options))
+            .map(|inner| Self { inner })
+            .map_err(|e| to_py(py, e))
+    }
+
+    #[getter]
+    fn addresses(&self) -> Vec<String> {
+        self.inner
+            .addresses()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[getter]
+    fn running(&self) -> bool {
+        self.inner.is_running()
+    }
+
+    fn reload(&self, py: Python<'_>, snapshot_json: &str) -> PyResult<()> {
+        let snapshot = parse(py, snapshot_json)?;
+        py.detach(|| self.inner.reload(&snapshot))
+            .map_err(|e| to_py(py, e))
+    }
+
+    fn stats_json(&self, py: Python<'_>) -> PyResult<String> {
+        let report = py.detach(|| serde_json::to_string(&self.inner.stats()));
+        report.map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    fn shutdown(&self, py: Python<'_>, drain_seconds: f64) -> PyResult<bool> {
+        let drain = Duration::try_from_secs_f64(drain_seconds)
+            .map_err(|_| PyValueError::new_err("drain_seconds must be a non-negative number"))?;
+        Ok(py.detach(|| self.inner.shutdown(drain)))
+    }
+}
+
+/// Checks a snapshot as the engine would, binding nothing.
+#[pyfunction]
+fn validate(py: Python<'_>, snapshot_json: &str) -> PyResult<()> {
+    let snapshot = parse(py, snapshot_json)?;
+    Engine::validate(&snapshot).map_err(|e| to_py(py, e))
+}
+
+#[pymodule(name = "_native", gil_used = false)]
+fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add("SNAPSHOT_SCHEMA", SCHEMA)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Bodies: the client's request body teed to mirrors, each copy's bounded
+//! stream, and the response body handed back to the client.
+//!
+//! The primary gets every chunk as it arrives. Each mirror copy gets the same
+//! `Bytes` (a reference-count bump, no deep copy) through a bounded buffer;
+//! when the buffer is full the copy is cut and counted, and the primary never
+//! waits for it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use crate::stats::DropReason;
+
+/// Chunks a copy may have queued; the byte bound usually bites first.
+const TAP_CHUNKS: usize = 1024;
+
+/// Shared between one tap and the copy it feeds.
+#[derive(Debug)]
+pub struct TapState {
+    queued_bytes: AtomicU64,
+    max_bytes: u64,
+    /// 0 while healthy, else `DropReason as u8 + 1`.
+    cut: AtomicU8,
+}
+
+impl TapState {
+    /// Why the copy was cut short, if it was.
+    pub fn cut_reason(&self) -> Option<DropReason> {
+        match self.cut.load(Ordering::Acquire) {
+            0 => None,
+            n => DropReason::ALL.get(usize::from(n - 1)).copied(),
+        }
+    }
+
+    fn cut(&self, reason: DropReason) {
+        // Release: the copy's reader sees the reason once it sees the closed channel.
+        let _ =
+            self.cut
+                .compare_exchange(0, reason as u8 + 1, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+/// The sending end of one mirror copy's body.
+#[derive(Debug)]
+struct Tap {
+    tx: Option<mpsc::Sender<Bytes>>,
+    state: Arc<TapState>,
+}
+
+impl Tap {
+    fn offer(&mut self, chunk: &Bytes) {
+        let Some(tx) = &self.tx else { return };
+        let len = chunk.len() as u64;
+        let queued = self.state.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > self.state.max_bytes {
+            return self.cut(DropReason::BodyBuffer);
+        }
+        match tx.try_send(chunk.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.cut(DropReason::BodyBuffer),
+            // The copy already ended (failed, timed out): stop feeding it.
+            Err(mpsc::error::TrySendError::Closed(_)) => self.tx = None,
+        }
+    }
+
+    fn cut(&mut self, reason: DropReason) {
+        self.state.cut(reason);
+        self.tx = None;
+    }
+}
+
+/// Creates a mirror copy's body and the tap that feeds it.
+pub fn tap(max_bytes: u64) -> (TapHandle, MirrorBody) {
+    let (tx, rx) = mpsc::channel(TAP_CHUNKS);
+    let state = Arc::new(TapState {
+        queued_bytes: AtomicU64::new(0),
+        max_bytes,
+        cut: AtomicU8::new(0),
+    });
+    (
+        TapHandle(Tap {
+            tx: Some(tx),
+            state: state.clone(),
+        }),
+        MirrorBody {
+            rx: Some(rx),
+            state: Some(state),
+        },
+    )
+}
+
+/// A tap not yet attached to a request body.
+#[derive(Debug)]
+pub struct TapHandle(Tap);
+
+// === impl RequestBody ===
+
+/// The client's request body on its way to the primary, copied to any taps.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    taps: Vec<Tap>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, taps: Vec<TapHandle>) -> Self {
+        Self {
+            inner,
+            taps: taps.into_iter().map(|t| t.0).collect(),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(chunk) = frame.data_ref() {
+                    this.taps.iter_mut().for_each(|t| t.offer(chunk));
+                }
+            }
+            // Complete: dropping the senders ends each copy's body cleanly.
+            None => this.taps.clear(),
+            Some(Err(_)) => this
+                .taps
+                .iter_mut()
+                .for_each(|t| t.cut(DropReason::RequestAborted)),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // Dropped before its end: a copy must not pass a truncated body as whole.
+        for tap in &mut self.taps {
+            if tap.tx.is_some() {
+                tap.cut(DropReason::RequestAborted);
+            }
+        }
+    }
+}
+
+// === impl MirrorBody ===
+
+/// A mirror copy's request body: what the tap passed on, then the end, or an
+/// error if the tap was cut (so the copy is abandoned, never sent short).
+#[derive(Debug, Default)]
+pub struct MirrorBody {
+    rx: Option<mpsc::Receiver<Bytes>>,
+    state: Option<Arc<TapState>>,
+}
+
+impl MirrorBody {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+}
+
+/// The copy's body was cut; the reason is on its `TapState`.
+#[derive(Debug, thiserror::Error)]
+#[error("mirror copy body cut short")]
+pub struct BodyCut;
+
+impl Body for MirrorBody {
+    type Data = Bytes;
+    type Error = BodyCut;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyCut>>> {
+        let Some(rx) = self.rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(rx.poll_recv(cx)) {
+            Some(chunk) => {
+                if let Some(state) = &self.state {
+                    state
+                        .queued_bytes
+                        .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            None => {
+                self.rx = None;
+                let cut = self.state.as_ref().and_then(|s| s.cut_reason()).is_some();
+                Poll::Ready(cut.then_some(Err(BodyCut)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rx.is_none()
+    }
+}
+
+impl MirrorBody {
+    pub fn state(&self) -> Option<Arc<TapState>> {
+        self.state.clone()
+    }
+}
+
+// === impl ResponseBody ===
+
+/// What the client receives: the upstream's body streamed through, or the
+/// proxy's own short reply.
+#[derive(Debug)]
+pub enum ResponseBody {
+    Upstream(Incoming),
+    Local(Full<Bytes>),
+}
+
+impl From<Full<Bytes>> for ResponseBody {
+    fn from(body: Full<Bytes>) -> Self {
+        Self::Local(body)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Self::Local(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(body) => body.is_end_stream(),
+            Self::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(body) => body.size_hint(),
+            Self::Local(body) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Errors: `EngineError` for the control path, `LocalReply` for answers the proxy gives itself.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// A failure of a control-path call (start, reload, shutdown). Turned into a
+/// Python exception only at the binding boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid snapshot: {0}")]
+    Snapshot(String),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("listeners cannot change on reload (running {running:?}, new {new:?}); restart to change them")]
+    ListenersChanged {
+        running: Vec<String>,
+        new: Vec<String>,
+    },
+    #[error("the engine is shut down")]
+    Closed,
+}
+
+/// Why the proxy answered a request itself instead of relaying an upstream's answer.
+/// Where it came from decides the status: the downstream request (404), our own
+/// capacity (503) or the upstream (502, 504).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalReply {
+    NoVirtualHost,
+    NoRoute,
+    NoEndpoint,
+    UpstreamConnect,
+    UpstreamReset,
+    UpstreamTimeout,
+}
+
+impl LocalReply {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamConnect | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The plain-text body: short, and naming the cause.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::NoVirtualHost => "no virtual service serves this host\n",
+            Self::NoRoute => "no route matches this request\n",
+            Self::NoEndpoint => "no endpoint available for the destination\n",
+            Self::UpstreamConnect => "upstream connection refused or failed\n",
+            Self::UpstreamReset => "upstream reset the connection before answering\n",
+            Self::UpstreamTimeout => "upstream did not answer within the route timeout\n",
+        }
+    }
+
+    pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
+        let mut response = Response::new(B::from(Full::new(Bytes::from_static(
+            self.message().as_bytes(),
+        ))));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}

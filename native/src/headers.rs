@@ -1,0 +1,187 @@
+//! Header rules applied to every forwarded request and response.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy ones proxies still see).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including every header that `Connection` names.
+/// `Transfer-Encoding` goes too: hyper re-frames the body on the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Appends the client's address to `x-forwarded-for` and states the scheme it used.
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let client = client.to_canonical().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+/// Keeps a usable `x-request-id` or sets a fresh UUID v4, so that the primary
+/// request and every copy carry the same one.
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    let usable = headers
+        .get(&X_REQUEST_ID)
+        .is_some_and(|v| !v.is_empty() && v.len() <= 256);
+    if !usable {
+        let id = uuid::Uuid::new_v4();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut buf);
+        headers.insert(
+            X_REQUEST_ID.clone(),
+            HeaderValue::from_str(text).expect("a UUID is a valid header value"),
+        );
+    }
+}
+
+/// The Host a mirror copy carries: the suffix goes on the host name, before
+/// any port (`reviews:8080` -> `reviews-shadow:8080`), so that the result is
+/// still a valid Host. IPv6 literals are left alone: no suffix keeps them valid.
+pub fn shadow_host(host: &str, suffix: &str) -> String {
+    if host.starts_with('[') {
+        return host.to_owned();
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{name}{suffix}:{port}")
+        }
+        _ => format!("{host}{suffix}"),
+    }
+}
+
+/// The request's host name for virtual-host matching: no port, lower case.
+pub fn host_for_matching(authority: &str) -> String {
+    let name = if let Some(rest) = authority.strip_prefix('[') {
+        // IPv6 literal: keep the brackets, drop the port.
+        match rest.find(']') {
+            Some(end) => &authority[..end + 2],
+            None => authority,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => authority,
+        }
+    };
+    name.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("x-kept", "yes"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_proto_is_set() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        append_forwarded(&mut h, "127.0.0.2".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        let mut h = HeaderMap::new();
+        append_forwarded(&mut h, "::ffff:127.0.0.1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut h = map(&[("x-request-id", "abc")]);
+        ensure_request_id(&mut h);
+        assert_eq!(h["x-request-id"], "abc");
+
+        let mut h = HeaderMap::new();
+        ensure_request_id(&mut h);
+        let id = h["x-request-id"].to_str().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+
+        let mut h = map(&[("x-request-id", "")]);
+        ensure_request_id(&mut h);
+        assert_eq!(h["x-request-id"].len(), 36);
+    }
+
+    #[test]
+    fn shadow_suffix_goes_before_the_port() {
+        assert_eq!(shadow_host("reviews", "-shadow"), "reviews-shadow");
+        assert_eq!(
+            shadow_host("reviews:8080", "-shadow"),
+            "reviews-shadow:8080"
+        );
+        assert_eq!(shadow_host("a.b.svc:80", "-v2"), "a.b.svc-v2:80");
+        assert_eq!(shadow_host("[::1]:8080", "-shadow"), "[::1]:8080");
+    }
+
+    #[test]
+    fn matching_host_drops_port_and_case() {
+        assert_eq!(host_for_matching("Reviews:8080"), "reviews");
+        assert_eq!(host_for_matching("REVIEWS"), "reviews");
+        assert_eq!(host_for_matching("[::1]:80"), "[::1]");
+        assert_eq!(host_for_matching("[::1]"), "[::1]");
+    }
+}

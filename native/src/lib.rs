@@ -1,0 +1,24 @@
+//! pymirror's data plane: listeners, routing, forwarding and mirroring, in plain Rust.
+//!
+//! The Python control plane hands over a [`snapshot::Snapshot`]; [`engine::Engine`]
+//! compiles it into a [`table::RouteTable`] and serves it. `bindings` (feature
+//! `python`) is the only module that knows about Python.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod engine;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod matcher;
+pub mod mirror;
+pub mod proxy;
+pub mod sampling;
+pub mod server;
+pub mod snapshot;
+pub mod stats;
+pub mod table;
+pub mod upstream;
+
+#[cfg(feature = "python")]
+mod bindings;

@@ -1,0 +1,143 @@
+//! One request's way through the proxy: pick the virtual host and route, admit
+//! mirror copies, forward to the primary, count. No Python, no lock.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, HOST};
+use http::{Request, Response, Version};
+use http_body::Body;
+use hyper::body::Incoming;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::LocalReply;
+use crate::forward;
+use crate::headers;
+use crate::matcher::RequestView;
+use crate::stats::ListenerStats;
+use crate::table::RouteTable;
+use crate::upstream::{upstream_uri, Upstreams};
+
+/// What requests read: the route table and the client pools, swapped as one.
+#[derive(Debug)]
+pub struct Published {
+    pub table: RouteTable,
+    pub upstreams: Upstreams,
+}
+
+/// State shared by every connection of an engine.
+#[derive(Debug)]
+pub struct Shared {
+    pub published: ArcSwap<Published>,
+    pub listeners: Vec<ListenerStats>,
+}
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub shared: Arc<Shared>,
+    pub listener: usize,
+    pub peer: SocketAddr,
+}
+
+pub async fn handle(
+    request: Request<Incoming>,
+    conn: Arc<Connection>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    // Loaded once: this request finishes on this table even if a reload lands meanwhile.
+    let published = conn.shared.published.load_full();
+    Ok(proxy(request, &conn, &published).await)
+}
+
+async fn proxy(
+    request: Request<Incoming>,
+    conn: &Connection,
+    published: &Published,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    // RFC 9112 3.2.2: an absolute-form target's authority overrides Host.
+    let absolute = request.uri().authority().cloned();
+    let authority = match &absolute {
+        Some(a) => a.as_str(),
+        None => request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    let host = headers::host_for_matching(authority);
+    let view = RequestView {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        path_and_query: request.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+        headers: request.headers(),
+    };
+    let unrouted = || {
+        conn.shared.listeners[conn.listener]
+            .unrouted
+            .fetch_add(1, Relaxed)
+    };
+    let Some(vhost) = published.table.virtual_host(conn.listener, &host) else {
+        unrouted();
+        return LocalReply::NoVirtualHost.into_response();
+    };
+    let Some(route) = vhost.route_for(&view) else {
+        unrouted();
+        return LocalReply::NoRoute.into_response();
+    };
+    let destination = route.pick_destination();
+    let Some(endpoint) = destination.cluster.next_endpoint() else {
+        let reply = LocalReply::NoEndpoint;
+        destination.stats.responses.record(reply.status().as_u16());
+        return reply.into_response();
+    };
+
+    let original_host = authority.to_owned();
+    let (mut parts, body) = request.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::append_forwarded(&mut parts.headers, conn.peer.ip());
+    headers::ensure_request_id(&mut parts.headers);
+    if let Some(a) = &absolute {
+        if let Ok(value) = HeaderValue::from_str(a.as_str()) {
+            parts.headers.insert(HOST, value);
+        }
+    }
+
+    let has_body = !body.is_end_stream();
+    let mut taps = Vec::new();
+    for policy in &route.mirrors {
+        if let Some(admission) = policy.admit() {
+            let (copy, tap) = policy.copy(admission, &parts, &original_host, has_body);
+            taps.extend(tap);
+            tokio::spawn(copy.run(published.upstreams.mirror.clone()));
+        }
+    }
+
+    parts.uri = upstream_uri(endpoint, parts.uri.path_and_query());
+    parts.version = Version::HTTP_11;
+    let upstream_request = Request::from_parts(parts, RequestBody::new(body, taps));
+    let result = forward::send(
+        &published.upstreams.primary,
+        upstream_request,
+        route.timeout,
+    )
+    .await;
+    destination.stats.duration.record(started.elapsed());
+    match result {
+        Ok(response) => {
+            destination
+                .stats
+                .responses
+                .record(response.status().as_u16());
+            response.map(ResponseBody::Upstream)
+        }
+        Err(reply) => {
+            destination.stats.responses.record(reply.status().as_u16());
+            reply.into_response()
+        }
+    }
+}

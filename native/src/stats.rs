@@ -1,0 +1,330 @@
+//! Counters and histograms: atomics indexed by Snapshot ids, bumped with `Relaxed`.
+//!
+//! A request touches only the counters of its own route, destination and mirrors;
+//! no hashing, no lock. Counter sets are keyed by their labels in a registry so
+//! that a reload keeps counting into the same series (Prometheus counters must
+//! not go back to zero because a route was re-declared).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Upper bounds of the duration histogram buckets, in seconds (the last bucket is +Inf).
+pub const BUCKET_BOUNDS_SECONDS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+const BUCKET_BOUNDS_MICROS: [u64; 16] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// A fixed-bucket histogram. Bucket counts are not cumulative here; the
+/// exposition layer accumulates them.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 17],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    #[inline]
+    pub fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let index = BUCKET_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
+        self.buckets[index].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    pub fn report(&self) -> HistogramReport {
+        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        HistogramReport {
+            count: buckets.iter().sum(),
+            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+}
+
+/// Responses by status code, 100..=599; anything else lands in `other`.
+#[derive(Debug)]
+pub struct StatusCounts {
+    codes: Box<[AtomicU64]>,
+    other: AtomicU64,
+}
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        Self {
+            codes: (100..600).map(|_| AtomicU64::new(0)).collect(),
+            other: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StatusCounts {
+    #[inline]
+    pub fn record(&self, status: u16) {
+        match self.codes.get(usize::from(status).wrapping_sub(100)) {
+            Some(counter) => counter.fetch_add(1, Relaxed),
+            None => self.other.fetch_add(1, Relaxed),
+        };
+    }
+
+    pub fn report(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = self
+            .codes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then(|| ((i + 100).to_string(), n))
+            })
+            .collect();
+        let other = self.other.load(Relaxed);
+        if other > 0 {
+            out.insert("other".to_owned(), other);
+        }
+        out
+    }
+}
+
+/// The labels of a counter set: virtual service, route, destination host, subset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct StatsKey {
+    pub virtual_service: String,
+    pub route: String,
+    pub host: String,
+    pub subset: Option<String>,
+}
+
+/// What a primary destination of one route answered.
+#[derive(Debug, Default)]
+pub struct DestinationStats {
+    pub responses: StatusCounts,
+    pub duration: Histogram,
+}
+
+/// Why a mirror copy was not sent, or was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The mirror already had `max_in_flight` copies outstanding.
+    InFlightLimit,
+    /// The copy's body buffer filled up (the mirror read slower than the
+    /// primary), or the body was larger than the buffer allows.
+    BodyBuffer,
+    /// The mirror's cluster has no endpoint.
+    NoEndpoint,
+    /// The client's request body broke off before it was complete.
+    RequestAborted,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        Self::InFlightLimit,
+        Self::BodyBuffer,
+        Self::NoEndpoint,
+        Self::RequestAborted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InFlightLimit => "in_flight_limit",
+            Self::BodyBuffer => "body_buffer",
+            Self::NoEndpoint => "no_endpoint",
+            Self::RequestAborted => "request_aborted",
+        }
+    }
+}
+
+/// What became of one mirror policy's copies.
+#[derive(Debug, Default)]
+pub struct MirrorStats {
+    /// The mirror answered (any status); its response was drained and dropped.
+    pub answered: AtomicU64,
+    /// Connecting or exchanging with the mirror failed.
+    pub failed: AtomicU64,
+    /// The mirror did not finish within the mirror timeout.
+    pub timed_out: AtomicU64,
+    /// Copies admitted and not yet finished (a gauge).
+    pub in_flight: AtomicU64,
+    dropped: [AtomicU64; 4],
+    pub responses: StatusCounts,
+    pub duration: Histogram,
+}
+
+impl MirrorStats {
+    #[inline]
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped[reason as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Per-listener counts of what never reached a route.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    /// Requests answered 404 because no virtual host or route matched.
+    pub unrouted: AtomicU64,
+}
+
+/// All counter sets ever created by this engine, by label. Touched only when a
+/// snapshot is compiled and when stats are read, never per request.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    destinations: HashMap<StatsKey, Arc<DestinationStats>>,
+    mirrors: HashMap<StatsKey, Arc<MirrorStats>>,
+}
+
+impl StatsRegistry {
+    pub fn destination(&mut self, key: StatsKey) -> Arc<DestinationStats> {
+        self.destinations.entry(key).or_default().clone()
+    }
+
+    pub fn mirror(&mut self, key: StatsKey) -> Arc<MirrorStats> {
+        self.mirrors.entry(key).or_default().clone()
+    }
+
+    pub fn report(&self) -> (Vec<DestinationReport>, Vec<MirrorReport>) {
+        let destinations = self
+            .destinations
+            .iter()
+            .map(|(key, s)| DestinationReport {
+                key: key.clone(),
+                responses: s.responses.report(),
+                duration: s.duration.report(),
+            })
+            .collect();
+        let mirrors = self
+            .mirrors
+            .iter()
+            .map(|(key, s)| MirrorReport {
+                key: key.clone(),
+                answered: s.answered.load(Relaxed),
+                failed: s.failed.load(Relaxed),
+                timed_out: s.timed_out.load(Relaxed),
+                in_flight: s.in_flight.load(Relaxed),
+                dropped: DropReason::ALL
+                    .iter()
+                    .map(|&r| (r.label().to_owned(), s.dropped[r as usize].load(Relaxed)))
+                    .collect(),
+                responses: s.responses.report(),
+                duration: s.duration.report(),
+            })
+            .collect();
+        (destinations, mirrors)
+    }
+}
+
+// === reports: the one bulk read handed to Python ===
+
+#[derive(Debug, Serialize)]
+pub struct HistogramReport {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// One count per bucket of `BUCKET_BOUNDS_SECONDS`, then the +Inf bucket.
+    pub buckets: Vec<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DestinationReport {
+    #[serde(flatten)]
+    pub key: StatsKey,
+    pub responses: HashMap<String, u64>,
+    pub duration: HistogramReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MirrorReport {
+    #[serde(flatten)]
+    pub key: StatsKey,
+    pub answered: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub in_flight: u64,
+    pub dropped: HashMap<String, u64>,
+    pub responses: HashMap<String, u64>,
+    pub duration: HistogramReport,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListenerReport {
+    pub address: String,
+    pub connections_total: u64,
+    pub connections_active: u64,
+    pub unrouted: u64,
+}
+
+impl ListenerStats {
+    pub fn report(&self, address: String) -> ListenerReport {
+        ListenerReport {
+            address,
+            connections_total: self.connections_total.load(Relaxed),
+            connections_active: self.connections_active.load(Relaxed),
+            unrouted: self.unrouted.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsReport {
+    pub version: String,
+    pub bucket_bounds_seconds: &'static [f64],
+    pub listeners: Vec<ListenerReport>,
+    pub destinations: Vec<DestinationReport>,
+    pub mirrors: Vec<MirrorReport>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(500)); // on the bound: first bucket
+        h.record(Duration::from_micros(501));
+        h.record(Duration::from_secs(100)); // past every bound: +Inf
+        let r = h.report();
+        assert_eq!(r.count, 3);
+        assert_eq!(r.buckets[0], 1);
+        assert_eq!(r.buckets[1], 1);
+        assert_eq!(r.buckets[16], 1);
+        assert!((r.sum_seconds - 100.001001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn status_counts_keep_codes_apart() {
+        let s = StatusCounts::default();
+        s.record(200);
+        s.record(200);
+        s.record(503);
+        s.record(99);
+        s.record(600);
+        let r = s.report();
+        assert_eq!(r["200"], 2);
+        assert_eq!(r["503"], 1);
+        assert_eq!(r["other"], 2);
+        assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn registry_reuses_counters_for_the_same_labels() {
+        let mut reg = StatsRegistry::default();
+        let key = StatsKey {
+            virtual_service: "reviews".into(),
+            route: "0".into(),
+            host: "reviews".into(),
+            subset: Some("v1".into()),
+        };
+        let a = reg.destination(key.clone());
+        a.responses.record(200);
+        let b = reg.destination(key);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(reg.report().0[0].responses["200"], 1);
+    }
+}

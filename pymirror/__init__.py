@@ -1,0 +1,1 @@
+"""pymirror: a traffic-shadowing proxy (Python control plane over a Rust data plane)."""
