@@ -1,0 +1,113 @@
+"""Typed wrapper over the compiled data plane (`pymirror._native.Engine`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from pymirror import _native
+from pymirror.snapshot import Snapshot
+
+
+class HistogramStats(TypedDict):
+    count: int
+    sum_seconds: float
+    buckets: list[int]  # per bound of `bucket_bounds_seconds`, then +Inf; not cumulative
+
+
+class DestinationStats(TypedDict):
+    virtual_service: str
+    route: str
+    host: str
+    subset: str | None
+    responses: dict[str, int]  # status code -> count
+    duration: HistogramStats
+
+
+class MirrorStats(TypedDict):
+    virtual_service: str
+    route: str
+    host: str
+    subset: str | None
+    answered: int
+    failed: int
+    timed_out: int
+    in_flight: int
+    dropped: dict[str, int]  # reason -> count
+    responses: dict[str, int]
+    duration: HistogramStats
+
+
+class ListenerStats(TypedDict):
+    address: str
+    connections_total: int
+    connections_active: int
+    unrouted: int
+
+
+class Stats(TypedDict):
+    version: str
+    bucket_bounds_seconds: list[float]
+    listeners: list[ListenerStats]
+    destinations: list[DestinationStats]
+    mirrors: list[MirrorStats]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How the data plane serves connections."""
+
+    worker_threads: int = 0
+    """Runtime worker threads; 0 means one per CPU core."""
+    header_read_timeout: float = 30.0
+    """Seconds a client has to send its whole request head (slowloris guard)."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request head accepted; larger ones get 431."""
+
+
+def _dump(snapshot: Snapshot) -> str:
+    return json.dumps(snapshot, separators=(",", ":"))
+
+
+def validate(snapshot: Snapshot) -> None:
+    """Checks a snapshot exactly as the data plane would; raises SnapshotError."""
+    _native.validate(_dump(snapshot))
+
+
+class Engine:
+    """A running data plane. Its threads serve until `shutdown`; no Python runs per request."""
+
+    def __init__(self, snapshot: Snapshot, options: ServerOptions | None = None) -> None:
+        opts = options or ServerOptions()
+        self._native = _native.Engine(
+            _dump(snapshot),
+            worker_threads=opts.worker_threads,
+            header_read_timeout=opts.header_read_timeout,
+            max_header_bytes=opts.max_header_bytes,
+        )
+
+    @property
+    def addresses(self) -> list[str]:
+        """Bound `ip:port` of each listener, in configuration order."""
+        return self._native.addresses
+
+    @property
+    def running(self) -> bool:
+        return self._native.running
+
+    def reload(self, snapshot: Snapshot) -> None:
+        """Swaps in a new snapshot atomically; raises and changes nothing if it is refused."""
+        self._native.reload(_dump(snapshot))
+
+    def stats(self) -> Stats:
+        """One bulk read of every counter in the core."""
+        data: Any = json.loads(self._native.stats_json())
+        return data  # type: ignore[no-any-return]
+
+    def shutdown(self, drain: float = 5.0) -> bool:
+        """Stops accepting and drains for up to `drain` seconds. Blocks.
+
+        Returns True when every in-flight request finished in time.
+        """
+        return self._native.shutdown(max(0.0, drain))

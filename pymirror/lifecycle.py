@@ -1,0 +1,109 @@
+"""Lifecycle under trio: start, signals (reload on SIGHUP, drain on SIGINT/SIGTERM),
+and the async embedding API. Blocking core calls run in worker threads."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from pymirror.config import ConfigError, Source, load_config
+from pymirror.engine import ServerOptions
+from pymirror.errors import PymirrorError
+from pymirror.proxy import ConfigSource, Proxy, as_config
+from pymirror.resolve import describe
+
+log = logging.getLogger("pymirror")
+
+#: Seconds in-flight requests get to finish on shutdown, unless told otherwise.
+DEFAULT_DRAIN_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def serve(
+    config: ConfigSource,
+    *,
+    listen: Sequence[str] | None = None,
+    options: ServerOptions | None = None,
+    drain: float = DEFAULT_DRAIN_SECONDS,
+) -> AsyncIterator[Proxy]:
+    """`async with serve(config) as proxy:` runs the proxy for the block's duration,
+    then drains it (shielded from cancellation, bounded by `drain` seconds)."""
+    proxy = Proxy(await trio.to_thread.run_sync(as_config, config), listen=listen, options=options)
+    await trio.to_thread.run_sync(proxy.start)
+    try:
+        yield proxy
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(proxy.close, drain)
+
+
+async def serve_forever(
+    config: ConfigSource,
+    *,
+    listen: Sequence[str] | None = None,
+    options: ServerOptions | None = None,
+    drain: float = DEFAULT_DRAIN_SECONDS,
+    task_status: trio.TaskStatus[Proxy] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """For `proxy = await nursery.start(serve_forever, config)`: reports the running
+    `Proxy` once its listeners are bound, serves until cancelled, then drains."""
+    async with serve(config, listen=listen, options=options, drain=drain) as proxy:
+        task_status.started(proxy)
+        await trio.sleep_forever()
+
+
+@dataclass
+class Supervisor:
+    """What `pymirror run` does: serve, reload on SIGHUP, drain on SIGINT/SIGTERM."""
+
+    sources: Sequence[Source]
+    listen: Sequence[str] | None = None
+    options: ServerOptions | None = None
+    drain: float = DEFAULT_DRAIN_SECONDS
+    reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+
+    async def run(self) -> int:
+        # Open the receiver first: a signal during start-up is not lost.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
+            proxy = Proxy(config, listen=self.listen, options=self.options)
+            await trio.to_thread.run_sync(proxy.start)
+            self._announce(proxy)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self._reload(proxy)
+                    continue
+                log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, self.drain)
+                break
+            drained = await trio.to_thread.run_sync(proxy.close, self.drain)
+        if drained:
+            log.info("stopped: every in-flight request completed")
+        else:
+            log.warning(
+                "stopped: drain deadline of %.1fs passed with requests in flight", self.drain
+            )
+        return 0
+
+    def _announce(self, proxy: Proxy) -> None:
+        for line in describe(proxy.config, listen=self.listen):
+            log.info("%s", line)
+        for address in proxy.addresses:
+            log.info("listening on %s", address)
+        log.info("config version %s", proxy.version)
+
+    async def _reload(self, proxy: Proxy) -> None:
+        log.info("SIGHUP: reloading %s", ", ".join(str(s) for s in self.sources))
+        try:
+            config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
+            await trio.to_thread.run_sync(proxy.reload, config)
+        except (ConfigError, PymirrorError) as exc:
+            self.reloads["failure"] += 1
+            log.error("reload refused, still serving version %s:\n%s", proxy.version, exc)
+            return
+        self.reloads["success"] += 1
+        log.info("reloaded: now serving config version %s", proxy.version)

@@ -1,0 +1,116 @@
+"""The proxy embedded in a Python process: `Proxy`, a synchronous context manager.
+
+The data plane runs on its own native threads; nothing here runs per request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from pymirror.config import Config, load_config
+from pymirror.engine import Engine, ServerOptions, Stats
+from pymirror.errors import EngineError
+from pymirror.resolve import build_snapshot
+
+#: What a `Proxy` accepts as configuration: a loaded `Config`, a path, or YAML text.
+ConfigSource = Config | str | os.PathLike[str]
+
+
+def as_config(source: ConfigSource) -> Config:
+    return source if isinstance(source, Config) else load_config(source)
+
+
+class Proxy:
+    """pymirror serving a configuration.
+
+    >>> with Proxy("config/reviews.yaml", listen=["127.0.0.1:0"]) as proxy:  # doctest: +SKIP
+    ...     print(proxy.url, proxy.stats()["mirrors"])
+    """
+
+    def __init__(
+        self,
+        config: ConfigSource,
+        *,
+        listen: Sequence[str] | None = None,
+        options: ServerOptions | None = None,
+    ) -> None:
+        self._config = as_config(config)
+        self._listen = list(listen) if listen else None
+        self._options = options
+        self._engine: Engine | None = None
+        self._version = ""
+
+    # === lifecycle ===
+
+    def start(self) -> Self:
+        """Binds every listener and starts serving. Raises ListenError, SnapshotError."""
+        if self._engine is not None:
+            raise EngineError("the proxy is already started")
+        snapshot = build_snapshot(self._config, listen=self._listen)
+        self._engine = Engine(snapshot, self._options)
+        self._version = snapshot["version"]
+        return self
+
+    def close(self, drain: float = 5.0) -> bool:
+        """Stops accepting, lets in-flight requests finish for up to `drain` seconds.
+
+        Returns True when all of them finished in time. Closing twice is harmless.
+        """
+        if self._engine is None:
+            return True
+        return self._engine.shutdown(drain)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # === while running ===
+
+    @property
+    def _running(self) -> Engine:
+        if self._engine is None or not self._engine.running:
+            raise EngineError("the proxy is not running")
+        return self._engine
+
+    @property
+    def addresses(self) -> list[str]:
+        """Each listener's bound `ip:port`, in configuration order."""
+        return self._running.addresses
+
+    @property
+    def url(self) -> str:
+        """`http://ip:port` of the first listener."""
+        return f"http://{self.addresses[0]}"
+
+    @property
+    def config(self) -> Config:
+        """The configuration being served."""
+        return self._config
+
+    @property
+    def version(self) -> str:
+        """The running snapshot's version (a checksum of the resolved configuration)."""
+        return self._version
+
+    def stats(self) -> Stats:
+        """Every counter of the data plane, read in one call."""
+        return self._running.stats()
+
+    def reload(self, config: ConfigSource) -> None:
+        """Validates `config` and swaps it in atomically; in-flight requests finish on the
+        old one. On any error (ConfigError, SnapshotError, ReloadError) the running
+        configuration stays and the error is raised."""
+        new = as_config(config)
+        snapshot = build_snapshot(new, listen=self._listen)
+        self._running.reload(snapshot)
+        self._config, self._version = new, snapshot["version"]

@@ -1,0 +1,141 @@
+"""`pymirror run`: the seed end to end, SIGHUP reload, SIGTERM drain, `pymirror check`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import seed_config
+from support.client import Client
+from support.process import PymirrorProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def run_pymirror():
+    started: list[PymirrorProcess] = []
+
+    def start(config: Path) -> PymirrorProcess:
+        p = PymirrorProcess(config)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def test_seed_serves_v1_and_mirrors_to_v2(backend, run_pymirror, tmp_path: Path) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config(v1.address, v2.address))
+    proc = run_pymirror(routes)
+    proc.wait_for(r"mirror 100% -> reviews v2")
+    n = 50
+    with Client(proc.address) as client:
+        replies = [
+            client.request("POST", f"/reviews/{i}?page=1", body=f"body-{i}".encode())
+            for i in range(n)
+        ]
+    copies = v2.wait_for(n)
+    assert {(r.status, r.body) for r in replies} == {(200, b"v1")}
+    by_id = {c.headers["x-request-id"]: c for c in copies}
+    assert len(by_id) == n
+    for primary in v1.seen:
+        copy = by_id[primary.headers["x-request-id"]]
+        assert (copy.method, copy.path, copy.query, copy.body) == (
+            primary.method,
+            primary.path,
+            primary.query,
+            primary.body,
+        )
+        assert copy.headers["host"] == "reviews-shadow"
+    proc.signal(signal.SIGTERM)
+    assert proc.wait() == 0
+
+
+def test_sighup_reload_changes_percentage_and_refuses_broken_config(
+    backend, run_pymirror, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config(v1.address, v2.address))
+    proc = run_pymirror(routes)
+    with Client(proc.address) as client:
+        client.request("GET", "/before")
+        v2.wait_for(1)
+
+        routes.write_text(
+            seed_config(v1.address, v2.address, mirror="mirrorPercentage: {value: 0}")
+        )
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(r"reloaded: now serving config version")
+        for i in range(50):
+            assert client.request("GET", f"/after/{i}").status == 200
+
+        routes.write_text(
+            seed_config(v1.address, v2.address, mirror="mirrorPercentage: {value: 1000}")
+        )
+        proc.signal(signal.SIGHUP)
+        refused = proc.wait_for(r"reload refused")
+        error = proc.wait_for(r"routes\.yaml:\d+:\d+: .*mirrorPercentage")
+        assert client.request("GET", "/still-serving").status == 200
+    assert refused and error
+    assert [s.path for s in v2.seen] == ["/before"]
+    assert proc.proc.poll() is None
+    proc.signal(signal.SIGINT)
+    assert proc.wait() == 0
+
+
+def test_sigterm_lets_in_flight_requests_complete(backend, run_pymirror, tmp_path: Path) -> None:
+    v1, v2 = backend("v1", delay=1.0), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config(v1.address, v2.address))
+    proc = run_pymirror(routes)
+    results: list[int] = []
+
+    def call(i: int) -> None:
+        with Client(proc.address) as client:
+            results.append(client.request("GET", f"/slow/{i}").status)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    # All 8 are in flight: v1 holds each for 1 s before answering.
+    assert v1.wait_for_arrivals(8) == 8
+    proc.signal(signal.SIGTERM)
+    proc.wait_for(r"draining")
+    for t in threads:
+        t.join(timeout=15)
+    assert proc.wait() == 0
+    assert results == [200] * 8
+    proc.wait_for(r"every in-flight request completed")
+
+
+def test_check_prints_the_plan_and_exit_1_on_errors(backend, tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config("127.0.0.1:9081", "127.0.0.1:9082"))
+    ok = subprocess.run(
+        [sys.executable, "-m", "pymirror.cli", "check", str(routes)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "reviews v2" in ok.stdout and "100%" in ok.stdout
+
+    routes.write_text(routes.read_text().replace("mirrorPercentage", "mirrorPercentge"))
+    bad = subprocess.run(
+        [sys.executable, "-m", "pymirror.cli", "check", str(routes)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 1
+    assert f"{routes}:" in bad.stderr
+    assert "mirrorPercentge" in bad.stderr and "mirrorPercentage" in bad.stderr

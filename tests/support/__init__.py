@@ -1,0 +1,1 @@
+"""Real HTTP peers and clients for the end-to-end tests (loopback only)."""

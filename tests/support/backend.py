@@ -1,0 +1,155 @@
+"""A real HTTP/1.1 server standing in for `reviews` v1 / v2, recording what reaches it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the backend received it."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    body: bytes
+    chunked: bool
+    received_at: float
+    answered_at: float = 0.0
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    delay: float = 0.0
+    body: bytes = b""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answers go out at once, as real servers do
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> tuple[bytes, bool]:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks), True
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        return self.rfile.read(length), False
+
+    def _handle(self) -> None:
+        received = time.monotonic()
+        body, chunked = self._read_body()
+        with self.server.lock:
+            self.server.arrivals += 1
+        url = urlsplit(self.path)
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        behaviour = self.server.behaviour
+        if behaviour.delay:
+            time.sleep(behaviour.delay)
+        payload = behaviour.body or self.server.name.encode()
+        self.send_response(behaviour.status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("X-Backend", self.server.name)
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+        seen = Seen(
+            self.command, url.path, url.query, headers, body, chunked, received, time.monotonic()
+        )
+        with self.server.lock:
+            self.server.seen.append(seen)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, name: str, behaviour: Behaviour) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.name = name
+        self.behaviour = behaviour
+        self.lock = threading.Lock()
+        self.seen: list[Seen] = []
+        self.arrivals = 0
+
+
+@dataclass
+class Backend:
+    """`Backend("v1").start()`: serves on 127.0.0.1, answers `name` (or the configured
+    body) with the configured status after the configured delay."""
+
+    name: str
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    _server: _Server | None = None
+
+    def start(self) -> Backend:
+        self._server = _Server(self.name, self.behaviour)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def address(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    @property
+    def seen(self) -> list[Seen]:
+        assert self._server is not None
+        with self._server.lock:
+            return list(self._server.seen)
+
+    def wait_for_arrivals(self, count: int, timeout: float = 10.0) -> int:
+        """Waits (bounded) until at least `count` requests were received (answered or not)."""
+        assert self._server is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._server.lock:
+                if self._server.arrivals >= count:
+                    return self._server.arrivals
+            time.sleep(0.01)
+        return self._server.arrivals
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Seen]:
+        """Waits (bounded) until at least `count` requests were answered."""
+        deadline = time.monotonic() + timeout
+        while len(seen := self.seen) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return seen
+
+
+def closed_port() -> str:
+    """An address on which nothing listens (bound, then closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"

@@ -1,0 +1,396 @@
+"""Model -> Snapshot: indexes, per-million rates, subsets, DNS fallback, default hosts."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+import typing
+from pathlib import Path
+
+import pytest
+
+from pymirror import snapshot as snap
+from pymirror.config import ConfigError, load_config
+from pymirror.resolve import build_snapshot, describe, per_million
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = ROOT / "config" / "reviews.yaml"
+
+SERVICES = """\
+listeners:
+  - address: 127.0.0.1:8080
+    host: reviews
+services:
+  reviews:
+    endpoints:
+      - {address: 127.0.0.1:9081, labels: {version: v1}}
+      - {address: 127.0.0.1:9082, labels: {version: v2}}
+      - {address: 127.0.0.1:9083, labels: {version: v2, zone: b}}
+    subsets: {v1: {version: v1}, v2: {version: v2}, v2b: {version: v2, zone: b}}
+"""
+
+
+def build(routes: str, *, services: str = SERVICES, **kwargs: typing.Any) -> snap.Snapshot:
+    return build_snapshot(load_config(services + textwrap.dedent(routes)), **kwargs)
+
+
+def one_route(http: str) -> str:
+    """A `reviews` virtual service with one http entry (``http``, indented as its fields)."""
+    head = "virtualServices:\n  - name: reviews\n    hosts: [reviews]\n    http:\n      - "
+    return head + textwrap.indent(textwrap.dedent(http), " " * 8).lstrip()
+
+
+def test_seed_snapshot() -> None:
+    s = build_snapshot(load_config(SEED))
+    assert s["schema"] == snap.SCHEMA == 1
+    assert s["listeners"] == [{"address": "127.0.0.1:8080", "default_virtual_host": 0}]
+    assert s["clusters"] == [
+        {"host": "reviews", "subset": "v1", "endpoints": ["127.0.0.1:9081"]},
+        {"host": "reviews", "subset": "v2", "endpoints": ["127.0.0.1:9082"]},
+    ]
+    assert s["virtual_hosts"] == [
+        {
+            "name": "reviews",
+            "domains": ["reviews"],
+            "routes": [
+                {
+                    "name": "0",
+                    "matches": [],
+                    "destinations": [{"cluster": 0, "weight": 100}],
+                    "timeout_ms": None,
+                    "mirrors": [
+                        {
+                            "cluster": 1,
+                            "per_million": 200_000,
+                            "max_in_flight": 1024,
+                            "timeout_ms": 10_000,
+                            "max_body_bytes": 4 * 1024 * 1024,
+                            "host_suffix": "-shadow",
+                        }
+                    ],
+                }
+            ],
+        }
+    ]
+    assert s["upstream"] == {
+        "connect_timeout_ms": 1000,
+        "pool_idle_timeout_ms": 60_000,
+        "pool_max_idle_per_endpoint": 256,
+    }
+    assert re.fullmatch(r"[0-9a-f]{12}", s["version"])
+    assert json.loads(json.dumps(s)) == s
+
+
+@pytest.mark.parametrize(
+    ("percent", "expected"),
+    [
+        (0, 0),
+        (0.01, 100),
+        (0.0001, 1),
+        (2.5, 25_000),
+        (20, 200_000),
+        (33.3333, 333_333),
+        (100, 1_000_000),
+    ],
+)
+def test_percentages_become_per_million(percent: float, expected: int) -> None:
+    assert per_million(percent) == expected
+    routes = one_route(f"""\
+        route: [{{destination: {{host: reviews, subset: v1}}}}]
+        mirror: {{host: reviews, subset: v2}}
+        mirrorPercentage: {{value: {percent}}}
+    """)
+    (mirror,) = build(routes)["virtual_hosts"][0]["routes"][0]["mirrors"]
+    assert mirror["per_million"] == expected
+
+
+def test_mirror_without_percentage_copies_everything_and_deprecated_percent_is_read() -> None:
+    base = "route: [{destination: {host: reviews, subset: v1}}]\nmirror: {host: reviews}\n"
+    route = build(one_route(base))["virtual_hosts"][0]["routes"][0]
+    assert [m["per_million"] for m in route["mirrors"]] == [1_000_000]
+    route = build(one_route(base + "mirrorPercent: 7\n"))["virtual_hosts"][0]["routes"][0]
+    assert [m["per_million"] for m in route["mirrors"]] == [70_000]
+
+
+def test_several_mirrors_each_with_its_own_rate() -> None:
+    s = build(
+        one_route("""\
+        route: [{destination: {host: reviews, subset: v1}}]
+        mirrors:
+          - destination: {host: reviews, subset: v2}
+            percentage: {value: 2.5}
+          - destination: {host: shadow.internal, port: {number: 8080}}
+    """)
+    )
+    mirrors = s["virtual_hosts"][0]["routes"][0]["mirrors"]
+    assert [(s["clusters"][m["cluster"]], m["per_million"]) for m in mirrors] == [
+        (
+            {"host": "reviews", "subset": "v2", "endpoints": ["127.0.0.1:9082", "127.0.0.1:9083"]},
+            25_000,
+        ),
+        (
+            {"host": "shadow.internal", "subset": None, "endpoints": ["shadow.internal:8080"]},
+            1_000_000,
+        ),
+    ]
+
+
+def test_weights_and_cluster_deduplication() -> None:
+    s = build("""\
+        virtualServices:
+          - name: reviews
+            hosts: [reviews]
+            http:
+              - name: split
+                route:
+                  - {destination: {host: reviews, subset: v1}, weight: 80}
+                  - {destination: {host: reviews, subset: v2}, weight: 20}
+                mirror: {host: reviews, subset: v2b}
+              - route:
+                  - destination: {host: reviews, subset: v1}
+                  - destination: {host: reviews}
+                    weight: 1
+    """)
+    assert [(c["subset"], c["endpoints"]) for c in s["clusters"]] == [
+        ("v1", ["127.0.0.1:9081"]),
+        ("v2", ["127.0.0.1:9082", "127.0.0.1:9083"]),
+        ("v2b", ["127.0.0.1:9083"]),
+        (None, ["127.0.0.1:9081", "127.0.0.1:9082", "127.0.0.1:9083"]),
+    ]
+    split, second = s["virtual_hosts"][0]["routes"]
+    assert split["name"] == "split" and second["name"] == "1"
+    assert split["destinations"] == [{"cluster": 0, "weight": 80}, {"cluster": 1, "weight": 20}]
+    assert split["mirrors"][0]["cluster"] == 2
+    assert second["destinations"] == [{"cluster": 0, "weight": 0}, {"cluster": 3, "weight": 1}]
+
+
+def test_hosts_without_endpoints_resolve_by_dns() -> None:
+    services = SERVICES + "  empty: {}\n"
+    s = build(
+        one_route("""\
+        route:
+          - {destination: {host: httpbin.org}, weight: 1}
+          - {destination: {host: httpbin.org, port: {number: 8080}}, weight: 1}
+          - {destination: {host: empty}, weight: 1}
+          - {destination: {host: "::1"}, weight: 1}
+    """),
+        services=services,
+    )
+    assert [(c["host"], c["subset"], c["endpoints"]) for c in s["clusters"]] == [
+        ("httpbin.org", None, ["httpbin.org:80"]),
+        ("httpbin.org", None, ["httpbin.org:8080"]),
+        ("empty", None, ["empty:80"]),
+        ("::1", None, ["[::1]:80"]),
+    ]
+
+
+def test_matches_timeouts_and_mirror_limits() -> None:
+    s = build(
+        one_route("""\
+        match:
+          - uri: {prefix: /api}
+            method: {exact: POST}
+            headers: {End-User: {regex: "j.*"}}
+          - uri: {exact: /health}
+        route: [{destination: {host: reviews, subset: v1}}]
+        timeout: 1.5s
+        mirror: {host: reviews, subset: v2}
+    """)
+        + "mirrorDefaults: {maxInFlight: 8, timeout: 250ms, maxBodyBytes: 64KiB, "
+        "hostSuffix: -canary}\nupstream: {connectTimeout: 2s}\n"
+    )
+    route = s["virtual_hosts"][0]["routes"][0]
+    assert route["matches"] == [
+        {
+            "uri": {"prefix": "/api"},
+            "method": {"exact": "POST"},
+            "headers": [{"name": "end-user", "value": {"regex": "j.*"}}],
+        },
+        {"uri": {"exact": "/health"}, "method": None, "headers": []},
+    ]
+    assert route["timeout_ms"] == 1500
+    (mirror,) = route["mirrors"]
+    assert (
+        mirror["max_in_flight"],
+        mirror["timeout_ms"],
+        mirror["max_body_bytes"],
+        mirror["host_suffix"],
+    ) == (8, 250, 64 * 1024, "-canary")
+    assert s["upstream"]["connect_timeout_ms"] == 2000
+
+
+VS = """\
+virtualServices:
+  - name: exact
+    hosts: [reviews.example.com]
+    http: [{route: [{destination: {host: reviews, subset: v1}}]}]
+  - name: wild
+    hosts: ["*.example.com"]
+    http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+  - name: all
+    hosts: ["*"]
+    http: [{route: [{destination: {host: reviews}}]}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("host", "index"),
+    [("reviews.example.com", 0), ("REVIEWS.example.com", 0), ("api.example.com", 1), ("other", 2)],
+)
+def test_listener_default_host_picks_the_most_specific_virtual_host(host: str, index: int) -> None:
+    services = SERVICES.replace("host: reviews", f"host: {host}")
+    assert build(VS, services=services)["listeners"][0]["default_virtual_host"] == index
+
+
+def test_default_host_naming_a_service_gets_an_implicit_virtual_host() -> None:
+    s = build("virtualServices: []\n")
+    assert s["listeners"] == [{"address": "127.0.0.1:8080", "default_virtual_host": 0}]
+    assert s["virtual_hosts"] == [
+        {
+            "name": "reviews",
+            "domains": ["reviews"],
+            "routes": [
+                {
+                    "name": "0",
+                    "matches": [],
+                    "destinations": [{"cluster": 0, "weight": 100}],
+                    "timeout_ms": None,
+                    "mirrors": [],
+                }
+            ],
+        }
+    ]
+    assert s["clusters"][0]["endpoints"] == ["127.0.0.1:9081", "127.0.0.1:9082", "127.0.0.1:9083"]
+
+
+def test_listener_without_host_has_no_default() -> None:
+    s = build("virtualServices: []\n", services=SERVICES.replace("    host: reviews\n", ""))
+    assert s["listeners"] == [{"address": "127.0.0.1:8080", "default_virtual_host": None}]
+    assert s["virtual_hosts"] == []
+
+
+def test_listen_replaces_addresses_and_keeps_the_default_host() -> None:
+    s = build_snapshot(load_config(SEED), listen=["127.0.0.1:0", "[::1]:0"])
+    assert s["listeners"] == [
+        {"address": "127.0.0.1:0", "default_virtual_host": 0},
+        {"address": "[::1]:0", "default_virtual_host": 0},
+    ]
+
+
+def test_bad_listen_address() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_snapshot(load_config(SEED), listen=["localhost:80"])
+    assert str(info.value) == (
+        "--listen: expected an IP address and port to listen on, such as `0.0.0.0:8080` or "
+        "`127.0.0.1:8080` (got 'localhost:80')"
+    )
+
+
+def test_no_listener_at_all_is_an_error_at_build_time(tmp_path: Path) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "# routes only: listeners come from --listen\n"
+        + SERVICES.split("services:")[1].join(["services:", ""])
+        + "virtualServices: []\n"
+    )
+    config = load_config(path)
+    assert config.listeners == []
+    s = build_snapshot(config, listen=["127.0.0.1:0"])
+    assert s["listeners"] == [{"address": "127.0.0.1:0", "default_virtual_host": None}]
+    assert describe(config, listen=["127.0.0.1:0"])[0] == "listener 127.0.0.1:0"
+    with pytest.raises(ConfigError) as info:
+        build_snapshot(config)
+    assert str(info.value) == (
+        f"{path}:2:1: listeners: no listener: add `listeners: [{{address: 0.0.0.0:8080}}]` or "
+        "pass `--listen`"
+    )
+
+
+def test_version_follows_content_only() -> None:
+    text = SEED.read_text()
+    a = build_snapshot(load_config(SEED))["version"]
+    assert build_snapshot(load_config(text))["version"] == a
+    assert build_snapshot(load_config(text.replace("# The seed", "# Not the seed")))["version"] == a
+    changed = build_snapshot(load_config(text.replace("value: 20.0", "value: 2.5")))["version"]
+    assert changed != a
+
+
+def test_describe_the_seed() -> None:
+    assert describe(load_config(SEED)) == [
+        "listener 127.0.0.1:8080 (default host reviews)",
+        "admin 127.0.0.1:9901",
+        "reviews/0: * -> reviews v1 (127.0.0.1:9081); mirror 20% -> reviews v2 (127.0.0.1:9082)",
+    ]
+
+
+def test_describe_matches_weights_and_timeouts() -> None:
+    lines = describe(
+        load_config(
+            SERVICES
+            + textwrap.dedent(
+                one_route("""\
+        name: api
+        match:
+          - {method: {exact: GET}, uri: {prefix: /api/}, headers: {end-user: {exact: jason}}}
+          - uri: {regex: "/v[0-9]+"}
+        route:
+          - {destination: {host: reviews, subset: v1}, weight: 3}
+          - {destination: {host: reviews, subset: v2}, weight: 1}
+        timeout: 2s
+        mirror: {host: reviews, subset: v2b}
+        mirrorPercentage: {value: 0.01}
+    """)
+            )
+        )
+    )
+    assert lines[-1] == (
+        "reviews/api: GET /api/* end-user=jason or uri~/v[0-9]+ -> "
+        "reviews v1 (127.0.0.1:9081) 75%, reviews v2 (127.0.0.1:9082, 127.0.0.1:9083) 25%; "
+        "timeout 2s; mirror 0.01% -> reviews v2b (127.0.0.1:9083)"
+    )
+
+
+# === the contract with native/src/snapshot.rs ===
+
+RUST = (ROOT / "native" / "src" / "snapshot.rs").read_text()
+
+
+def _rust_structs() -> dict[str, set[str]]:
+    structs = {}
+    for name, body in re.findall(r"pub struct (\w+) \{(.*?)\n\}", RUST, re.S):
+        structs[name] = set(re.findall(r"^\s*pub (\w+):", body, re.M))
+    return structs
+
+
+@pytest.mark.parametrize("name", sorted(_rust_structs()))
+def test_typed_dicts_mirror_the_rust_structs(name: str) -> None:
+    typed = getattr(snap, name)
+    assert set(typing.get_type_hints(typed)) == _rust_structs()[name]
+
+
+def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
+    variants = re.search(r"pub enum StringMatch \{(.*?)\}", RUST, re.S)
+    assert variants is not None
+    assert {v.lower() for v in re.findall(r"(\w+)\(String\)", variants[1])} == set(
+        typing.get_type_hints(snap.StringMatch)
+    )
+    assert int(re.search(r"pub const SCHEMA: u32 = (\d+);", RUST)[1]) == snap.SCHEMA  # type: ignore[index]
+    defaults = dict(re.findall(r"pub fn (\w+)\(\) -> \w+ \{\s*(.*?)\s*\}", RUST, re.S))
+    assert defaults == {
+        "mirror_max_in_flight": str(snap.MIRROR_MAX_IN_FLIGHT),
+        "mirror_timeout_ms": "10_000",
+        "mirror_max_body_bytes": "4 * 1024 * 1024",
+        "mirror_host_suffix": f'"{snap.MIRROR_HOST_SUFFIX}".to_owned()',
+        "connect_timeout_ms": "1_000",
+        "pool_idle_timeout_ms": "60_000",
+        "pool_max_idle_per_endpoint": str(snap.POOL_MAX_IDLE_PER_ENDPOINT),
+    }
+    assert (snap.MIRROR_TIMEOUT_MS, snap.MIRROR_MAX_BODY_BYTES) == (10_000, 4 * 1024 * 1024)
+    assert (snap.CONNECT_TIMEOUT_MS, snap.POOL_IDLE_TIMEOUT_MS) == (1_000, 60_000)
+
+
+def test_the_native_core_accepts_the_snapshots() -> None:
+    native = pytest.importorskip("pymirror._native")
+    for config in (load_config(SEED), load_config(SERVICES + VS)):
+        native.validate(json.dumps(build_snapshot(config)))
