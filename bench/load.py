@@ -25,7 +25,10 @@ class LoadResult:
 
 
 def _duration_ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise RuntimeError(f"not a wrk duration: {text!r}")
+    value, unit = match.groups()
     return float(value) * _UNITS[unit] * 1e3
 
 
@@ -57,13 +60,16 @@ def wrk(
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    # Anchored: the "Latency" line's "+/- Stdev" column also ends in "%".
+    p50 = re.search(r"^\s+50%\s+(\S+)$", out, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)$", out, re.MULTILINE)
+    if p50 is None or p99 is None:
+        raise RuntimeError(f"no latency distribution in wrk output:\n{out}")
     return LoadResult(
         requests=int(total[1]),
         seconds=float(total[2]) * _UNITS[total[3]],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(g) for g in errors.groups()) if errors else 0,
-        p50_ms=_duration_ms(p50),
-        p99_ms=_duration_ms(p99),
+        p50_ms=_duration_ms(p50[1]),
+        p99_ms=_duration_ms(p99[1]),
     )

@@ -84,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(
         args.files, listen=args.listen, options=options, drain=args.drain_timeout
     )
-    return trio.run(supervisor.run)
+    exit_code: int = trio.run(supervisor.run)
+    return exit_code
 
 
 def _check(args: argparse.Namespace) -> int:

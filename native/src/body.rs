@@ -271,3 +271,60 @@ impl Body for ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn chunk(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[tokio::test]
+    async fn a_finished_tap_ends_the_copy_cleanly() {
+        let (TapHandle(mut tap), body) = tap(1024);
+        let state = body.state().unwrap();
+        tap.offer(&Bytes::from_static(b"hello "));
+        tap.offer(&Bytes::from_static(b"world"));
+        drop(tap);
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(collected, "hello world");
+        assert_eq!(state.cut_reason(), None);
+        assert_eq!(state.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_cuts_the_copy_which_then_fails() {
+        let (TapHandle(mut tap), mut body) = tap(100);
+        let state = body.state().unwrap();
+        tap.offer(&chunk(60));
+        tap.offer(&chunk(60)); // 120 queued > 100: cut
+        tap.offer(&chunk(1)); // ignored once cut
+        assert!(tap.tx.is_none());
+        assert_eq!(state.cut_reason(), Some(DropReason::BodyBuffer));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap().len(), 60);
+        assert!(
+            body.frame().await.unwrap().is_err(),
+            "never a short body passed as whole"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_that_ended_stops_being_fed() {
+        let (TapHandle(mut tap), body) = tap(1024);
+        let state = body.state().unwrap();
+        drop(body);
+        tap.offer(&chunk(10));
+        assert!(tap.tx.is_none());
+        assert_eq!(state.cut_reason(), None);
+    }
+
+    #[tokio::test]
+    async fn an_empty_copy_body_ends_at_once() {
+        let body = MirrorBody::empty();
+        assert!(body.is_end_stream());
+        assert!(body.collect().await.unwrap().to_bytes().is_empty());
+    }
+}

@@ -88,9 +88,14 @@ impl MirrorPolicy {
         &self,
         admission: Admission,
         parts: &Parts,
-        host: &str,
         has_body: bool,
     ) -> (MirrorCopy, Option<TapHandle>) {
+        // HTTP/1.0 clients may send no Host: the destination's name stands in.
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&self.cluster.host);
         let (tap, body) = if has_body {
             let (tap, body) = body::tap(self.max_body_bytes);
             (Some(tap), body)

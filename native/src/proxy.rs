@@ -96,7 +96,6 @@ async fn proxy(
         return reply.into_response();
     };
 
-    let original_host = authority.to_owned();
     let (mut parts, body) = request.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_forwarded(&mut parts.headers, conn.peer.ip());
@@ -111,7 +110,7 @@ async fn proxy(
     let mut taps = Vec::new();
     for policy in &route.mirrors {
         if let Some(admission) = policy.admit() {
-            let (copy, tap) = policy.copy(admission, &parts, &original_host, has_body);
+            let (copy, tap) = policy.copy(admission, &parts, has_body);
             taps.extend(tap);
             tokio::spawn(copy.run(published.upstreams.mirror.clone()));
         }

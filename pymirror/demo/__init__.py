@@ -8,6 +8,7 @@ users got next to what v2 received.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def _settled(proxy: Proxy, timeout: float = 15.0) -> MirrorStats:
         time.sleep(0.05)
 
 
+def _counts(counter: Counter[int] | Counter[str]) -> str:
+    return ", ".join(f"{n}x {key}" for key, n in sorted(counter.items()))
+
+
 def _report(
     console: Console, traffic: Traffic, v1: ReviewsServer, v2: ReviewsServer, mirror: MirrorStats
 ) -> None:
@@ -86,15 +91,14 @@ def _report(
     table.add_column("")
     table.add_column("users (served by v1)")
     table.add_column("v2 (mirror copies)")
-    statuses = lambda c: ", ".join(f"{n}x {s}" for s, n in sorted(c.items()))  # noqa: E731
     table.add_row("requests", str(traffic.sent), f"{sum(v2.tally.statuses.values())} received")
-    table.add_row("statuses", statuses(traffic.statuses), statuses(v2.tally.statuses))
+    table.add_row("statuses", _counts(traffic.statuses), _counts(v2.tally.statuses))
     table.add_row(
-        "answered by", statuses(traffic.versions), "dropped by pymirror, never seen by users"
+        "answered by", _counts(traffic.versions), "dropped by pymirror, never seen by users"
     )
     table.add_row(
         "star colour",
-        statuses(traffic.colors),
+        _counts(traffic.colors),
         f"red (v2's change) in its {v2.tally.statuses[200]} answers",
     )
     p50, p99 = traffic.percentiles()
