@@ -106,15 +106,23 @@ pub struct TapHandle(Tap);
 /// The client's request body on its way to the primary, copied to any taps.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: no body (a retried request without one).
+    inner: Option<Incoming>,
     taps: Vec<Tap>,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, taps: Vec<TapHandle>) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             taps: taps.into_iter().map(|t| t.0).collect(),
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            inner: None,
+            taps: Vec::new(),
         }
     }
 }
@@ -128,7 +136,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(chunk) = frame.data_ref() {
@@ -146,11 +157,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 

@@ -35,6 +35,8 @@ pub enum LocalReply {
     NoVirtualHost,
     NoRoute,
     NoEndpoint,
+    /// The destination's request limit (DestinationRule connectionPool) is reached.
+    Overflow,
     UpstreamConnect,
     UpstreamReset,
     UpstreamTimeout,
@@ -44,7 +46,7 @@ impl LocalReply {
     pub fn status(self) -> StatusCode {
         match self {
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -56,6 +58,7 @@ impl LocalReply {
             Self::NoVirtualHost => "no virtual service serves this host\n",
             Self::NoRoute => "no route matches this request\n",
             Self::NoEndpoint => "no endpoint available for the destination\n",
+            Self::Overflow => "upstream overflow: the destination's request limit is reached\n",
             Self::UpstreamConnect => "upstream connection refused or failed\n",
             Self::UpstreamReset => "upstream reset the connection before answering\n",
             Self::UpstreamTimeout => "upstream did not answer within the route timeout\n",
@@ -63,14 +66,20 @@ impl LocalReply {
     }
 
     pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
-        let mut response = Response::new(B::from(Full::new(Bytes::from_static(
-            self.message().as_bytes(),
-        ))));
-        *response.status_mut() = self.status();
+        plain_response(self.status(), Bytes::from_static(self.message().as_bytes()))
+    }
+}
+
+/// A response the proxy makes itself; a non-empty body is plain text.
+pub fn plain_response<B: From<Full<Bytes>>>(status: StatusCode, body: Bytes) -> Response<B> {
+    let has_body = !body.is_empty();
+    let mut response = Response::new(B::from(Full::new(body)));
+    *response.status_mut() = status;
+    if has_body {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        response
     }
+    response
 }

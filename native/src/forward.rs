@@ -1,35 +1,118 @@
-//! Primary forwarding: send to the chosen endpoint within the route timeout,
-//! and turn upstream failures into the proxy's own 502 / 504.
+//! Primary forwarding: pick an endpoint, send within the per-try and route
+//! timeouts, retry as the route's policy says, and turn upstream failures into
+//! the proxy's own 502 / 503 / 504.
 
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::request::Parts;
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::body::RequestBody;
+use crate::cluster::{Cluster, Unavailable};
 use crate::error::LocalReply;
 use crate::headers::strip_hop_by_hop;
-use crate::upstream::PrimaryClient;
+use crate::retry::{RetryPolicy, TryOutcome};
+use crate::upstream::{upstream_uri, PrimaryClient};
 
-pub async fn send(
-    client: &PrimaryClient,
-    request: Request<RequestBody>,
-    timeout: Option<Duration>,
-) -> Result<Response<Incoming>, LocalReply> {
-    let exchange = client.request(request);
-    let result = match timeout {
+/// Where and how one request is forwarded.
+#[derive(Clone, Copy)]
+pub struct Forward<'a> {
+    pub client: &'a PrimaryClient,
+    pub cluster: &'a Cluster,
+    pub retries: Option<&'a RetryPolicy>,
+    /// Bounds every try together, back-offs included.
+    pub timeout: Option<Duration>,
+}
+
+type Tried = Result<Response<Incoming>, LocalReply>;
+
+pub async fn send(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
+    let exchange = tries(f, parts, body);
+    let result = match f.timeout {
         Some(limit) => tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| LocalReply::UpstreamTimeout)?,
         None => exchange.await,
     };
-    let mut response = result.map_err(|e| {
-        if e.is_connect() {
-            LocalReply::UpstreamConnect
-        } else {
-            LocalReply::UpstreamReset
-        }
-    })?;
+    let mut response = result?;
     strip_hop_by_hop(response.headers_mut());
     Ok(response)
+}
+
+async fn tries(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
+    // Only a request without a body can be sent again: a streamed body is
+    // gone once the first try has consumed it.
+    let policy = f
+        .retries
+        .filter(|p| p.attempts > 0 && http_body::Body::is_end_stream(&body));
+    let Some(policy) = policy else {
+        return try_once(f, parts, body, f.retries.and_then(|p| p.per_try_timeout))
+            .await
+            .1;
+    };
+    let mut retried = 0;
+    loop {
+        let (outcome, result) = try_once(
+            f,
+            copy_parts(&parts),
+            RequestBody::empty(),
+            policy.per_try_timeout,
+        )
+        .await;
+        match outcome {
+            Some(outcome) if retried < policy.attempts && policy.should_retry(outcome) => {
+                retried += 1;
+                tokio::time::sleep(RetryPolicy::backoff(retried)).await;
+            }
+            _ => return result,
+        }
+    }
+}
+
+/// One try. The outcome is `None` when nothing was sent (no endpoint, or the
+/// cluster's limit is reached): retrying would only add load.
+async fn try_once(
+    f: Forward<'_>,
+    mut parts: Parts,
+    body: RequestBody,
+    per_try: Option<Duration>,
+) -> (Option<TryOutcome>, Tried) {
+    let lease = match f.cluster.acquire() {
+        Ok(lease) => lease,
+        Err(Unavailable::NoEndpoint) => return (None, Err(LocalReply::NoEndpoint)),
+        Err(Unavailable::Overflow) => return (None, Err(LocalReply::Overflow)),
+    };
+    parts.uri = upstream_uri(lease.authority(), parts.uri.path_and_query());
+    parts.version = Version::HTTP_11;
+    let exchange = f.client.request(Request::from_parts(parts, body));
+    let result = match per_try {
+        Some(limit) => match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result,
+            Err(_) => return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout)),
+        },
+        None => exchange.await,
+    };
+    drop(lease);
+    match result {
+        Ok(response) => (
+            Some(TryOutcome::Status(response.status().as_u16())),
+            Ok(response),
+        ),
+        Err(e) if e.is_connect() => (
+            Some(TryOutcome::ConnectFailure),
+            Err(LocalReply::UpstreamConnect),
+        ),
+        Err(_) => (Some(TryOutcome::Reset), Err(LocalReply::UpstreamReset)),
+    }
+}
+
+/// A request head for another try (`Parts` itself is not `Clone`).
+fn copy_parts(parts: &Parts) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
 }

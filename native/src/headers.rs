@@ -85,21 +85,24 @@ pub fn shadow_host(host: &str, suffix: &str) -> String {
     }
 }
 
-/// The request's host name for virtual-host matching: no port, lower case.
-pub fn host_for_matching(authority: &str) -> String {
-    let name = if let Some(rest) = authority.strip_prefix('[') {
+/// An authority without its port (`reviews:8080` -> `reviews`, `[::1]:80` -> `[::1]`).
+pub fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
         // IPv6 literal: keep the brackets, drop the port.
-        match rest.find(']') {
+        return match rest.find(']') {
             Some(end) => &authority[..end + 2],
             None => authority,
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => authority,
-        }
-    };
-    name.to_ascii_lowercase()
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => authority,
+    }
+}
+
+/// The request's host name for virtual-host matching: no port, lower case.
+pub fn host_for_matching(authority: &str) -> String {
+    strip_port(authority).to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -6,13 +6,18 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod cluster;
 pub mod engine;
 pub mod error;
+pub mod fault;
 pub mod forward;
+pub mod header_ops;
 pub mod headers;
 pub mod matcher;
 pub mod mirror;
 pub mod proxy;
+pub mod retry;
+pub mod rewrite;
 pub mod sampling;
 pub mod server;
 pub mod snapshot;

@@ -13,7 +13,17 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     /// The path with the query, as the request line carried it.
     pub path_and_query: &'a str,
+    /// The Host (or absolute-form authority), port included, as sent.
+    pub authority: &'a str,
     pub headers: &'a HeaderMap,
+    /// The port of the listener the request arrived on.
+    pub port: u16,
+}
+
+impl RequestView<'_> {
+    fn query(&self) -> &str {
+        self.path_and_query.split_once('?').map_or("", |(_, q)| q)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -26,12 +36,29 @@ pub enum StringMatcher {
 
 impl StringMatcher {
     pub fn compile(spec: &snapshot::StringMatch) -> Result<Self, String> {
+        Self::compile_with_case(spec, false)
+    }
+
+    /// With `ignore_case`, exact and prefix compare lower-cased (the spec
+    /// value is lowered once here) and the regex is case-insensitive.
+    fn compile_with_case(spec: &snapshot::StringMatch, ignore_case: bool) -> Result<Self, String> {
+        let fold = |s: &str| {
+            if ignore_case {
+                s.to_lowercase()
+            } else {
+                s.to_owned()
+            }
+        };
         Ok(match spec {
-            snapshot::StringMatch::Exact(s) => Self::Exact(s.clone()),
-            snapshot::StringMatch::Prefix(s) => Self::Prefix(s.clone()),
-            snapshot::StringMatch::Regex(re) => Self::Regex(
-                Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("bad regex {re:?}: {e}"))?,
-            ),
+            snapshot::StringMatch::Exact(s) => Self::Exact(fold(s)),
+            snapshot::StringMatch::Prefix(s) => Self::Prefix(fold(s)),
+            snapshot::StringMatch::Regex(re) => {
+                let flags = if ignore_case { "(?i)" } else { "" };
+                Self::Regex(
+                    Regex::new(&format!("{flags}^(?:{re})$"))
+                        .map_err(|e| format!("bad regex {re:?}: {e}"))?,
+                )
+            }
         })
     }
 
@@ -45,42 +72,82 @@ impl StringMatcher {
     }
 }
 
+/// A header or query-parameter condition; `None` only asks for presence.
 #[derive(Debug, Clone)]
-struct HeaderMatcher {
-    name: http::HeaderName,
-    value: StringMatcher,
+struct NamedMatcher {
+    name: String,
+    value: Option<StringMatcher>,
+}
+
+impl NamedMatcher {
+    fn compile(spec: &snapshot::HeaderMatch) -> Result<Self, String> {
+        Ok(Self {
+            name: spec.name.clone(),
+            value: spec
+                .value
+                .as_ref()
+                .map(StringMatcher::compile)
+                .transpose()?,
+        })
+    }
 }
 
 /// One HTTPMatchRequest: every condition it names must hold.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMatcher {
     uri: Option<StringMatcher>,
+    ignore_uri_case: bool,
+    scheme: Option<StringMatcher>,
     method: Option<StringMatcher>,
-    headers: Vec<HeaderMatcher>,
+    authority: Option<StringMatcher>,
+    headers: Vec<(http::HeaderName, Option<StringMatcher>)>,
+    without_headers: Vec<(http::HeaderName, Option<StringMatcher>)>,
+    query_params: Vec<NamedMatcher>,
+    port: Option<u16>,
+}
+
+fn header_matchers(
+    specs: &[snapshot::HeaderMatch],
+) -> Result<Vec<(http::HeaderName, Option<StringMatcher>)>, String> {
+    specs
+        .iter()
+        .map(|h| {
+            let m = NamedMatcher::compile(h)?;
+            let name = http::HeaderName::from_bytes(m.name.as_bytes())
+                .map_err(|_| format!("bad header name {:?}", m.name))?;
+            Ok((name, m.value))
+        })
+        .collect()
 }
 
 impl RequestMatcher {
     pub fn compile(spec: &snapshot::RequestMatch) -> Result<Self, String> {
-        let headers = spec
-            .headers
-            .iter()
-            .map(|h| {
-                Ok(HeaderMatcher {
-                    name: http::HeaderName::from_bytes(h.name.as_bytes())
-                        .map_err(|_| format!("bad header name {:?}", h.name))?,
-                    value: StringMatcher::compile(&h.value)?,
-                })
-            })
-            .collect::<Result<_, String>>()?;
+        let optional =
+            |m: &Option<snapshot::StringMatch>| m.as_ref().map(StringMatcher::compile).transpose();
         Ok(Self {
-            uri: spec.uri.as_ref().map(StringMatcher::compile).transpose()?,
-            method: spec
-                .method
+            uri: spec
+                .uri
                 .as_ref()
-                .map(StringMatcher::compile)
+                .map(|u| StringMatcher::compile_with_case(u, spec.ignore_uri_case))
                 .transpose()?,
-            headers,
+            ignore_uri_case: spec.ignore_uri_case,
+            scheme: optional(&spec.scheme)?,
+            method: optional(&spec.method)?,
+            authority: optional(&spec.authority)?,
+            headers: header_matchers(&spec.headers)?,
+            without_headers: header_matchers(&spec.without_headers)?,
+            query_params: spec
+                .query_params
+                .iter()
+                .map(NamedMatcher::compile)
+                .collect::<Result<_, _>>()?,
+            port: spec.port,
         })
+    }
+
+    /// The uri condition, for rewrites that replace what it matched.
+    pub fn uri(&self) -> Option<&StringMatcher> {
+        self.uri.as_ref()
     }
 
     pub fn is_match(&self, req: &RequestView<'_>) -> bool {
@@ -90,40 +157,81 @@ impl RequestMatcher {
                 StringMatcher::Prefix(_) => req.path_and_query,
                 _ => req.path,
             };
+            let folded;
+            let subject = if self.ignore_uri_case && !matches!(uri, StringMatcher::Regex(_)) {
+                folded = subject.to_lowercase();
+                folded.as_str()
+            } else {
+                subject
+            };
             if !uri.is_match(subject) {
                 return false;
             }
         }
-        if let Some(method) = &self.method {
-            if !method.is_match(req.method) {
-                return false;
-            }
+        let holds =
+            |m: &Option<StringMatcher>, value: &str| m.as_ref().is_none_or(|m| m.is_match(value));
+        if !holds(&self.scheme, "http")
+            || !holds(&self.method, req.method)
+            || !holds(&self.authority, req.authority)
+            || self.port.is_some_and(|p| p != req.port)
+        {
+            return false;
         }
-        self.headers.iter().all(|h| header_matches(req.headers, h))
+        self.headers
+            .iter()
+            .all(|(name, value)| header_matches(req.headers, name, value.as_ref()))
+            && !self
+                .without_headers
+                .iter()
+                .any(|(name, value)| header_matches(req.headers, name, value.as_ref()))
+            && self
+                .query_params
+                .iter()
+                .all(|q| query_matches(req.query(), q))
     }
 }
 
 /// A header present several times is matched on its values joined by ",", as
 /// Envoy does; an absent header never matches.
-fn header_matches(headers: &HeaderMap, matcher: &HeaderMatcher) -> bool {
-    let mut values = headers.get_all(&matcher.name).iter();
+fn header_matches(
+    headers: &HeaderMap,
+    name: &http::HeaderName,
+    matcher: Option<&StringMatcher>,
+) -> bool {
+    let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return false;
+    };
+    let Some(matcher) = matcher else {
+        return true;
     };
     let Ok(first) = first.to_str() else {
         return false;
     };
     match values.next() {
-        None => matcher.value.is_match(first),
+        None => matcher.is_match(first),
         Some(second) => {
             let mut joined = format!("{first},{}", second.to_str().unwrap_or(""));
             for v in values {
                 joined.push(',');
                 joined.push_str(v.to_str().unwrap_or(""));
             }
-            matcher.value.is_match(&joined)
+            matcher.is_match(&joined)
         }
     }
+}
+
+/// Query parameters are compared as sent (no percent-decoding, as Envoy); the
+/// first occurrence of a name counts.
+fn query_matches(query: &str, matcher: &NamedMatcher) -> bool {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name == matcher.name).then_some(value)
+        })
+        .next()
+        .is_some_and(|value| matcher.value.as_ref().is_none_or(|m| m.is_match(value)))
 }
 
 #[cfg(test)]
@@ -136,7 +244,16 @@ mod tests {
             method,
             path: pq.split('?').next().unwrap(),
             path_and_query: pq,
+            authority: "reviews:8080",
             headers,
+            port: 8080,
+        }
+    }
+
+    fn header(name: &str, value: Option<StringMatch>) -> HeaderMatch {
+        HeaderMatch {
+            name: name.into(),
+            value,
         }
     }
 
@@ -172,18 +289,12 @@ mod tests {
     #[test]
     fn method_and_headers_all_must_hold() {
         let m = RequestMatcher::compile(&RequestMatch {
-            uri: None,
             method: Some(StringMatch::Exact("POST".into())),
             headers: vec![
-                HeaderMatch {
-                    name: "end-user".into(),
-                    value: StringMatch::Exact("jason".into()),
-                },
-                HeaderMatch {
-                    name: "x-version".into(),
-                    value: StringMatch::Regex("v[12]".into()),
-                },
+                header("end-user", Some(StringMatch::Exact("jason".into()))),
+                header("x-version", Some(StringMatch::Regex("v[12]".into()))),
             ],
+            ..Default::default()
         })
         .unwrap();
         let mut h = HeaderMap::new();
@@ -199,10 +310,7 @@ mod tests {
     #[test]
     fn repeated_headers_are_joined() {
         let m = RequestMatcher::compile(&RequestMatch {
-            headers: vec![HeaderMatch {
-                name: "x-tag".into(),
-                value: StringMatch::Exact("a,b".into()),
-            }],
+            headers: vec![header("x-tag", Some(StringMatch::Exact("a,b".into())))],
             ..Default::default()
         })
         .unwrap();
@@ -210,6 +318,60 @@ mod tests {
         h.append("x-tag", "a".parse().unwrap());
         h.append("x-tag", "b".parse().unwrap());
         assert!(m.is_match(&view("GET", "/", &h)));
+    }
+
+    #[test]
+    fn presence_absence_query_authority_port_and_case() {
+        let m = RequestMatcher::compile(&RequestMatch {
+            uri: Some(StringMatch::Prefix("/API/".into())),
+            ignore_uri_case: true,
+            authority: Some(StringMatch::Prefix("reviews".into())),
+            scheme: Some(StringMatch::Exact("http".into())),
+            headers: vec![header("x-present", None)],
+            without_headers: vec![header("x-canary", Some(StringMatch::Exact("yes".into())))],
+            query_params: vec![
+                QueryMatch("lang", Some(StringMatch::Exact("en".into()))).into(),
+                QueryMatch("debug", None).into(),
+            ],
+            port: Some(8080),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-present", "".parse().unwrap());
+        assert!(m.is_match(&view("GET", "/api/x?lang=en&debug", &h)));
+        assert!(
+            !m.is_match(&view("GET", "/api/x?lang=fr&debug", &h)),
+            "query value"
+        );
+        assert!(
+            !m.is_match(&view("GET", "/api/x?lang=en", &h)),
+            "query presence"
+        );
+        assert!(!m.is_match(&view("GET", "/other?lang=en&debug", &h)), "uri");
+        h.insert("x-canary", "yes".parse().unwrap());
+        assert!(
+            !m.is_match(&view("GET", "/api/x?lang=en&debug", &h)),
+            "withoutHeaders"
+        );
+        h.remove("x-canary");
+        h.remove("x-present");
+        assert!(
+            !m.is_match(&view("GET", "/api/x?lang=en&debug", &h)),
+            "header presence"
+        );
+        h.insert("x-present", "1".parse().unwrap());
+        let mut v = view("GET", "/api/x?lang=en&debug", &h);
+        v.port = 9090;
+        assert!(!m.is_match(&v), "port");
+    }
+
+    struct QueryMatch(&'static str, Option<StringMatch>);
+
+    impl From<QueryMatch> for HeaderMatch {
+        fn from(q: QueryMatch) -> Self {
+            header(q.0, q.1)
+        }
     }
 
     #[test]

@@ -13,11 +13,11 @@ use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{self, MirrorBody, TapHandle};
+use crate::cluster::Cluster;
 use crate::headers::shadow_host;
 use crate::sampling::Sampler;
 use crate::snapshot;
 use crate::stats::{DropReason, MirrorStats};
-use crate::table::Cluster;
 use crate::upstream::{upstream_uri, MirrorClient};
 
 /// One route's mirror: where copies go, what share, and their bounds.
@@ -66,7 +66,7 @@ impl MirrorPolicy {
         if !self.sampler.sample() {
             return None;
         }
-        let Some(endpoint) = self.cluster.next_endpoint() else {
+        let Some(endpoint) = self.cluster.pick() else {
             self.stats.dropped(DropReason::NoEndpoint);
             return None;
         };
@@ -77,7 +77,7 @@ impl MirrorPolicy {
         self.stats.in_flight.fetch_add(1, Relaxed);
         Some(Admission {
             permit,
-            endpoint: endpoint.clone(),
+            endpoint: endpoint.authority.clone(),
         })
     }
 

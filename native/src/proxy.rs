@@ -8,19 +8,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::error::LocalReply;
-use crate::forward;
+use crate::error::{plain_response, LocalReply};
+use crate::forward::{self, Forward};
 use crate::headers;
 use crate::matcher::RequestView;
 use crate::stats::ListenerStats;
-use crate::table::RouteTable;
-use crate::upstream::{upstream_uri, Upstreams};
+use crate::table::{Action, RouteTable};
+use crate::upstream::Upstreams;
 
 /// What requests read: the route table and the client pools, swapped as one.
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub struct Shared {
 pub struct Connection {
     pub shared: Arc<Shared>,
     pub listener: usize,
+    /// The listener's port (for `port` match conditions).
+    pub port: u16,
     pub peer: SocketAddr,
 }
 
@@ -69,32 +72,49 @@ async fn proxy(
             .and_then(|h| h.to_str().ok())
             .unwrap_or(""),
     };
-    let host = headers::host_for_matching(authority);
+    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let view = RequestView {
         method: request.method().as_str(),
         path: request.uri().path(),
-        path_and_query: request.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+        path_and_query,
+        authority,
         headers: request.headers(),
+        port: conn.port,
     };
     let unrouted = || {
         conn.shared.listeners[conn.listener]
             .unrouted
             .fetch_add(1, Relaxed)
     };
+    let host = headers::host_for_matching(authority);
     let Some(vhost) = published.table.virtual_host(conn.listener, &host) else {
         unrouted();
         return LocalReply::NoVirtualHost.into_response();
     };
-    let Some(route) = vhost.route_for(&view) else {
+    let Some(matched) = vhost.route_for(&view) else {
         unrouted();
         return LocalReply::NoRoute.into_response();
     };
-    let destination = route.pick_destination();
-    let Some(endpoint) = destination.cluster.next_endpoint() else {
-        let reply = LocalReply::NoEndpoint;
-        destination.stats.responses.record(reply.status().as_u16());
-        return reply.into_response();
+    let route = matched.route;
+
+    // Faults come first, as Envoy's fault filter sits before the router.
+    if let Some(fault) = &route.fault {
+        if let Some(delay) = fault.delay() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(status) = fault.abort() {
+            return plain_response(status, Bytes::from_static(b"fault filter abort\n"));
+        }
+    }
+    let (picker, destinations) = match &route.action {
+        Action::Forward {
+            picker,
+            destinations,
+        } => (picker, destinations),
+        Action::Redirect(redirect) => return redirect.response(authority, path_and_query),
+        Action::Respond { status, body } => return plain_response(*status, body.clone()),
     };
+    let destination = &destinations[picker.pick()];
 
     let (mut parts, body) = request.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -105,6 +125,13 @@ async fn proxy(
             parts.headers.insert(HOST, value);
         }
     }
+    // Rewrites and header rules come before the copies are made: a mirror
+    // receives what the primary receives, Host suffix aside.
+    if let Some(rewrite) = &route.rewrite {
+        rewrite.apply(&mut parts, matched.uri);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    destination.request_headers.apply(&mut parts.headers);
 
     let has_body = !body.is_end_stream();
     let mut taps = Vec::new();
@@ -116,15 +143,13 @@ async fn proxy(
         }
     }
 
-    parts.uri = upstream_uri(endpoint, parts.uri.path_and_query());
-    parts.version = Version::HTTP_11;
-    let upstream_request = Request::from_parts(parts, RequestBody::new(body, taps));
-    let result = forward::send(
-        &published.upstreams.primary,
-        upstream_request,
-        route.timeout,
-    )
-    .await;
+    let forward = Forward {
+        client: &published.upstreams.primary,
+        cluster: &destination.cluster,
+        retries: route.retries.as_ref(),
+        timeout: route.timeout,
+    };
+    let result = forward::send(forward, parts, RequestBody::new(body, taps)).await;
     destination.stats.duration.record(started.elapsed());
     match result {
         Ok(response) => {
@@ -132,11 +157,20 @@ async fn proxy(
                 .stats
                 .responses
                 .record(response.status().as_u16());
-            response.map(ResponseBody::Upstream)
+            let mut response = response.map(ResponseBody::Upstream);
+            route.response_headers.apply(response.headers_mut());
+            destination.response_headers.apply(response.headers_mut());
+            response
         }
         Err(reply) => {
             destination.stats.responses.record(reply.status().as_u16());
             reply.into_response()
         }
+    }
+}
+
+impl Default for ResponseBody {
+    fn default() -> Self {
+        Self::Local(http_body_util::Full::new(Bytes::new()))
     }
 }

@@ -53,6 +53,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let port = listener.local_addr().map_or(0, |a| a.port());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -76,7 +77,7 @@ pub async fn serve(
                 stats.connections_total.fetch_add(1, Relaxed);
                 stats.connections_active.fetch_add(1, Relaxed);
                 let guard = ActiveGuard(shared.clone(), index);
-                let conn = Arc::new(Connection { shared: shared.clone(), listener: index, peer });
+                let conn = Arc::new(Connection { shared: shared.clone(), listener: index, port, peer });
                 let service = service_fn(move |req| proxy::handle(req, conn.clone()));
                 let served = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {

@@ -58,14 +58,153 @@ pub struct Route {
     /// OR across entries, AND within one. Empty: matches every request.
     #[serde(default)]
     pub matches: Vec<RequestMatch>,
-    /// Weighted primary destinations. Weights are relative (Istio: they sum to 100).
+    /// Weighted primary destinations. Weights are relative: each gets
+    /// weight / sum. Exactly one of `destinations` (non-empty), `redirect`
+    /// and `direct_response` says what the route does.
+    #[serde(default)]
     pub destinations: Vec<WeightedCluster>,
-    /// Whole-route timeout for the primary's response headers, in milliseconds.
+    /// Answer with a redirect instead of forwarding.
+    #[serde(default)]
+    pub redirect: Option<Redirect>,
+    /// Answer with a fixed response instead of forwarding.
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Whole-route timeout for the primary's response headers (all tries), in ms.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Retries of the primary request. `None`: no retry.
+    #[serde(default)]
+    pub retries: Option<RetryPolicy>,
+    /// Path and authority rewrites, applied before forwarding and mirroring.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Delay and abort injection (Istio's HTTPFaultInjection).
+    #[serde(default)]
+    pub fault: Option<Fault>,
+    /// Header operations on the request to the destination (route level; the
+    /// chosen destination's operations apply after these).
+    #[serde(default)]
+    pub request_headers: HeaderOps,
+    /// Header operations on the response to the client (route level).
+    #[serde(default)]
+    pub response_headers: HeaderOps,
     /// Each mirror samples every request independently.
     #[serde(default)]
     pub mirrors: Vec<Mirror>,
+}
+
+/// Istio's HTTPRedirect. Unset parts keep the request's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// Replaces the whole path (and drops nothing else; the query is kept).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Replaces the authority (host and port).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Replaces the port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Replaces the scheme (`http` or `https`).
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// 301 unless set (Istio's default).
+    #[serde(default = "defaults::redirect_code")]
+    pub code: u16,
+}
+
+/// Istio's HTTPDirectResponse: a fixed status and body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    pub status: u16,
+    /// The body's bytes (JSON: an array of numbers; Python sends UTF-8 text as bytes).
+    #[serde(default)]
+    pub body: Vec<u8>,
+}
+
+/// Istio's HTTPRetry, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first try (Istio's `attempts`). 0: no retry.
+    pub attempts: u32,
+    /// Deadline of each try, in ms; the route timeout still bounds them all.
+    #[serde(default)]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Envoy's retry_on conditions: `5xx`, `gateway-error`, `reset`,
+    /// `connect-failure`, `refused-stream`, `retriable-4xx`,
+    /// `retriable-status-codes`, and bare status codes such as `503`.
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+}
+
+/// Istio's HTTPRewrite. `uri` replaces the prefix that matched (or the whole
+/// path when the match was exact or a regex; `/` when no uri condition).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// Istio's uriRegexRewrite: every match of `pattern` in the path is
+    /// replaced by `substitution` (`\1` style groups).
+    #[serde(default)]
+    pub uri_regex: Option<RegexRewrite>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    #[serde(default)]
+    pub delay: Option<FaultDelay>,
+    #[serde(default)]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    pub fixed_delay_ms: u64,
+    /// Share of requests delayed, out of 1,000,000.
+    pub per_million: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    pub status: u16,
+    /// Share of requests aborted, out of 1,000,000.
+    pub per_million: u32,
+}
+
+/// Istio's Headers.HeaderOperations. Names are lower-case; `set` replaces,
+/// `add` appends, `remove` deletes, applied in that order: remove, set, add.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    #[serde(default)]
+    pub set: Vec<HeaderPair>,
+    #[serde(default)]
+    pub add: Vec<HeaderPair>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderPair {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -73,18 +212,39 @@ pub struct Route {
 pub struct RequestMatch {
     #[serde(default)]
     pub uri: Option<StringMatch>,
+    /// Compared with the listener's scheme (`http`).
+    #[serde(default)]
+    pub scheme: Option<StringMatch>,
     #[serde(default)]
     pub method: Option<StringMatch>,
+    /// Compared with the request's Host (or absolute-form authority), port included.
+    #[serde(default)]
+    pub authority: Option<StringMatch>,
     /// Header names are lower-case.
     #[serde(default)]
     pub headers: Vec<HeaderMatch>,
+    /// Headers that must not match (Istio's withoutHeaders).
+    #[serde(default)]
+    pub without_headers: Vec<HeaderMatch>,
+    /// Query parameters, by name; `value: None` means present.
+    #[serde(default)]
+    pub query_params: Vec<HeaderMatch>,
+    /// The listener port the request arrived on.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `uri` is compared case-insensitively (exact and prefix).
+    #[serde(default)]
+    pub ignore_uri_case: bool,
 }
 
+/// A header (or query parameter) condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     pub name: String,
-    pub value: StringMatch,
+    /// `None`: the header only has to be present (Istio's empty StringMatch `{}`).
+    #[serde(default)]
+    pub value: Option<StringMatch>,
 }
 
 /// Istio's StringMatch: exactly one of exact, prefix, regex (RE2 syntax, full match).
@@ -96,12 +256,17 @@ pub enum StringMatch {
     Regex(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedCluster {
     /// Index into `clusters`.
     pub cluster: u32,
     pub weight: u32,
+    /// Istio's per-destination header operations, after the route's.
+    #[serde(default)]
+    pub request_headers: HeaderOps,
+    #[serde(default)]
+    pub response_headers: HeaderOps,
 }
 
 /// A mirror policy of one route: where copies go, how many, and their bounds.
@@ -137,6 +302,27 @@ pub struct Cluster {
     pub subset: Option<String>,
     /// `host:port` authorities; names are resolved by DNS at connect time.
     pub endpoints: Vec<String>,
+    /// Relative endpoint weights (ServiceEntry endpoint `weight`), one per
+    /// endpoint; empty means all equal.
+    #[serde(default)]
+    pub weights: Vec<u32>,
+    /// How an endpoint is picked (DestinationRule loadBalancer.simple).
+    #[serde(default)]
+    pub load_balancer: LoadBalancer,
+    /// Requests in flight to this cluster at once (DestinationRule
+    /// connectionPool: tcp.maxConnections / http.http2MaxRequests). Past it:
+    /// 503 overflow. `None`: unbounded.
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +368,9 @@ pub mod defaults {
     }
     pub fn pool_max_idle_per_endpoint() -> u32 {
         256
+    }
+    pub fn redirect_code() -> u16 {
+        301
     }
 }
 

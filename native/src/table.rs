@@ -4,63 +4,83 @@
 //! an `ArcSwap`; a request loads it once and keeps it for its lifetime.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Authority;
+use bytes::Bytes;
+use http::StatusCode;
 
-use crate::matcher::{RequestMatcher, RequestView};
+use crate::cluster::Cluster;
+use crate::fault::Fault;
+use crate::header_ops::HeaderOps;
+use crate::matcher::{RequestMatcher, RequestView, StringMatcher};
 use crate::mirror::MirrorPolicy;
+use crate::retry::RetryPolicy;
+use crate::rewrite::{Redirect, Rewrite};
 use crate::sampling::{Sampler, WeightedPicker, MILLION};
 use crate::snapshot::{self, Snapshot};
 use crate::stats::{DestinationStats, StatsKey, StatsRegistry};
-
-/// A destination host (and subset) with its endpoints, picked round robin.
-#[derive(Debug)]
-pub struct Cluster {
-    pub host: String,
-    pub subset: Option<String>,
-    endpoints: Vec<Authority>,
-    next: AtomicUsize,
-}
-
-impl Cluster {
-    #[inline]
-    pub fn next_endpoint(&self) -> Option<&Authority> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => self.endpoints.first(),
-            n => Some(&self.endpoints[self.next.fetch_add(1, Relaxed) % n]),
-        }
-    }
-}
 
 /// A primary destination of one route, with the counters it answers into.
 #[derive(Debug)]
 pub struct Destination {
     pub cluster: Arc<Cluster>,
     pub stats: Arc<DestinationStats>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// What a route does with a request it matched.
+#[derive(Debug)]
+pub enum Action {
+    Forward {
+        picker: WeightedPicker,
+        destinations: Vec<Destination>,
+    },
+    Redirect(Redirect),
+    Respond {
+        status: StatusCode,
+        body: Bytes,
+    },
 }
 
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
     matchers: Vec<RequestMatcher>,
-    picker: WeightedPicker,
-    pub destinations: Vec<Destination>,
+    pub action: Action,
     pub timeout: Option<Duration>,
+    pub retries: Option<RetryPolicy>,
+    pub rewrite: Option<Rewrite>,
+    pub fault: Option<Fault>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
     pub mirrors: Vec<MirrorPolicy>,
 }
 
-impl Route {
-    fn is_match(&self, req: &RequestView<'_>) -> bool {
-        self.matchers.is_empty() || self.matchers.iter().any(|m| m.is_match(req))
-    }
+/// A route that holds for a request, and the uri condition that made it hold
+/// (rewrites replace what that condition matched).
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    pub route: &'a Route,
+    pub uri: Option<&'a StringMatcher>,
+}
 
-    #[inline]
-    pub fn pick_destination(&self) -> &Destination {
-        &self.destinations[self.picker.pick()]
+impl Route {
+    fn matched(&self, req: &RequestView<'_>) -> Option<Matched<'_>> {
+        if self.matchers.is_empty() {
+            return Some(Matched {
+                route: self,
+                uri: None,
+            });
+        }
+        self.matchers
+            .iter()
+            .find(|m| m.is_match(req))
+            .map(|m| Matched {
+                route: self,
+                uri: m.uri(),
+            })
     }
 }
 
@@ -71,8 +91,8 @@ pub struct VirtualHost {
 }
 
 impl VirtualHost {
-    pub fn route_for(&self, req: &RequestView<'_>) -> Option<&Route> {
-        self.routes.iter().find(|r| r.is_match(req))
+    pub fn route_for(&self, req: &RequestView<'_>) -> Option<Matched<'_>> {
+        self.routes.iter().find_map(|r| r.matched(req))
     }
 }
 
@@ -154,7 +174,7 @@ impl RouteTable {
         let clusters = snap
             .clusters
             .iter()
-            .map(compile_cluster)
+            .map(|c| Cluster::compile(c).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let cluster = |i: u32| -> Result<Arc<Cluster>, String> {
             clusters
@@ -169,52 +189,14 @@ impl RouteTable {
             for domain in &vh.domains {
                 hosts.insert(domain, vi)?;
             }
-            let mut routes = Vec::with_capacity(vh.routes.len());
-            for r in &vh.routes {
-                let at = |e: String| format!("virtual host {:?}, route {:?}: {e}", vh.name, r.name);
-                let matchers = r
-                    .matches
-                    .iter()
-                    .map(RequestMatcher::compile)
-                    .collect::<Result<_, _>>()
-                    .map_err(at)?;
-                let picker = WeightedPicker::new(r.destinations.iter().map(|d| d.weight))
-                    .ok_or_else(|| at("no destination with a weight above 0".into()))?;
-                let destinations = r
-                    .destinations
-                    .iter()
-                    .map(|d| {
-                        let cluster = cluster(d.cluster)?;
-                        let stats = registry.destination(key(&vh.name, &r.name, &cluster));
-                        Ok(Destination { cluster, stats })
-                    })
-                    .collect::<Result<_, String>>()
-                    .map_err(at)?;
-                let mirrors = r
-                    .mirrors
-                    .iter()
-                    .map(|m| {
-                        if m.per_million > MILLION {
-                            return Err(format!(
-                                "mirror rate {} is above {MILLION}",
-                                m.per_million
-                            ));
-                        }
-                        let cluster = cluster(m.cluster)?;
-                        let stats = registry.mirror(key(&vh.name, &r.name, &cluster));
-                        MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats)
-                    })
-                    .collect::<Result<_, String>>()
-                    .map_err(at)?;
-                routes.push(Route {
-                    name: r.name.clone(),
-                    matchers,
-                    picker,
-                    destinations,
-                    timeout: r.timeout_ms.map(Duration::from_millis),
-                    mirrors,
-                });
-            }
+            let routes = vh
+                .routes
+                .iter()
+                .map(|r| {
+                    compile_route(r, &vh.name, &cluster, registry)
+                        .map_err(|e| format!("virtual host {:?}, route {:?}: {e}", vh.name, r.name))
+                })
+                .collect::<Result<_, _>>()?;
             virtual_hosts.push(VirtualHost {
                 name: vh.name.clone(),
                 routes,
@@ -241,24 +223,79 @@ impl RouteTable {
     }
 }
 
-fn compile_cluster(c: &snapshot::Cluster) -> Result<Arc<Cluster>, String> {
-    let endpoints = c
-        .endpoints
+fn compile_route(
+    r: &snapshot::Route,
+    vhost: &str,
+    cluster: &dyn Fn(u32) -> Result<Arc<Cluster>, String>,
+    registry: &mut StatsRegistry,
+) -> Result<Route, String> {
+    let matchers = r
+        .matches
         .iter()
-        .map(|e| match e.parse::<Authority>() {
-            Ok(a) if a.port_u16().is_some() && a.as_str().find('@').is_none() => Ok(a),
-            _ => Err(format!(
-                "cluster {:?}: endpoint {e:?} is not host:port",
-                c.host
-            )),
-        })
+        .map(RequestMatcher::compile)
         .collect::<Result<_, _>>()?;
-    Ok(Arc::new(Cluster {
-        host: c.host.clone(),
-        subset: c.subset.clone(),
-        endpoints,
-        next: AtomicUsize::new(0),
-    }))
+    let action = match (&r.redirect, &r.direct_response, r.destinations.is_empty()) {
+        (None, None, false) => {
+            let picker = WeightedPicker::new(r.destinations.iter().map(|d| d.weight))
+                .ok_or("no destination with a weight above 0")?;
+            let destinations = r
+                .destinations
+                .iter()
+                .map(|d| {
+                    let cluster = cluster(d.cluster)?;
+                    Ok(Destination {
+                        stats: registry.destination(key(vhost, &r.name, &cluster)),
+                        cluster,
+                        request_headers: HeaderOps::compile(&d.request_headers)?,
+                        response_headers: HeaderOps::compile(&d.response_headers)?,
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            Action::Forward {
+                picker,
+                destinations,
+            }
+        }
+        (Some(redirect), None, true) => Action::Redirect(Redirect::compile(redirect)?),
+        (None, Some(direct), true) => Action::Respond {
+            status: StatusCode::from_u16(direct.status).map_err(|_| {
+                format!(
+                    "direct response status {} is not an HTTP status",
+                    direct.status
+                )
+            })?,
+            body: Bytes::from(direct.body.clone()),
+        },
+        _ => {
+            return Err(
+                "a route needs exactly one of destinations, redirect, direct_response".into(),
+            )
+        }
+    };
+    let mirrors = r
+        .mirrors
+        .iter()
+        .map(|m| {
+            if m.per_million > MILLION {
+                return Err(format!("mirror rate {} is above {MILLION}", m.per_million));
+            }
+            let cluster = cluster(m.cluster)?;
+            let stats = registry.mirror(key(vhost, &r.name, &cluster));
+            MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats)
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Route {
+        name: r.name.clone(),
+        matchers,
+        action,
+        timeout: r.timeout_ms.map(Duration::from_millis),
+        retries: r.retries.as_ref().map(RetryPolicy::compile).transpose()?,
+        rewrite: r.rewrite.as_ref().map(Rewrite::compile).transpose()?,
+        fault: r.fault.as_ref().map(Fault::compile).transpose()?,
+        request_headers: HeaderOps::compile(&r.request_headers)?,
+        response_headers: HeaderOps::compile(&r.response_headers)?,
+        mirrors,
+    })
 }
 
 fn key(virtual_service: &str, route: &str, cluster: &Cluster) -> StatsKey {
@@ -304,7 +341,9 @@ mod tests {
             method: "GET",
             path: "/",
             path_and_query: "/",
+            authority: "reviews",
             headers,
+            port: 80,
         }
     }
 
@@ -339,38 +378,15 @@ mod tests {
         let t = RouteTable::compile(&seed(""), &mut StatsRegistry::default()).unwrap();
         let vh = t.virtual_host(0, "reviews").unwrap();
         let mut h = HeaderMap::new();
-        assert_eq!(vh.route_for(&view(&h)).unwrap().name, "default");
+        assert_eq!(vh.route_for(&view(&h)).unwrap().route.name, "default");
         h.insert("end-user", "jason".parse().unwrap());
-        assert_eq!(vh.route_for(&view(&h)).unwrap().name, "jason");
-    }
-
-    #[test]
-    fn endpoints_round_robin_and_empty_cluster_has_none() {
-        let snap = seed("");
-        let clusters: Vec<_> = snap
-            .clusters
-            .iter()
-            .map(|c| compile_cluster(c).unwrap())
-            .collect();
-        let picks: Vec<_> = (0..4)
-            .map(|_| clusters[0].next_endpoint().unwrap().to_string())
-            .collect();
-        assert_eq!(
-            picks,
-            [
-                "127.0.0.1:9081",
-                "127.0.0.1:9091",
-                "127.0.0.1:9081",
-                "127.0.0.1:9091"
-            ]
-        );
-        assert!(clusters[2].next_endpoint().is_none());
+        assert_eq!(vh.route_for(&view(&h)).unwrap().route.name, "jason");
     }
 
     #[test]
     fn invalid_snapshots_are_refused_with_a_reason() {
         type Mutation = dyn Fn(&mut Snapshot);
-        let cases: [(&Mutation, &str); 6] = [
+        let cases: [(&Mutation, &str); 8] = [
             (&|s| s.schema = 9, "schema"),
             (
                 &|s| s.clusters[0].endpoints[0] = "no-port".into(),
@@ -391,6 +407,19 @@ mod tests {
             (
                 &|s| s.virtual_hosts[0].routes[1].mirrors[0].per_million = 1_000_001,
                 "above",
+            ),
+            (
+                &|s| s.virtual_hosts[0].routes[1].destinations.clear(),
+                "exactly one of",
+            ),
+            (
+                &|s| {
+                    s.virtual_hosts[0].routes[1].direct_response = Some(snapshot::DirectResponse {
+                        status: 200,
+                        body: vec![],
+                    })
+                },
+                "exactly one of",
             ),
         ];
         for (mutate, expected) in cases {

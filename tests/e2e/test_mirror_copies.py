@@ -6,7 +6,7 @@ import os
 import uuid
 
 import pytest
-from conftest import seed_config
+from conftest import seed_config, settle
 from support.client import Client
 
 from pymirror import Proxy
@@ -79,7 +79,7 @@ def test_every_copy_arrives_and_is_counted(backend) -> None:
     with Proxy(seed_config(v1.address, v2.address)) as proxy, Client(proxy.addresses[0]) as client:
         statuses = {client.request("GET", f"/r/{i}").status for i in range(n)}
         copies = v2.wait_for(n)
-        [mirror] = proxy.stats()["mirrors"]
+        mirror = settle(proxy)
     assert statuses == {200}
     assert sorted(int(c.path.rsplit("/", 1)[1]) for c in copies) == list(range(n))
     assert (mirror["answered"], mirror["failed"], sum(mirror["dropped"].values())) == (n, 0, 0)

@@ -67,6 +67,12 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.delay:
             time.sleep(behaviour.delay)
         payload = behaviour.body or self.server.name.encode()
+        # Recorded before answering: once a client has its answer, `seen` holds the request.
+        seen = Seen(
+            self.command, url.path, url.query, headers, body, chunked, received, time.monotonic()
+        )
+        with self.server.lock:
+            self.server.seen.append(seen)
         self.send_response(behaviour.status)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(payload)))
@@ -74,11 +80,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
         self.wfile.flush()
-        seen = Seen(
-            self.command, url.path, url.query, headers, body, chunked, received, time.monotonic()
-        )
-        with self.server.lock:
-            self.server.seen.append(seen)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
 

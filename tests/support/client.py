@@ -18,6 +18,7 @@ class Client:
     """One persistent connection to `address` (`ip:port`)."""
 
     def __init__(self, address: str, timeout: float = 10.0) -> None:
+        self.address = address
         host, port = address.rsplit(":", 1)
         self._conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
 

@@ -1,0 +1,291 @@
+//! Clusters: a destination's endpoints, how one is picked (round robin,
+//! least request, random; weighted), and the cluster's request limit.
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+
+use http::uri::Authority;
+
+use crate::sampling::WeightedPicker;
+use crate::snapshot::{self, LoadBalancer};
+
+/// Longest smooth round-robin schedule precomputed; past it weights are honoured
+/// by weighted random picks instead.
+const MAX_SCHEDULE: u64 = 10_000;
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub authority: Authority,
+    /// Requests in flight to this endpoint (for least-request picks).
+    active: AtomicU32,
+}
+
+#[derive(Debug)]
+enum Picker {
+    /// Indexes in smooth weighted round-robin order, walked by a shared counter.
+    RoundRobin {
+        schedule: Vec<u32>,
+        next: AtomicUsize,
+    },
+    Random(WeightedPicker),
+    /// Power of two choices: the less loaded of two random endpoints.
+    LeastRequest,
+}
+
+/// Why no endpoint could take a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    NoEndpoint,
+    Overflow,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub host: String,
+    pub subset: Option<String>,
+    endpoints: Vec<Endpoint>,
+    picker: Picker,
+    max_requests: Option<u32>,
+    in_flight: AtomicU32,
+}
+
+impl Cluster {
+    pub fn compile(c: &snapshot::Cluster) -> Result<Self, String> {
+        let endpoints: Vec<Endpoint> = c
+            .endpoints
+            .iter()
+            .map(|e| match e.parse::<Authority>() {
+                Ok(a) if a.port_u16().is_some() && !a.as_str().contains('@') => Ok(Endpoint {
+                    authority: a,
+                    active: AtomicU32::new(0),
+                }),
+                _ => Err(format!(
+                    "cluster {:?}: endpoint {e:?} is not host:port",
+                    c.host
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        let weights: Vec<u32> = if c.weights.is_empty() {
+            vec![1; endpoints.len()]
+        } else if c.weights.len() == endpoints.len() {
+            c.weights.clone()
+        } else {
+            return Err(format!(
+                "cluster {:?}: {} weights for {} endpoints",
+                c.host,
+                c.weights.len(),
+                endpoints.len()
+            ));
+        };
+        if !endpoints.is_empty() && weights.iter().all(|&w| w == 0) {
+            return Err(format!("cluster {:?}: every endpoint weight is 0", c.host));
+        }
+        let picker = match c.load_balancer {
+            LoadBalancer::LeastRequest => Picker::LeastRequest,
+            LoadBalancer::Random => random(&weights),
+            LoadBalancer::RoundRobin => match smooth_schedule(&weights) {
+                Some(schedule) => Picker::RoundRobin {
+                    schedule,
+                    next: AtomicUsize::new(0),
+                },
+                None => random(&weights),
+            },
+        };
+        Ok(Self {
+            host: c.host.clone(),
+            subset: c.subset.clone(),
+            endpoints,
+            picker,
+            max_requests: c.max_requests,
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    /// An endpoint for a mirror copy (copies are bounded by their own limit).
+    #[inline]
+    pub fn pick(&self) -> Option<&Endpoint> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let index = match &self.picker {
+            Picker::RoundRobin { schedule, next } => {
+                schedule[next.fetch_add(1, Relaxed) % schedule.len()] as usize
+            }
+            Picker::Random(weights) => weights.pick(),
+            Picker::LeastRequest => {
+                let n = self.endpoints.len();
+                let (a, b) = (fastrand::usize(0..n), fastrand::usize(0..n));
+                let load = |i: usize| self.endpoints[i].active.load(Relaxed);
+                if load(b) < load(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        self.endpoints.get(index)
+    }
+
+    /// An endpoint for a primary request, counted in flight until the lease drops.
+    pub fn acquire(&self) -> Result<Lease<'_>, Unavailable> {
+        if let Some(max) = self.max_requests {
+            if self.in_flight.fetch_add(1, Relaxed) >= max {
+                self.in_flight.fetch_sub(1, Relaxed);
+                return Err(Unavailable::Overflow);
+            }
+        } else {
+            self.in_flight.fetch_add(1, Relaxed);
+        }
+        let Some(endpoint) = self.pick() else {
+            self.in_flight.fetch_sub(1, Relaxed);
+            return Err(Unavailable::NoEndpoint);
+        };
+        endpoint.active.fetch_add(1, Relaxed);
+        Ok(Lease {
+            cluster: self,
+            endpoint,
+        })
+    }
+}
+
+fn random(weights: &[u32]) -> Picker {
+    // An empty cluster never picks; any picker will do.
+    Picker::Random(
+        WeightedPicker::new(weights.iter().copied())
+            .unwrap_or_else(|| WeightedPicker::new([1]).expect("one positive weight")),
+    )
+}
+
+/// nginx's smooth weighted round robin, unrolled once at compile time: each
+/// endpoint appears weight/gcd times, spread out rather than in runs.
+fn smooth_schedule(weights: &[u32]) -> Option<Vec<u32>> {
+    let gcd = weights.iter().fold(0u32, |g, &w| gcd(g, w)).max(1);
+    let reduced: Vec<i64> = weights.iter().map(|&w| i64::from(w / gcd)).collect();
+    let total: i64 = reduced.iter().sum();
+    if total as u64 > MAX_SCHEDULE {
+        return None;
+    }
+    let mut current = vec![0i64; reduced.len()];
+    let schedule = (0..total)
+        .map(|_| {
+            current.iter_mut().zip(&reduced).for_each(|(c, w)| *c += w);
+            let best = (0..current.len()).max_by_key(|&i| (current[i], -(i as i64)))?;
+            current[best] -= total;
+            Some(best as u32)
+        })
+        .collect::<Option<Vec<_>>>()?;
+    (!schedule.is_empty()).then_some(schedule)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// A primary request's hold on an endpoint and on its cluster's request limit.
+#[derive(Debug)]
+pub struct Lease<'a> {
+    cluster: &'a Cluster,
+    endpoint: &'a Endpoint,
+}
+
+impl Lease<'_> {
+    pub fn authority(&self) -> &Authority {
+        &self.endpoint.authority
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.endpoint.active.fetch_sub(1, Relaxed);
+        self.cluster.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(endpoints: &[&str], weights: &[u32], lb: LoadBalancer, max: Option<u32>) -> Cluster {
+        Cluster::compile(&snapshot::Cluster {
+            host: "reviews".into(),
+            subset: None,
+            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            weights: weights.to_vec(),
+            load_balancer: lb,
+            max_requests: max,
+        })
+        .unwrap()
+    }
+
+    fn picks(c: &Cluster, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| c.pick().unwrap().authority.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_is_smooth_and_weighted() {
+        let c = cluster(&["a:1", "b:1"], &[], LoadBalancer::RoundRobin, None);
+        assert_eq!(picks(&c, 4), ["a:1", "b:1", "a:1", "b:1"]);
+        let c = cluster(
+            &["a:1", "b:1", "c:1"],
+            &[50, 25, 25],
+            LoadBalancer::RoundRobin,
+            None,
+        );
+        assert_eq!(picks(&c, 4), ["a:1", "b:1", "c:1", "a:1"]);
+    }
+
+    #[test]
+    fn zero_weight_endpoints_are_never_picked() {
+        let c = cluster(&["a:1", "b:1"], &[0, 3], LoadBalancer::RoundRobin, None);
+        assert!(picks(&c, 10).iter().all(|p| p == "b:1"));
+        let c = cluster(&["a:1", "b:1"], &[0, 3], LoadBalancer::Random, None);
+        assert!(picks(&c, 100).iter().all(|p| p == "b:1"));
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_endpoint() {
+        let c = cluster(&["a:1", "b:1"], &[], LoadBalancer::LeastRequest, None);
+        let busy = c.acquire().unwrap();
+        let busy_name = busy.authority().to_string();
+        // With one of two endpoints busy, power-of-two-choices picks the idle
+        // one unless both choices land on the busy one (p = 1/4 per pick).
+        let idle = picks(&c, 400).iter().filter(|p| **p != busy_name).count();
+        assert!(idle >= 250, "idle endpoint picked {idle} of 400 times");
+    }
+
+    #[test]
+    fn max_requests_overflows_and_leases_give_back() {
+        let c = cluster(&["a:1"], &[], LoadBalancer::RoundRobin, Some(2));
+        let first = c.acquire().unwrap();
+        let _second = c.acquire().unwrap();
+        assert_eq!(c.acquire().unwrap_err(), Unavailable::Overflow);
+        drop(first);
+        assert!(c.acquire().is_ok());
+        let empty = cluster(&[], &[], LoadBalancer::RoundRobin, None);
+        assert_eq!(empty.acquire().unwrap_err(), Unavailable::NoEndpoint);
+        assert_eq!(empty.in_flight.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn bad_clusters_are_refused() {
+        let bad = |endpoints: Vec<String>, weights: Vec<u32>| {
+            Cluster::compile(&snapshot::Cluster {
+                host: "x".into(),
+                subset: None,
+                endpoints,
+                weights,
+                load_balancer: LoadBalancer::RoundRobin,
+                max_requests: None,
+            })
+            .unwrap_err()
+        };
+        assert!(bad(vec!["no-port".into()], vec![]).contains("not host:port"));
+        assert!(bad(vec!["a:1".into()], vec![1, 2]).contains("2 weights for 1"));
+        assert!(bad(vec!["a:1".into()], vec![0]).contains("weight is 0"));
+    }
+}

@@ -1,0 +1,82 @@
+//! Fault injection (Istio's HTTPFaultInjection): delay and abort a sampled share.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::sampling::Sampler;
+use crate::snapshot;
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    delay: Option<(Duration, Sampler)>,
+    abort: Option<(StatusCode, Sampler)>,
+}
+
+impl Fault {
+    pub fn compile(spec: &snapshot::Fault) -> Result<Self, String> {
+        let abort = spec
+            .abort
+            .as_ref()
+            .map(|a| {
+                let status = StatusCode::from_u16(a.status).map_err(|_| {
+                    format!("fault abort status {} is not an HTTP status", a.status)
+                })?;
+                Ok::<_, String>((status, Sampler::new(a.per_million)))
+            })
+            .transpose()?;
+        Ok(Self {
+            delay: spec.delay.as_ref().map(|d| {
+                (
+                    Duration::from_millis(d.fixed_delay_ms),
+                    Sampler::new(d.per_million),
+                )
+            }),
+            abort,
+        })
+    }
+
+    /// How long this request is held back, if it is sampled for a delay.
+    #[inline]
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay.filter(|(_, s)| s.sample()).map(|(d, _)| d)
+    }
+
+    /// The status this request is answered with instead, if it is sampled for an abort.
+    #[inline]
+    pub fn abort(&self) -> Option<StatusCode> {
+        self.abort
+            .filter(|(_, s)| s.sample())
+            .map(|(status, _)| status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_and_zero_shares_are_exact() {
+        let f = Fault::compile(&snapshot::Fault {
+            delay: Some(snapshot::FaultDelay {
+                fixed_delay_ms: 7,
+                per_million: 1_000_000,
+            }),
+            abort: Some(snapshot::FaultAbort {
+                status: 418,
+                per_million: 0,
+            }),
+        })
+        .unwrap();
+        assert_eq!(f.delay(), Some(Duration::from_millis(7)));
+        assert_eq!(f.abort(), None);
+        let bad = snapshot::Fault {
+            delay: None,
+            abort: Some(snapshot::FaultAbort {
+                status: 1000,
+                per_million: 1,
+            }),
+        };
+        assert!(Fault::compile(&bad).is_err());
+    }
+}
