@@ -15,6 +15,7 @@ class Engine:
         worker_threads: int = 0,
         header_read_timeout: float = 30.0,
         max_header_bytes: int = 65536,
+        access_log: str | None = None,
     ) -> Engine: ...
     @property
     def addresses(self) -> list[str]: ...

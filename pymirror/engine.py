@@ -46,12 +46,26 @@ class ListenerStats(TypedDict):
     unrouted: int
 
 
+class UpstreamConnectionStats(TypedDict):
+    role: str  # "primary" | "mirror": the two never share a connection
+    endpoint: str  # host:port
+    open: int  # connections open now (a gauge)
+    opened_total: int
+
+
+class AccessLogStats(TypedDict):
+    written: int
+    dropped: int  # lines dropped because the writer fell behind (never blocks a request)
+
+
 class Stats(TypedDict):
     version: str
     bucket_bounds_seconds: list[float]
     listeners: list[ListenerStats]
     destinations: list[DestinationStats]
     mirrors: list[MirrorStats]
+    upstream_connections: list[UpstreamConnectionStats]
+    access_log: AccessLogStats
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,9 @@ class ServerOptions:
     """Seconds a client has to send its whole request head (slowloris guard)."""
     max_header_bytes: int = 64 * 1024
     """Largest request head accepted; larger ones get 431."""
+    access_log: str | None = None
+    """Write one JSON line per request (and per mirror copy) here: a path, or `-`
+    for standard output. None: no access log."""
 
 
 def _dump(snapshot: Snapshot) -> str:
@@ -85,6 +102,7 @@ class Engine:
             worker_threads=opts.worker_threads,
             header_read_timeout=opts.header_read_timeout,
             max_header_bytes=opts.max_header_bytes,
+            access_log=opts.access_log,
         )
 
     @property

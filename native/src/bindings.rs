@@ -18,7 +18,9 @@ fn to_py(py: Python<'_>, err: EngineError) -> PyErr {
         EngineError::Snapshot(_) => "SnapshotError",
         EngineError::Bind { .. } => "ListenError",
         EngineError::ListenersChanged { .. } => "ReloadError",
-        EngineError::Runtime(_) | EngineError::Closed => "EngineError",
+        EngineError::AccessLog { .. } | EngineError::Runtime(_) | EngineError::Closed => {
+            "EngineError"
+        }
     };
     match py.import("pymirror.errors").and_then(|m| m.getattr(class)) {
         Ok(cls) => PyErr::from_type(
@@ -42,13 +44,14 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None))]
     fn new(
         py: Python<'_>,
         snapshot_json: &str,
         worker_threads: usize,
         header_read_timeout: f64,
         max_header_bytes: usize,
+        access_log: Option<String>,
     ) -> PyResult<Self> {
         let snapshot = parse(py, snapshot_json)?;
         let timeout = Duration::try_from_secs_f64(header_read_timeout)
@@ -59,6 +62,7 @@ impl PyEngine {
                 header_read_timeout: timeout,
                 max_header_bytes,
             },
+            access_log,
         };
         py.detach(|| Engine::start(&snapshot, options))
             .map(|inner| Self { inner })

@@ -17,6 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
+use crate::access_log::PendingLine;
 use crate::stats::DropReason;
 
 /// Chunks a copy may have queued; the byte bound usually bites first.
@@ -109,6 +110,8 @@ pub struct RequestBody {
     /// `None`: no body (a retried request without one).
     inner: Option<Incoming>,
     taps: Vec<Tap>,
+    /// Bytes read from the client, for the access log.
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
@@ -116,6 +119,7 @@ impl RequestBody {
         Self {
             inner: Some(inner),
             taps: taps.into_iter().map(|t| t.0).collect(),
+            counter: None,
         }
     }
 
@@ -123,7 +127,13 @@ impl RequestBody {
         Self {
             inner: None,
             taps: Vec::new(),
+            counter: None,
         }
+    }
+
+    pub fn counted(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.counter = Some(counter);
+        self
     }
 }
 
@@ -144,6 +154,9 @@ impl Body for RequestBody {
             Some(Ok(frame)) => {
                 if let Some(chunk) = frame.data_ref() {
                     this.taps.iter_mut().for_each(|t| t.offer(chunk));
+                    if let Some(counter) = &this.counter {
+                        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
                 }
             }
             // Complete: dropping the senders ends each copy's body cleanly.
@@ -235,6 +248,75 @@ impl Body for MirrorBody {
 impl MirrorBody {
     pub fn state(&self) -> Option<Arc<TapState>> {
         self.state.clone()
+    }
+}
+
+// === impl ClientBody ===
+
+/// The body the client receives, writing the request's access-log line when
+/// it ends (or when it is dropped because the client went away).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: ResponseBody,
+    line: Option<Box<PendingLine>>,
+    bytes_out: u64,
+}
+
+impl ClientBody {
+    pub fn plain(inner: ResponseBody) -> Self {
+        Self {
+            inner,
+            line: None,
+            bytes_out: 0,
+        }
+    }
+
+    pub fn logged(inner: ResponseBody, line: PendingLine) -> Self {
+        Self {
+            inner,
+            line: Some(Box::new(line)),
+            bytes_out: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(line) = self.line.take() {
+            line.finish(self.bytes_out);
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if this.line.is_some() {
+            match &frame {
+                Some(Ok(f)) => this.bytes_out += f.data_ref().map_or(0, |d| d.len() as u64),
+                _ => this.finish(),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

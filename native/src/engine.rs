@@ -12,13 +12,14 @@ use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access_log::{AccessLog, AccessLogReport};
 use crate::error::EngineError;
 use crate::proxy::{Published, Shared};
 use crate::server::{self, ServerSettings};
 use crate::snapshot::Snapshot;
 use crate::stats::{ListenerStats, StatsRegistry, StatsReport, BUCKET_BOUNDS_SECONDS};
 use crate::table::RouteTable;
-use crate::upstream::Upstreams;
+use crate::upstream::{ConnectionGauges, Upstreams};
 
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -28,6 +29,8 @@ pub struct EngineOptions {
     /// Runtime worker threads; 0 means one per core.
     pub worker_threads: usize,
     pub server: ServerSettings,
+    /// Where the access log goes (a path, or `-` for standard output); `None`: nowhere.
+    pub access_log: Option<String>,
 }
 
 struct Running {
@@ -77,12 +80,27 @@ impl Engine {
             .iter()
             .map(|l| l.local_addr().map_err(EngineError::Runtime))
             .collect::<Result<Vec<_>, _>>()?;
+        let access_log = options
+            .access_log
+            .as_deref()
+            .map(|target| {
+                AccessLog::open(target)
+                    .map(Arc::new)
+                    .map_err(|source| EngineError::AccessLog {
+                        target: target.to_owned(),
+                        source,
+                    })
+            })
+            .transpose()?;
+        let connections = Arc::new(ConnectionGauges::default());
         let shared = Arc::new(Shared {
             published: ArcSwap::from_pointee(Published {
                 table,
-                upstreams: Upstreams::new(&snapshot.upstream),
+                upstreams: Upstreams::new(&snapshot.upstream, &connections),
             }),
             listeners: bound.iter().map(|_| ListenerStats::default()).collect(),
+            connections,
+            access_log,
         });
         let (shutdown, signal) = watch::channel(false);
         let listeners = bound
@@ -151,7 +169,7 @@ impl Engine {
         let upstreams = if current.upstreams.settings == snapshot.upstream {
             current.upstreams.clone()
         } else {
-            Upstreams::new(&snapshot.upstream)
+            Upstreams::new(&snapshot.upstream, &self.shared.connections)
         };
         self.shared
             .published
@@ -178,6 +196,14 @@ impl Engine {
                 .collect(),
             destinations,
             mirrors,
+            upstream_connections: self.shared.connections.report(),
+            access_log: self.shared.access_log.as_ref().map_or(
+                AccessLogReport {
+                    written: 0,
+                    dropped: 0,
+                },
+                |log| log.report(),
+            ),
         }
     }
 
@@ -212,6 +238,9 @@ impl Engine {
             .is_ok()
         });
         running.runtime.shutdown_timeout(Duration::from_millis(250));
+        if let Some(log) = &self.shared.access_log {
+            log.settle(Duration::from_secs(2));
+        }
         drained
     }
 }

@@ -16,6 +16,12 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the access log {target}: {source}")]
+    AccessLog {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the runtime: {0}")]
     Runtime(#[source] std::io::Error),
     #[error("listeners cannot change on reload (running {running:?}, new {new:?}); restart to change them")]

@@ -5,6 +5,7 @@
 //! `python`) is the only module that knows about Python.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod body;
 pub mod cluster;
 pub mod engine;

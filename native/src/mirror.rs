@@ -12,6 +12,7 @@ use http::{Request, Version};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::access_log::PendingLine;
 use crate::body::{self, MirrorBody, TapHandle};
 use crate::cluster::Cluster;
 use crate::headers::shadow_host;
@@ -115,6 +116,8 @@ impl MirrorPolicy {
             permit: admission.permit,
             timeout: self.timeout,
             stats: self.stats.clone(),
+            cluster: self.cluster.clone(),
+            line: None,
         };
         (copy, tap)
     }
@@ -134,9 +137,27 @@ pub struct MirrorCopy {
     permit: OwnedSemaphorePermit,
     timeout: Duration,
     stats: Arc<MirrorStats>,
+    cluster: Arc<Cluster>,
+    line: Option<PendingLine>,
 }
 
 impl MirrorCopy {
+    /// Writes an access-log line for this copy, linked to the primary's by request id.
+    pub fn log_as(&mut self, primary: &PendingLine) {
+        let authority = self
+            .request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        self.line = Some(primary.for_mirror(
+            &self.cluster.host,
+            self.cluster.subset.as_deref(),
+            authority,
+        ));
+    }
+
     /// Sends the copy, drains and drops the answer, and counts the outcome.
     /// The in-flight permit is held until the exchange is over.
     pub async fn run(self, client: MirrorClient) {
@@ -145,6 +166,8 @@ impl MirrorCopy {
             permit,
             timeout,
             stats,
+            line,
+            ..
         } = self;
         let tap = request.body().state();
         let started = Instant::now();
@@ -152,29 +175,42 @@ impl MirrorCopy {
             let response = client.request(request).await?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
+            let mut bytes = 0u64;
             // Read and drop: the mirror's answer is never kept.
             while let Some(frame) = body.frame().await {
-                if frame.is_err() {
-                    break;
+                match frame {
+                    Ok(frame) => bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => break,
                 }
             }
-            Ok::<_, hyper_util::client::legacy::Error>(status)
+            Ok::<_, hyper_util::client::legacy::Error>((status, bytes))
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(status)) => {
+        let (outcome, status, bytes_out) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok((status, bytes))) => {
                 stats.answered.fetch_add(1, Relaxed);
                 stats.responses.record(status);
                 stats.duration.record(started.elapsed());
+                ("answered", status, bytes)
             }
             Ok(Err(_)) => match tap.and_then(|t| t.cut_reason()) {
-                Some(reason) => stats.dropped(reason),
+                Some(reason) => {
+                    stats.dropped(reason);
+                    ("dropped", 0, 0)
+                }
                 None => {
                     stats.failed.fetch_add(1, Relaxed);
+                    ("failed", 0, 0)
                 }
             },
             Err(_) => {
                 stats.timed_out.fetch_add(1, Relaxed);
+                ("timed_out", 0, 0)
             }
+        };
+        if let Some(mut line) = line {
+            line.record.status = status;
+            line.record.outcome = Some(outcome);
+            line.finish(bytes_out);
         }
         stats.in_flight.fetch_sub(1, Relaxed);
         drop(permit);

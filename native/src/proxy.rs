@@ -14,14 +14,15 @@ use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::access_log::{AccessLog, PendingLine};
+use crate::body::{ClientBody, RequestBody, ResponseBody};
 use crate::error::{plain_response, LocalReply};
 use crate::forward::{self, Forward};
 use crate::headers;
 use crate::matcher::RequestView;
 use crate::stats::ListenerStats;
 use crate::table::{Action, RouteTable};
-use crate::upstream::Upstreams;
+use crate::upstream::{ConnectionGauges, Upstreams};
 
 /// What requests read: the route table and the client pools, swapped as one.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub struct Published {
 pub struct Shared {
     pub published: ArcSwap<Published>,
     pub listeners: Vec<ListenerStats>,
+    pub connections: Arc<ConnectionGauges>,
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// One accepted connection.
@@ -48,18 +51,35 @@ pub struct Connection {
 }
 
 pub async fn handle(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     conn: Arc<Connection>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<ClientBody>, Infallible> {
     // Loaded once: this request finishes on this table even if a reload lands meanwhile.
     let published = conn.shared.published.load_full();
-    Ok(proxy(request, &conn, &published).await)
+    // Every request gets an id, routed or not, so that log lines can name it.
+    headers::ensure_request_id(request.headers_mut());
+    let Some(log) = conn.shared.access_log.clone() else {
+        let response = proxy(request, &conn, &published, None).await;
+        return Ok(response.map(ClientBody::plain));
+    };
+    let (parts, body) = request.into_parts();
+    let mut line = PendingLine::start(log, &parts);
+    let response = proxy(
+        Request::from_parts(parts, body),
+        &conn,
+        &published,
+        Some(&mut line),
+    )
+    .await;
+    line.record.status = response.status().as_u16();
+    Ok(response.map(|body| ClientBody::logged(body, line)))
 }
 
 async fn proxy(
     request: Request<Incoming>,
     conn: &Connection,
     published: &Published,
+    mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     // RFC 9112 3.2.2: an absolute-form target's authority overrides Host.
@@ -96,6 +116,10 @@ async fn proxy(
         return LocalReply::NoRoute.into_response();
     };
     let route = matched.route;
+    if let Some(line) = line.as_deref_mut() {
+        line.record.virtual_service = Some(vhost.name.clone());
+        line.record.route = Some(route.name.clone());
+    }
 
     // Faults come first, as Envoy's fault filter sits before the router.
     if let Some(fault) = &route.fault {
@@ -115,11 +139,14 @@ async fn proxy(
         Action::Respond { status, body } => return plain_response(*status, body.clone()),
     };
     let destination = &destinations[picker.pick()];
+    if let Some(line) = line.as_deref_mut() {
+        line.record.destination = Some(destination.cluster.host.clone());
+        line.record.subset = destination.cluster.subset.clone();
+    }
 
     let (mut parts, body) = request.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_forwarded(&mut parts.headers, conn.peer.ip());
-    headers::ensure_request_id(&mut parts.headers);
     if let Some(a) = &absolute {
         if let Ok(value) = HeaderValue::from_str(a.as_str()) {
             parts.headers.insert(HOST, value);
@@ -137,7 +164,11 @@ async fn proxy(
     let mut taps = Vec::new();
     for policy in &route.mirrors {
         if let Some(admission) = policy.admit() {
-            let (copy, tap) = policy.copy(admission, &parts, has_body);
+            let (mut copy, tap) = policy.copy(admission, &parts, has_body);
+            if let Some(line) = line.as_deref_mut() {
+                line.record.mirrored = true;
+                copy.log_as(line);
+            }
             taps.extend(tap);
             tokio::spawn(copy.run(published.upstreams.mirror.clone()));
         }
@@ -149,7 +180,11 @@ async fn proxy(
         retries: route.retries.as_ref(),
         timeout: route.timeout,
     };
-    let result = forward::send(forward, parts, RequestBody::new(body, taps)).await;
+    let mut body = RequestBody::new(body, taps);
+    if let Some(line) = &line {
+        body = body.counted(line.bytes_in.clone());
+    }
+    let result = forward::send(forward, parts, body).await;
     destination.stats.duration.record(started.elapsed());
     match result {
         Ok(response) => {

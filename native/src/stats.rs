@@ -277,6 +277,8 @@ pub struct StatsReport {
     pub listeners: Vec<ListenerReport>,
     pub destinations: Vec<DestinationReport>,
     pub mirrors: Vec<MirrorReport>,
+    pub upstream_connections: Vec<crate::upstream::ConnectionReport>,
+    pub access_log: crate::access_log::AccessLogReport,
 }
 
 #[cfg(test)]

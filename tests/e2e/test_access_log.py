@@ -1,0 +1,80 @@
+"""The core's access log: one JSON line per request and per mirror copy, linked by id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import seed_config, settle
+from support.backend import closed_port
+from support.client import Client
+
+from pymirror import Proxy, ServerOptions
+
+pytestmark = pytest.mark.e2e
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_lines_match_requests_one_for_one(backend, tmp_path: Path) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    log = tmp_path / "access.log"
+    n = 25
+    proxy = Proxy(seed_config(v1.address, v2.address), options=ServerOptions(access_log=str(log)))
+    with proxy, Client(proxy.addresses[0]) as client:
+        for i in range(n):
+            client.request("POST", f"/reviews/{i}?q=1", body=b"x" * i)
+        client.request("GET", "/", host="unknown.example")  # routed by the default host
+        settle(proxy)
+        stats = proxy.stats()
+    lines = read_lines(log)  # the engine flushed its log on close
+    primary = [line for line in lines if line["hop"] == "primary"]
+    mirror = [line for line in lines if line["hop"] == "mirror"]
+    assert len(primary) == n + 1 and len(mirror) == n + 1
+    assert stats["access_log"]["written"] >= 2 * n and stats["access_log"]["dropped"] == 0
+    by_id = {line["request_id"]: line for line in primary}
+    for i, line in enumerate(primary[:n]):
+        assert (line["method"], line["path"], line["status"]) == ("POST", f"/reviews/{i}?q=1", 200)
+        assert (line["virtual_service"], line["route"], line["destination"], line["subset"]) == (
+            "reviews",
+            "0",
+            "reviews",
+            "v1",
+        )
+        assert (line["bytes_in"], line["bytes_out"], line["mirrored"]) == (i, 2, True)
+        assert line["duration_ms"] >= 0
+    for line in mirror:
+        assert line["request_id"] in by_id
+        assert (line["subset"], line["status"], line["outcome"]) == ("v2", 200, "answered")
+        assert line["authority"].startswith("reviews-shadow") or "shadow" in line["authority"]
+
+
+def test_failed_copies_are_logged_as_failed(backend, tmp_path: Path) -> None:
+    v1 = backend("v1")
+    log = tmp_path / "access.log"
+    proxy = Proxy(
+        seed_config(v1.address, closed_port()), options=ServerOptions(access_log=str(log))
+    )
+    with proxy, Client(proxy.addresses[0]) as client:
+        for i in range(5):
+            client.request("GET", f"/{i}")
+        settle(proxy)
+    mirror = [line for line in read_lines(log) if line["hop"] == "mirror"]
+    assert [(m["status"], m["outcome"]) for m in mirror] == [(0, "failed")] * 5
+
+
+def test_upstream_connections_are_counted_by_role(backend) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    with Proxy(seed_config(v1.address, v2.address)) as proxy, Client(proxy.addresses[0]) as client:
+        for i in range(10):
+            client.request("GET", f"/{i}")
+        settle(proxy)
+        connections = {(c["role"], c["endpoint"]): c for c in proxy.stats()["upstream_connections"]}
+    primary, mirror = connections[("primary", v1.address)], connections[("mirror", v2.address)]
+    # One client connection, one request at a time: pooled connections are reused.
+    assert primary["open"] == primary["opened_total"] == 1
+    assert 1 <= mirror["opened_total"] <= 10 and mirror["open"] >= 1
+    assert ("primary", v2.address) not in connections
