@@ -8,22 +8,27 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 /// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy ones proxies still see).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+/// Named once, so removing them parses nothing per request.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::UPGRADE,
+    &header::TRANSFER_ENCODING,
 ];
 
 /// Removes hop-by-hop headers, including every header that `Connection` names.
 /// `Transfer-Encoding` goes too: hyper re-frames the body on the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
+    if let Some(connection) = headers.get(&header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
             .unwrap_or("")
@@ -35,9 +40,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     for name in HOP_BY_HOP {
-        headers.remove(name);
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::TRANSFER_ENCODING);
 }
 
 /// Appends the client's address to `x-forwarded-for` and states the scheme it used.
@@ -101,8 +107,14 @@ pub fn strip_port(authority: &str) -> &str {
 }
 
 /// The request's host name for virtual-host matching: no port, lower case.
-pub fn host_for_matching(authority: &str) -> String {
-    strip_port(authority).to_ascii_lowercase()
+/// Borrowed when it already is (the common case): no allocation.
+pub fn host_for_matching(authority: &str) -> std::borrow::Cow<'_, str> {
+    let name = strip_port(authority);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 #[cfg(test)]

@@ -28,3 +28,7 @@ pub mod upstream;
 
 #[cfg(feature = "python")]
 mod bindings;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
