@@ -326,7 +326,7 @@ impl Drop for ClientBody {
 /// proxy's own short reply.
 #[derive(Debug)]
 pub enum ResponseBody {
-    Upstream(Incoming),
+    Upstream(crate::forward::UpstreamBody),
     Local(Full<Bytes>),
 }
 

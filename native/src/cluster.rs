@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use http::uri::Authority;
 
+use crate::pool::EndpointIds;
 use crate::sampling::WeightedPicker;
 use crate::snapshot::{self, LoadBalancer};
 
@@ -14,6 +15,8 @@ const MAX_SCHEDULE: u64 = 10_000;
 
 #[derive(Debug)]
 pub struct Endpoint {
+    /// Stable across reloads; indexes the connection pools.
+    pub id: u32,
     pub authority: Authority,
     /// Requests in flight to this endpoint (for least-request picks).
     active: AtomicU32,
@@ -49,12 +52,13 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn compile(c: &snapshot::Cluster) -> Result<Self, String> {
+    pub fn compile(c: &snapshot::Cluster, ids: &EndpointIds) -> Result<Self, String> {
         let endpoints: Vec<Endpoint> = c
             .endpoints
             .iter()
             .map(|e| match e.parse::<Authority>() {
                 Ok(a) if a.port_u16().is_some() && !a.as_str().contains('@') => Ok(Endpoint {
+                    id: ids.id(a.as_str()),
                     authority: a,
                     active: AtomicU32::new(0),
                 }),
@@ -192,8 +196,8 @@ pub struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    pub fn authority(&self) -> &Authority {
-        &self.endpoint.authority
+    pub fn endpoint(&self) -> &Endpoint {
+        self.endpoint
     }
 }
 
@@ -209,14 +213,17 @@ mod tests {
     use super::*;
 
     fn cluster(endpoints: &[&str], weights: &[u32], lb: LoadBalancer, max: Option<u32>) -> Cluster {
-        Cluster::compile(&snapshot::Cluster {
-            host: "reviews".into(),
-            subset: None,
-            endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
-            weights: weights.to_vec(),
-            load_balancer: lb,
-            max_requests: max,
-        })
+        Cluster::compile(
+            &snapshot::Cluster {
+                host: "reviews".into(),
+                subset: None,
+                endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+                weights: weights.to_vec(),
+                load_balancer: lb,
+                max_requests: max,
+            },
+            &EndpointIds::default(),
+        )
         .unwrap()
     }
 
@@ -251,7 +258,7 @@ mod tests {
     fn least_request_avoids_the_busy_endpoint() {
         let c = cluster(&["a:1", "b:1"], &[], LoadBalancer::LeastRequest, None);
         let busy = c.acquire().unwrap();
-        let busy_name = busy.authority().to_string();
+        let busy_name = busy.endpoint().authority.to_string();
         // With one of two endpoints busy, power-of-two-choices picks the idle
         // one unless both choices land on the busy one (p = 1/4 per pick).
         let idle = picks(&c, 400).iter().filter(|p| **p != busy_name).count();
@@ -274,14 +281,17 @@ mod tests {
     #[test]
     fn bad_clusters_are_refused() {
         let bad = |endpoints: Vec<String>, weights: Vec<u32>| {
-            Cluster::compile(&snapshot::Cluster {
-                host: "x".into(),
-                subset: None,
-                endpoints,
-                weights,
-                load_balancer: LoadBalancer::RoundRobin,
-                max_requests: None,
-            })
+            Cluster::compile(
+                &snapshot::Cluster {
+                    host: "x".into(),
+                    subset: None,
+                    endpoints,
+                    weights,
+                    load_balancer: LoadBalancer::RoundRobin,
+                    max_requests: None,
+                },
+                &EndpointIds::default(),
+            )
             .unwrap_err()
         };
         assert!(bad(vec!["no-port".into()], vec![]).contains("not host:port"));

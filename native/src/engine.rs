@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::{AccessLog, AccessLogReport};
 use crate::error::EngineError;
+use crate::pool::EndpointIds;
 use crate::proxy::{Published, Shared};
 use crate::server::{self, ServerSettings};
 use crate::snapshot::Snapshot;
@@ -43,6 +44,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     /// Counter sets by label; locked on compile and on stats reads only.
     registry: Mutex<StatsRegistry>,
+    /// Endpoint ids, stable across reloads so pooled connections stay warm.
+    endpoint_ids: EndpointIds,
     listener_specs: Vec<String>,
     addresses: Vec<SocketAddr>,
     running: Mutex<Option<Running>>,
@@ -51,16 +54,22 @@ pub struct Engine {
 impl Engine {
     /// Checks a snapshot the way `start` and `reload` would, binding nothing.
     pub fn validate(snapshot: &Snapshot) -> Result<(), EngineError> {
-        RouteTable::compile(snapshot, &mut StatsRegistry::default())
-            .map(drop)
-            .map_err(EngineError::Snapshot)
+        RouteTable::compile(
+            snapshot,
+            &mut StatsRegistry::default(),
+            &EndpointIds::default(),
+        )
+        .map(drop)
+        .map_err(EngineError::Snapshot)
     }
 
     /// Compiles the snapshot, binds every listener and starts serving. Fails
     /// whole: if one listener cannot bind, none is left open.
     pub fn start(snapshot: &Snapshot, options: EngineOptions) -> Result<Self, EngineError> {
         let mut registry = StatsRegistry::default();
-        let table = RouteTable::compile(snapshot, &mut registry).map_err(EngineError::Snapshot)?;
+        let endpoint_ids = EndpointIds::default();
+        let table = RouteTable::compile(snapshot, &mut registry, &endpoint_ids)
+            .map_err(EngineError::Snapshot)?;
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.enable_all().thread_name("pymirror-worker");
         if options.worker_threads > 0 {
@@ -119,6 +128,7 @@ impl Engine {
         Ok(Self {
             shared,
             registry: Mutex::new(registry),
+            endpoint_ids,
             listener_specs: snapshot
                 .listeners
                 .iter()
@@ -162,7 +172,8 @@ impl Engine {
         }
         let table = {
             let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-            RouteTable::compile(snapshot, &mut registry).map_err(EngineError::Snapshot)?
+            RouteTable::compile(snapshot, &mut registry, &self.endpoint_ids)
+                .map_err(EngineError::Snapshot)?
         };
         let current = self.shared.published.load();
         // Keep warm connection pools unless their settings changed.

@@ -6,26 +6,29 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 use crate::body::RequestBody;
 use crate::cluster::{Cluster, Unavailable};
 use crate::error::LocalReply;
 use crate::headers::strip_hop_by_hop;
+use crate::pool::{Pool, PooledResponse, SendError};
 use crate::retry::{RetryPolicy, TryOutcome};
-use crate::upstream::{upstream_uri, PrimaryClient};
+use crate::upstream::origin_uri;
+
+/// The primary's response body: it returns its connection to the pool once read.
+pub type UpstreamBody = PooledResponse<RequestBody>;
 
 /// Where and how one request is forwarded.
 #[derive(Clone, Copy)]
 pub struct Forward<'a> {
-    pub client: &'a PrimaryClient,
+    pub pool: &'a Pool,
     pub cluster: &'a Cluster,
     pub retries: Option<&'a RetryPolicy>,
     /// Bounds every try together, back-offs included.
     pub timeout: Option<Duration>,
 }
 
-type Tried = Result<Response<Incoming>, LocalReply>;
+type Tried = Result<Response<UpstreamBody>, LocalReply>;
 
 pub async fn send(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
     let exchange = tries(f, parts, body);
@@ -83,9 +86,14 @@ async fn try_once(
         Err(Unavailable::NoEndpoint) => return (None, Err(LocalReply::NoEndpoint)),
         Err(Unavailable::Overflow) => return (None, Err(LocalReply::Overflow)),
     };
-    parts.uri = upstream_uri(lease.authority(), parts.uri.path_and_query());
+    parts.uri = origin_uri(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
-    let exchange = f.client.request(Request::from_parts(parts, body));
+    let endpoint = lease.endpoint();
+    let exchange = f.pool.send(
+        endpoint.id,
+        &endpoint.authority,
+        Request::from_parts(parts, body),
+    );
     let result = match per_try {
         Some(limit) => match tokio::time::timeout(limit, exchange).await {
             Ok(result) => result,
@@ -95,15 +103,15 @@ async fn try_once(
     };
     drop(lease);
     match result {
-        Ok(response) => (
+        Ok((response, loan)) => (
             Some(TryOutcome::Status(response.status().as_u16())),
-            Ok(response),
+            Ok(response.map(|body| PooledResponse::new(body, loan))),
         ),
-        Err(e) if e.is_connect() => (
+        Err(SendError::Connect) => (
             Some(TryOutcome::ConnectFailure),
             Err(LocalReply::UpstreamConnect),
         ),
-        Err(_) => (Some(TryOutcome::Reset), Err(LocalReply::UpstreamReset)),
+        Err(SendError::Exchange(_)) => (Some(TryOutcome::Reset), Err(LocalReply::UpstreamReset)),
     }
 }
 

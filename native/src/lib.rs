@@ -16,6 +16,7 @@ pub mod header_ops;
 pub mod headers;
 pub mod matcher;
 pub mod mirror;
+pub mod pool;
 pub mod proxy;
 pub mod retry;
 pub mod rewrite;

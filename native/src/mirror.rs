@@ -16,10 +16,11 @@ use crate::access_log::PendingLine;
 use crate::body::{self, MirrorBody, TapHandle};
 use crate::cluster::Cluster;
 use crate::headers::shadow_host;
+use crate::pool::{Pool, PooledResponse};
 use crate::sampling::Sampler;
 use crate::snapshot;
 use crate::stats::{DropReason, MirrorStats};
-use crate::upstream::{upstream_uri, MirrorClient};
+use crate::upstream::origin_uri;
 
 /// One route's mirror: where copies go, what share, and their bounds.
 #[derive(Debug)]
@@ -78,7 +79,8 @@ impl MirrorPolicy {
         self.stats.in_flight.fetch_add(1, Relaxed);
         Some(Admission {
             permit,
-            endpoint: endpoint.authority.clone(),
+            endpoint: endpoint.id,
+            authority: endpoint.authority.clone(),
         })
     }
 
@@ -105,7 +107,7 @@ impl MirrorPolicy {
         };
         let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = upstream_uri(&admission.endpoint, parts.uri.path_and_query());
+        *request.uri_mut() = origin_uri(parts.uri.path_and_query());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = parts.headers.clone();
         if let Ok(shadow) = HeaderValue::from_str(&shadow_host(host, &self.host_suffix)) {
@@ -113,6 +115,8 @@ impl MirrorPolicy {
         }
         let copy = MirrorCopy {
             request,
+            endpoint: admission.endpoint,
+            authority: admission.authority,
             permit: admission.permit,
             timeout: self.timeout,
             stats: self.stats.clone(),
@@ -127,13 +131,16 @@ impl MirrorPolicy {
 #[derive(Debug)]
 pub struct Admission {
     permit: OwnedSemaphorePermit,
-    endpoint: Authority,
+    endpoint: u32,
+    authority: Authority,
 }
 
 /// A copy ready to go; `run` it on its own task.
 #[derive(Debug)]
 pub struct MirrorCopy {
     request: Request<MirrorBody>,
+    endpoint: u32,
+    authority: Authority,
     permit: OwnedSemaphorePermit,
     timeout: Duration,
     stats: Arc<MirrorStats>,
@@ -160,9 +167,11 @@ impl MirrorCopy {
 
     /// Sends the copy, drains and drops the answer, and counts the outcome.
     /// The in-flight permit is held until the exchange is over.
-    pub async fn run(self, client: MirrorClient) {
+    pub async fn run(self, pool: Pool) {
         let Self {
             request,
+            endpoint,
+            authority,
             permit,
             timeout,
             stats,
@@ -172,9 +181,9 @@ impl MirrorCopy {
         let tap = request.body().state();
         let started = Instant::now();
         let exchange = async {
-            let response = client.request(request).await?;
+            let (response, loan) = pool.send(endpoint, &authority, request).await?;
             let status = response.status().as_u16();
-            let mut body = response.into_body();
+            let mut body = PooledResponse::new(response.into_body(), loan);
             let mut bytes = 0u64;
             // Read and drop: the mirror's answer is never kept.
             while let Some(frame) = body.frame().await {
@@ -183,7 +192,7 @@ impl MirrorCopy {
                     Err(_) => break,
                 }
             }
-            Ok::<_, hyper_util::client::legacy::Error>((status, bytes))
+            Ok::<_, crate::pool::SendError>((status, bytes))
         };
         let (outcome, status, bytes_out) = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok((status, bytes))) => {

@@ -175,7 +175,7 @@ async fn proxy(
     }
 
     let forward = Forward {
-        client: &published.upstreams.primary,
+        pool: &published.upstreams.primary,
         cluster: &destination.cluster,
         retries: route.retries.as_ref(),
         timeout: route.timeout,

@@ -15,6 +15,7 @@ use crate::fault::Fault;
 use crate::header_ops::HeaderOps;
 use crate::matcher::{RequestMatcher, RequestView, StringMatcher};
 use crate::mirror::MirrorPolicy;
+use crate::pool::EndpointIds;
 use crate::retry::RetryPolicy;
 use crate::rewrite::{Redirect, Rewrite};
 use crate::sampling::{Sampler, WeightedPicker, MILLION};
@@ -163,7 +164,11 @@ impl RouteTable {
 
     /// Compiles and checks a snapshot. Counter sets come from `registry`, so a
     /// reload keeps counting into the series of the same labels.
-    pub fn compile(snap: &Snapshot, registry: &mut StatsRegistry) -> Result<Self, String> {
+    pub fn compile(
+        snap: &Snapshot,
+        registry: &mut StatsRegistry,
+        ids: &EndpointIds,
+    ) -> Result<Self, String> {
         if snap.schema != snapshot::SCHEMA {
             return Err(format!(
                 "snapshot schema {} is not the {} this core understands",
@@ -174,7 +179,7 @@ impl RouteTable {
         let clusters = snap
             .clusters
             .iter()
-            .map(|c| Cluster::compile(c).map(Arc::new))
+            .map(|c| Cluster::compile(c, ids).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let cluster = |i: u32| -> Result<Arc<Cluster>, String> {
             clusters
@@ -354,7 +359,12 @@ mod tests {
                {"name": "deep", "domains": ["*.api.example.com"], "routes": []},
                {"name": "any", "domains": ["*"], "routes": []}"#,
         );
-        let t = RouteTable::compile(&snap, &mut StatsRegistry::default()).unwrap();
+        let t = RouteTable::compile(
+            &snap,
+            &mut StatsRegistry::default(),
+            &EndpointIds::default(),
+        )
+        .unwrap();
         let name = |h: &str| t.virtual_host(0, h).unwrap().name.as_str();
         assert_eq!(name("reviews"), "reviews");
         assert_eq!(name("a.example.com"), "wild");
@@ -366,16 +376,31 @@ mod tests {
     #[test]
     fn unknown_host_goes_to_the_listener_default_or_nowhere() {
         let mut snap = seed("");
-        let t = RouteTable::compile(&snap, &mut StatsRegistry::default()).unwrap();
+        let t = RouteTable::compile(
+            &snap,
+            &mut StatsRegistry::default(),
+            &EndpointIds::default(),
+        )
+        .unwrap();
         assert_eq!(t.virtual_host(0, "nope").unwrap().name, "reviews");
         snap.listeners[0].default_virtual_host = None;
-        let t = RouteTable::compile(&snap, &mut StatsRegistry::default()).unwrap();
+        let t = RouteTable::compile(
+            &snap,
+            &mut StatsRegistry::default(),
+            &EndpointIds::default(),
+        )
+        .unwrap();
         assert!(t.virtual_host(0, "nope").is_none());
     }
 
     #[test]
     fn first_matching_route_wins() {
-        let t = RouteTable::compile(&seed(""), &mut StatsRegistry::default()).unwrap();
+        let t = RouteTable::compile(
+            &seed(""),
+            &mut StatsRegistry::default(),
+            &EndpointIds::default(),
+        )
+        .unwrap();
         let vh = t.virtual_host(0, "reviews").unwrap();
         let mut h = HeaderMap::new();
         assert_eq!(vh.route_for(&view(&h)).unwrap().route.name, "default");
@@ -425,7 +450,12 @@ mod tests {
         for (mutate, expected) in cases {
             let mut snap = seed("");
             mutate(&mut snap);
-            let err = RouteTable::compile(&snap, &mut StatsRegistry::default()).unwrap_err();
+            let err = RouteTable::compile(
+                &snap,
+                &mut StatsRegistry::default(),
+                &EndpointIds::default(),
+            )
+            .unwrap_err();
             assert!(
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"

@@ -3,73 +3,47 @@
 //! primary's connections.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
-use crate::body::{MirrorBody, RequestBody};
+use crate::pool::{Pool, PoolSettings};
 use crate::snapshot::UpstreamSettings;
 
-pub type PrimaryClient = Client<CountingConnector, RequestBody>;
-pub type MirrorClient = Client<CountingConnector, MirrorBody>;
-
-/// The two client pools, shared across snapshots while their settings hold.
+/// The two pool sets, shared across snapshots while their settings hold.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    pub primary: PrimaryClient,
-    pub mirror: MirrorClient,
+    pub primary: Pool,
+    pub mirror: Pool,
     pub settings: UpstreamSettings,
 }
 
 impl Upstreams {
     pub fn new(settings: &UpstreamSettings, gauges: &Arc<ConnectionGauges>) -> Self {
+        let pool = |role| Pool {
+            role,
+            settings: PoolSettings {
+                connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
+                idle_timeout: Duration::from_millis(settings.pool_idle_timeout_ms),
+                max_idle_per_endpoint: settings.pool_max_idle_per_endpoint as usize,
+            },
+            gauges: gauges.clone(),
+        };
         Self {
-            primary: client(settings, Role::Primary, gauges),
-            mirror: client(settings, Role::Mirror, gauges),
+            primary: pool(Role::Primary),
+            mirror: pool(Role::Mirror),
             settings: settings.clone(),
         }
     }
-}
-
-fn client<B>(
-    settings: &UpstreamSettings,
-    role: Role,
-    gauges: &Arc<ConnectionGauges>,
-) -> Client<CountingConnector, B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(settings.connect_timeout_ms)));
-    connector.enforce_http(true);
-    let connector = CountingConnector {
-        inner: connector,
-        role,
-        gauges: gauges.clone(),
-    };
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_millis(settings.pool_idle_timeout_ms))
-        .pool_max_idle_per_host(settings.pool_max_idle_per_endpoint as usize)
-        // The Host header is the client's (or the mirror's shadow Host), never the endpoint's.
-        .set_host(false)
-        .build(connector)
 }
 
 // === connection counting ===
@@ -82,7 +56,7 @@ pub enum Role {
 }
 
 #[derive(Debug, Default)]
-struct Gauge {
+pub(crate) struct Gauge {
     open: AtomicU64,
     opened_total: AtomicU64,
 }
@@ -103,7 +77,7 @@ pub struct ConnectionReport {
 }
 
 impl ConnectionGauges {
-    fn gauge(&self, role: Role, endpoint: &str) -> Arc<Gauge> {
+    pub(crate) fn gauge(&self, role: Role, endpoint: &str) -> Arc<Gauge> {
         let mut map = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry((role, endpoint.to_owned())).or_default().clone()
     }
@@ -121,39 +95,6 @@ impl ConnectionGauges {
     }
 }
 
-/// HttpConnector that counts the connections it opens until they close.
-#[derive(Debug, Clone)]
-pub struct CountingConnector {
-    inner: HttpConnector,
-    role: Role,
-    gauges: Arc<ConnectionGauges>,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for CountingConnector {
-    type Response = Counted;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Counted, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.inner, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let gauge = self
-            .gauges
-            .gauge(self.role, uri.authority().map_or("", Authority::as_str));
-        let connecting = tower_service::Service::call(&mut self.inner, uri);
-        Box::pin(async move {
-            let io = connecting.await?;
-            gauge.open.fetch_add(1, Relaxed);
-            gauge.opened_total.fetch_add(1, Relaxed);
-            Ok(Counted { io, gauge })
-        })
-    }
-}
-
 /// An upstream connection that leaves the open count when it is dropped.
 #[derive(Debug)]
 pub struct Counted {
@@ -161,15 +102,17 @@ pub struct Counted {
     gauge: Arc<Gauge>,
 }
 
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.gauge.open.fetch_sub(1, Relaxed);
+impl Counted {
+    pub(crate) fn new(io: TokioIo<TcpStream>, gauge: Arc<Gauge>) -> Self {
+        gauge.open.fetch_add(1, Relaxed);
+        gauge.opened_total.fetch_add(1, Relaxed);
+        Self { io, gauge }
     }
 }
 
-impl Connection for Counted {
-    fn connected(&self) -> Connected {
-        self.io.connected()
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.gauge.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -213,17 +156,13 @@ impl Write for Counted {
     }
 }
 
-/// `http://{endpoint}{path?query}`: where a request goes is always a configured
-/// endpoint; the client's target only contributes its path.
-pub fn upstream_uri(endpoint: &Authority, path: Option<&PathAndQuery>) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(endpoint.clone());
-    parts.path_and_query = Some(
+/// The origin-form target sent upstream: only the path and query of what the
+/// client asked for. Where it goes is always a configured endpoint.
+pub fn origin_uri(path: Option<&PathAndQuery>) -> Uri {
+    Uri::from(
         path.cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
+    )
 }
 
 #[cfg(test)]
@@ -231,11 +170,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uri_takes_the_endpoint_and_only_the_path() {
-        let endpoint: Authority = "127.0.0.1:9081".parse().unwrap();
+    fn uri_keeps_only_the_path() {
         let target: Uri = "http://evil.example/steal?x=1".parse().unwrap();
-        let uri = upstream_uri(&endpoint, target.path_and_query());
-        assert_eq!(uri, "http://127.0.0.1:9081/steal?x=1");
-        assert_eq!(upstream_uri(&endpoint, None), "http://127.0.0.1:9081/");
+        assert_eq!(origin_uri(target.path_and_query()), "/steal?x=1");
+        assert_eq!(origin_uri(None), "/");
     }
 }

@@ -68,13 +68,15 @@ def test_failed_copies_are_logged_as_failed(backend, tmp_path: Path) -> None:
 
 def test_upstream_connections_are_counted_by_role(backend) -> None:
     v1, v2 = backend("v1"), backend("v2")
-    with Proxy(seed_config(v1.address, v2.address)) as proxy, Client(proxy.addresses[0]) as client:
-        for i in range(10):
+    proxy = Proxy(seed_config(v1.address, v2.address), options=ServerOptions(worker_threads=1))
+    with proxy, Client(proxy.addresses[0]) as client:
+        for i in range(20):
             client.request("GET", f"/{i}")
         settle(proxy)
         connections = {(c["role"], c["endpoint"]): c for c in proxy.stats()["upstream_connections"]}
     primary, mirror = connections[("primary", v1.address)], connections[("mirror", v2.address)]
-    # One client connection, one request at a time: pooled connections are reused.
-    assert primary["open"] == primary["opened_total"] == 1
+    # One client connection, one request at a time: pooled connections are reused
+    # (a second one may open while the first finishes its exchange).
+    assert 1 <= primary["opened_total"] <= 2 and primary["open"] == primary["opened_total"]
     assert 1 <= mirror["opened_total"] <= 10 and mirror["open"] >= 1
     assert ("primary", v2.address) not in connections
