@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::Authority;
-use http::{Request, Version};
+use http::{Method, Request, Version};
 use http_body_util::BodyExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::access_log::PendingLine;
 use crate::body::{self, MirrorBody, TapHandle};
 use crate::cluster::Cluster;
+use crate::header_ops::HeaderOps;
 use crate::headers::shadow_host;
 use crate::pool::{Pool, PooledResponse};
 use crate::sampling::Sampler;
@@ -31,6 +32,9 @@ pub struct MirrorPolicy {
     timeout: Duration,
     max_body_bytes: u64,
     host_suffix: String,
+    request_headers: HeaderOps,
+    only_idempotent: bool,
+    after_primary_success: bool,
     pub stats: Arc<MirrorStats>,
 }
 
@@ -57,6 +61,9 @@ impl MirrorPolicy {
             timeout: Duration::from_millis(spec.timeout_ms),
             max_body_bytes: spec.max_body_bytes,
             host_suffix: spec.host_suffix.clone(),
+            request_headers: HeaderOps::compile(&spec.request_headers)?,
+            only_idempotent: spec.only_idempotent,
+            after_primary_success: spec.after_primary_success,
             stats,
         })
     }
@@ -64,7 +71,10 @@ impl MirrorPolicy {
     /// Samples this request and, if it is chosen, admits a copy within the
     /// in-flight bound. A copy that cannot be admitted is counted as dropped.
     #[inline]
-    pub fn admit(&self) -> Option<Admission> {
+    pub fn admit(&self, method: &Method) -> Option<Admission> {
+        if self.only_idempotent && !method.is_idempotent() {
+            return None;
+        }
         if !self.sampler.sample() {
             return None;
         }
@@ -92,7 +102,7 @@ impl MirrorPolicy {
         admission: Admission,
         parts: &Parts,
         has_body: bool,
-    ) -> (MirrorCopy, Option<TapHandle>) {
+    ) -> (MirrorCopy, Option<TapHandle>, Option<Gate>) {
         // HTTP/1.0 clients may send no Host: the destination's name stands in.
         let host = parts
             .headers
@@ -113,6 +123,13 @@ impl MirrorPolicy {
         if let Ok(shadow) = HeaderValue::from_str(&shadow_host(host, &self.host_suffix)) {
             request.headers_mut().insert(HOST, shadow);
         }
+        self.request_headers.apply(request.headers_mut());
+        let (gate, opener) = if self.after_primary_success {
+            let (tx, rx) = oneshot::channel();
+            (Some(rx), Some(Gate(tx)))
+        } else {
+            (None, None)
+        };
         let copy = MirrorCopy {
             request,
             endpoint: admission.endpoint,
@@ -122,8 +139,9 @@ impl MirrorPolicy {
             stats: self.stats.clone(),
             cluster: self.cluster.clone(),
             line: None,
+            gate,
         };
-        (copy, tap)
+        (copy, tap, opener)
     }
 }
 
@@ -146,6 +164,19 @@ pub struct MirrorCopy {
     stats: Arc<MirrorStats>,
     cluster: Arc<Cluster>,
     line: Option<PendingLine>,
+    /// With `after_primary_success`: opens once the primary's status is known.
+    gate: Option<oneshot::Receiver<bool>>,
+}
+
+/// Lets a held copy go (or not) once the primary has answered. Dropped
+/// unopened (the primary never answered), the copy is dropped.
+#[derive(Debug)]
+pub struct Gate(oneshot::Sender<bool>);
+
+impl Gate {
+    pub fn open_if(self, primary_status: u16) {
+        let _ = self.0.send((200..400).contains(&primary_status));
+    }
 }
 
 impl MirrorCopy {
@@ -176,8 +207,20 @@ impl MirrorCopy {
             timeout,
             stats,
             line,
+            gate,
             ..
         } = self;
+        if let Some(gate) = gate {
+            if !gate.await.unwrap_or(false) {
+                stats.dropped(DropReason::PrimaryFailed);
+                stats.in_flight.fetch_sub(1, Relaxed);
+                if let Some(mut line) = line {
+                    line.record.outcome = Some("dropped");
+                    line.finish(0);
+                }
+                return;
+            }
+        }
         let tap = request.body().state();
         let started = Instant::now();
         let exchange = async {

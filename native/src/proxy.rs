@@ -162,9 +162,11 @@ async fn proxy(
 
     let has_body = !body.is_end_stream();
     let mut taps = Vec::new();
+    let mut gates = Vec::new();
     for policy in &route.mirrors {
-        if let Some(admission) = policy.admit() {
-            let (mut copy, tap) = policy.copy(admission, &parts, has_body);
+        if let Some(admission) = policy.admit(&parts.method) {
+            let (mut copy, tap, gate) = policy.copy(admission, &parts, has_body);
+            gates.extend(gate);
             if let Some(line) = line.as_deref_mut() {
                 line.record.mirrored = true;
                 copy.log_as(line);
@@ -186,6 +188,13 @@ async fn proxy(
     }
     let result = forward::send(forward, parts, body).await;
     destination.stats.duration.record(started.elapsed());
+    let status = match &result {
+        Ok(response) => response.status().as_u16(),
+        Err(reply) => reply.status().as_u16(),
+    };
+    for gate in gates {
+        gate.open_if(status);
+    }
     match result {
         Ok(response) => {
             destination

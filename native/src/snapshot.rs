@@ -289,6 +289,18 @@ pub struct Mirror {
     /// Appended to the Host name, before any port.
     #[serde(default = "defaults::mirror_host_suffix")]
     pub host_suffix: String,
+    /// Header operations on the copy alone (e.g. drop `authorization` and
+    /// `cookie` before traffic leaves for a test environment).
+    #[serde(default)]
+    pub request_headers: HeaderOps,
+    /// Copy only idempotent methods (RFC 9110 9.2.2: GET, HEAD, OPTIONS,
+    /// TRACE, PUT, DELETE).
+    #[serde(default)]
+    pub only_idempotent: bool,
+    /// Send the copy only once the primary has answered with a 2xx or 3xx;
+    /// its body waits in the bounded buffer until then.
+    #[serde(default)]
+    pub after_primary_success: bool,
 }
 
 /// A destination host (and subset) resolved to endpoints.
@@ -366,8 +378,10 @@ pub mod defaults {
     pub fn pool_idle_timeout_ms() -> u64 {
         60_000
     }
+    /// As many as a mirror may have copies in flight, so that a slow mirror's
+    /// connections are kept rather than reopened for every copy.
     pub fn pool_max_idle_per_endpoint() -> u32 {
-        256
+        1024
     }
     pub fn redirect_code() -> u16 {
         301

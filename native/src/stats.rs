@@ -120,14 +120,17 @@ pub enum DropReason {
     NoEndpoint,
     /// The client's request body broke off before it was complete.
     RequestAborted,
+    /// `after_primary_success` is set and the primary failed (or never answered).
+    PrimaryFailed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         Self::InFlightLimit,
         Self::BodyBuffer,
         Self::NoEndpoint,
         Self::RequestAborted,
+        Self::PrimaryFailed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -136,6 +139,7 @@ impl DropReason {
             Self::BodyBuffer => "body_buffer",
             Self::NoEndpoint => "no_endpoint",
             Self::RequestAborted => "request_aborted",
+            Self::PrimaryFailed => "primary_failed",
         }
     }
 }
@@ -151,7 +155,7 @@ pub struct MirrorStats {
     pub timed_out: AtomicU64,
     /// Copies admitted and not yet finished (a gauge).
     pub in_flight: AtomicU64,
-    dropped: [AtomicU64; 4],
+    dropped: [AtomicU64; 5],
     pub responses: StatusCounts,
     pub duration: Histogram,
 }

@@ -42,7 +42,9 @@ def engine():
     def start(routes: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> Client:
         e = Engine(snapshot(routes, clusters))
         started.append(e)
-        return Client(e.addresses[0])
+        client = Client(e.addresses[0])
+        client.engine = e  # type: ignore[attr-defined]
+        return client
 
     yield start
     for e in started:
@@ -239,3 +241,62 @@ def test_match_conditions(backend, engine) -> None:
     assert hit.headers["x-backend"] == "v2"
     assert no_query.headers["x-backend"] == "v1"
     assert excluded.headers["x-backend"] == "v1"
+
+
+def copies_done(client: Client, timeout: float = 10.0) -> None:
+    """Until no mirror copy is in flight: every copy that will ever arrive has."""
+    engine: Engine = client.engine  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    while any(m["in_flight"] for m in engine.stats()["mirrors"]):
+        assert time.monotonic() < deadline, "copies still in flight"
+        time.sleep(0.01)
+
+
+def mirror(**fields: Any) -> dict[str, Any]:
+    return {"cluster": 1, "per_million": 1_000_000, **fields}
+
+
+def test_mirror_only_header_operations_leave_the_primary_alone(backend, engine) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    ops = {"remove": ["authorization", "cookie"], "set": [{"name": "x-shadow", "value": "1"}]}
+    r = route(mirrors=[mirror(request_headers=ops)])
+    with engine([r], [cluster(v1.address), cluster(v2.address)]) as client:
+        client.request("GET", "/", headers={"Authorization": "Bearer secret", "Cookie": "s=1"})
+    [copy] = v2.wait_for(1)
+    [primary] = v1.seen
+    assert (
+        primary.headers["authorization"] == "Bearer secret" and primary.headers["cookie"] == "s=1"
+    )
+    assert "authorization" not in copy.headers and "cookie" not in copy.headers
+    assert copy.headers["x-shadow"] == "1" and "x-shadow" not in primary.headers
+
+
+def test_only_idempotent_methods_are_copied(backend, engine) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    r = route(mirrors=[mirror(only_idempotent=True)])
+    with engine([r], [cluster(v1.address), cluster(v2.address)]) as client:
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            client.request(method, f"/{method}", body=b"" if method == "GET" else b"x")
+        copies_done(client)
+    assert sorted(s.method for s in v2.seen) == ["DELETE", "GET", "PUT"]
+
+
+def test_copy_after_primary_success_waits_for_a_good_status(backend, engine) -> None:
+    ok, broken, v2 = backend("v1"), backend("v1", status=500), backend("v2")
+    routes = [
+        route(
+            "broken",
+            matches=[{"uri": {"prefix": "/broken"}}],
+            destinations=[{"cluster": 2, "weight": 1}],
+            mirrors=[mirror(after_primary_success=True)],
+        ),
+        route("ok", mirrors=[mirror(after_primary_success=True)]),
+    ]
+    clusters = [cluster(ok.address), cluster(v2.address), cluster(broken.address)]
+    with engine(routes, clusters) as client:
+        assert client.request("POST", "/fine", body=b"payload").status == 200
+        assert client.request("POST", "/broken", body=b"payload").status == 500
+        copies_done(client)
+        [held] = [m for m in client.engine.stats()["mirrors"] if m["route"] == "broken"]  # type: ignore[attr-defined]
+    assert [(c.path, c.body) for c in v2.seen] == [("/fine", b"payload")]
+    assert held["dropped"]["primary_failed"] == 1
