@@ -38,6 +38,11 @@ pub enum EngineError {
 /// capacity (503) or the upstream (502, 504).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReply {
+    /// Content-Length together with Transfer-Encoding: the body's framing is
+    /// ambiguous (request smuggling), so the request is refused, never forwarded.
+    AmbiguousFraming,
+    /// CONNECT would make the proxy a tunnel to anywhere.
+    ConnectRefused,
     NoVirtualHost,
     NoRoute,
     NoEndpoint,
@@ -51,6 +56,8 @@ pub enum LocalReply {
 impl LocalReply {
     pub fn status(self) -> StatusCode {
         match self {
+            Self::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
@@ -61,6 +68,8 @@ impl LocalReply {
     /// The plain-text body: short, and naming the cause.
     pub fn message(self) -> &'static str {
         match self {
+            Self::AmbiguousFraming => "content-length together with transfer-encoding is refused\n",
+            Self::ConnectRefused => "CONNECT is not served\n",
             Self::NoVirtualHost => "no virtual service serves this host\n",
             Self::NoRoute => "no route matches this request\n",
             Self::NoEndpoint => "no endpoint available for the destination\n",
@@ -72,7 +81,15 @@ impl LocalReply {
     }
 
     pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
-        plain_response(self.status(), Bytes::from_static(self.message().as_bytes()))
+        let mut response =
+            plain_response(self.status(), Bytes::from_static(self.message().as_bytes()));
+        if self == Self::AmbiguousFraming {
+            // Where this request's body ends is unknowable: the connection cannot go on.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

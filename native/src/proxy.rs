@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST};
-use http::{Request, Response};
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 
@@ -82,6 +82,13 @@ async fn proxy(
     mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    if request.method() == Method::CONNECT {
+        return LocalReply::ConnectRefused.into_response();
+    }
+    let headers = request.headers();
+    if headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING) {
+        return LocalReply::AmbiguousFraming.into_response();
+    }
     // RFC 9112 3.2.2: an absolute-form target's authority overrides Host.
     let absolute = request.uri().authority().cloned();
     let authority = match &absolute {
