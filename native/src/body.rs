@@ -7,7 +7,7 @@
 //! waits for it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -112,6 +112,9 @@ pub struct RequestBody {
     taps: Vec<Tap>,
     /// Bytes read from the client, for the access log.
     counter: Option<Arc<AtomicU64>>,
+    /// Set when the client's body broke (bad chunk framing, early close), so
+    /// that the failure is answered as the client's (400), not the upstream's.
+    client_failed: Option<Arc<AtomicBool>>,
 }
 
 impl RequestBody {
@@ -120,6 +123,7 @@ impl RequestBody {
             inner: Some(inner),
             taps: taps.into_iter().map(|t| t.0).collect(),
             counter: None,
+            client_failed: None,
         }
     }
 
@@ -128,12 +132,20 @@ impl RequestBody {
             inner: None,
             taps: Vec::new(),
             counter: None,
+            client_failed: None,
         }
     }
 
     pub fn counted(mut self, counter: Arc<AtomicU64>) -> Self {
         self.counter = Some(counter);
         self
+    }
+
+    /// A flag raised if the client's body fails.
+    pub fn watched(mut self) -> (Self, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.client_failed = Some(flag.clone());
+        (self, flag)
     }
 }
 
@@ -161,10 +173,14 @@ impl Body for RequestBody {
             }
             // Complete: dropping the senders ends each copy's body cleanly.
             None => this.taps.clear(),
-            Some(Err(_)) => this
-                .taps
-                .iter_mut()
-                .for_each(|t| t.cut(DropReason::RequestAborted)),
+            Some(Err(_)) => {
+                this.taps
+                    .iter_mut()
+                    .for_each(|t| t.cut(DropReason::RequestAborted));
+                if let Some(flag) = &this.client_failed {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            }
         }
         Poll::Ready(frame)
     }

@@ -43,6 +43,8 @@ pub enum LocalReply {
     AmbiguousFraming,
     /// CONNECT would make the proxy a tunnel to anywhere.
     ConnectRefused,
+    /// The client's request body was malformed or cut short.
+    BadRequestBody,
     NoVirtualHost,
     NoRoute,
     NoEndpoint,
@@ -56,7 +58,7 @@ pub enum LocalReply {
 impl LocalReply {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            Self::AmbiguousFraming | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,6 +72,7 @@ impl LocalReply {
         match self {
             Self::AmbiguousFraming => "content-length together with transfer-encoding is refused\n",
             Self::ConnectRefused => "CONNECT is not served\n",
+            Self::BadRequestBody => "malformed or incomplete request body\n",
             Self::NoVirtualHost => "no virtual service serves this host\n",
             Self::NoRoute => "no route matches this request\n",
             Self::NoEndpoint => "no endpoint available for the destination\n",
@@ -83,7 +86,7 @@ impl LocalReply {
     pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
         let mut response =
             plain_response(self.status(), Bytes::from_static(self.message().as_bytes()));
-        if self == Self::AmbiguousFraming {
+        if matches!(self, Self::AmbiguousFraming | Self::BadRequestBody) {
             // Where this request's body ends is unknowable: the connection cannot go on.
             response
                 .headers_mut()

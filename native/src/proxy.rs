@@ -193,7 +193,11 @@ async fn proxy(
     if let Some(line) = &line {
         body = body.counted(line.bytes_in.clone());
     }
-    let result = forward::send(forward, parts, body).await;
+    let (body, client_failed) = body.watched();
+    let mut result = forward::send(forward, parts, body).await;
+    if result.is_err() && client_failed.load(Relaxed) {
+        result = Err(LocalReply::BadRequestBody);
+    }
     destination.stats.duration.record(started.elapsed());
     let status = match &result {
         Ok(response) => response.status().as_u16(),

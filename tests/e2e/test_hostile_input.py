@@ -21,6 +21,11 @@ CASES = {
         b"POST / HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: gzip\r\n\r\nxx",
         400,
     ),
+    "invalid chunk size": (
+        b"POST / HTTP/1.1\r\nHost: reviews\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0x10\r\nxxxxxxxxxxxxxxxx\r\n0\r\n\r\n",
+        400,
+    ),
     "obs-fold": (b"GET / HTTP/1.1\r\nHost: reviews\r\nX-A: a\r\n b\r\n\r\n", 400),
     "whitespace before the colon": (b"GET / HTTP/1.1\r\nHost: reviews\r\nX-A : a\r\n\r\n", 400),
     "TLS ClientHello on a plain listener": (
