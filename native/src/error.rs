@@ -45,6 +45,8 @@ pub enum LocalReply {
     ConnectRefused,
     /// The client's request body was malformed or cut short.
     BadRequestBody,
+    /// The request head is larger than the listener accepts.
+    HeadersTooLarge,
     NoVirtualHost,
     NoRoute,
     NoEndpoint,
@@ -60,6 +62,7 @@ impl LocalReply {
         match self {
             Self::AmbiguousFraming | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
@@ -73,6 +76,7 @@ impl LocalReply {
             Self::AmbiguousFraming => "content-length together with transfer-encoding is refused\n",
             Self::ConnectRefused => "CONNECT is not served\n",
             Self::BadRequestBody => "malformed or incomplete request body\n",
+            Self::HeadersTooLarge => "request header fields too large\n",
             Self::NoVirtualHost => "no virtual service serves this host\n",
             Self::NoRoute => "no route matches this request\n",
             Self::NoEndpoint => "no endpoint available for the destination\n",
@@ -86,7 +90,10 @@ impl LocalReply {
     pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
         let mut response =
             plain_response(self.status(), Bytes::from_static(self.message().as_bytes()));
-        if matches!(self, Self::AmbiguousFraming | Self::BadRequestBody) {
+        if matches!(
+            self,
+            Self::AmbiguousFraming | Self::BadRequestBody | Self::HeadersTooLarge
+        ) {
             // Where this request's body ends is unknowable: the connection cannot go on.
             response
                 .headers_mut()

@@ -47,6 +47,8 @@ pub struct Connection {
     pub listener: usize,
     /// The listener's port (for `port` match conditions).
     pub port: u16,
+    /// Request head bytes accepted (hyper bounds its read buffer, not the head).
+    pub max_header_bytes: usize,
     pub peer: SocketAddr,
 }
 
@@ -88,6 +90,17 @@ async fn proxy(
     let headers = request.headers();
     if headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING) {
         return LocalReply::AmbiguousFraming.into_response();
+    }
+    let head_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |pq| pq.as_str().len());
+    if head_bytes > conn.max_header_bytes {
+        return LocalReply::HeadersTooLarge.into_response();
     }
     // RFC 9112 3.2.2: an absolute-form target's authority overrides Host.
     let absolute = request.uri().authority().cloned();

@@ -77,7 +77,13 @@ pub async fn serve(
                 stats.connections_total.fetch_add(1, Relaxed);
                 stats.connections_active.fetch_add(1, Relaxed);
                 let guard = ActiveGuard(shared.clone(), index);
-                let conn = Arc::new(Connection { shared: shared.clone(), listener: index, port, peer });
+                let conn = Arc::new(Connection {
+                    shared: shared.clone(),
+                    listener: index,
+                    port,
+                    max_header_bytes: settings.max_header_bytes,
+                    peer,
+                });
                 let service = service_fn(move |req| proxy::handle(req, conn.clone()));
                 let served = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {

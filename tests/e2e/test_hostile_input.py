@@ -33,6 +33,10 @@ CASES = {
         400,
     ),
     "garbage": (b"\x00\xff\xfe not http\r\n\r\n", 400),
+    "request head over 64 KiB": (
+        b"GET / HTTP/1.1\r\nHost: reviews\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+        431,
+    ),
     "CONNECT": (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405),
 }
 
