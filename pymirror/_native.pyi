@@ -16,6 +16,7 @@ class Engine:
         header_read_timeout: float = 30.0,
         max_header_bytes: int = 65536,
         access_log: str | None = None,
+        mirror_buffer_budget: int = 268435456,
     ) -> Engine: ...
     @property
     def addresses(self) -> list[str]: ...

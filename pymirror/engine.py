@@ -66,6 +66,7 @@ class Stats(TypedDict):
     mirrors: list[MirrorStats]
     upstream_connections: list[UpstreamConnectionStats]
     access_log: AccessLogStats
+    mirror_buffer_queued_bytes: int  # against ServerOptions.mirror_buffer_budget
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class ServerOptions:
     access_log: str | None = None
     """Write one JSON line per request (and per mirror copy) here: a path, or `-`
     for standard output. None: no access log."""
+    mirror_buffer_budget: int = 256 * 1024 * 1024
+    """Bytes of request body queued for all mirror copies together; past it a copy is
+    cut and counted as dropped (`buffer_budget`). Bounds memory however many copies are
+    slow at once."""
 
 
 def _dump(snapshot: Snapshot) -> str:
@@ -103,6 +108,7 @@ class Engine:
             header_read_timeout=opts.header_read_timeout,
             max_header_bytes=opts.max_header_bytes,
             access_log=opts.access_log,
+            mirror_buffer_budget=opts.mirror_buffer_budget,
         )
 
     @property

@@ -44,7 +44,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET))]
     fn new(
         py: Python<'_>,
         snapshot_json: &str,
@@ -52,6 +52,7 @@ impl PyEngine {
         header_read_timeout: f64,
         max_header_bytes: usize,
         access_log: Option<String>,
+        mirror_buffer_budget: u64,
     ) -> PyResult<Self> {
         let snapshot = parse(py, snapshot_json)?;
         let timeout = Duration::try_from_secs_f64(header_read_timeout)
@@ -63,6 +64,7 @@ impl PyEngine {
                 max_header_bytes,
             },
             access_log,
+            mirror_buffer_budget,
         };
         py.detach(|| Engine::start(&snapshot, options))
             .map(|inner| Self { inner })

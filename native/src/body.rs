@@ -23,6 +23,62 @@ use crate::stats::DropReason;
 /// Chunks a copy may have queued; the byte bound usually bites first.
 const TAP_CHUNKS: usize = 1024;
 
+/// One budget of bytes queued for mirror copies across every copy of an
+/// engine, so that many slow copies together stay bounded too.
+#[derive(Debug)]
+pub struct MirrorBudget {
+    queued: AtomicU64,
+    max: u64,
+}
+
+impl MirrorBudget {
+    pub fn new(max: u64) -> Arc<Self> {
+        Arc::new(Self {
+            queued: AtomicU64::new(0),
+            max,
+        })
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    fn reserve(self: &Arc<Self>, chunk: &Bytes) -> Option<Reserved> {
+        let len = chunk.len() as u64;
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return None;
+        }
+        Some(Reserved {
+            chunk: chunk.clone(),
+            len,
+            budget: self.clone(),
+        })
+    }
+}
+
+/// A chunk on its way to a copy, holding its share of the budget until it is
+/// taken or dropped (with the channel, or when a send fails): released once.
+#[derive(Debug)]
+struct Reserved {
+    chunk: Bytes,
+    /// Reserved bytes, kept apart: `take` empties `chunk`.
+    len: u64,
+    budget: Arc<MirrorBudget>,
+}
+
+impl Reserved {
+    fn take(mut self) -> Bytes {
+        std::mem::take(&mut self.chunk)
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.budget.queued.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
 /// Shared between one tap and the copy it feeds.
 #[derive(Debug)]
 pub struct TapState {
@@ -52,8 +108,9 @@ impl TapState {
 /// The sending end of one mirror copy's body.
 #[derive(Debug)]
 struct Tap {
-    tx: Option<mpsc::Sender<Bytes>>,
+    tx: Option<mpsc::Sender<Reserved>>,
     state: Arc<TapState>,
+    budget: Arc<MirrorBudget>,
 }
 
 impl Tap {
@@ -64,7 +121,10 @@ impl Tap {
         if queued > self.state.max_bytes {
             return self.cut(DropReason::BodyBuffer);
         }
-        match tx.try_send(chunk.clone()) {
+        let Some(reserved) = self.budget.reserve(chunk) else {
+            return self.cut(DropReason::BufferBudget);
+        };
+        match tx.try_send(reserved) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.cut(DropReason::BodyBuffer),
             // The copy already ended (failed, timed out): stop feeding it.
@@ -79,7 +139,7 @@ impl Tap {
 }
 
 /// Creates a mirror copy's body and the tap that feeds it.
-pub fn tap(max_bytes: u64) -> (TapHandle, MirrorBody) {
+pub fn tap(max_bytes: u64, budget: &Arc<MirrorBudget>) -> (TapHandle, MirrorBody) {
     let (tx, rx) = mpsc::channel(TAP_CHUNKS);
     let state = Arc::new(TapState {
         queued_bytes: AtomicU64::new(0),
@@ -90,6 +150,7 @@ pub fn tap(max_bytes: u64) -> (TapHandle, MirrorBody) {
         TapHandle(Tap {
             tx: Some(tx),
             state: state.clone(),
+            budget: budget.clone(),
         }),
         MirrorBody {
             rx: Some(rx),
@@ -213,7 +274,7 @@ impl Drop for RequestBody {
 /// error if the tap was cut (so the copy is abandoned, never sent short).
 #[derive(Debug, Default)]
 pub struct MirrorBody {
-    rx: Option<mpsc::Receiver<Bytes>>,
+    rx: Option<mpsc::Receiver<Reserved>>,
     state: Option<Arc<TapState>>,
 }
 
@@ -240,7 +301,8 @@ impl Body for MirrorBody {
             return Poll::Ready(None);
         };
         match ready!(rx.poll_recv(cx)) {
-            Some(chunk) => {
+            Some(reserved) => {
+                let chunk = reserved.take();
                 if let Some(state) = &self.state {
                     state
                         .queued_bytes
@@ -394,7 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_finished_tap_ends_the_copy_cleanly() {
-        let (TapHandle(mut tap), body) = tap(1024);
+        let (TapHandle(mut tap), body) = tap(1024, &MirrorBudget::new(u64::MAX));
         let state = body.state().unwrap();
         tap.offer(&Bytes::from_static(b"hello "));
         tap.offer(&Bytes::from_static(b"world"));
@@ -407,7 +469,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_buffer_cuts_the_copy_which_then_fails() {
-        let (TapHandle(mut tap), mut body) = tap(100);
+        let (TapHandle(mut tap), mut body) = tap(100, &MirrorBudget::new(u64::MAX));
         let state = body.state().unwrap();
         tap.offer(&chunk(60));
         tap.offer(&chunk(60)); // 120 queued > 100: cut
@@ -424,12 +486,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_copy_that_ended_stops_being_fed() {
-        let (TapHandle(mut tap), body) = tap(1024);
+        let (TapHandle(mut tap), body) = tap(1024, &MirrorBudget::new(u64::MAX));
         let state = body.state().unwrap();
         drop(body);
         tap.offer(&chunk(10));
         assert!(tap.tx.is_none());
         assert_eq!(state.cut_reason(), None);
+    }
+
+    #[tokio::test]
+    async fn the_shared_budget_cuts_copies_and_is_given_back() {
+        let budget = MirrorBudget::new(100);
+        let (TapHandle(mut a), body_a) = tap(1000, &budget);
+        let (TapHandle(mut b), body_b) = tap(1000, &budget);
+        let state_b = body_b.state().unwrap();
+        a.offer(&chunk(80));
+        assert_eq!(budget.queued(), 80);
+        b.offer(&chunk(30)); // 110 > 100: b is cut, a goes on
+        assert_eq!(state_b.cut_reason(), Some(DropReason::BufferBudget));
+        assert_eq!(budget.queued(), 80);
+        drop(a);
+        assert_eq!(body_a.collect().await.unwrap().to_bytes().len(), 80);
+        assert_eq!(budget.queued(), 0, "a chunk taken gives its bytes back");
+        let (TapHandle(mut c), body_c) = tap(1000, &budget);
+        c.offer(&chunk(50));
+        drop(body_c); // a copy that ends with chunks queued gives them back too
+        assert_eq!(budget.queued(), 0);
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access_log::{AccessLog, AccessLogReport};
+use crate::body::MirrorBudget;
 use crate::error::EngineError;
 use crate::pool::EndpointIds;
 use crate::proxy::{Published, Shared};
@@ -32,7 +33,12 @@ pub struct EngineOptions {
     pub server: ServerSettings,
     /// Where the access log goes (a path, or `-` for standard output); `None`: nowhere.
     pub access_log: Option<String>,
+    /// Bytes queued for all mirror copies together; past it copies are cut.
+    pub mirror_buffer_budget: u64,
 }
+
+/// 256 MiB: with the per-copy 4 MiB buffer, 64 slow large copies at once.
+pub const DEFAULT_MIRROR_BUFFER_BUDGET: u64 = 256 * 1024 * 1024;
 
 struct Running {
     runtime: Runtime,
@@ -110,6 +116,7 @@ impl Engine {
             listeners: bound.iter().map(|_| ListenerStats::default()).collect(),
             connections,
             access_log,
+            mirror_budget: MirrorBudget::new(options.mirror_buffer_budget),
         });
         let (shutdown, signal) = watch::channel(false);
         let listeners = bound
@@ -215,6 +222,7 @@ impl Engine {
                 },
                 |log| log.report(),
             ),
+            mirror_buffer_queued_bytes: self.shared.mirror_budget.queued(),
         }
     }
 

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::access_log::PendingLine;
-use crate::body::{self, MirrorBody, TapHandle};
+use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
 use crate::cluster::Cluster;
 use crate::header_ops::HeaderOps;
 use crate::headers::shadow_host;
@@ -102,6 +102,7 @@ impl MirrorPolicy {
         admission: Admission,
         parts: &Parts,
         has_body: bool,
+        budget: &Arc<MirrorBudget>,
     ) -> (MirrorCopy, Option<TapHandle>, Option<Gate>) {
         // HTTP/1.0 clients may send no Host: the destination's name stands in.
         let host = parts
@@ -110,7 +111,7 @@ impl MirrorPolicy {
             .and_then(|h| h.to_str().ok())
             .unwrap_or(&self.cluster.host);
         let (tap, body) = if has_body {
-            let (tap, body) = body::tap(self.max_body_bytes);
+            let (tap, body) = body::tap(self.max_body_bytes, budget);
             (Some(tap), body)
         } else {
             (None, MirrorBody::empty())

@@ -15,7 +15,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, PendingLine};
-use crate::body::{ClientBody, RequestBody, ResponseBody};
+use crate::body::{ClientBody, MirrorBudget, RequestBody, ResponseBody};
 use crate::error::{plain_response, LocalReply};
 use crate::forward::{self, Forward};
 use crate::headers;
@@ -38,6 +38,7 @@ pub struct Shared {
     pub listeners: Vec<ListenerStats>,
     pub connections: Arc<ConnectionGauges>,
     pub access_log: Option<Arc<AccessLog>>,
+    pub mirror_budget: Arc<MirrorBudget>,
 }
 
 /// One accepted connection.
@@ -185,7 +186,8 @@ async fn proxy(
     let mut gates = Vec::new();
     for policy in &route.mirrors {
         if let Some(admission) = policy.admit(&parts.method) {
-            let (mut copy, tap, gate) = policy.copy(admission, &parts, has_body);
+            let (mut copy, tap, gate) =
+                policy.copy(admission, &parts, has_body, &conn.shared.mirror_budget);
             gates.extend(gate);
             if let Some(line) = line.as_deref_mut() {
                 line.record.mirrored = true;

@@ -122,15 +122,18 @@ pub enum DropReason {
     RequestAborted,
     /// `after_primary_success` is set and the primary failed (or never answered).
     PrimaryFailed,
+    /// The engine-wide budget of bytes queued for copies is spent.
+    BufferBudget,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         Self::InFlightLimit,
         Self::BodyBuffer,
         Self::NoEndpoint,
         Self::RequestAborted,
         Self::PrimaryFailed,
+        Self::BufferBudget,
     ];
 
     pub fn label(self) -> &'static str {
@@ -140,6 +143,7 @@ impl DropReason {
             Self::NoEndpoint => "no_endpoint",
             Self::RequestAborted => "request_aborted",
             Self::PrimaryFailed => "primary_failed",
+            Self::BufferBudget => "buffer_budget",
         }
     }
 }
@@ -155,7 +159,7 @@ pub struct MirrorStats {
     pub timed_out: AtomicU64,
     /// Copies admitted and not yet finished (a gauge).
     pub in_flight: AtomicU64,
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; 6],
     pub responses: StatusCounts,
     pub duration: Histogram,
 }
@@ -283,6 +287,8 @@ pub struct StatsReport {
     pub mirrors: Vec<MirrorReport>,
     pub upstream_connections: Vec<crate::upstream::ConnectionReport>,
     pub access_log: crate::access_log::AccessLogReport,
+    /// Bytes queued for mirror copies right now, against the engine-wide budget.
+    pub mirror_buffer_queued_bytes: u64,
 }
 
 #[cfg(test)]

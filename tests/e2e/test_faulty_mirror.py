@@ -84,3 +84,20 @@ def test_body_larger_than_the_copy_buffer_is_cut_not_sent_short(backend) -> None
     # Either the copy never reached v2, or it did whole; never a truncated body.
     assert all(s.body == body for s in v2.seen)
     assert mirror["dropped"]["body_buffer"] + mirror["answered"] == 1
+
+
+def test_engine_wide_buffer_budget_cuts_copies_not_users(backend) -> None:
+    from pymirror import ServerOptions
+
+    v1, v2 = backend("v1"), backend("v2")
+    body = b"y" * 200_000
+    options = ServerOptions(mirror_buffer_budget=1024)
+    with Proxy(seed_config(v1.address, v2.address), options=options) as proxy:
+        with Client(proxy.addresses[0]) as client:
+            reply = client.request("POST", "/big", body=body)
+        mirror = settle(proxy)
+        queued = proxy.stats()["mirror_buffer_queued_bytes"]
+    assert (reply.status, v1.seen[0].body) == (200, body)
+    assert mirror["dropped"]["buffer_budget"] == 1
+    assert v2.seen == []
+    assert queued == 0
