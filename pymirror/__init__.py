@@ -5,6 +5,7 @@ whose answer is dropped. The public API is what `__all__` lists.
 """
 
 from pymirror._native import __version__
+from pymirror.admin import Admin
 from pymirror.config import Config, ConfigError, load_config
 from pymirror.engine import ServerOptions, Stats
 from pymirror.errors import (
@@ -18,6 +19,7 @@ from pymirror.lifecycle import serve, serve_forever
 from pymirror.proxy import Proxy
 
 __all__ = [
+    "Admin",
     "Config",
     "ConfigError",
     "EngineError",

@@ -1,19 +1,21 @@
-"""The command line: `pymirror run | check | demo`."""
+"""The command line: `pymirror run | check | demo | top`."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 import trio
 
 from pymirror import __version__
+from pymirror.admin import DEFAULT_ADDRESS as DEFAULT_ADMIN
 from pymirror.config import ConfigError, load_config
 from pymirror.engine import ServerOptions, validate
 from pymirror.errors import PymirrorError
 from pymirror.lifecycle import DEFAULT_DRAIN_SECONDS, Supervisor
+from pymirror.logs import FORMATS
+from pymirror.logs import configure as configure_logging
 from pymirror.resolve import build_snapshot, describe
 
 
@@ -30,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="text: readable lines; json: one JSON object per line (default: text)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="serve a configuration until SIGINT/SIGTERM")
@@ -40,7 +48,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="listen here instead of the file's listeners (repeatable; port 0 picks one)",
     )
-    run.add_argument("--admin", metavar="HOST:PORT", help="admin address (overrides the file)")
+    run.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help=f"serve /metrics, /healthz, /readyz, /config, /stats here (overrides the file's "
+        f"admin.address; default {DEFAULT_ADMIN}; port 0 picks one)",
+    )
+    run.add_argument(
+        "--access-log",
+        metavar="PATH|-",
+        help="write one JSON line per request and per mirror copy to PATH, or - for stdout",
+    )
+    # Also accepted after `run`, where users reach for it; the top-level one is the default.
+    run.add_argument(
+        "--log-format", choices=FORMATS, default=argparse.SUPPRESS, help="as before the command"
+    )
     run.add_argument(
         "--workers",
         type=int,
@@ -70,19 +92,36 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the reviews v1/v2 demo on built-in backends")
     demo.add_argument("--requests", type=int, default=1500, help="requests to send (default: 1500)")
     demo.add_argument("--concurrency", type=int, default=8, help="client connections (default: 8)")
+
+    top = commands.add_parser("top", help="live view of a running pymirror (polls its /stats)")
+    top.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN,
+        metavar="HOST:PORT",
+        help="the admin endpoint to poll (default: %(default)s)",
+    )
+    top.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="refresh period (default: %(default)g)",
+    )
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.admin:
-        logging.getLogger("pymirror").warning(
-            "--admin %s: the admin endpoint is not served by this version yet", args.admin
-        )
     options = ServerOptions(
-        worker_threads=max(0, args.workers), header_read_timeout=args.header_read_timeout
+        worker_threads=max(0, args.workers),
+        header_read_timeout=args.header_read_timeout,
+        access_log=args.access_log,
     )
     supervisor = Supervisor(
-        args.files, listen=args.listen, options=options, drain=args.drain_timeout
+        args.files,
+        listen=args.listen,
+        options=options,
+        drain=args.drain_timeout,
+        admin=args.admin,
     )
     exit_code: int = trio.run(supervisor.run)
     return exit_code
@@ -104,14 +143,16 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(requests=args.requests, concurrency=args.concurrency)
 
 
+def _top(args: argparse.Namespace) -> int:
+    from pymirror.top import run_top  # rich is only needed here
+
+    return run_top(args.admin, interval=args.interval)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(message)s",
-        stream=sys.stderr,
-    )
-    command = {"run": _run, "check": _check, "demo": _demo}[args.command]
+    configure_logging(args.log_level, args.log_format)
+    command = {"run": _run, "check": _check, "demo": _demo, "top": _top}[args.command]
     try:
         return command(args)
     except ConfigError as exc:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pymirror.config import ConfigError, Source, load_config
+from pymirror.admin import DEFAULT_ADDRESS, Admin
+from pymirror.config import Config, ConfigError, Source, load_config
 from pymirror.engine import ServerOptions
 from pymirror.errors import PymirrorError
 from pymirror.proxy import ConfigSource, Proxy, as_config
@@ -59,12 +60,15 @@ async def serve_forever(
 
 @dataclass
 class Supervisor:
-    """What `pymirror run` does: serve, reload on SIGHUP, drain on SIGINT/SIGTERM."""
+    """What `pymirror run` does: serve, reload on SIGHUP, drain on SIGINT/SIGTERM, and
+    serve the admin endpoint beside the proxy."""
 
     sources: Sequence[Source]
     listen: Sequence[str] | None = None
     options: ServerOptions | None = None
     drain: float = DEFAULT_DRAIN_SECONDS
+    admin: str | None = None
+    """The admin address; None: the configuration's `admin.address`, else the default."""
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
 
     async def run(self) -> int:
@@ -73,14 +77,27 @@ class Supervisor:
             config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
             proxy = Proxy(config, listen=self.listen, options=self.options)
             await trio.to_thread.run_sync(proxy.start)
-            self._announce(proxy)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self._reload(proxy)
-                    continue
-                log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, self.drain)
-                break
-            drained = await trio.to_thread.run_sync(proxy.close, self.drain)
+            admin = Admin(proxy, reloads=self.reloads)
+            try:
+                # Bound before the nursery opens, so a bad address is a plain ListenError.
+                address = admin.bind(self._admin_address(config))
+            except PymirrorError:
+                await trio.to_thread.run_sync(proxy.close, 0.0)
+                raise
+            async with trio.open_nursery() as nursery:
+                await nursery.start(admin.serve)
+                self._announce(proxy)
+                log.info("admin listening on %s", address)
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        await self._reload(proxy)
+                        continue
+                    log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, self.drain)
+                    break
+                # /readyz answers 503 from here on, so orchestrators send traffic elsewhere.
+                admin.draining = True
+                drained = await trio.to_thread.run_sync(proxy.close, self.drain)
+                nursery.cancel_scope.cancel()
         if drained:
             log.info("stopped: every in-flight request completed")
         else:
@@ -88,6 +105,11 @@ class Supervisor:
                 "stopped: drain deadline of %.1fs passed with requests in flight", self.drain
             )
         return 0
+
+    def _admin_address(self, config: Config) -> str:
+        if self.admin is not None:
+            return self.admin
+        return config.admin.address if config.admin is not None else DEFAULT_ADDRESS
 
     def _announce(self, proxy: Proxy) -> None:
         for line in describe(proxy.config, listen=self.listen):
@@ -98,6 +120,7 @@ class Supervisor:
 
     async def _reload(self, proxy: Proxy) -> None:
         log.info("SIGHUP: reloading %s", ", ".join(str(s) for s in self.sources))
+        admin_before = self._admin_address(proxy.config)
         try:
             config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
             await trio.to_thread.run_sync(proxy.reload, config)
@@ -107,3 +130,5 @@ class Supervisor:
             return
         self.reloads["success"] += 1
         log.info("reloaded: now serving config version %s", proxy.version)
+        if self._admin_address(config) != admin_before:
+            log.warning("the admin address changed; it takes effect on restart")

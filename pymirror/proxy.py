@@ -14,6 +14,7 @@ from pymirror.config import Config, load_config
 from pymirror.engine import Engine, ServerOptions, Stats
 from pymirror.errors import EngineError
 from pymirror.resolve import build_snapshot
+from pymirror.snapshot import Snapshot
 
 #: What a `Proxy` accepts as configuration: a loaded `Config`, a path, or YAML text.
 ConfigSource = Config | str | os.PathLike[str]
@@ -41,7 +42,7 @@ class Proxy:
         self._listen = list(listen) if listen else None
         self._options = options
         self._engine: Engine | None = None
-        self._version = ""
+        self._snapshot: Snapshot | None = None
 
     # === lifecycle ===
 
@@ -51,7 +52,7 @@ class Proxy:
             raise EngineError("the proxy is already started")
         snapshot = build_snapshot(self._config, listen=self._listen)
         self._engine = Engine(snapshot, self._options)
-        self._version = snapshot["version"]
+        self._snapshot = snapshot
         return self
 
     def close(self, drain: float = 5.0) -> bool:
@@ -77,6 +78,11 @@ class Proxy:
     # === while running ===
 
     @property
+    def running(self) -> bool:
+        """Started and not yet closed."""
+        return self._engine is not None and self._engine.running
+
+    @property
     def _running(self) -> Engine:
         if self._engine is None or not self._engine.running:
             raise EngineError("the proxy is not running")
@@ -100,7 +106,17 @@ class Proxy:
     @property
     def version(self) -> str:
         """The running snapshot's version (a checksum of the resolved configuration)."""
-        return self._version
+        return self._snapshot["version"] if self._snapshot is not None else ""
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The resolved snapshot the core runs (None before `start`)."""
+        return self._snapshot
+
+    @property
+    def listen(self) -> list[str] | None:
+        """The `listen` addresses that replace the configuration's listeners, if given."""
+        return list(self._listen) if self._listen is not None else None
 
     def stats(self) -> Stats:
         """Every counter of the data plane, read in one call."""
@@ -113,4 +129,4 @@ class Proxy:
         new = as_config(config)
         snapshot = build_snapshot(new, listen=self._listen)
         self._running.reload(snapshot)
-        self._config, self._version = new, snapshot["version"]
+        self._config, self._snapshot = new, snapshot

@@ -14,9 +14,14 @@ from pathlib import Path
 
 
 class PymirrorProcess:
-    """Starts `python -m pymirror.cli run CONFIG --listen 127.0.0.1:0` and finds its port."""
+    """Starts `python -m pymirror.cli run CONFIG --listen 127.0.0.1:0` and finds its port.
+
+    The admin endpoint gets a free port too (unless `extra` names one), so tests never
+    contend for the default 127.0.0.1:9901; `admin_address` finds it in the log.
+    """
 
     def __init__(self, config: Path, *extra: str) -> None:
+        admin = () if "--admin" in extra else ("--admin", "127.0.0.1:0")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -28,6 +33,7 @@ class PymirrorProcess:
                 "127.0.0.1:0",
                 "--drain-timeout",
                 "10",
+                *admin,
                 *extra,
             ],
             stdout=subprocess.PIPE,
@@ -39,8 +45,13 @@ class PymirrorProcess:
         self._queue: queue.Queue[str] = queue.Queue()
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        match = self.wait_for(r"listening on (\S+)")
+        match = self.wait_for(r"(?<!admin )listening on (\S+)")
         self.address = match.group(1)
+
+    @property
+    def admin_address(self) -> str:
+        """`ip:port` of the admin endpoint, from its log line (bounded wait)."""
+        return self.wait_for(r"admin listening on (\S+)").group(1)
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None

@@ -1,0 +1,309 @@
+"""The core's stats -> Prometheus metric families.
+
+Plain functions of plain data: a `Scrape` (one bulk stats read plus what the control
+plane knows) goes in, metric families or exposition text come out. Nothing here runs
+per request; a scrape costs one `Engine.stats()` call however many series there are.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from pymirror.engine import DestinationStats, HistogramStats, MirrorStats, Stats
+from pymirror.snapshot import Snapshot
+
+__all__ = ["Scrape", "StatsCollector", "families", "registry", "render"]
+
+#: Labels of every per-destination series, taken from the Snapshot's names.
+ROUTE_LABELS = ("virtual_service", "route", "host", "subset")
+#: Mirror outcomes other than `dropped`, as the core counts them.
+_OUTCOMES = ("answered", "failed", "timed_out")
+
+_Labels = tuple[str, ...]
+#: `le` as Prometheus' Go clients write it (`1.0`, `0.0005`); the library's own formatter.
+_go_float: Callable[[float], str] = floatToGoString
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """Everything one `/metrics` answer is made of, read once."""
+
+    stats: Stats | None
+    """The core's counters; None when no proxy is running (only control-plane series)."""
+    snapshot: Snapshot | None = None
+    """The running snapshot: which endpoints make up each cluster, for the connection gauge."""
+    reloads: Mapping[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    """SIGHUP reloads by result."""
+    checksum: str = ""
+    """Checksum of the configuration as written (see `pymirror.admin.config_checksum`)."""
+
+
+def families(scrape: Scrape) -> list[Metric]:
+    """Every pymirror family for one scrape, in a stable order."""
+    reloads = CounterMetricFamily(
+        "pymirror_config_reloads", "Configuration reloads (SIGHUP) by result.", labels=["result"]
+    )
+    for result in ("success", "failure"):
+        reloads.add_metric([result], scrape.reloads.get(result, 0))
+    out: list[Metric] = [reloads]
+    stats = scrape.stats
+    if stats is None:
+        return out
+    info = GaugeMetricFamily(
+        "pymirror_config_info",
+        "The running configuration: version of the resolved snapshot, checksum of the "
+        "configuration as written. Always 1.",
+        labels=["version", "checksum"],
+    )
+    info.add_metric([stats["version"], scrape.checksum], 1)
+    out.append(info)
+    bounds = stats["bucket_bounds_seconds"]
+    out += _destinations(stats["destinations"], bounds)
+    out += _mirrors(stats["mirrors"], bounds)
+    out += _upstream(stats, scrape.snapshot)
+    out += _listeners(stats)
+    access = CounterMetricFamily(
+        "pymirror_access_log_lines",
+        "Access log lines written, and dropped because the writer fell behind.",
+        labels=["result"],
+    )
+    access.add_metric(["written"], stats["access_log"]["written"])
+    access.add_metric(["dropped"], stats["access_log"]["dropped"])
+    out.append(access)
+    return out
+
+
+class StatsCollector(Collector):
+    """A prometheus_client collector calling `read` once per scrape."""
+
+    def __init__(self, read: Callable[[], Scrape]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        return families(self._read())
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not read the core (it may not run yet); the names are fixed
+        # and nothing else in our registry could collide with them.
+        return ()
+
+
+def registry(read: Callable[[], Scrape], *, process: bool = True) -> CollectorRegistry:
+    """A registry of pymirror's families and, unless told not to, the process's own
+    (CPU, memory, open files: prometheus_client's ProcessCollector)."""
+    result = CollectorRegistry(auto_describe=False)
+    result.register(StatsCollector(read))
+    if process:
+        ProcessCollector(registry=result)
+    return result
+
+
+def render(scrape: Scrape) -> str:
+    """Prometheus text exposition of one scrape (pymirror's families only)."""
+    return generate_latest(registry(lambda: scrape, process=False)).decode()
+
+
+# === per destination ===
+
+
+@dataclass
+class _Series:
+    """One label set's counts, summed: the core may report a label set more than once
+    (two routes given the same name, one destination listed twice), and a valid
+    exposition has each label set once."""
+
+    bounds: Sequence[float]
+    codes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    buckets: list[int] = field(init=False)
+    sum_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.buckets = [0] * (len(self.bounds) + 1)
+
+    def add_duration(self, h: HistogramStats) -> None:
+        if len(h["buckets"]) != len(self.buckets):
+            raise ValueError(
+                f"the core reported {len(h['buckets'])} histogram buckets for "
+                f"{len(self.bounds)} bounds (expected one more, for +Inf)"
+            )
+        self.buckets = [a + b for a, b in zip(self.buckets, h["buckets"], strict=True)]
+        self.sum_seconds += h["sum_seconds"]
+
+    def histogram(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative buckets, as Prometheus wants them, from the core's per-bucket counts.
+        The +Inf bucket (the series' count) is their total, so it always agrees with them."""
+        les = [_go_float(b) for b in self.bounds] + ["+Inf"]
+        return list(zip(les, map(float, accumulate(self.buckets)), strict=True)), self.sum_seconds
+
+
+def _labels(row: DestinationStats | MirrorStats) -> _Labels:
+    return (row["virtual_service"], row["route"], row["host"], row["subset"] or "")
+
+
+def _group(
+    rows: Iterable[DestinationStats | MirrorStats], bounds: Sequence[float]
+) -> dict[_Labels, _Series]:
+    series: dict[_Labels, _Series] = {}
+    for row in rows:
+        s = series.setdefault(_labels(row), _Series(bounds))
+        s.codes.update(row["responses"])
+        s.add_duration(row["duration"])
+    return series
+
+
+def _histogram(name: str, doc: str, series: Mapping[_Labels, _Series]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=list(ROUTE_LABELS))
+    for labels, s in series.items():
+        buckets, total = s.histogram()
+        family.add_metric(list(labels), buckets, total)
+    return family
+
+
+def _codes(name: str, doc: str, series: Mapping[_Labels, _Series]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[*ROUTE_LABELS, "code"])
+    for labels, s in series.items():
+        for code, count in sorted(s.codes.items()):
+            family.add_metric([*labels, code], count)
+    return family
+
+
+def _destinations(rows: Sequence[DestinationStats], bounds: Sequence[float]) -> list[Metric]:
+    series = _group(rows, bounds)
+    return [
+        _codes("pymirror_requests", "Primary responses by status code.", series),
+        _histogram(
+            "pymirror_request_duration_seconds",
+            "Time from a request's arrival to the primary's response headers (or the "
+            "proxy's own error answer: 502, 503, 504).",
+            series,
+        ),
+    ]
+
+
+def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metric]:
+    series = _group(rows, bounds)
+    for row in rows:
+        s = series[_labels(row)]
+        s.outcomes.update({o: row[o] for o in _OUTCOMES})  # type: ignore[literal-required]
+        s.dropped.update(row["dropped"])
+        s.in_flight += row["in_flight"]
+    outcomes = CounterMetricFamily(
+        "pymirror_mirror_requests",
+        "Mirror copies by outcome: answered, failed (connect error, reset), timed_out, "
+        "dropped (never sent; see pymirror_mirror_dropped_total for why).",
+        labels=[*ROUTE_LABELS, "outcome"],
+    )
+    dropped = CounterMetricFamily(
+        "pymirror_mirror_dropped",
+        "Mirror copies dropped before or while being sent, by reason.",
+        labels=[*ROUTE_LABELS, "reason"],
+    )
+    in_flight = GaugeMetricFamily(
+        "pymirror_mirror_in_flight", "Mirror copies in flight now.", labels=list(ROUTE_LABELS)
+    )
+    for labels, s in series.items():
+        for outcome in _OUTCOMES:
+            outcomes.add_metric([*labels, outcome], s.outcomes[outcome])
+        outcomes.add_metric([*labels, "dropped"], sum(s.dropped.values()))
+        for reason, count in sorted(s.dropped.items()):
+            dropped.add_metric([*labels, reason], count)
+        in_flight.add_metric(list(labels), s.in_flight)
+    return [
+        outcomes,
+        dropped,
+        in_flight,
+        _codes("pymirror_mirror_responses", "Mirror responses by status code.", series),
+        _histogram(
+            "pymirror_mirror_request_duration_seconds",
+            "Time of an answered copy's whole exchange with the mirror, its response "
+            "read to the end.",
+            series,
+        ),
+    ]
+
+
+# === upstream connections and listeners ===
+
+
+def _cluster_endpoints(snapshot: Snapshot) -> dict[tuple[str, str, str], set[str]]:
+    """(host, subset, role) -> the endpoints of the running snapshot's clusters used in
+    that role. Clusters with the same labels (a DNS host on two ports) are united."""
+    result: dict[tuple[str, str, str], set[str]] = {}
+    clusters = snapshot["clusters"]
+
+    def add(index: int, role: str) -> None:
+        c = clusters[index]
+        key = (c["host"], c.get("subset") or "", role)
+        result.setdefault(key, set()).update(c["endpoints"])
+
+    for vh in snapshot["virtual_hosts"]:
+        for route in vh["routes"]:
+            for d in route["destinations"]:
+                add(d["cluster"], "primary")
+            for m in route.get("mirrors", []):
+                add(m["cluster"], "mirror")
+    return result
+
+
+def _upstream(stats: Stats, snapshot: Snapshot | None) -> Iterator[Metric]:
+    if snapshot is None:
+        return
+    # The core counts connections per endpoint and role, not per cluster: two clusters
+    # sharing an endpoint (a subset and the whole service, say) both show its count.
+    by_endpoint = {(c["role"], c["endpoint"]): c for c in stats["upstream_connections"]}
+    open_ = GaugeMetricFamily(
+        "pymirror_upstream_connections",
+        "Open connections to a destination's endpoints, by role (primary or mirror: the two "
+        "never share a connection). Clusters sharing an endpoint share its count.",
+        labels=["host", "subset", "role"],
+    )
+    opened = CounterMetricFamily(
+        "pymirror_upstream_connections_opened",
+        "Connections opened to a destination's endpoints, by role.",
+        labels=["host", "subset", "role"],
+    )
+    for (host, subset, role), endpoints in sorted(_cluster_endpoints(snapshot).items()):
+        rows = [by_endpoint[(role, e)] for e in sorted(endpoints) if (role, e) in by_endpoint]
+        open_.add_metric([host, subset, role], sum(r["open"] for r in rows))
+        opened.add_metric([host, subset, role], sum(r["opened_total"] for r in rows))
+    yield open_
+    yield opened
+
+
+def _listeners(stats: Stats) -> list[Metric]:
+    accepted = CounterMetricFamily(
+        "pymirror_listener_connections",
+        "Client connections accepted by listener.",
+        labels=["listener"],
+    )
+    active = GaugeMetricFamily(
+        "pymirror_listener_connections_active",
+        "Client connections open now, by listener.",
+        labels=["listener"],
+    )
+    unrouted = CounterMetricFamily(
+        "pymirror_listener_unrouted_requests",
+        "Requests answered 404 because no virtual service or route matched.",
+        labels=["listener"],
+    )
+    for lst in stats["listeners"]:
+        accepted.add_metric([lst["address"]], lst["connections_total"])
+        active.add_metric([lst["address"]], lst["connections_active"])
+        unrouted.add_metric([lst["address"]], lst["unrouted"])
+    return [accepted, active, unrouted]

@@ -1,0 +1,136 @@
+"""pymirror's exposition as Prometheus itself sees it: `promtool check metrics` accepts it,
+and a real Prometheus server scrapes the admin endpoint and answers a query for a counter.
+
+Both need Debian's `prometheus` package (`apt-get install prometheus`); without it they
+are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import seed_config
+from support.client import Client
+from support.process import PymirrorProcess
+
+pytestmark = pytest.mark.e2e
+
+N = 12
+NEEDS = "needs Debian's `prometheus` package (apt-get install prometheus)"
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+@pytest.fixture
+def proxy_with_traffic(backend, tmp_path: Path) -> Iterator[PymirrorProcess]:
+    """`pymirror run` that has served N requests, each mirrored to a healthy v2."""
+    v1, v2 = backend("v1"), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config(v1.address, v2.address))
+    proc = PymirrorProcess(routes)
+    try:
+        with Client(proc.address) as client:
+            for i in range(N):
+                assert client.request("GET", f"/{i}").status == 200
+        v2.wait_for(N)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason=f"promtool absent: {NEEDS}")
+def test_promtool_accepts_the_exposition(proxy_with_traffic: PymirrorProcess) -> None:
+    text = fetch(f"http://{proxy_with_traffic.admin_address}/metrics")
+    assert "pymirror_mirror_request_duration_seconds_bucket" in text
+    check = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    # promtool prints lint findings (and exits 1) for anything it dislikes.
+    assert (check.returncode, check.stdout + check.stderr) == (0, "")
+
+
+def free_port() -> int:
+    # Prometheus cannot listen on port 0; a port the kernel just handed out is the best
+    # guess at a free one (the window before Prometheus binds it is milliseconds).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def prometheus(proxy_with_traffic: PymirrorProcess, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus server scraping the admin endpoint every second; its `host:port`."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        f"""
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+scrape_configs:
+  - job_name: pymirror
+    static_configs: [{{targets: ["{proxy_with_traffic.admin_address}"]}}]
+"""
+    )
+    address = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "prometheus.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fetch(f"http://{address}/-/ready")
+                break
+            except (urllib.error.URLError, OSError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"Prometheus did not start:\n{log.read_text()}")
+                time.sleep(0.2)
+        yield address
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason=f"prometheus absent: {NEEDS}")
+def test_prometheus_scrapes_and_queries_a_counter(prometheus: str) -> None:
+    query = 'sum(pymirror_mirror_requests_total{outcome="answered"})'
+    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    deadline = time.monotonic() + 30
+    answer: dict = {}
+    values: list[float] = []
+    # Scraped every second: wait (bounded) until a scrape has seen every copy answered.
+    while time.monotonic() < deadline and values != [N]:
+        answer = json.loads(fetch(url))
+        values = [float(r["value"][1]) for r in answer["data"]["result"]]
+        time.sleep(0.5)
+    assert answer.get("status") == "success", answer
+    assert values == [N], answer
+    # The scrape itself was healthy: Prometheus' own view of the target.
+    targets = json.loads(fetch(f"http://{prometheus}/api/v1/targets"))
+    [target] = targets["data"]["activeTargets"]
+    assert (target["health"], target["lastError"]) == ("up", "")

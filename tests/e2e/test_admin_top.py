@@ -1,0 +1,62 @@
+"""`pymirror top` against a real admin endpoint: it draws, Ctrl-C ends it with status 0,
+and an unreachable endpoint is one clear line and status 1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import seed_config
+from support.backend import closed_port
+from support.client import Client
+from support.process import PymirrorProcess
+
+pytestmark = pytest.mark.e2e
+
+TOP = [sys.executable, "-m", "pymirror.cli", "top"]
+
+
+def test_top_draws_and_ctrl_c_exits_cleanly(backend, tmp_path: Path) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config(v1.address, v2.address))
+    proc = PymirrorProcess(routes)
+    try:
+        with Client(proc.address) as client:
+            for i in range(10):
+                client.request("GET", f"/{i}")
+        v2.wait_for(10)
+        top = subprocess.Popen(
+            [*TOP, "--admin", proc.admin_address, "--interval", "0.2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "160"},
+        )
+        try:
+            # Not a terminal: rich draws the last frame when the view ends.
+            out, err = top.communicate(timeout=2.5)
+        except subprocess.TimeoutExpired:
+            top.send_signal(signal.SIGINT)
+            out, err = top.communicate(timeout=10)
+    finally:
+        proc.stop()
+    assert top.returncode == 0, err
+    assert "Traceback" not in err
+    assert "reviews/0" in out and "reviews v1" in out and "reviews v2" in out
+    # Idle since: the last interval is empty, the totals are the 10 requests and copies.
+    rows = [line.split() for line in out.splitlines() if "reviews/0" in line]
+    assert [row[3] for row in rows] == ["10", "10"]
+
+
+def test_unreachable_admin_is_one_clear_line() -> None:
+    address = closed_port()
+    run = subprocess.run([*TOP, "--admin", address], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    [line] = run.stderr.splitlines()
+    assert line.startswith("pymirror top: cannot reach the admin endpoint at ")
+    assert address in line and run.stdout == ""

@@ -1,0 +1,69 @@
+"""`pymirror top`'s arithmetic and frame: percentiles from buckets, per-interval windows."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+from rich.console import Console
+from test_metrics import STATS
+
+from pymirror.top import quantile, render
+
+BOUNDS = [0.005, 0.1, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("q", "buckets", "expected"),
+    [
+        (0.5, [0, 0, 0, 0], None),  # nothing observed
+        (0.5, [10, 0, 0, 0], 0.0025),  # halfway into [0, 5ms]
+        (0.5, [2, 8, 0, 0], 0.005 + 0.095 * 3 / 8),  # rank 5: third of eight in (5ms, 100ms]
+        (0.99, [0, 0, 99, 1], 1.0),  # the top 1% is past the last bound: that bound
+        (1.0, [0, 1, 0, 0], 0.1),
+    ],
+)
+def test_quantile_interpolates_within_a_bucket(
+    q: float, buckets: list[int], expected: float | None
+) -> None:
+    result = quantile(q, BOUNDS, buckets)
+    assert result == (pytest.approx(expected) if expected is not None else None)
+
+
+def text_of(frame: object, width: int = 160) -> str:
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(frame)
+    return out.getvalue()
+
+
+def test_first_frame_shows_totals_since_start() -> None:
+    text = text_of(render(STATS, admin="127.0.0.1:9901"))
+    assert "since start" in text and "abc123def456" in text
+    row = next(r for r in text.splitlines() if "reviews/0" in r and "v1" in r)
+    # 10 requests: 9 answered 200, 1 answered 503; no rate without an interval.
+    assert row.split()[3:9] == ["10", "-", "90%", "-", "-", "10%"]
+    mirror = next(r for r in text.splitlines() if "reviews/0" in r and "v2" in r)
+    # 12 copies: 6 answered, 1 failed, 1 timed out, 4 dropped.
+    assert "12" in mirror.split() and "ok 50% failed 8.33% timeout 8.33% dropped 33.3%" in mirror
+
+
+def test_later_frames_show_the_last_interval() -> None:
+    later = copy.deepcopy(STATS)
+    row = later["destinations"][0]
+    row["responses"]["200"] += 20  # 20 more in 2 s, all fast
+    row["duration"]["buckets"][0] += 20
+    text = text_of(render(later, STATS, 2.0))
+    line = next(r for r in text.splitlines() if "reviews/0" in r and "v1" in r)
+    assert line.split()[3:9] == ["30", "10.0", "100%", "-", "-", "-"]
+    assert "last 2.0s" in text
+
+
+def test_a_counter_going_down_is_a_restart_not_a_negative_rate() -> None:
+    restarted = copy.deepcopy(STATS)
+    restarted["destinations"][0]["responses"] = {"200": 1}
+    restarted["destinations"][0]["duration"]["buckets"] = [1, 0, 0, 0]
+    text = text_of(render(restarted, STATS, 1.0))
+    line = next(r for r in text.splitlines() if "reviews/0" in r and "v1" in r)
+    # 1 + the 2 of the second v1 row: the whole of it is the window.
+    assert line.split()[3:6] == ["3", "3.0", "100%"]
