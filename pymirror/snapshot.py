@@ -21,6 +21,7 @@ MIRROR_HOST_SUFFIX = "-shadow"
 CONNECT_TIMEOUT_MS = 1_000
 POOL_IDLE_TIMEOUT_MS = 60_000
 POOL_MAX_IDLE_PER_ENDPOINT = 1024
+REDIRECT_CODE = 301
 
 #: Share of requests sampled is expressed out of this (Envoy's FractionalPercent MILLION).
 PER_MILLION = 1_000_000
@@ -36,21 +37,91 @@ class StringMatch(TypedDict, total=False):
 
 
 class HeaderMatch(TypedDict):
+    """A header (or query parameter) condition."""
+
     name: str
-    """Lower-case."""
-    value: StringMatch
+    """Lower-case for headers."""
+    value: NotRequired[StringMatch | None]
+    """None: the header only has to be present."""
 
 
 class RequestMatch(TypedDict):
     uri: NotRequired[StringMatch | None]
+    scheme: NotRequired[StringMatch | None]
     method: NotRequired[StringMatch | None]
+    authority: NotRequired[StringMatch | None]
     headers: NotRequired[list[HeaderMatch]]
+    without_headers: NotRequired[list[HeaderMatch]]
+    query_params: NotRequired[list[HeaderMatch]]
+    port: NotRequired[int | None]
+    ignore_uri_case: NotRequired[bool]
+
+
+class HeaderPair(TypedDict):
+    name: str
+    value: str
+
+
+class HeaderOps(TypedDict):
+    """Applied in the order remove, set, add."""
+
+    set: NotRequired[list[HeaderPair]]
+    add: NotRequired[list[HeaderPair]]
+    remove: NotRequired[list[str]]
 
 
 class WeightedCluster(TypedDict):
     cluster: int
     """Index into `Snapshot.clusters`."""
     weight: int
+    request_headers: NotRequired[HeaderOps]
+    response_headers: NotRequired[HeaderOps]
+
+
+class Redirect(TypedDict):
+    uri: NotRequired[str | None]
+    authority: NotRequired[str | None]
+    port: NotRequired[int | None]
+    scheme: NotRequired[str | None]
+    code: NotRequired[int]
+
+
+class DirectResponse(TypedDict):
+    status: int
+    body: NotRequired[list[int]]
+    """The body's bytes."""
+
+
+class RetryPolicy(TypedDict):
+    attempts: int
+    per_try_timeout_ms: NotRequired[int | None]
+    retry_on: NotRequired[list[str]]
+
+
+class RegexRewrite(TypedDict):
+    pattern: str
+    substitution: str
+
+
+class Rewrite(TypedDict):
+    uri: NotRequired[str | None]
+    authority: NotRequired[str | None]
+    uri_regex: NotRequired[RegexRewrite | None]
+
+
+class FaultDelay(TypedDict):
+    fixed_delay_ms: int
+    per_million: int
+
+
+class FaultAbort(TypedDict):
+    status: int
+    per_million: int
+
+
+class Fault(TypedDict):
+    delay: NotRequired[FaultDelay | None]
+    abort: NotRequired[FaultAbort | None]
 
 
 class Mirror(TypedDict):
@@ -62,14 +133,25 @@ class Mirror(TypedDict):
     timeout_ms: NotRequired[int]
     max_body_bytes: NotRequired[int]
     host_suffix: NotRequired[str]
+    request_headers: NotRequired[HeaderOps]
+    """Header operations on the copy alone."""
+    only_idempotent: NotRequired[bool]
+    after_primary_success: NotRequired[bool]
 
 
 class Route(TypedDict):
     name: str
     matches: NotRequired[list[RequestMatch]]
     """OR across entries, AND within one; empty matches every request."""
-    destinations: list[WeightedCluster]
+    destinations: NotRequired[list[WeightedCluster]]
+    redirect: NotRequired[Redirect | None]
+    direct_response: NotRequired[DirectResponse | None]
     timeout_ms: NotRequired[int | None]
+    retries: NotRequired[RetryPolicy | None]
+    rewrite: NotRequired[Rewrite | None]
+    fault: NotRequired[Fault | None]
+    request_headers: NotRequired[HeaderOps]
+    response_headers: NotRequired[HeaderOps]
     mirrors: NotRequired[list[Mirror]]
 
 
@@ -92,6 +174,12 @@ class Cluster(TypedDict):
     subset: NotRequired[str | None]
     endpoints: list[str]
     """`host:port` authorities; names are resolved by DNS at connect time."""
+    weights: NotRequired[list[int]]
+    """Relative endpoint weights, one per endpoint; empty: all equal."""
+    load_balancer: NotRequired[str]
+    """`round_robin` (default), `least_request` or `random`."""
+    max_requests: NotRequired[int | None]
+    """Requests in flight to the cluster at once; past it, 503."""
 
 
 class UpstreamSettings(TypedDict):

@@ -76,7 +76,7 @@ def test_seed_snapshot() -> None:
     assert s["upstream"] == {
         "connect_timeout_ms": 1000,
         "pool_idle_timeout_ms": 60_000,
-        "pool_max_idle_per_endpoint": 256,
+        "pool_max_idle_per_endpoint": 1024,
     }
     assert re.fullmatch(r"[0-9a-f]{12}", s["version"])
     assert json.loads(json.dumps(s)) == s
@@ -385,6 +385,7 @@ def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
         "connect_timeout_ms": "1_000",
         "pool_idle_timeout_ms": "60_000",
         "pool_max_idle_per_endpoint": str(snap.POOL_MAX_IDLE_PER_ENDPOINT),
+        "redirect_code": str(snap.REDIRECT_CODE),
     }
     assert (snap.MIRROR_TIMEOUT_MS, snap.MIRROR_MAX_BODY_BYTES) == (10_000, 4 * 1024 * 1024)
     assert (snap.CONNECT_TIMEOUT_MS, snap.POOL_IDLE_TIMEOUT_MS) == (1_000, 60_000)
