@@ -10,13 +10,13 @@ import trio
 
 from pymirror import __version__
 from pymirror.admin import DEFAULT_ADDRESS as DEFAULT_ADMIN
-from pymirror.config import ConfigError, load_config
-from pymirror.engine import ServerOptions, validate
+from pymirror.check import run_check
+from pymirror.config import ConfigError
+from pymirror.engine import ServerOptions
 from pymirror.errors import PymirrorError
 from pymirror.lifecycle import DEFAULT_DRAIN_SECONDS, Supervisor
 from pymirror.logs import FORMATS
 from pymirror.logs import configure as configure_logging
-from pymirror.resolve import build_snapshot, describe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate configuration and print what would run")
     check.add_argument("files", nargs="+", metavar="FILE", help="config files or folders")
     check.add_argument("--listen", action="append", metavar="HOST:PORT")
+    check.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one block per virtual service; json: the same for machines (default: text)",
+    )
 
     demo = commands.add_parser("demo", help="run the reviews v1/v2 demo on built-in backends")
     demo.add_argument("--requests", type=int, default=1500, help="requests to send (default: 1500)")
@@ -128,13 +134,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(*args.files)
-    snapshot = build_snapshot(config, listen=args.listen)
-    validate(snapshot)
-    for line in describe(config, listen=args.listen):
-        print(line)
-    print(f"ok: config version {snapshot['version']}")
-    return 0
+    return run_check(
+        args.files, listen=args.listen, fmt=args.format, out=sys.stdout, err=sys.stderr
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -12,39 +12,41 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from . import snapshot as snap
+from . import translate as tr
 from .config.errors import ConfigError, Problem
-from .config.model import Config, Destination, HTTPRoute, StringMatch, host_matches
+from .config.hosts import domains, host_matches
+from .config.model import Config, Destination, HTTPMatchRequest, HTTPRoute, Service, VirtualService
 from .config.types import check_listen_address, duration_ms, format_duration
 from .config.validate import check_references, locate
+from .delegates import merge_matches
 
 __all__ = ["build_snapshot", "describe", "per_million"]
 
 _DNS_PORT = 80  # what a destination host resolved by DNS is connected to without `port`
+per_million = tr.per_million
 
 
-def build_snapshot(config: Config, *, listen: Sequence[str] | None = None) -> snap.Snapshot:
+def build_snapshot(
+    config: Config, *, listen: Sequence[str] | None = None, strict: bool = True
+) -> snap.Snapshot:
     """Resolve ``config`` into a Snapshot for the core.
 
     ``listen`` (``--listen``) replaces the configured listeners' addresses; they keep the
     default host of the first configured listener. Raises `ConfigError` when the config
-    does not resolve (for instance: no listener at all).
+    does not resolve (for instance: no listener at all). ``strict=False`` (what `pymirror
+    check` shows) needs no listener and resolves what may still be missing (a subset whose
+    endpoints are in a file not given) to empty endpoint lists.
     """
     problems = [
         Problem("--listen", None, None, (), str(exc))
         for address in listen or ()
         for exc in _address_error(address)
     ]
-    problems += locate(config, check_references(config, need_listener=not listen))
+    issues = check_references(config, need_listener=strict and not listen, strict=strict)
+    problems += locate(config, [i for i in issues if i.severity == "error"])
     if problems:
         raise ConfigError(problems)
     return _Resolver(config).snapshot(listen)
-
-
-def per_million(percent: float) -> int:
-    """A percentage as a share out of 1,000,000: 20 -> 200000, 0.01 -> 100."""
-    if not 0 <= percent <= 100:
-        raise ValueError(f"percentage out of [0, 100]: {percent}")
-    return round(percent * 10_000)
 
 
 def _address_error(address: str) -> list[ValueError]:
@@ -55,22 +57,28 @@ def _address_error(address: str) -> list[ValueError]:
     return []
 
 
+def virtual_host_domains(vs: VirtualService) -> list[str]:
+    """The request hosts a virtual service answers: its hosts, and for short names in a
+    namespace, the names Kubernetes' DNS gives them there."""
+    found: list[str] = []
+    for host in vs.hosts:
+        found += [d for d in domains(host, vs.namespace) if d not in found]
+    return found
+
+
 class _Resolver:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.clusters: list[snap.Cluster] = []
-        self.cluster_ids: dict[tuple[str, str | None, tuple[str, ...]], int] = {}
+        self.cluster_ids: dict[str, int] = {}
         self.virtual_hosts: list[snap.VirtualHost] = []
+        self.served = [vs for vs in config.virtual_services if vs.serves_http]
 
     def snapshot(self, listen: Sequence[str] | None) -> snap.Snapshot:
         config = self.config
         self.virtual_hosts = [
-            {
-                "name": vs.name,
-                "domains": list(vs.hosts),
-                "routes": [self.route(str(j), r) for j, r in enumerate(vs.http)],
-            }
-            for vs in config.virtual_services
+            {"name": vs.name, "domains": virtual_host_domains(vs), "routes": self.routes(vs)}
+            for vs in self.served
         ]
         if listen:
             host = config.listeners[0].host if config.listeners else None
@@ -99,56 +107,95 @@ class _Resolver:
         result["version"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
         return result
 
-    def route(self, default_name: str, route: HTTPRoute) -> snap.Route:
+    def routes(self, vs: VirtualService) -> list[snap.Route]:
+        routes: list[snap.Route] = []
+        for i, route in enumerate(vs.http):
+            name = route.name or str(i)
+            if route.delegate is None:
+                routes.append(self.route(name, route, route.match))
+                continue
+            # Istio merges the delegate's routes in place of this entry, each match
+            # narrowed by this entry's.
+            namespace = route.delegate.namespace or vs.namespace
+            delegate = next(
+                (
+                    d
+                    for d in self.config.virtual_services
+                    if (d.namespace, d.name) == (namespace, route.delegate.name) and d.is_delegate
+                ),
+                None,
+            )
+            for j, inner in enumerate(delegate.http if delegate else ()):
+                matches = merge_matches(route.match, inner.match)
+                if matches is not None:
+                    label = f"{name}/{route.delegate.name}/{inner.name or j}"
+                    routes.append(self.route(label, inner, matches))
+        return routes
+
+    def route(self, name: str, route: HTTPRoute, matches: Sequence[HTTPMatchRequest]) -> snap.Route:
         limits = self.config.mirror_defaults
+        forwards = bool(route.route)
         return {
-            "name": route.name or default_name,
-            "matches": [
-                {
-                    "uri": _string_match(m.uri),
-                    "method": _string_match(m.method),
-                    # The core compares header names lower-cased, as HTTP says they are.
-                    "headers": [
-                        {"name": name.lower(), "value": _match(value)}
-                        for name, value in m.headers.items()
-                    ],
-                }
-                for m in route.match
-            ],
+            "name": name,
+            "matches": [tr.request_match(m) for m in matches],
             "destinations": [
-                {"cluster": self.cluster(d.destination), "weight": weight}
+                {
+                    "cluster": self.cluster(d.destination),
+                    "weight": weight,
+                    "request_headers": tr.header_ops(d.headers, "request"),
+                    "response_headers": tr.header_ops(d.headers, "response"),
+                }
                 for d, weight in zip(route.route, route.weights, strict=True)
             ],
+            "redirect": tr.redirect(route.redirect),
+            "direct_response": tr.direct_response(route.direct_response),
             "timeout_ms": duration_ms(route.timeout) if route.timeout is not None else None,
+            "retries": tr.retries(route.retries) if forwards else None,
+            "rewrite": tr.rewrite(route.rewrite),
+            "fault": tr.fault(route.fault),
+            "request_headers": tr.header_ops(route.headers, "request"),
+            "response_headers": tr.header_ops(route.headers, "response"),
+            # Istio mirrors only what a route forwards; an explicit 0% is no mirror at all.
             "mirrors": [
                 {
                     "cluster": self.cluster(destination),
-                    "per_million": per_million(percent),
+                    "per_million": rate,
                     "max_in_flight": limits.max_in_flight,
                     "timeout_ms": duration_ms(limits.timeout),
                     "max_body_bytes": limits.max_body_bytes,
                     "host_suffix": limits.host_suffix,
                 }
-                for destination, percent in route.mirror_policies
+                for destination, percent in (route.mirror_policies if forwards else [])
+                if (rate := per_million(percent)) > 0
             ],
         }
 
     def cluster(self, dest: Destination) -> int:
         service = self.config.services.get(dest.host)
-        subset: str | None
-        if service is not None and service.endpoints:
-            subset = dest.subset
-            endpoints = [e.address for e in service.select(subset)]
+        subset = dest.subset
+        weights: list[int] = []
+        if service is not None and (service.endpoints or service.ports):
+            endpoints, weights = _endpoints(service, dest)
+        elif subset is not None:
+            # Only `check` gets here: no endpoint carries this subset's labels yet.
+            endpoints = []
         else:
             # No declared endpoints: like a ServiceEntry with DNS resolution.
-            subset = None
             port = dest.port.number if dest.port is not None else _DNS_PORT
-            host = f"[{dest.host}]" if ":" in dest.host else dest.host
-            endpoints = [f"{host}:{port}"]
-        key = (dest.host, subset, tuple(endpoints))
+            endpoints = [f"{_bracket(dest.host)}:{port}"]
+        policy = service.policy(subset) if service is not None else None
+        cluster: snap.Cluster = {
+            "host": dest.host,
+            "subset": subset,
+            "endpoints": endpoints,
+            "weights": weights,
+            "load_balancer": (policy.balancer if policy else None) or "round_robin",
+            "max_requests": policy.max_requests if policy else None,
+        }
+        key = json.dumps(cluster, sort_keys=True)
         if key not in self.cluster_ids:
             self.cluster_ids[key] = len(self.clusters)
-            self.clusters.append({"host": dest.host, "subset": subset, "endpoints": endpoints})
+            self.clusters.append(cluster)
         return self.cluster_ids[key]
 
     def default_host(self, host: str | None) -> int | None:
@@ -165,36 +212,36 @@ class _Resolver:
                         best = (rank, i)
         if best is not None:
             return best[1]
-        for i, vh in enumerate(self.virtual_hosts[len(self.config.virtual_services) :]):
+        implicit = len(self.served)
+        for i, vh in enumerate(self.virtual_hosts[implicit:]):
             if vh["domains"] == [host]:
-                return len(self.config.virtual_services) + i
+                return implicit + i
+        route = HTTPRoute.model_validate({"route": [{"destination": {"host": host}}]})
         self.virtual_hosts.append(
-            {
-                "name": host,
-                "domains": [host],
-                "routes": [
-                    {
-                        "name": "0",
-                        "matches": [],
-                        "destinations": [
-                            {"cluster": self.cluster(Destination(host=host)), "weight": 100}
-                        ],
-                        "timeout_ms": None,
-                        "mirrors": [],
-                    }
-                ],
-            }
+            {"name": host, "domains": [host], "routes": [self.route("0", route, [])]}
         )
         return len(self.virtual_hosts) - 1
 
 
-def _match(m: StringMatch) -> snap.StringMatch:
-    kind, value = m.kind
-    return {kind: value}  # type: ignore[misc]
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
-def _string_match(m: StringMatch | None) -> snap.StringMatch | None:
-    return None if m is None else _match(m)
+def _endpoints(service: Service, dest: Destination) -> tuple[list[str], list[int]]:
+    """A destination's endpoint authorities and (when not all equal) their weights."""
+    subset = dest.subset
+    chosen = service.select(subset) if subset is None or subset in service.subsets else []
+    if service.ports:
+        # The destination's port, or the service's only one (validation ensured one).
+        port = service.port(dest.port.number if dest.port else None) or service.ports[0]
+        default = port.target_port or port.number
+        endpoints = [
+            f"{_bracket(e.address)}:{e.ports.get(port.name or '') or default}" for e in chosen
+        ]
+    else:
+        endpoints = [e.address for e in chosen]
+    weights = [e.weight or 1 for e in chosen]
+    return endpoints, (weights if len(set(weights)) > 1 else [])
 
 
 # === describe ===
@@ -211,46 +258,72 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
         lines.append(f"listener {listener['address']}{extra}")
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
-    clusters = s["clusters"]
-
-    def where(index: int) -> str:
-        c = clusters[index]
-        name = f"{c['host']} {c['subset']}" if c.get("subset") else c["host"]
-        return f"{name} ({', '.join(c['endpoints'])})"
-
     for vh in s["virtual_hosts"]:
         for route in vh["routes"]:
-            dests = route["destinations"]
-            total = sum(d["weight"] for d in dests)
-            primary = ", ".join(
-                where(d["cluster"])
-                + (f" {d['weight'] * 100 / total:.4g}%" if len(dests) > 1 else "")
-                for d in dests
-            )
-            text = f"{vh['name']}/{route['name']}: {_describe_matches(route)} -> {primary}"
-            if timeout_ms := route.get("timeout_ms"):
-                text += f"; timeout {format_duration(timedelta(milliseconds=timeout_ms))}"
-            for m in route.get("mirrors", []):
-                text += f"; mirror {m['per_million'] / 10_000:g}% -> {where(m['cluster'])}"
-            lines.append(text)
+            lines.append(f"{vh['name']}/{route['name']}: {describe_route(s, route)}")
     return lines
+
+
+def cluster_label(s: snap.Snapshot, index: int) -> str:
+    """`reviews v1 (127.0.0.1:9081)`: a cluster as `check` and the logs name it."""
+    c = s["clusters"][index]
+    name = f"{c['host']} {c['subset']}" if c.get("subset") else c["host"]
+    return f"{name} ({', '.join(c['endpoints']) or 'no endpoint'})"
+
+
+def describe_route(s: snap.Snapshot, route: snap.Route) -> str:
+    """One line: matches -> what answers; timeout; mirrors."""
+    dests = route.get("destinations", [])
+    total = sum(d["weight"] for d in dests)
+    if dests:
+        answer = ", ".join(
+            cluster_label(s, d["cluster"])
+            + (f" {d['weight'] * 100 / total:.4g}%" if len(dests) > 1 else "")
+            for d in dests
+        )
+    elif redirect := route.get("redirect"):
+        target = (redirect.get("authority") or "") + (redirect.get("uri") or "")
+        answer = f"redirect {redirect.get('code', snap.REDIRECT_CODE)} {target}"
+    elif direct := route.get("direct_response"):
+        answer = f"direct response {direct['status']}"
+    else:
+        answer = "nothing"
+    text = f"{_describe_matches(route)} -> {answer.rstrip()}"
+    if timeout_ms := route.get("timeout_ms"):
+        text += f"; timeout {format_duration(timedelta(milliseconds=timeout_ms))}"
+    for m in route.get("mirrors", []):
+        text += f"; mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+    return text
 
 
 def _describe_matches(route: snap.Route) -> str:
     alternatives = []
     for m in route.get("matches", []):
         parts = []
-        if m.get("method"):
-            parts.append(_describe_string("method", m["method"], bare=True))
-        if m.get("uri"):
-            parts.append(_describe_string("uri", m["uri"], bare=True))
-        parts += [_describe_string(h["name"], h["value"]) for h in m.get("headers", [])]
+        if method := m.get("method"):
+            parts.append(_describe_string("method", method, bare=True))
+        if uri := m.get("uri"):
+            parts.append(_describe_string("uri", uri, bare=True))
+        if scheme := m.get("scheme"):
+            parts.append(_describe_string("scheme", scheme))
+        if authority := m.get("authority"):
+            parts.append(_describe_string("authority", authority))
+        parts += [_describe_string(h["name"], h.get("value")) for h in m.get("headers", [])]
+        parts += [
+            f"!{_describe_string(h['name'], h.get('value'))}" for h in m.get("without_headers", [])
+        ]
+        parts += [
+            f"?{_describe_string(q['name'], q.get('value'))}" for q in m.get("query_params", [])
+        ]
+        if m.get("port"):
+            parts.append(f"port={m.get('port')}")
         alternatives.append(" ".join(parts) or "*")
     return " or ".join(alternatives) or "*"
 
 
 def _describe_string(name: str, m: snap.StringMatch | None, *, bare: bool = False) -> str:
-    assert m is not None
+    if m is None:
+        return name  # a presence test
     if "exact" in m:
         return m["exact"] if bare else f"{name}={m['exact']}"
     if "prefix" in m:

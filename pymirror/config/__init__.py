@@ -1,39 +1,120 @@
 """Loading pymirror configuration: YAML with positions -> merged mapping -> typed model.
 
-Every error names the file, line and column it comes from (see `ConfigError`).
+Two forms compile to the same `Config`: the native format (one mapping per file) and
+Kubernetes-style resources (Istio's VirtualService, DestinationRule, ServiceEntry and
+pymirror's MirrorProxy, in multi-document streams). Every error names the file, line and
+column it comes from (see `ConfigError`).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 from pydantic import ValidationError
 
 from .errors import ConfigError, Problem
+from .findings import config_warnings, resource_warnings
 from .merge import merge_native
 from .model import Config
-from .source import Source, read_sources
+from .references import check_references as check_resource_references
+from .resources import is_resource, read_resources
+from .services import compile_resources
+from .source import Document, Source, read_sources
 from .validate import check_references, locate, problems_from
 
-__all__ = ["Config", "ConfigError", "Problem", "Source", "load_config"]
+__all__ = ["Config", "ConfigError", "Loaded", "Problem", "Source", "load", "load_config"]
+
+log = logging.getLogger("pymirror.config")
+
+
+@dataclass
+class Loaded:
+    """A configuration as far as it loads, and every problem found on the way."""
+
+    config: Config | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
+def load(*sources: Source, strict: bool = True) -> Loaded:
+    """Load a configuration and report every problem, errors and warnings, without raising.
+
+    ``strict`` is what `run` needs: a reference that may point into a file not given (a
+    subset no DestinationRule here defines, a delegate not here) is an error; `check`
+    passes False and gets a warning. ``config`` is None when an error leaves no model.
+    """
+    try:
+        documents = read_sources(*sources)
+    except ConfigError as exc:
+        return Loaded(None, exc.problems)
+    native = [d for d in documents if not is_resource(d)]
+    resources = read_resources(d for d in documents if is_resource(d))
+    compiled = compile_resources(resources, _native_services(native))
+    problems = [
+        *resources.problems,
+        *compiled.catalog.problems,
+        *check_resource_references(compiled.catalog, strict=strict),
+        *resource_warnings(resources),
+    ]
+    merged = [*native, *resources.proxies]
+    if compiled.document is not None:
+        merged.append(compiled.document)
+    try:
+        data, origin = merge_native(merged)
+        config = Config.model_validate(data)
+    except ConfigError as exc:
+        return Loaded(None, _sorted([*problems, *exc.problems]))
+    except ValidationError as exc:
+        return Loaded(None, _sorted([*problems, *problems_from(exc, origin)]))
+    config._origin = origin
+    native_count = len(config.virtual_services) - len(compiled.sources)
+    config._sources = (None,) * native_count + tuple(compiled.sources)
+    for key, subject in compiled.service_sources.items():
+        config.services[key]._source = subject
+    issues = check_references(config, need_listener=False, strict=strict)
+    problems += locate(config, [*issues, *config_warnings(config)])
+    problems = _sorted(problems)
+    config._warnings = tuple(p for p in problems if p.severity == "warning")
+    return Loaded(config, problems)
 
 
 def load_config(*sources: Source) -> Config:
-    """Load and validate a configuration from files, folders or YAML text.
+    """Load and validate a configuration from files, folders or YAML text, for serving.
 
     Each source is a path (``str`` or `os.PathLike`) to a file, or to a folder whose
     ``*.yaml``/``*.yml`` files are read in name order; a ``str`` holding a newline, or
     naming no existing path, is YAML text itself (reported as ``<string>``). All sources
     make one configuration: `listeners` and `virtualServices` are concatenated, `services`
-    united, other keys set once.
+    united, other keys set once; resources join them.
 
     Listeners are not required here (``--listen`` may supply them); `build_snapshot` is.
-    Raises `ConfigError` listing every problem found, each with file:line:col.
+    Raises `ConfigError` listing every error found, each with file:line:col; warnings (what
+    is accepted but not served) are logged and kept in `Config.warnings`.
     """
-    data, origin = merge_native(read_sources(*sources))
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(problems_from(exc, origin)) from None
-    config._origin = origin
-    if issues := check_references(config, need_listener=False):
-        raise ConfigError(locate(config, issues))
-    return config
+    loaded = load(*sources, strict=True)
+    if loaded.errors or loaded.config is None:
+        raise ConfigError(loaded.errors)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return loaded.config
+
+
+def _native_services(documents: list[Document]) -> set[str]:
+    return {
+        str(name)
+        for doc in documents
+        if isinstance(doc.data, dict) and isinstance(doc.data.get("services"), dict)
+        for name in doc.data["services"]
+    }
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.file, p.line or 0, p.column or 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from pymirror.errors import PymirrorError
 
@@ -33,7 +34,8 @@ class Problem:
     """One thing wrong with the configuration.
 
     ``line`` and ``column`` are 1-based; they are ``None`` when the problem has no place in
-    a file (a missing file, a ``--listen`` flag, a config built in code).
+    a file (a missing file, a ``--listen`` flag, a config built in code). A ``warning`` is
+    something served differently from Istio, or not at all, that does not stop pymirror.
     """
 
     file: str
@@ -41,11 +43,20 @@ class Problem:
     column: int | None
     path: Path
     message: str
+    severity: Literal["error", "warning"] = "error"
+    #: A stable name for the kind of problem (`unknown-host`, `unknown-subset`, ...), so
+    #: tools can tell findings apart without parsing messages. Empty for schema errors.
+    code: str = ""
+    #: The resource the problem belongs to: `VirtualService default/reviews` (empty when
+    #: it belongs to none, or is not known).
+    subject: str = ""
 
     def __str__(self) -> str:
         where = self.file
         if self.line is not None:
             where += f":{self.line}:{self.column or 1}"
+        if self.severity == "warning":
+            where += ": warning"
         field = render_path(self.path)
         return f"{where}: {field}: {self.message}" if field else f"{where}: {self.message}"
 

@@ -2,7 +2,8 @@
 
 Several files (or a folder) make one configuration: `listeners` and `virtualServices`
 lists are concatenated in file order, `services` mappings are united (a service is
-declared once), and every other top-level key may be set by one file only.
+declared once), and every other top-level key may be set by one file only. Resources
+arrive here already compiled to this form (`pymirror.config.services`).
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def merge_native(documents: Sequence[Document]) -> tuple[dict[str, Any], Origin]
             at(
                 doc,
                 (),
-                "a native config file holds one mapping; multi-document streams are "
-                "for Istio resources, which pymirror does not support yet",
+                "a native config file holds one mapping; in a multi-document stream every "
+                "document is a resource with `apiVersion` and `kind`",
                 key=False,
             )
             continue
@@ -75,15 +76,6 @@ def merge_native(documents: Sequence[Document]) -> tuple[dict[str, Any], Origin]
                 f"expected a mapping with {_NATIVE_KEYS} at the top of the file, "
                 f"got {describe_value(data)}",
                 key=False,
-            )
-            continue
-        if "kind" in data or "apiVersion" in data:
-            name = "kind" if "kind" in data else "apiVersion"
-            at(
-                doc,
-                (name,),
-                f"Kubernetes-style resources (`{name}: {data[name]}`) are not "
-                f"supported by pymirror yet; write the native format ({_NATIVE_KEYS})",
             )
             continue
         # How each top-level key's paths shift in the merged result.

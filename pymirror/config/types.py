@@ -34,9 +34,10 @@ def parse_duration(value: Any) -> Any:
     elif isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("expected a duration such as `10s`, `0.5s`, `500ms` or `1m`")
     else:
+        bare = isinstance(value, int | float) or re.fullmatch(r"\s*[\d.]+\s*", value)
         raise ValueError(
-            f"expected a duration such as `10s`, `0.5s`, `500ms` or `1m` (got {value!r}; "
-            "a bare number needs a unit)"
+            f"expected a duration such as `10s`, `0.5s`, `500ms` or `1m` (got {value!r}"
+            + ("; a bare number needs a unit)" if bare else ")")
         )
     if duration < _MS:
         raise ValueError(f"must be at least 1ms (got {format_duration(duration)})")
@@ -94,7 +95,7 @@ _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -104,7 +105,7 @@ def _is_ip(text: str) -> bool:
 
 def check_hostname(value: str) -> str:
     """A DNS name (``reviews``, ``reviews.default.svc.cluster.local``) or an IP address."""
-    if not value or len(value) > 253 or not (_HOSTNAME.fullmatch(value) or _is_ip(value)):
+    if not value or len(value) > 253 or not (_HOSTNAME.fullmatch(value) or is_ip(value)):
         raise ValueError(
             f"expected a host name such as `reviews` or `api.example.com` (got {value!r})"
         )
@@ -141,7 +142,7 @@ def split_host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-        if not _is_ip(host):
+        if not is_ip(host):
             raise ValueError(f"expected an IPv6 address inside the brackets (got {value!r})")
     elif ":" in host:
         raise ValueError(f"write IPv6 addresses in brackets, as in `[::1]:8080` (got {value!r})")
@@ -155,7 +156,7 @@ def split_host_port(value: str) -> tuple[str, int]:
 def check_listen_address(value: str) -> str:
     """``ip:port`` to bind; port 0 asks the system for a free one."""
     host, _ = split_host_port(value)
-    if not _is_ip(host):
+    if not is_ip(host):
         raise ValueError(
             f"expected an IP address and port to listen on, such as "
             f"`0.0.0.0:8080` or `127.0.0.1:8080` (got {value!r})"

@@ -10,18 +10,34 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Iterator
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from .errors import ConfigError, Path, Problem
+from .hosts import domains, host_matches
 from .merge import Origin, describe_value
-from .model import Config, Destination, host_matches
+from .model import Config, Destination, VirtualService
 from .types import split_host_port
 
-#: (path, message, at_key): a problem before it is given a place in a file.
-Issue = tuple[Path, str, bool]
+
+class Issue(NamedTuple):
+    """A problem before it is given a place in a file: at ``path`` of the model (at its key
+    when ``at_key``)."""
+
+    path: Path
+    message: str
+    at_key: bool = False
+    severity: Literal["error", "warning"] = "error"
+    code: str = ""
+
+
+def vs_subject(vs: VirtualService) -> str:
+    """How reports name a virtual service: `VirtualService default/reviews`."""
+    return (
+        f"VirtualService {vs.namespace}/{vs.name}" if vs.namespace else f"VirtualService {vs.name}"
+    )
 
 
 def problems_from(
@@ -141,22 +157,53 @@ def _strip(tp: Any) -> Any:
 
 def locate(config: Config, issues: list[Issue]) -> list[Problem]:
     origin: Origin = config._origin or Origin()
-    return [origin.problem(path, message, at_key=at_key) for path, message, at_key in issues]
+    located = []
+    for issue in issues:
+        p = origin.problem(issue.path, issue.message, at_key=issue.at_key)
+        located.append(
+            Problem(
+                p.file,
+                p.line,
+                p.column,
+                p.path,
+                p.message,
+                issue.severity,
+                issue.code,
+                subject_of(config, issue.path),
+            )
+        )
+    return located
+
+
+def subject_of(config: Config, path: Path) -> str:
+    """The object a model path belongs to, as reports name it."""
+    if len(path) > 1 and path[0] == "virtualServices" and isinstance(path[1], int):
+        return vs_subject(config.virtual_services[path[1]])
+    if len(path) > 1 and path[0] == "services" and path[1] in config.services:
+        return config.services[str(path[1])]._source or f"service {path[1]}"
+    return ""
 
 
 def raise_for(config: Config, issues: list[Issue]) -> None:
-    if issues:
-        raise ConfigError(locate(config, issues))
+    if errors := [i for i in issues if i.severity == "error"]:
+        raise ConfigError(locate(config, errors))
 
 
-def check_references(config: Config, *, need_listener: bool = True) -> list[Issue]:
-    """What no single object can check; empty when the config is consistent."""
-    return list(_Checker(config).run(need_listener=need_listener))
+def check_references(
+    config: Config, *, need_listener: bool = True, strict: bool = True
+) -> list[Issue]:
+    """What no single object can check; no error when the config is consistent.
+
+    ``strict`` (what `run` needs) makes a reference that may point into a file not given
+    (a missing delegate) an error; `check` reports it as a warning.
+    """
+    return list(_Checker(config, strict).run(need_listener=need_listener))
 
 
 class _Checker:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, strict: bool = True) -> None:
         self.config = config
+        self.strict = strict
         self.origin: Origin = config._origin or Origin()
 
     def where(self, path: Path) -> str:
@@ -166,14 +213,17 @@ class _Checker:
     def run(self, *, need_listener: bool) -> Iterator[Issue]:
         yield from self.services()
         yield from self.virtual_services()
+        yield from self.delegates()
         yield from self.listeners(need_listener)
 
     def services(self) -> Iterator[Issue]:
         for name, service in self.config.services.items():
+            if service._source is not None:
+                continue  # a resource's: `references` checks it as Istio's analyzer does
             for subset in service.subsets:
                 if not service.select(subset):
                     labels = ", ".join(f"{k}: {v}" for k, v in service.subsets[subset].items())
-                    yield (
+                    yield Issue(
                         ("services", name, "subsets", subset),
                         f"subset `{subset}` of service `{name}` selects no endpoint: none "
                         f"has all the labels {{{labels}}}",
@@ -181,54 +231,106 @@ class _Checker:
                     )
 
     def virtual_services(self) -> Iterator[Issue]:
-        names: dict[str, Path] = {}
+        names: dict[tuple[str | None, str], Path] = {}
         hosts: dict[str, Path] = {}
         for i, vs in enumerate(self.config.virtual_services):
             here: Path = ("virtualServices", i)
-            if vs.name in names:
-                yield (
+            name = (vs.namespace, vs.name)
+            if name in names:
+                yield Issue(
                     (*here, "name"),
-                    f"virtual service `{vs.name}` is already defined at "
-                    f"{self.where(names[vs.name])}",
-                    False,
+                    f"virtual service `{vs.name}` is already defined at {self.where(names[name])}",
                 )
-            names.setdefault(vs.name, (*here, "name"))
-            for j, host in enumerate(vs.hosts):
-                if host.lower() in hosts:
-                    yield (
-                        (*here, "hosts", j),
-                        f"host `{host}` is already served by the "
-                        f"virtual service at {self.where(hosts[host.lower()])}",
-                        False,
-                    )
-                hosts.setdefault(host.lower(), (*here, "hosts", j))
+            names.setdefault(name, (*here, "name"))
+            # Only HTTP routes are served: tcp- or tls-only hosts claim no request host.
+            for j, host in enumerate(vs.hosts if vs.serves_http else ()):
+                for domain in domains(host, vs.namespace):
+                    if domain.lower() in hosts:
+                        yield Issue(
+                            (*here, "hosts", j),
+                            f"host `{domain}` is already served by the "
+                            f"virtual service at {self.where(hosts[domain.lower()])}",
+                        )
+                        break
+                for domain in domains(host, vs.namespace):
+                    hosts.setdefault(domain.lower(), (*here, "hosts", j))
+            resource = self.config.source(i) is not None
             for j, route in enumerate(vs.http):
-                at: Path = (*here, "http", j)
-                for k, dest in enumerate(route.route):
-                    yield from self.destination((*at, "route", k, "destination"), dest.destination)
-                if route.mirror is not None:
-                    yield from self.destination((*at, "mirror"), route.mirror)
-                for k, mirror in enumerate(route.mirrors):
-                    yield from self.destination(
-                        (*at, "mirrors", k, "destination"), mirror.destination
+                for path, dest in route.destinations():
+                    # A resource's destinations are checked as Istio's analyzer does
+                    # (`references`), unless they name a native service.
+                    if not resource or self.native(dest.host):
+                        yield from self.destination((*here, "http", j, *path), dest)
+
+    def native(self, host: str) -> bool:
+        service = self.config.services.get(host)
+        return service is not None and service._source is None
+
+    def delegates(self) -> Iterator[Issue]:
+        """`delegate` names a virtual service without hosts; every such one is named."""
+        vss = self.config.virtual_services
+        by_name = {(vs.namespace, vs.name): i for i, vs in enumerate(vss)}
+        used: set[int] = set()
+        for i, vs in enumerate(vss):
+            for j, route in enumerate(vs.http):
+                if route.delegate is None:
+                    continue
+                at: Path = ("virtualServices", i, "http", j, "delegate")
+                namespace = route.delegate.namespace or vs.namespace
+                target = by_name.get((namespace, route.delegate.name))
+                if target is None:
+                    where = f" in namespace `{namespace}`" if namespace else ""
+                    yield Issue(
+                        (*at, "name"),
+                        f"no virtual service `{route.delegate.name}`{where} in the files given: "
+                        "this entry serves nothing",
+                        severity="error" if self.strict else "warning",
+                        code="unknown-delegate",
                     )
+                elif vss[target].hosts:
+                    yield Issue(
+                        (*at, "name"),
+                        f"virtual service `{route.delegate.name}` has `hosts`, so it is not a "
+                        "delegate (a delegate has none)",
+                        code="not-a-delegate",
+                    )
+                else:
+                    used.add(target)
+        for i, vs in enumerate(vss):
+            if vs.is_delegate and i not in used:
+                yield Issue(
+                    ("virtualServices", i, "name"),
+                    "not served: a virtual service without `hosts` is a delegate, and no "
+                    "`delegate` names it",
+                    severity="warning",
+                    code="unused-delegate",
+                )
 
     def destination(self, path: Path, dest: Destination) -> Iterator[Issue]:
         service = self.config.services.get(dest.host)
         if service is not None and service.endpoints:
-            if dest.port is not None:
-                yield (
+            if dest.port is not None and not service.ports:
+                yield Issue(
                     (*path, "port"),
                     f"`port` only applies to hosts resolved by DNS; the "
                     f"endpoints of service `{dest.host}` carry their own ports",
                     True,
                 )
+            elif service.ports and service.port(dest.port.number if dest.port else None) is None:
+                ports = ", ".join(str(p.number) for p in service.ports)
+                yield Issue(
+                    (*path, "port") if dest.port else path,
+                    f"service `{dest.host}` has no port {dest.port.number} (its ports: {ports})"
+                    if dest.port
+                    else f"service `{dest.host}` has several ports ({ports}): set `port.number`",
+                    code="unknown-port" if dest.port else "port-required",
+                )
             if dest.subset is not None and dest.subset not in service.subsets:
                 known = ", ".join(f"`{s}`" for s in service.subsets) or "none"
-                yield (
+                yield Issue(
                     (*path, "subset"),
                     f"service `{dest.host}` has no subset `{dest.subset}` (its subsets: {known})",
-                    False,
+                    code="unknown-subset",
                 )
         elif dest.subset is not None:
             why = (
@@ -236,16 +338,16 @@ class _Checker:
                 if service is not None
                 else "is not declared under `services`"
             )
-            yield (
+            yield Issue(
                 (*path, "subset"),
                 f"`{dest.host}` {why}, so it is resolved by DNS and has no subset `{dest.subset}`",
-                False,
+                code="unknown-subset",
             )
 
     def listeners(self, need_listener: bool) -> Iterator[Issue]:
         config = self.config
         if need_listener and not config.listeners:
-            yield (
+            yield Issue(
                 ("listeners",),
                 "no listener: add `listeners: [{address: 0.0.0.0:8080}]` or pass `--listen`",
                 True,
@@ -257,20 +359,23 @@ class _Checker:
             here: Path = ("listeners", i)
             if split_host_port(listener.address)[1] != 0:
                 if listener.address in bound:
-                    yield (
+                    yield Issue(
                         (*here, "address"),
                         f"`{listener.address}` is already used at "
                         f"{self.where(bound[listener.address])}",
-                        False,
                     )
                 bound.setdefault(listener.address, (*here, "address"))
             host = listener.host
             if host is None or host in config.services:
                 continue
-            if not any(host_matches(p, host) for vs in config.virtual_services for p in vs.hosts):
-                yield (
+            if not any(
+                host_matches(d, host)
+                for vs in config.virtual_services
+                for p in vs.hosts
+                for d in domains(p, vs.namespace)
+            ):
+                yield Issue(
                     (*here, "host"),
                     f"no virtual service serves host `{host}` and no "
                     "service has that name, so requests for it could go nowhere",
-                    False,
                 )

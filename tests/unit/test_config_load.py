@@ -140,19 +140,10 @@ def test_top_level_must_be_a_mapping() -> None:
     ]
 
 
-def test_kubernetes_resources_are_not_the_native_format() -> None:
-    text = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\n"
-    assert problems(text) == [
-        "<string>:2:1: kind: Kubernetes-style resources (`kind: VirtualService`) are not "
-        "supported by pymirror yet; write the native format (`listeners`, `services` and "
-        "`virtualServices`)"
-    ]
-
-
 def test_a_native_file_holds_one_document() -> None:
     assert problems(SERVICES + "---\n" + LISTENERS) == [
-        "<string>:8:1: a native config file holds one mapping; multi-document streams are for "
-        "Istio resources, which pymirror does not support yet"
+        "<string>:8:1: a native config file holds one mapping; in a multi-document stream "
+        "every document is a resource with `apiVersion` and `kind`"
     ]
 
 

@@ -31,6 +31,54 @@ services:
 """
 
 
+NO_OPS: snap.HeaderOps = {"set": [], "add": [], "remove": []}
+ISTIO_RETRIES: snap.RetryPolicy = {
+    "attempts": 2,
+    "per_try_timeout_ms": None,
+    "retry_on": [
+        "connect-failure",
+        "refused-stream",
+        "unavailable",
+        "cancelled",
+        "retriable-status-codes",
+    ],
+}
+
+
+def cluster(host: str, subset: str | None, *endpoints: str) -> snap.Cluster:
+    """A cluster as resolve writes it with no DestinationRule policy."""
+    return {
+        "host": host,
+        "subset": subset,
+        "endpoints": list(endpoints),
+        "weights": [],
+        "load_balancer": "round_robin",
+        "max_requests": None,
+    }
+
+
+def plain_route(name: str, destinations: list[tuple[int, int]], **fields: typing.Any) -> snap.Route:
+    """A route as resolve writes it: forwarding, Istio's default retries, nothing else."""
+    route: snap.Route = {
+        "name": name,
+        "matches": [],
+        "destinations": [
+            {"cluster": c, "weight": w, "request_headers": NO_OPS, "response_headers": NO_OPS}
+            for c, w in destinations
+        ],
+        "redirect": None,
+        "direct_response": None,
+        "timeout_ms": None,
+        "retries": ISTIO_RETRIES,
+        "rewrite": None,
+        "fault": None,
+        "request_headers": NO_OPS,
+        "response_headers": NO_OPS,
+        "mirrors": [],
+    }
+    return {**route, **fields}  # type: ignore[typeddict-item]
+
+
 def build(routes: str, *, services: str = SERVICES, **kwargs: typing.Any) -> snap.Snapshot:
     return build_snapshot(load_config(services + textwrap.dedent(routes)), **kwargs)
 
@@ -46,31 +94,22 @@ def test_seed_snapshot() -> None:
     assert s["schema"] == snap.SCHEMA == 1
     assert s["listeners"] == [{"address": "127.0.0.1:8080", "default_virtual_host": 0}]
     assert s["clusters"] == [
-        {"host": "reviews", "subset": "v1", "endpoints": ["127.0.0.1:9081"]},
-        {"host": "reviews", "subset": "v2", "endpoints": ["127.0.0.1:9082"]},
+        cluster("reviews", "v1", "127.0.0.1:9081"),
+        cluster("reviews", "v2", "127.0.0.1:9082"),
     ]
+    mirror: snap.Mirror = {
+        "cluster": 1,
+        "per_million": 200_000,
+        "max_in_flight": 1024,
+        "timeout_ms": 10_000,
+        "max_body_bytes": 4 * 1024 * 1024,
+        "host_suffix": "-shadow",
+    }
     assert s["virtual_hosts"] == [
         {
             "name": "reviews",
             "domains": ["reviews"],
-            "routes": [
-                {
-                    "name": "0",
-                    "matches": [],
-                    "destinations": [{"cluster": 0, "weight": 100}],
-                    "timeout_ms": None,
-                    "mirrors": [
-                        {
-                            "cluster": 1,
-                            "per_million": 200_000,
-                            "max_in_flight": 1024,
-                            "timeout_ms": 10_000,
-                            "max_body_bytes": 4 * 1024 * 1024,
-                            "host_suffix": "-shadow",
-                        }
-                    ],
-                }
-            ],
+            "routes": [plain_route("0", [(0, 100)], mirrors=[mirror])],
         }
     ]
     assert s["upstream"] == {
@@ -85,12 +124,14 @@ def test_seed_snapshot() -> None:
 @pytest.mark.parametrize(
     ("percent", "expected"),
     [
-        (0, 0),
         (0.01, 100),
         (0.0001, 1),
+        (0.0007, 7),  # 0.0007 * 10000 is 6.99999... in floating point
         (2.5, 25_000),
         (20, 200_000),
         (33.3333, 333_333),
+        (33.33335, 333_333),  # truncated, as Istio does, not rounded
+        (99.99999, 999_999),
         (100, 1_000_000),
     ],
 )
@@ -103,6 +144,17 @@ def test_percentages_become_per_million(percent: float, expected: int) -> None:
     """)
     (mirror,) = build(routes)["virtual_hosts"][0]["routes"][0]["mirrors"]
     assert mirror["per_million"] == expected
+
+
+@pytest.mark.parametrize("percent", ["0", "0.00005"])
+def test_a_rate_of_zero_is_no_mirror_at_all(percent: str) -> None:
+    # Istio: an explicit 0 means no mirror policy; below one in a million truncates to 0.
+    routes = one_route(f"""\
+        route: [{{destination: {{host: reviews, subset: v1}}}}]
+        mirror: {{host: reviews, subset: v2}}
+        mirrorPercentage: {{value: {percent}}}
+    """)
+    assert build(routes)["virtual_hosts"][0]["routes"][0]["mirrors"] == []
 
 
 def test_mirror_without_percentage_copies_everything_and_deprecated_percent_is_read() -> None:
@@ -125,14 +177,8 @@ def test_several_mirrors_each_with_its_own_rate() -> None:
     )
     mirrors = s["virtual_hosts"][0]["routes"][0]["mirrors"]
     assert [(s["clusters"][m["cluster"]], m["per_million"]) for m in mirrors] == [
-        (
-            {"host": "reviews", "subset": "v2", "endpoints": ["127.0.0.1:9082", "127.0.0.1:9083"]},
-            25_000,
-        ),
-        (
-            {"host": "shadow.internal", "subset": None, "endpoints": ["shadow.internal:8080"]},
-            1_000_000,
-        ),
+        (cluster("reviews", "v2", "127.0.0.1:9082", "127.0.0.1:9083"), 25_000),
+        (cluster("shadow.internal", None, "shadow.internal:8080"), 1_000_000),
     ]
 
 
@@ -160,9 +206,10 @@ def test_weights_and_cluster_deduplication() -> None:
     ]
     split, second = s["virtual_hosts"][0]["routes"]
     assert split["name"] == "split" and second["name"] == "1"
-    assert split["destinations"] == [{"cluster": 0, "weight": 80}, {"cluster": 1, "weight": 20}]
+    weights = [(d["cluster"], d["weight"]) for d in split["destinations"]]
+    assert weights == [(0, 80), (1, 20)]
     assert split["mirrors"][0]["cluster"] == 2
-    assert second["destinations"] == [{"cluster": 0, "weight": 0}, {"cluster": 3, "weight": 1}]
+    assert [(d["cluster"], d["weight"]) for d in second["destinations"]] == [(0, 0), (3, 1)]
 
 
 def test_hosts_without_endpoints_resolve_by_dns() -> None:
@@ -191,7 +238,7 @@ def test_matches_timeouts_and_mirror_limits() -> None:
         match:
           - uri: {prefix: /api}
             method: {exact: POST}
-            headers: {End-User: {regex: "j.*"}}
+            headers: {end-user: {regex: "j.*"}}
           - uri: {exact: /health}
         route: [{destination: {host: reviews, subset: v1}}]
         timeout: 1.5s
@@ -201,13 +248,25 @@ def test_matches_timeouts_and_mirror_limits() -> None:
         "hostSuffix: -canary}\nupstream: {connectTimeout: 2s}\n"
     )
     route = s["virtual_hosts"][0]["routes"][0]
+    nothing: snap.RequestMatch = {
+        "uri": None,
+        "scheme": None,
+        "method": None,
+        "authority": None,
+        "headers": [],
+        "without_headers": [],
+        "query_params": [],
+        "port": None,
+        "ignore_uri_case": False,
+    }
     assert route["matches"] == [
         {
+            **nothing,
             "uri": {"prefix": "/api"},
             "method": {"exact": "POST"},
             "headers": [{"name": "end-user", "value": {"regex": "j.*"}}],
         },
-        {"uri": {"exact": "/health"}, "method": None, "headers": []},
+        {**nothing, "uri": {"exact": "/health"}},
     ]
     assert route["timeout_ms"] == 1500
     (mirror,) = route["mirrors"]
@@ -247,19 +306,7 @@ def test_default_host_naming_a_service_gets_an_implicit_virtual_host() -> None:
     s = build("virtualServices: []\n")
     assert s["listeners"] == [{"address": "127.0.0.1:8080", "default_virtual_host": 0}]
     assert s["virtual_hosts"] == [
-        {
-            "name": "reviews",
-            "domains": ["reviews"],
-            "routes": [
-                {
-                    "name": "0",
-                    "matches": [],
-                    "destinations": [{"cluster": 0, "weight": 100}],
-                    "timeout_ms": None,
-                    "mirrors": [],
-                }
-            ],
-        }
+        {"name": "reviews", "domains": ["reviews"], "routes": [plain_route("0", [(0, 100)])]}
     ]
     assert s["clusters"][0]["endpoints"] == ["127.0.0.1:9081", "127.0.0.1:9082", "127.0.0.1:9083"]
 

@@ -1,0 +1,282 @@
+"""`pymirror check`: what a configuration would run, one block per virtual service
+(routes, weights, mirrors and their rates, resolved endpoints, its warnings), and every
+problem with its file:line:col. Text for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TextIO
+
+from . import snapshot as snap
+from .config import Loaded, Problem, Source, load
+from .config.errors import ConfigError, render_path
+from .config.model import Config, VirtualService
+from .config.types import format_duration
+from .config.validate import vs_subject
+from .errors import PymirrorError
+from .resolve import build_snapshot, cluster_label, describe_route
+
+
+@dataclass
+class Report:
+    """The outcome of checking: the config (if any loaded), its snapshot, all problems."""
+
+    loaded: Loaded
+    snapshot: snap.Snapshot | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> Report:
+    """Load leniently (a rule in a file not given is a warning) and resolve what loads;
+    the core compiles the snapshot too, as `run` would."""
+    from .engine import validate  # the compiled core: imported only where it is needed
+
+    loaded = load(*sources, strict=False)
+    report = Report(loaded, problems=list(loaded.problems))
+    if loaded.config is None:
+        return report
+    if not (listen or loaded.config.listeners):
+        report.problems.append(
+            Problem(
+                "<config>",
+                None,
+                None,
+                ("listeners",),
+                "no listener: `run` needs `--listen` or `listeners` (native format or a "
+                "MirrorProxy resource)",
+                "warning",
+                "no-listener",
+            )
+        )
+    try:
+        report.snapshot = build_snapshot(loaded.config, listen=listen, strict=False)
+        validate(report.snapshot)
+    except ConfigError as exc:
+        # The load already reported most of these (the same checks run again here).
+        report.problems += [p for p in exc.problems if p not in report.problems]
+    except PymirrorError as exc:
+        report.problems.append(Problem("<snapshot>", None, None, (), f"the core refuses: {exc}"))
+    return report
+
+
+def run_check(
+    sources: Sequence[Source],
+    *,
+    listen: Sequence[str] | None = None,
+    fmt: str = "text",
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """What the command does: print the report; 1 when there is any error, else 0."""
+    report = check(sources, listen=listen)
+    if fmt == "json":
+        json.dump(as_json(report), out, indent=2)
+        out.write("\n")
+    else:
+        out.writelines(f"{line}\n" for line in as_text(report))
+        if report.errors:
+            err.write("pymirror: configuration error\n")
+            err.writelines(f"{p}\n" for p in report.errors)
+    return 0 if report.ok else 1
+
+
+# === text ===
+
+
+def as_text(report: Report) -> list[str]:
+    config, s = report.loaded.config, report.snapshot
+    lines: list[str] = []
+    shown: set[str] = set()
+    if config is not None and s is not None:
+        lines += _listeners(config, s)
+        for i, vs in enumerate(config.virtual_services):
+            subject = vs_subject(vs)
+            shown.add(subject)
+            lines += ["", f"{subject} ({_where(config, i)})"]
+            lines += ["  " + line for line in _block(config, s, vs, i)]
+            lines += [
+                f"  {p}"
+                for p in report.problems
+                if p.subject == subject and p.severity == "warning"
+            ]
+    lines += _loose_warnings(report, shown)
+    errors = len(report.errors)
+    warnings = len([p for p in report.problems if p.severity == "warning"])
+    summary = f"{warnings} warning{'s' * (warnings != 1)}"
+    if errors or s is None:
+        return [*lines, "", f"{errors} error{'s' * (errors != 1)}, {summary}"]
+    return [*lines, "", f"ok: config version {s['version']} ({summary})"]
+
+
+def _listeners(config: Config, s: snap.Snapshot) -> list[str]:
+    lines = []
+    for listener in s["listeners"]:
+        default = listener.get("default_virtual_host")
+        extra = (
+            f" (default host {s['virtual_hosts'][default]['name']})" if default is not None else ""
+        )
+        lines.append(f"listener {listener['address']}{extra}")
+    if config.admin is not None:
+        lines.append(f"admin {config.admin.address}")
+    return lines
+
+
+def _where(config: Config, index: int) -> str:
+    path = ("virtualServices", index, "name")
+    p = config._origin.problem(path, "") if config._origin else None
+    return f"{p.file}:{p.line}" if p is not None and p.line else "built in code"
+
+
+def _virtual_host(config: Config, s: snap.Snapshot, index: int) -> snap.VirtualHost | None:
+    served = [i for i, vs in enumerate(config.virtual_services) if vs.serves_http]
+    return s["virtual_hosts"][served.index(index)] if index in served else None
+
+
+def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> list[str]:
+    vh = _virtual_host(config, s, index)
+    if vh is None and vs.is_delegate:
+        return ["delegate (no hosts): served only where a `delegate` names it"]
+    if vh is None:
+        return [
+            "hosts: " + ", ".join(vs.hosts),
+            "no HTTP route: tcp and tls routes are not served yet",
+        ]
+    extra = [d for d in vh["domains"] if d not in vs.hosts]
+    lines = ["hosts: " + ", ".join(vs.hosts) + (f" (also {', '.join(extra)})" if extra else "")]
+    for route in vh["routes"]:
+        lines.append(f"route {route['name']}: {describe_route(s, route).split(' -> ')[0]}")
+        lines += ["  " + line for line in _route_lines(s, route)]
+    if not vh["routes"]:
+        lines.append("no HTTP route served")
+    return lines
+
+
+def _route_lines(s: snap.Snapshot, route: snap.Route) -> list[str]:
+    dests = route.get("destinations", [])
+    total = sum(d["weight"] for d in dests) or 1
+    lines = [
+        f"-> {cluster_label(s, d['cluster'])}"
+        + (f" weight {d['weight']} ({d['weight'] * 100 / total:.4g}%)" if len(dests) > 1 else "")
+        for d in dests
+    ]
+    if not dests:
+        lines.append(describe_route(s, route).split(" -> ", 1)[1].split("; ")[0])
+    lines += [
+        f"mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+        for m in route.get("mirrors", [])
+    ]
+    extras = []
+    if timeout := route.get("timeout_ms"):
+        extras.append(f"timeout {format_duration(timedelta(milliseconds=timeout))}")
+    if retries := route.get("retries"):
+        on = ",".join(retries.get("retry_on", []))
+        extras.append(f"retries {retries['attempts']} on {on or 'nothing'}")
+    if fault := route.get("fault"):
+        if delay := fault.get("delay"):
+            extras.append(
+                f"delay {delay['fixed_delay_ms']}ms on {delay['per_million'] / 10_000:g}%"
+            )
+        if abort := fault.get("abort"):
+            extras.append(f"abort {abort['status']} on {abort['per_million'] / 10_000:g}%")
+    if rewrite := route.get("rewrite"):
+        parts = [f"{k} {v}" for k, v in rewrite.items() if isinstance(v, str)]
+        if regex := rewrite.get("uri_regex"):
+            parts.append(f"uri ~{regex['pattern']} -> {regex['substitution']}")
+        extras.append("rewrite " + ", ".join(parts))
+    return lines + ([", ".join(extras)] if extras else [])
+
+
+def _loose_warnings(report: Report, shown: set[str]) -> list[str]:
+    rest = [p for p in report.problems if p.severity == "warning" and p.subject not in shown]
+    return ["", "warnings:", *(f"  {p}" for p in rest)] if rest else []
+
+
+# === json ===
+
+
+def problem_json(p: Problem) -> dict[str, Any]:
+    return {
+        "severity": p.severity,
+        "code": p.code,
+        "file": p.file,
+        "line": p.line,
+        "column": p.column,
+        "path": render_path(p.path),
+        "message": p.message,
+        "subject": p.subject,
+    }
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    config, s = report.loaded.config, report.snapshot
+    result: dict[str, Any] = {
+        "ok": report.ok,
+        "version": s["version"] if s else None,
+        "listeners": [],
+        "admin": config.admin.address if config and config.admin else None,
+        "virtualServices": [],
+        "problems": [problem_json(p) for p in report.problems],
+    }
+    if config is None or s is None:
+        return result
+    result["listeners"] = [
+        {"address": lst["address"], "defaultVirtualHost": lst.get("default_virtual_host")}
+        for lst in s["listeners"]
+    ]
+    for i, vs in enumerate(config.virtual_services):
+        vh = _virtual_host(config, s, i)
+        subject = vs_subject(vs)
+        result["virtualServices"].append(
+            {
+                "subject": subject,
+                "name": vs.name,
+                "namespace": vs.namespace,
+                "hosts": list(vs.hosts),
+                "domains": vh["domains"] if vh else [],
+                "delegate": vs.is_delegate,
+                "routes": [_route_json(s, r) for r in vh["routes"]] if vh else [],
+                "problems": [problem_json(p) for p in report.problems if p.subject == subject],
+            }
+        )
+    return result
+
+
+def _cluster_json(s: snap.Snapshot, index: int) -> dict[str, Any]:
+    c = s["clusters"][index]
+    return {"host": c["host"], "subset": c.get("subset"), "endpoints": c["endpoints"]}
+
+
+def _route_json(s: snap.Snapshot, route: snap.Route) -> dict[str, Any]:
+    dests = route.get("destinations", [])
+    total = sum(d["weight"] for d in dests) or 1
+    return {
+        "name": route["name"],
+        "matches": route.get("matches", []),
+        "destinations": [
+            {
+                **_cluster_json(s, d["cluster"]),
+                "weight": d["weight"],
+                "percent": d["weight"] * 100 / total,
+            }
+            for d in dests
+        ],
+        "mirrors": [
+            {**_cluster_json(s, m["cluster"]), "percent": m["per_million"] / 10_000}
+            for m in route.get("mirrors", [])
+        ],
+        **{
+            key: route.get(key)
+            for key in ("redirect", "direct_response", "timeout_ms", "retries", "rewrite", "fault")
+        },
+    }

@@ -1,0 +1,283 @@
+"""Istio's VirtualService (networking.istio.io), field for field, with Istio's validation.
+
+The same models read the native format's `virtualServices` entries and the `spec` of
+VirtualService resources. Fields pymirror accepts without serving (mesh-only conditions,
+`corsPolicy`, `tcp`, `tls`) are kept as written so `pymirror check` and `run` report them
+(see `pymirror.config.findings`); none is dropped silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from .actions import (
+    HTTPDirectResponse,
+    HTTPFaultInjection,
+    HTTPRedirect,
+    HTTPRetry,
+    HTTPRewrite,
+)
+from .base import U32_MAX, Name, _Model, is_dns_label, problem
+from .hosts import hosts_overlap
+from .matches import Destination, Headers, HTTPMatchRequest, Percent
+from .types import Duration, HostPattern
+
+
+class HTTPRouteDestination(_Model):
+    """Istio HTTPRouteDestination: a primary destination and its share of requests."""
+
+    destination: Destination
+    """Where matching requests are forwarded."""
+    weight: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """Relative share of requests among the route's destinations. A lone destination gets
+    all requests; with several, an unset weight counts as 0."""
+    headers: Headers | None = None
+    """Header operations when this destination is picked, after the route's."""
+
+
+class HTTPMirrorPolicy(_Model):
+    """Istio HTTPMirrorPolicy: one entry of `mirrors`."""
+
+    destination: Destination
+    """Where copies go; their responses are dropped."""
+    percentage: Percent | None = None
+    """Share of requests copied. Default: 100%; 0 sends none."""
+
+
+class Delegate(_Model):
+    """Istio Delegate: the VirtualService whose http routes serve this entry."""
+
+    name: Name
+    """The delegate VirtualService's name."""
+    namespace: str | None = None
+    """Its namespace. Default: this VirtualService's."""
+
+
+class HTTPRoute(_Model):
+    """Istio HTTPRoute: conditions, what answers (route, redirect, direct response), mirrors."""
+
+    name: str | None = None
+    """The route's name (a metrics label). Default: its index in `http`."""
+    match: list[HTTPMatchRequest] = Field(default_factory=list)
+    """Conditions, any of which selects this route (OR). Default: every request."""
+    route: list[HTTPRouteDestination] = Field(default_factory=list)
+    """Primary destinations; the request goes to one of them, by weight."""
+    redirect: HTTPRedirect | None = None
+    """Answer with a redirect instead."""
+    direct_response: HTTPDirectResponse | None = None
+    """Answer with a fixed response instead."""
+    delegate: Delegate | None = None
+    """Serve this entry with another VirtualService's http routes."""
+    rewrite: HTTPRewrite | None = None
+    """Path and Host rewrites before forwarding."""
+    timeout: Duration | None = None
+    """Deadline for the primary's response headers (`10s`, `500ms`). Default: none."""
+    retries: HTTPRetry | None = None
+    """Retries of the primary. Default: Istio's (2 attempts on connection failures)."""
+    fault: HTTPFaultInjection | None = None
+    """Delays and aborts injected into a share of requests."""
+    mirror: Destination | None = None
+    """Where copies of the requests go; responses are dropped."""
+    mirror_percentage: Percent | None = None
+    """Share of requests copied to `mirror`. Default: 100%; 0 sends none."""
+    mirror_percent: int | None = Field(default=None, ge=0, le=100)
+    """Deprecated Istio field: `mirrorPercentage` as a whole number."""
+    mirrors: list[HTTPMirrorPolicy] = Field(default_factory=list)
+    """Several mirrors, each sampling requests on its own. Not with `mirror`."""
+    cors_policy: dict[str, Any] | None = None
+    """Accepted, not supported (reported): preflight requests reach the destination."""
+    headers: Headers | None = None
+    """Header operations on the request and the response."""
+
+    @model_validator(mode="after")
+    def _check(self) -> HTTPRoute:
+        self._check_action()
+        if self.mirror is not None and self.mirrors:
+            raise problem("set `mirror` or `mirrors`, not both", "mirrors", at_key=True)
+        if self.mirror_percentage is not None and self.mirror_percent is not None:
+            raise problem(
+                "set `mirrorPercentage` or the deprecated `mirrorPercent`, not both",
+                "mirrorPercent",
+                at_key=True,
+            )
+        if self.mirror is None:
+            for field in ("mirror_percentage", "mirror_percent"):
+                if getattr(self, field) is not None:
+                    alias = to_camel(field)
+                    hint = "each `mirrors` entry's `percentage`" if self.mirrors else "`mirror`"
+                    raise problem(
+                        f"`{alias}` without `mirror` has no effect; use {hint}", alias, at_key=True
+                    )
+        if len(self.route) > 1 and sum(self.weights) == 0:
+            raise problem(
+                "the destinations' weights add up to 0; give each its share, "
+                "such as `weight: 80` and `weight: 20`",
+                "route",
+            )
+        if sum(self.weights) > U32_MAX:
+            raise problem(f"the weights add up to more than {U32_MAX}", "route")
+        if self.rewrite and self.rewrite.authority and self.headers and self.headers.authority():
+            op, name = self.headers.authority() or ("", "")
+            raise problem(
+                "the Host is set twice: by `rewrite.authority` and here; keep one",
+                "headers",
+                "request",
+                op,
+                name,
+                at_key=True,
+            )
+        return self
+
+    def _check_action(self) -> None:
+        """Istio's rules on what answers: a route, a redirect or a direct response."""
+        given = [
+            name
+            for name, value in (
+                ("route", self.route),
+                ("redirect", self.redirect),
+                ("directResponse", self.direct_response),
+            )
+            if value
+        ]
+        if self.delegate is not None:
+            if given:
+                raise problem(
+                    f"an entry with `delegate` is answered by the delegate; remove `{given[0]}`",
+                    given[0],
+                    at_key=True,
+                )
+            return
+        if not given:
+            raise problem(
+                "an http entry needs `route`, `redirect` or `directResponse`"
+                + (
+                    "; a mirror only copies what a `route` serves"
+                    if self.mirrors or self.mirror
+                    else ""
+                )
+            )
+        if len(given) > 1:
+            raise problem(f"set `{given[0]}` or `{given[1]}`, not both", given[1], at_key=True)
+        if not self.route:
+            for field in ("fault", "rewrite"):
+                if getattr(self, field) is not None:
+                    raise problem(
+                        f"`{field}` applies to a `route`, not to `{given[0]}`", field, at_key=True
+                    )
+
+    @property
+    def weights(self) -> list[int]:
+        """The primary destinations' weights, as Istio reads them."""
+        if len(self.route) == 1:
+            return [100]
+        return [d.weight or 0 for d in self.route]
+
+    @property
+    def mirror_policies(self) -> list[tuple[Destination, float]]:
+        """Every mirror with the percentage of requests it gets, whichever way written."""
+        if self.mirror is not None:
+            if self.mirror_percentage is not None:
+                return [(self.mirror, self.mirror_percentage.value)]
+            if self.mirror_percent is not None:
+                return [(self.mirror, float(self.mirror_percent))]
+            return [(self.mirror, 100.0)]
+        return [
+            (m.destination, m.percentage.value if m.percentage else 100.0) for m in self.mirrors
+        ]
+
+    def destinations(self) -> list[tuple[tuple[str | int, ...], Destination]]:
+        """Every destination named here, primaries and mirrors, with its path below the route."""
+        found: list[tuple[tuple[str | int, ...], Destination]] = [
+            (("route", i, "destination"), d.destination) for i, d in enumerate(self.route)
+        ]
+        if self.mirror is not None:
+            found.append((("mirror",), self.mirror))
+        found += [
+            (("mirrors", i, "destination"), m.destination) for i, m in enumerate(self.mirrors)
+        ]
+        return found
+
+
+class RouteDestination(_Model):
+    """Istio RouteDestination (of a TCP or TLS route)."""
+
+    destination: Destination
+    """Where connections go."""
+    weight: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    """Relative share of connections."""
+
+
+class L4Route(_Model):
+    """Istio TCPRoute or TLSRoute: accepted and reported, not served yet."""
+
+    match: list[dict[str, Any]] = Field(default_factory=list)
+    """Conditions, as Istio writes them (kept for the report)."""
+    route: list[RouteDestination] = Field(min_length=1)
+    """Destinations."""
+
+
+class VirtualService(_Model):
+    """Istio VirtualService, with `metadata.name` and `metadata.namespace` written as `name`
+    and `namespace`."""
+
+    name: Name
+    """Unique name (a metrics label)."""
+    namespace: str | None = None
+    """The Kubernetes namespace: qualifies short host names as Istio does (`reviews` in
+    `default` also serves `reviews.default.svc.cluster.local`). Default: none."""
+    hosts: list[HostPattern] = Field(default_factory=list)
+    """Request hosts served (`reviews`, `*.example.com`, `*`), matched against the
+    request's Host without port, case-insensitively. None: a delegate, served only through
+    another VirtualService's `delegate`."""
+    gateways: list[str] = Field(default_factory=list)
+    """Accepted, not applicable outside a mesh (reported): pymirror serves every listener."""
+    http: list[HTTPRoute] = Field(default_factory=list)
+    """Routes, tried in order; the first whose match holds serves the request."""
+    tcp: list[L4Route] = Field(default_factory=list)
+    """Accepted, not served yet (reported)."""
+    tls: list[L4Route] = Field(default_factory=list)
+    """Accepted, not served yet (reported)."""
+    export_to: list[str] = Field(default_factory=list)
+    """Namespaces this VirtualService is visible to (decides which ServiceEntries its
+    destinations see, as in Istio)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> VirtualService:
+        if not (self.http or self.tcp or self.tls):
+            raise problem("a virtual service needs `http`, `tcp` or `tls` routes")
+        if self.namespace is not None and not is_dns_label(self.namespace):
+            raise problem(f"not a valid namespace name: {self.namespace!r}", "namespace")
+        if not self.hosts:
+            for field in ("gateways", "tcp", "tls"):
+                if getattr(self, field):
+                    raise problem(
+                        f"a delegate (a virtual service without `hosts`) cannot have `{field}`",
+                        field,
+                        at_key=True,
+                    )
+            for i, route in enumerate(self.http):
+                if route.delegate is not None:
+                    raise problem(
+                        "a delegate cannot delegate further", "http", i, "delegate", at_key=True
+                    )
+        for i, a in enumerate(self.hosts):
+            for j in range(i):
+                if hosts_overlap(a, self.hosts[j]):
+                    raise problem(
+                        f"duplicate hosts in one virtual service: `{self.hosts[j]}` and `{a}`",
+                        "hosts",
+                        i,
+                    )
+        return self
+
+    @property
+    def is_delegate(self) -> bool:
+        return not self.hosts
+
+    @property
+    def serves_http(self) -> bool:
+        """Whether it is a virtual host of its own: it has hosts and HTTP routes."""
+        return bool(self.hosts and self.http)

@@ -1,0 +1,134 @@
+"""Istio's TrafficPolicy (a DestinationRule's, or a subset's): what pymirror serves of it
+(load balancing, request limits) and what it accepts and reports as not served yet."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from .base import U32_MAX, _Model
+from .types import Duration
+
+#: Istio's simple load balancers -> the core's `Cluster.load_balancer`. LEAST_CONN is
+#: Istio's deprecated name for LEAST_REQUEST; PASSTHROUGH is not served (reported).
+SIMPLE_LB = {
+    "UNSPECIFIED": None,
+    "ROUND_ROBIN": "round_robin",
+    "LEAST_REQUEST": "least_request",
+    "LEAST_CONN": "least_request",
+    "RANDOM": "random",
+    "PASSTHROUGH": None,
+}
+
+
+class LoadBalancer(_Model):
+    """Istio LoadBalancerSettings."""
+
+    simple: (
+        Literal[
+            "UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM", "PASSTHROUGH"
+        ]
+        | None
+    ) = None
+    """How an endpoint is picked. Default: round robin (Istio's default is LEAST_REQUEST)."""
+    consistent_hash: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+    locality_lb_setting: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+    warmup_duration_secs: Duration | None = None
+    """Accepted, not served yet (reported)."""
+    warmup: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+
+
+class TCPSettings(_Model):
+    """Istio ConnectionPoolSettings.TCPSettings."""
+
+    max_connections: int | None = Field(default=None, ge=0, le=U32_MAX)
+    """Bounds the requests in flight to the destination (pymirror's connections carry one
+    request each). 0 or unset: unbounded."""
+    connect_timeout: Duration | None = None
+    """Accepted, not served yet (reported): see `upstream.connectTimeout`."""
+    tcp_keepalive: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+    max_connection_duration: Duration | None = None
+    """Accepted, not served yet (reported)."""
+    idle_timeout: Duration | None = None
+    """Accepted, not served yet (reported)."""
+
+
+class HTTPSettings(_Model):
+    """Istio ConnectionPoolSettings.HTTPSettings."""
+
+    http2_max_requests: int | None = Field(default=None, ge=0, le=U32_MAX)
+    """Requests in flight to the destination at once; past it, 503. 0 or unset: unbounded."""
+    http1_max_pending_requests: int | None = Field(default=None, ge=0)
+    """Accepted, not served yet (reported)."""
+    max_requests_per_connection: int | None = Field(default=None, ge=0)
+    """Accepted, not served yet (reported)."""
+    max_retries: int | None = Field(default=None, ge=0)
+    """Accepted, not served yet (reported)."""
+    idle_timeout: Duration | None = None
+    """Accepted, not served yet (reported)."""
+    h2_upgrade_policy: str | None = None
+    """Accepted, not served yet (reported)."""
+    use_client_protocol: bool | None = None
+    """Accepted, not served yet (reported)."""
+    max_concurrent_streams: int | None = Field(default=None, ge=0)
+    """Accepted, not served yet (reported)."""
+
+
+class ConnectionPool(_Model):
+    """Istio ConnectionPoolSettings."""
+
+    tcp: TCPSettings | None = None
+    """TCP-level limits."""
+    http: HTTPSettings | None = None
+    """HTTP-level limits."""
+
+
+class TrafficPolicy(_Model):
+    """Istio TrafficPolicy."""
+
+    load_balancer: LoadBalancer | None = None
+    """How endpoints are picked."""
+    connection_pool: ConnectionPool | None = None
+    """Limits on requests in flight."""
+    outlier_detection: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+    tls: dict[str, Any] | None = None
+    """Accepted, not served yet (reported): pymirror connects in plain HTTP/1.1."""
+    port_level_settings: list[dict[str, Any]] = Field(default_factory=list)
+    """Accepted, not served yet (reported)."""
+    tunnel: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+    proxy_protocol: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+
+    def under(self, subset: TrafficPolicy | None) -> TrafficPolicy:
+        """This policy with a subset's on top: each part the subset sets replaces the
+        rule's (Istio's MergeTrafficPolicy)."""
+        if subset is None:
+            return self
+        return self.model_copy(update={k: getattr(subset, k) for k in subset.model_fields_set})
+
+    @property
+    def balancer(self) -> str | None:
+        """The core's load balancer name, None for the default."""
+        lb = self.load_balancer
+        return SIMPLE_LB[lb.simple] if lb is not None and lb.simple is not None else None
+
+    @property
+    def max_requests(self) -> int | None:
+        """The tightest of `tcp.maxConnections` and `http.http2MaxRequests` given (0: none)."""
+        pool = self.connection_pool
+        limits = [
+            limit
+            for limit in (
+                pool.tcp.max_connections if pool and pool.tcp else None,
+                pool.http.http2_max_requests if pool and pool.http else None,
+            )
+            if limit
+        ]
+        return min(limits) if limits else None
