@@ -1,0 +1,26 @@
+"""The peers under test, each started from the same `Route`: pymirror, nginx and Envoy
+(and "direct": no proxy, the client talks to v1); the nginx backends they forward to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from peers.envoy import NO_RELOAD as ENVOY_NO_RELOAD
+from peers.envoy import start_envoy
+from peers.nginx import reload_nginx, start_nginx
+from peers.process import Process
+from peers.pymirror import reload_pymirror, start_pymirror
+from peers.route import Route
+
+START: dict[str, Callable[[Route, Path], Process]] = {
+    "pymirror": start_pymirror,
+    "nginx": start_nginx,
+    "envoy": start_envoy,
+}
+RELOAD: dict[str, Callable[[Process, Route], None]] = {
+    "pymirror": reload_pymirror,
+    "nginx": reload_nginx,
+}
+#: Why a peer has no reload to measure.
+NO_RELOAD: dict[str, str] = {"envoy": ENVOY_NO_RELOAD}

@@ -1,0 +1,135 @@
+"""Backends that are never the bottleneck: nginx answering a fixed body, one worker
+each. v2 flavours: healthy, slow (answers after 200 ms, on an echo_sleep timer, no CPU held) and
+dead (a port nothing listens on). Backends that log count what reached them."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peers.process import Process, free_port, start
+
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+
+_CONF = """
+{load_module}
+user {user};
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 16384; }}
+http {{
+    log_format counted '$request_length $status';
+    access_log {access_log};
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_max_body_size 0;
+    client_body_buffer_size 2m;
+    server {{
+        listen {address} backlog=4096;
+        location / {{ {location} }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(found).exists():
+        raise RuntimeError("nginx is not installed (Debian package nginx-light)")
+    return found
+
+
+@dataclass
+class Backend:
+    """A backend's address and, if it logs, what reached it."""
+
+    name: str
+    address: str
+    process: Process | None = None
+    _offset: int = field(default=0, repr=False)
+    _count: int = field(default=0, repr=False)
+
+    @property
+    def _log(self) -> Path | None:
+        return self.process.workdir / "access.log" if self.process else None
+
+    def lines(self) -> list[bytes]:
+        log = self._log
+        return log.read_bytes().splitlines() if log and log.exists() else []
+
+    def seen(self) -> int:
+        """Requests logged so far (a copy is logged once its answer is sent). Reads only
+        what was appended since the last call: the log grows by the million lines."""
+        log = self._log
+        if log is None or not log.exists():
+            return 0
+        with log.open("rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # a line still being written counts once whole
+        self._offset += end
+        self._count += chunk.count(b"\n", 0, end)
+        return self._count
+
+    def settled(self, timeout: float = 3.0) -> int:
+        """The count once it stops growing: copies still in flight get their line."""
+        deadline = time.monotonic() + timeout
+        last = self.seen()
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = self.seen()
+            if now == last:
+                return now
+            last = now
+        return last
+
+    def request_lengths(self, since: int) -> list[int]:
+        """Request sizes (head and body, bytes) of the requests logged after the first
+        `since` (a whole read of the log: for the single-request checks)."""
+        return [int(line.split()[0]) for line in self.lines()[since:]]
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+
+def nginx_backend(
+    name: str, workdir: Path, *, body: str, delay: float = 0.0, log: bool = False
+) -> Backend:
+    """nginx answering 200 and `body` to every request, after `delay` seconds if set.
+    A logging backend (a v2) reads the whole request body before it answers (echo module)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    if log:  # read the whole body first, so that $request_length counts it
+        sleep = f"echo_sleep {delay}; " if delay else ""
+        location = f'echo_read_request_body; {sleep}echo "{body}";'
+    else:
+        location = f'return 200 "{body}\\n";'
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        _CONF.format(
+            user=getpass.getuser(),
+            dir=workdir,
+            address=address,
+            location=location,
+            load_module=f"load_module {ECHO_MODULE};" if log else "",
+            access_log=f"{workdir}/access.log counted" if log else "off",
+        )
+    )
+    argv = [nginx_binary(), "-p", str(workdir), "-c", str(conf)]
+    return Backend(name, address, start(argv, address, workdir))
+
+
+def dead_backend() -> Backend:
+    """A loopback port nothing listens on: connections are refused at once."""
+    return Backend("v2-dead", f"127.0.0.1:{free_port()}")

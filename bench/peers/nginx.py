@@ -1,0 +1,101 @@
+"""nginx as the peer proxy: a plain reverse proxy, or with its mirror module configured
+as its documentation shows (`mirror /mirror; mirror_request_body on;` and an internal
+location proxying to v2). Both upstreams keep connections alive. nginx's mirror has no
+percentage; a share below 100% is sampled with `split_clients` on `$request_id` and the
+unsampled subrequests end in the internal location with a 204, the usual recipe.
+Reload is SIGHUP to the master (what `nginx -s reload` sends)."""
+
+from __future__ import annotations
+
+import getpass
+import signal
+from pathlib import Path
+
+from peers.backends import nginx_binary
+from peers.process import Process, free_port, start
+from peers.route import WORKERS, Route
+
+_CONF = """
+user {user};
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_max_body_size 0;
+    upstream v1 {{ server {primary}; keepalive 256; keepalive_requests 1000000; }}
+{mirror_http}
+    server {{
+        listen {address} backlog=4096;
+        location / {{
+{mirror_location}
+            proxy_pass http://v1;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+{mirror_internal}
+    }}
+}}
+"""
+
+_MIRROR_HTTP = """
+    upstream v2 {{ server {mirror}; keepalive 256; keepalive_requests 1000000; }}
+{sample}"""
+
+_MIRROR_LOCATION = """
+            mirror /mirror;
+            mirror_request_body on;"""
+
+_MIRROR_INTERNAL = """
+        location = /mirror {{
+            internal;
+{skip}
+            proxy_pass http://v2$request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host-shadow;
+        }}"""
+
+
+def config(route: Route, address: str, workdir: Path) -> str:
+    mirror_http = mirror_location = mirror_internal = ""
+    if route.mirror is not None:
+        sample = skip = ""
+        if route.percent < 100:
+            sample = f'    split_clients "$request_id" $mirrored {{ {route.percent:g}% 1; * ""; }}'
+            skip = '            if ($mirrored = "") { return 204; }'
+        mirror_http = _MIRROR_HTTP.format(mirror=route.mirror, sample=sample)
+        mirror_location = _MIRROR_LOCATION
+        mirror_internal = _MIRROR_INTERNAL.format(skip=skip)
+    return _CONF.format(
+        user=getpass.getuser(),
+        workers=WORKERS,
+        dir=workdir,
+        address=address,
+        primary=route.primary,
+        mirror_http=mirror_http,
+        mirror_location=mirror_location,
+        mirror_internal=mirror_internal,
+    )
+
+
+def start_nginx(route: Route, workdir: Path) -> Process:
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    conf = workdir / "nginx.conf"
+    conf.write_text(config(route, address, workdir))
+    return start([nginx_binary(), "-p", str(workdir), "-c", str(conf)], address, workdir)
+
+
+def reload_nginx(peer: Process, route: Route) -> None:
+    (peer.workdir / "nginx.conf").write_text(config(route, peer.address, peer.workdir))
+    peer.signal(signal.SIGHUP)

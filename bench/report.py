@@ -1,0 +1,260 @@
+"""Render a benchmark run's JSON (bench/results/latest.json) into bench/RESULTS.md and
+bench/results/chart.png. Run by the benchmark session at its end; by hand:
+`python bench/report.py [RESULTS.json]`."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+PEERS = ("direct", "pymirror", "nginx", "envoy")
+CHART = HERE / "results" / "chart.png"
+ORDER = (
+    "plain", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead", "post-1mib",
+    "conns-1000", "reload",
+)  # fmt: skip
+
+
+def _ordered(scenarios: dict[str, Any]) -> dict[str, Any]:
+    rank = {key: i for i, key in enumerate(ORDER)}
+    return dict(sorted(scenarios.items(), key=lambda item: rank.get(item[0], len(ORDER))))
+
+
+#: Issue 5's targets: (scenario, figure, the most pymirror/nginx may be, or the least).
+TARGETS = (
+    ("plain", "cpu_us_per_req", "CPU/request as a plain proxy", "<=", 1.0),
+    ("mirror-100", "cpu_us_per_req", "CPU/request at 100% mirror", "<=", 0.6),
+    ("mirror-100", "rps", "throughput at 100% mirror", ">=", 1.5),
+)
+
+
+def _num(value: Any, digits: int = 1, thousands: bool = False) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return ""
+    return f"{value:,.0f}" if thousands else f"{value:.{digits}f}"
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if not isinstance(a, int | float) or not isinstance(b, int | float) or not b:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def _peers(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    found = entry["peers"]
+    return [(p, found[p]) for p in PEERS if p in found]
+
+
+def _table(key: str, entry: dict[str, Any], plain: dict[str, Any]) -> list[str]:
+    lines = [
+        "| peer | req/s | CPU us/req | p50 ms | p99 ms | p99.9 ms | p99 vs 0% | send lag p99 ms "
+        "| peak RSS MiB | user errors | unanswered | copies at v2 (fixed rate / wrk) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for peer, f in _peers(entry):
+        if "note" in f:
+            lines.append(f"| {peer} | {f['note']} |" + " |" * 10)
+            continue
+        base = plain.get(peer, {}).get("p99_ms")
+        share, share_wrk = f.get("copy_share"), f.get("copy_share_wrk")
+        copies = f"{share:.0%} / {share_wrk:.0%}" if share is not None else ""
+        cells = [
+            peer,
+            _num(f.get("rps"), thousands=True),
+            _num(f.get("cpu_us_per_req")),
+            _num(f.get("p50_ms"), 2),
+            _num(f.get("p99_ms"), 2),
+            _num(f.get("p999_ms"), 2),
+            _ratio(f.get("p99_ms"), base) if key != "plain" and base else "",
+            _num(f.get("lag_p99_ms"), 2),
+            _num(f.get("rss_mib")),
+            f"{f.get('wrk_errors', 0) + f.get('open_errors', 0):,}",
+            f"{f.get('unfinished', 0):,}",
+            copies,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ratios(entry: dict[str, Any]) -> list[str]:
+    peers = entry["peers"]
+    ours = peers.get("pymirror", {})
+    out = []
+    for other in ("nginx", "envoy"):
+        theirs = peers.get(other, {})
+
+        def ratio(figure: str, theirs: dict[str, Any] = theirs) -> str:
+            return _ratio(ours.get(figure), theirs.get(figure))
+
+        if "rps" in ours and "rps" in theirs:
+            out.append(
+                f"pymirror/{other}: CPU per request {ratio('cpu_us_per_req')}, throughput "
+                f"{ratio('rps')}, p99 {ratio('p99_ms')}, CPU per request at the fixed rate "
+                f"{ratio('cpu_us_per_req_at_rate')}."
+            )
+    return [" ".join(out)] if out else []
+
+
+def _reload_table(entry: dict[str, Any]) -> list[str]:
+    lines = [
+        "| peer | req/s (wrk, reload midway) | socket errors + non-2xx | p50 ms | p99 ms "
+        "| p99.9 ms | window p99 ms | window max ms | retried | user errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for peer, f in _peers(entry):
+        if "note" in f:
+            lines.append(f"| {peer} | {f['note']} |" + " |" * 8)
+            continue
+        cells = [
+            peer,
+            _num(f["rps"], thousands=True),
+            f"{f['wrk_errors']:,}",
+            _num(f["p50_ms"], 2),
+            _num(f["p99_ms"], 2),
+            _num(f["p999_ms"], 2),
+            _num(f["window_p99_ms"], 2),
+            _num(f["window_max_ms"], 2),
+            f"{f['retries']:,}",
+            f"{f['open_errors'] + f['unfinished']:,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _targets(scenarios: dict[str, Any]) -> list[str]:
+    lines = ["| target (issue 5) | pymirror/nginx | wanted | met |", "|---|---:|---:|---|"]
+    for key, figure, label, op, bound in TARGETS:
+        peers = scenarios.get(key, {}).get("peers", {})
+        ours, theirs = peers.get("pymirror", {}).get(figure), peers.get("nginx", {}).get(figure)
+        if ours is None or not theirs:
+            continue
+        ratio = ours / theirs
+        met = ratio <= bound if op == "<=" else ratio >= bound
+        lines.append(f"| {label} | {ratio:.2f}x | {op} {bound}x | {'yes' if met else 'no'} |")
+    plain = scenarios.get("plain", {}).get("peers", {}).get("pymirror", {}).get("p99_ms")
+    for key in ("mirror-slow", "mirror-dead"):
+        p99 = scenarios.get(key, {}).get("peers", {}).get("pymirror", {}).get("p99_ms")
+        if p99 is not None and plain:
+            met = "yes" if p99 <= plain * 1.05 else "no"
+            lines.append(
+                f"| user p99, {key}, vs pymirror at 0% | {p99 / plain:.2f}x (of 0%) "
+                f"| <= 1.05x | {met} |"
+            )
+    cpu = [
+        scenarios.get(k, {}).get("peers", {}).get("pymirror", {}).get("cpu_us_per_req")
+        for k in ("plain", "mirror-20", "mirror-100")
+    ]
+    if all(isinstance(c, int | float) for c in cpu):
+        c0, c20, c100 = (float(c) for c in cpu if c is not None)
+        line = c0 + 0.2 * (c100 - c0)
+        met = "yes" if abs(c20 - line) <= 0.1 * line else "no"
+        lines.append(
+            f"| CPU/request linear in the share: at 20%, measured vs the 0%-100% line "
+            f"| {c20:.1f} vs {line:.1f} us | within 10% | {met} |"
+        )
+    return lines
+
+
+def render(data: dict[str, Any], chart: str | None) -> str:
+    meta, scenarios = data["meta"], _ordered(data["scenarios"])
+    plain = scenarios.get("plain", {}).get("peers", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"One run, {meta['when']}, on {meta['machine']}: pymirror, nginx {meta['nginx']} and "
+        f"Envoy {meta['envoy']} side by side ({meta['workers']} worker threads or processes "
+        f"each), with direct (client -> v1) as the limit. Backends: nginx, one worker, fixed "
+        f"body. Per peer and scenario {meta['seconds']:g} s of wrk and {2 * meta['seconds']:g} s "
+        "of open-loop load. Regenerate with the command in "
+        "README.md (Benchmarks); re-render with `python bench/report.py`.",
+        "",
+        "How to read: **req/s** is closed-loop throughput (wrk, 1 thread, 32 keep-alive "
+        "connections unless the scenario says otherwise); **CPU us/req** is the proxy's "
+        "user+system time (all threads and worker processes, from /proc) over those requests "
+        "(at saturation; the ratio lines also give it at the fixed rate, where wake-ups "
+        "weigh more); "
+        "**p50/p99/p99.9** are latencies at the scenario's fixed rate from the open-loop "
+        "generator, measured from each request's intended send time (no coordinated "
+        "omission); **p99 vs 0%** compares with the same peer as a plain proxy; **peak RSS** "
+        "is VmHWM summed over the proxy's processes; **send lag** is how late the generator "
+        "sent (already inside the latencies): the machine's timer and scheduling jitter, or "
+        "a wait for a free connection when the peer stalls; **unanswered** counts requests still "
+        "waiting when the open loop ended (the peer fell behind the fixed rate); **copies at "
+        "v2** are lines in v2's access log as a share of the requests users got: exact at the "
+        "fixed rate, a little high under wrk (requests in flight when wrk stops were copied "
+        "but are not in its count), low where a peer dropped copies to protect itself.",
+        "",
+    ]
+    jitter = meta.get("timer_jitter_ms")
+    if jitter:
+        lines += [
+            f"Noise: on this machine (a virtual machine) a thread sleeping 1 ms at a time, "
+            f"idle, woke up to {jitter['p99']:.2f} ms late at p99 and {jitter['p99.9']:.2f} ms "
+            "at p99.9 at the end of the run; under load, with the generator, the peers and "
+            "the backends sharing the cores, the direct rows show the floor. p99 differences "
+            "of a millisecond or two are within noise; p50, throughput and CPU per request "
+            "are the steadier figures.",
+            "",
+        ]
+    if chart:
+        lines += [f"![throughput, CPU per request, p99 and memory per peer]({chart})", ""]
+    lines += ["## Against the targets", "", *_targets(scenarios), ""]
+    for key, entry in scenarios.items():
+        lines += [f"## {entry['title']}", "", entry["what"]]
+        if key == "reload":
+            lines += [f"Fixed rate {entry['rate']:g} req/s.", "", *_reload_table(entry), ""]
+            continue
+        lines += [f"Fixed rate {entry['rate']:g} req/s.", "", *_table(key, entry, plain), ""]
+        lines += [*_ratios(entry), ""]
+    return "\n".join(lines)
+
+
+def draw_chart(data: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = {k: e for k, e in _ordered(data["scenarios"]).items() if k != "reload"}
+    panels = (
+        ("rps", "throughput, req/s (wrk; log)"),
+        ("cpu_us_per_req", "proxy CPU per request, us (log)"),
+        ("p99_ms", "p99 at fixed rate, ms (log)"),
+        ("rss_mib", "peak RSS, MiB"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    width = 0.2
+    for ax, (figure, title) in zip(axes.flat, panels, strict=True):
+        for i, peer in enumerate(PEERS):
+            xs, ys = [], []
+            for x, entry in enumerate(scenarios.values()):
+                value = entry["peers"].get(peer, {}).get(figure)
+                if isinstance(value, int | float) and not math.isnan(value):
+                    xs.append(x + (i - 1.5) * width)
+                    ys.append(value)
+            ax.bar(xs, ys, width, label=peer)
+        ax.set_title(title)
+        ax.set_xticks(range(len(scenarios)), list(scenarios), rotation=20, fontsize=8)
+        if figure != "rss_mib":
+            ax.set_yscale("log")
+    axes.flat[0].legend()
+    fig.suptitle(f"pymirror vs nginx vs Envoy, {data['meta']['when']}, {data['meta']['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_report(json_path: Path) -> None:
+    data = json.loads(json_path.read_text())
+    CHART.parent.mkdir(exist_ok=True)
+    draw_chart(data, CHART)
+    chart = CHART.relative_to(HERE).as_posix()
+    (HERE / "RESULTS.md").write_text(render(data, chart))
+
+
+if __name__ == "__main__":
+    write_report(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results" / "latest.json")
