@@ -16,7 +16,9 @@ from .config.findings import RETRY_NOT_SERVED
 from .config.matches import IGNORED_HEADER_KEYS, Headers, HTTPMatchRequest, StringMatch
 from .config.types import duration_ms
 
-#: Istio's retry policy for a route that sets none (`retry.DefaultPolicy`).
+#: Istio's retry policy for a route that sets none, or sets no `retryOn`
+#: (`retry.DefaultPolicy`): its `retriable-status-codes` is 503, which the core takes as a
+#: bare status code beside the condition.
 DEFAULT_RETRY_ATTEMPTS = 2
 DEFAULT_RETRY_ON = [
     "connect-failure",
@@ -24,6 +26,7 @@ DEFAULT_RETRY_ON = [
     "unavailable",
     "cancelled",
     "retriable-status-codes",
+    "503",
 ]
 
 

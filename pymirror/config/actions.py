@@ -131,7 +131,8 @@ class HTTPRetry(_Model):
     """Deadline of each try. Default: the route's timeout."""
     retry_on: str | None = None
     """Comma-separated conditions (`5xx`, `connect-failure`, `503`, ...). Default: Istio's
-    `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes`."""
+    `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with
+    retriable status 503."""
     retry_remote_localities: bool | None = None
     """Accepted, not served (reported)."""
     backoff: Duration | None = None

@@ -115,7 +115,7 @@ class Backend:
 
     def start(self) -> Backend:
         self._server = _Server(self.name, self.behaviour)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -161,3 +161,55 @@ def closed_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+class Stall:
+    """`Stall().start()`: a TCP peer on 127.0.0.1 that accepts every connection and never
+    reads from it (a hung mirror). A small receive buffer makes writers block at once."""
+
+    def __init__(self, receive_buffer: int = 4096) -> None:
+        import socket
+
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(1024)
+        self._held: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def start(self) -> Stall:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                self._held.append(conn)
+
+    @property
+    def accepted(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    @property
+    def address(self) -> str:
+        host, port = self._listener.getsockname()[:2]
+        return f"{host}:{port}"
+
+    def stop(self) -> None:
+        import contextlib
+        import socket
+
+        self._closed.set()
+        with contextlib.suppress(OSError):  # not connected: nothing to shut down
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            for conn in self._held:
+                conn.close()
+            self._held.clear()

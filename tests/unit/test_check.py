@@ -87,7 +87,7 @@ def test_text_has_one_block_per_virtual_service(
         "    -> reviews v2 (127.0.0.1:9082) weight 20 (20%)",
         "    mirror 5% -> reviews v2 (127.0.0.1:9082)",
         "    retries 2 on connect-failure,refused-stream,unavailable,cancelled,"
-        "retriable-status-codes",
+        "retriable-status-codes,503",
         "  route 1: *",
         "    -> reviews v1 (127.0.0.1:9081)",
         "    timeout 2s",

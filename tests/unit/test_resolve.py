@@ -41,6 +41,7 @@ ISTIO_RETRIES: snap.RetryPolicy = {
         "unavailable",
         "cancelled",
         "retriable-status-codes",
+        "503",
     ],
 }
 

@@ -176,6 +176,7 @@ ISTIO_DEFAULT_ON = [
     "unavailable",
     "cancelled",
     "retriable-status-codes",
+    "503",
 ]
 
 
