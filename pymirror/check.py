@@ -17,7 +17,7 @@ from .config.model import Config, VirtualService
 from .config.types import format_duration
 from .config.validate import vs_subject
 from .errors import PymirrorError
-from .resolve import build_snapshot, cluster_label, describe_route
+from .resolve import build_snapshot, cluster_label, describe_route, mirror_guards_text
 
 
 @dataclass
@@ -162,6 +162,9 @@ def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> 
     return lines
 
 
+_NO_OPS: snap.HeaderOps = {"set": [], "add": [], "remove": []}
+
+
 def _route_lines(s: snap.Snapshot, route: snap.Route) -> list[str]:
     dests = route.get("destinations", [])
     total = sum(d["weight"] for d in dests) or 1
@@ -174,6 +177,7 @@ def _route_lines(s: snap.Snapshot, route: snap.Route) -> list[str]:
         lines.append(describe_route(s, route).split(" -> ", 1)[1].split("; ")[0])
     lines += [
         f"mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+        + mirror_guards_text(m)
         for m in route.get("mirrors", [])
     ]
     extras = []
@@ -272,7 +276,16 @@ def _route_json(s: snap.Snapshot, route: snap.Route) -> dict[str, Any]:
             for d in dests
         ],
         "mirrors": [
-            {**_cluster_json(s, m["cluster"]), "percent": m["per_million"] / 10_000}
+            {
+                **_cluster_json(s, m["cluster"]),
+                "percent": m["per_million"] / 10_000,
+                # The guards and copy-only header operations, only where set.
+                **{
+                    key: value
+                    for key in ("only_idempotent", "after_primary_success", "request_headers")
+                    if (value := m.get(key)) and value != _NO_OPS
+                },
+            }
             for m in route.get("mirrors", [])
         ],
         **{

@@ -10,12 +10,23 @@ import hashlib
 import json
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TypedDict
 
 from . import snapshot as snap
 from . import translate as tr
 from .config.errors import ConfigError, Problem
 from .config.hosts import domains, host_matches
-from .config.model import Config, Destination, HTTPMatchRequest, HTTPRoute, Service, VirtualService
+from .config.matches import HeaderOperations
+from .config.model import (
+    Config,
+    Destination,
+    HTTPMatchRequest,
+    HTTPRoute,
+    MirrorOptions,
+    MirrorPolicy,
+    Service,
+    VirtualService,
+)
 from .config.types import check_listen_address, duration_ms, format_duration
 from .config.validate import check_references, locate
 from .delegates import merge_matches
@@ -112,7 +123,7 @@ class _Resolver:
         for i, route in enumerate(vs.http):
             name = route.name or str(i)
             if route.delegate is None:
-                routes.append(self.route(name, route, route.match))
+                routes.append(self.route(name, route, route.match, (vs, i)))
                 continue
             # Istio merges the delegate's routes in place of this entry, each match
             # narrowed by this entry's.
@@ -129,12 +140,20 @@ class _Resolver:
                 matches = merge_matches(route.match, inner.match)
                 if matches is not None:
                     label = f"{name}/{route.delegate.name}/{inner.name or j}"
-                    routes.append(self.route(label, inner, matches))
+                    assert delegate is not None
+                    routes.append(self.route(label, inner, matches, (delegate, j)))
         return routes
 
-    def route(self, name: str, route: HTTPRoute, matches: Sequence[HTTPMatchRequest]) -> snap.Route:
+    def route(
+        self,
+        name: str,
+        route: HTTPRoute,
+        matches: Sequence[HTTPMatchRequest],
+        owner: tuple[VirtualService, int] | None = None,
+    ) -> snap.Route:
         limits = self.config.mirror_defaults
         forwards = bool(route.route)
+        policies = self.policies(*owner) if owner is not None else []
         return {
             "name": name,
             "matches": [tr.request_match(m) for m in matches],
@@ -164,10 +183,40 @@ class _Resolver:
                     "timeout_ms": duration_ms(limits.timeout),
                     "max_body_bytes": limits.max_body_bytes,
                     "host_suffix": limits.host_suffix,
+                    **self.mirror_guards([own, *policies]),
                 }
-                for destination, percent in (route.mirror_policies if forwards else [])
+                for (destination, percent), own in (
+                    zip(route.mirror_policies, route.mirror_options, strict=True)
+                    if forwards
+                    else []
+                )
                 if (rate := per_million(percent)) > 0
             ],
+        }
+
+    def policies(self, vs: VirtualService, index: int) -> list[MirrorPolicy]:
+        """The `mirrorPolicies` for route ``index`` of ``vs``: its route's, then its own."""
+        mine = [p for p in self.config.mirror_policies if p.selects(vs)]
+        return [p for p in mine if p.route is not None and p.route_index(vs) == index] + [
+            p for p in mine if p.route is None
+        ]
+
+    def mirror_guards(self, levels: Sequence[MirrorOptions]) -> _Guards:
+        """A mirror's guards and copy-only header operations from ``levels`` (most specific
+        first), then `mirrorDefaults`: each guard from the first level that sets it; header
+        operations from every level, a more specific one winning for the same header."""
+        defaults = self.config.mirror_defaults
+        idempotent = next(
+            (x.only_idempotent for x in levels if x.only_idempotent is not None), None
+        )
+        after = next(
+            (x.after_primary_success for x in levels if x.after_primary_success is not None), None
+        )
+        ops = [defaults.headers, *(x.headers for x in reversed(levels))]
+        return {
+            "request_headers": _merged_ops([h.request for h in ops if h and h.request]),
+            "only_idempotent": defaults.only_idempotent if idempotent is None else idempotent,
+            "after_primary_success": (defaults.after_primary_success if after is None else after),
         }
 
     def cluster(self, dest: Destination) -> int:
@@ -221,6 +270,29 @@ class _Resolver:
             {"name": host, "domains": [host], "routes": [self.route("0", route, [])]}
         )
         return len(self.virtual_hosts) - 1
+
+
+class _Guards(TypedDict):
+    request_headers: snap.HeaderOps
+    only_idempotent: bool
+    after_primary_success: bool
+
+
+def _merged_ops(levels: Sequence[HeaderOperations]) -> snap.HeaderOps:
+    """Header operations of several levels (least specific first) as one: every removal;
+    for `set` and `add`, the last level's value of a header."""
+    remove: list[str] = []
+    set_: dict[str, str] = {}
+    add: dict[str, str] = {}
+    for ops in levels:
+        remove += [n.lower() for n in ops.remove if n.lower() not in remove]
+        set_.update({k.lower(): v for k, v in ops.set.items()})
+        add.update({k.lower(): v for k, v in ops.add.items()})
+    return {
+        "set": [{"name": k, "value": v} for k, v in set_.items()],
+        "add": [{"name": k, "value": v} for k, v in add.items()],
+        "remove": remove,
+    }
 
 
 def _bracket(host: str) -> str:
@@ -293,7 +365,24 @@ def describe_route(s: snap.Snapshot, route: snap.Route) -> str:
         text += f"; timeout {format_duration(timedelta(milliseconds=timeout_ms))}"
     for m in route.get("mirrors", []):
         text += f"; mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+        text += mirror_guards_text(m)
     return text
+
+
+def mirror_guards_text(m: snap.Mirror) -> str:
+    """` (only idempotent, after primary success, headers -authorization)`, or nothing."""
+    parts = []
+    if m.get("only_idempotent"):
+        parts.append("only idempotent")
+    if m.get("after_primary_success"):
+        parts.append("after primary success")
+    ops = m.get("request_headers") or {}
+    changes = [f"-{n}" for n in ops.get("remove", [])]
+    changes += [f"={h['name']}" for h in ops.get("set", [])]
+    changes += [f"+{h['name']}" for h in ops.get("add", [])]
+    if changes:
+        parts.append("headers " + " ".join(changes))
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _describe_matches(route: snap.Route) -> str:

@@ -22,7 +22,7 @@ from .actions import (
 )
 from .base import U32_MAX, Name, _Model, is_dns_label, problem
 from .hosts import hosts_overlap
-from .matches import Destination, Headers, HTTPMatchRequest, Percent
+from .matches import Destination, HeaderOperations, Headers, HTTPMatchRequest, Percent
 from .types import Duration, HostPattern
 
 
@@ -38,8 +38,70 @@ class HTTPRouteDestination(_Model):
     """Header operations when this destination is picked, after the route's."""
 
 
-class HTTPMirrorPolicy(_Model):
-    """Istio HTTPMirrorPolicy: one entry of `mirrors`."""
+#: The pymirror extension fields of a mirror, as written (camelCase, then snake_case).
+MIRROR_EXTENSIONS = ("onlyIdempotent", "afterPrimarySuccess", "headers")
+
+
+class MirrorHeaders(_Model):
+    """pymirror extension: header operations on the copy alone (the primary keeps its
+    headers). A copy's response is dropped, so there is no `response` part."""
+
+    request: HeaderOperations | None = None
+    """Applied to the copy after the route's and the destination's operations and after
+    the Host suffix, in the order remove, set, add."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_response(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "response" in data:
+            raise problem(
+                "a copy's response is dropped, so a mirror has only `request` operations",
+                "response",
+                at_key=True,
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _keeps_host(self) -> MirrorHeaders:
+        for i, name in enumerate(self.request.remove if self.request else ()):
+            if name.lower() == "host":
+                raise problem(
+                    "a copy needs a Host; change it with `set` or `mirrorDefaults.hostSuffix`",
+                    "request",
+                    "remove",
+                    i,
+                )
+        return self
+
+
+class MirrorOptions(_Model):
+    """pymirror extension: guards and header operations of one mirror. Unset fields come
+    from a MirrorProxy's `mirrorPolicies`, then from `mirrorDefaults`."""
+
+    only_idempotent: bool | None = None
+    """Copy only GET, HEAD, OPTIONS, TRACE, PUT and DELETE requests. Default: every method."""
+    after_primary_success: bool | None = None
+    """Send the copy only once the primary answered 2xx or 3xx (its body waits in the
+    bounded copy buffer). Default: at once."""
+    headers: MirrorHeaders | None = None
+    """Header operations on the copy alone, such as removing `authorization` and `cookie`."""
+
+    @property
+    def options(self) -> MirrorOptions:
+        """Only the extension fields (a `mirror` also carries its destination's)."""
+        return MirrorOptions(
+            only_idempotent=self.only_idempotent,
+            after_primary_success=self.after_primary_success,
+            headers=self.headers,
+        )
+
+
+class MirrorDestination(Destination, MirrorOptions):
+    """What `mirror` holds: Istio's Destination, plus pymirror's mirror extension fields."""
+
+
+class HTTPMirrorPolicy(MirrorOptions):
+    """Istio HTTPMirrorPolicy: one entry of `mirrors` (plus pymirror's extension fields)."""
 
     destination: Destination
     """Where copies go; their responses are dropped."""
@@ -79,8 +141,9 @@ class HTTPRoute(_Model):
     """Retries of the primary. Default: Istio's (2 attempts on connection failures)."""
     fault: HTTPFaultInjection | None = None
     """Delays and aborts injected into a share of requests."""
-    mirror: Destination | None = None
-    """Where copies of the requests go; responses are dropped."""
+    mirror: MirrorDestination | None = None
+    """Where copies of the requests go; responses are dropped. pymirror extension fields
+    (`onlyIdempotent`, `afterPrimarySuccess`, `headers`) may sit beside `host`."""
     mirror_percentage: Percent | None = None
     """Share of requests copied to `mirror`. Default: 100%; 0 sends none."""
     mirror_percent: int | None = Field(default=None, ge=0, le=100)
@@ -187,6 +250,13 @@ class HTTPRoute(_Model):
         return [
             (m.destination, m.percentage.value if m.percentage else 100.0) for m in self.mirrors
         ]
+
+    @property
+    def mirror_options(self) -> list[MirrorOptions]:
+        """The extension fields of each mirror, in the order of `mirror_policies`."""
+        if self.mirror is not None:
+            return [self.mirror.options]
+        return [m.options for m in self.mirrors]
 
     def destinations(self) -> list[tuple[tuple[str | int, ...], Destination]]:
         """Every destination named here, primaries and mirrors, with its path below the route."""

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError, Path, Problem
 from .source import Document, Loc
 
-_LISTS = ("listeners", "virtualServices")
+_LISTS = ("listeners", "virtualServices", "mirrorPolicies")
 _MAPS = ("services",)
 _NATIVE_KEYS = "`listeners`, `services` and `virtualServices`"
 

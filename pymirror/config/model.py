@@ -30,6 +30,9 @@ from .istio import (
     HTTPRoute,
     HTTPRouteDestination,
     L4Route,
+    MirrorDestination,
+    MirrorHeaders,
+    MirrorOptions,
     VirtualService,
 )
 from .matches import Destination, Headers, HTTPMatchRequest, Percent, PortSelector, StringMatch
@@ -64,6 +67,10 @@ __all__ = [
     "L4Route",
     "Listener",
     "MirrorDefaults",
+    "MirrorDestination",
+    "MirrorHeaders",
+    "MirrorOptions",
+    "MirrorPolicy",
     "Percent",
     "PortSelector",
     "Service",
@@ -226,6 +233,43 @@ class MirrorDefaults(_Model):
     dropped (`body_buffer`), never sent short. Default: 4 MiB."""
     host_suffix: HostSuffix = defaults.MIRROR_HOST_SUFFIX
     """Appended to the copy's Host name, before any port. Default: `-shadow`."""
+    only_idempotent: bool = False
+    """Copy only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), for every
+    mirror that does not say otherwise. Default: every method."""
+    after_primary_success: bool = False
+    """Send each copy only once the primary answered 2xx or 3xx, for every mirror that
+    does not say otherwise. Default: at once."""
+    headers: MirrorHeaders | None = None
+    """Header operations on every copy (such as `request: {remove: [authorization,
+    cookie]}`); a mirror's own operations are added to these. Default: none."""
+
+
+class MirrorPolicy(MirrorOptions):
+    """pymirror extension: guards and copy-only header operations for the mirrors of one
+    virtual service's routes, where the routes themselves keep Istio's fields (a MirrorProxy
+    resource's `mirrorPolicies`)."""
+
+    virtual_service: str = Field(min_length=1)
+    """The virtual service whose mirrors this applies to: `namespace/name`, or `name` (in a
+    MirrorProxy: the MirrorProxy's namespace; in the native format: any namespace)."""
+    route: str | None = Field(default=None, min_length=1)
+    """The http route (its `name`, or its index when unnamed) whose mirrors this applies to.
+    Default: every route of the virtual service."""
+
+    def selects(self, vs: VirtualService) -> bool:
+        namespace, _, name = self.virtual_service.rpartition("/")
+        if not namespace:
+            return vs.name == name
+        return (vs.namespace, vs.name) == (namespace, name)
+
+    def route_index(self, vs: VirtualService) -> int | None:
+        """The index in `vs.http` of the route this names (None: not found, or no route)."""
+        if self.route is None:
+            return None
+        return next(
+            (i for i, r in enumerate(vs.http) if (r.name or str(i)) == self.route),
+            None,
+        )
 
 
 class Config(_Model):
@@ -243,6 +287,9 @@ class Config(_Model):
     """pymirror extension: upstream connection settings."""
     mirror_defaults: MirrorDefaults = Field(default_factory=MirrorDefaults)
     """pymirror extension: bounds applied to every mirror."""
+    mirror_policies: list[MirrorPolicy] = Field(default_factory=list)
+    """pymirror extension: guards and copy-only header operations for the mirrors of
+    named virtual services and routes (what a MirrorProxy says for Istio resources)."""
 
     # Where each value was written (a `pymirror.config.merge.Origin`), for error messages.
     _origin: Any = PrivateAttr(default=None)

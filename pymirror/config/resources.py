@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from .base import is_dns_label
 from .destination_rule import DestinationRuleSpec
 from .errors import Path, Problem
 from .hosts import Declaration, scopes_of
-from .istio import VirtualService
+from .istio import MIRROR_EXTENSIONS, VirtualService
 from .merge import Origin, describe_value
 from .service_entry import ServiceEntrySpec
 from .source import Document, Loc
@@ -33,7 +33,11 @@ DEFAULT_NAMESPACE = "default"
 _SERVED = ("VirtualService", "DestinationRule", "ServiceEntry")
 _TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 #: What a MirrorProxy spec holds: the native format's keys outside Istio's resources.
-PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults")
+PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults", "mirrorPolicies")
+#: pymirror's fields on a mirror, which a VirtualService resource leaves to a MirrorProxy.
+_MIRROR_EXTENSIONS = {
+    name: camel for camel in MIRROR_EXTENSIONS for name in (camel, to_snake(camel))
+}
 _EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 M = TypeVar("M", bound=BaseModel)
 
@@ -266,12 +270,41 @@ def _virtual_service(resource: Resource, out: Resources) -> None:
                 )
             )
             return
+    if (found := _mirror_extension(resource)) is not None:
+        out.problems.append(found)
+        return
     entry = {"name": resource.name, "namespace": resource.namespace, **resource.spec}
     renames: dict[Path, Path] = {("name",): ("metadata", "name")}
     renames[("namespace",)] = ("metadata", "namespace")
     vs = _validate(resource, VirtualService, entry, out, renames)
     if vs is not None:
         out.virtual_services.append((resource, vs, entry))
+
+
+def _mirror_extension(resource: Resource) -> Problem | None:
+    """pymirror's mirror fields are not Istio's: a VirtualService resource stays one that
+    Istio would accept, and a MirrorProxy's `mirrorPolicies` carries them."""
+    http = resource.spec.get("http")
+    for i, route in enumerate(http if isinstance(http, list) else ()):
+        if not isinstance(route, dict):
+            continue
+        mirrors = route.get("mirrors")
+        places: list[tuple[Path, object]] = [(("mirror",), route.get("mirror"))]
+        places += [
+            (("mirrors", j), m) for j, m in enumerate(mirrors if isinstance(mirrors, list) else ())
+        ]
+        for where, mirror in places:
+            for key in mirror if isinstance(mirror, dict) else ():
+                if key in _MIRROR_EXTENSIONS:
+                    return resource.problem(
+                        ("spec", "http", i, *where, key),
+                        f"`{key}` is a pymirror extension, not an Istio field: keep the "
+                        "VirtualService as Istio reads it and set it in a MirrorProxy's "
+                        f"`mirrorPolicies` (`virtualService: {resource.namespace}/"
+                        f"{resource.name}`, `{_MIRROR_EXTENSIONS[key]}: ...`)",
+                        at_key=True,
+                    )
+    return None
 
 
 def _proxy(resource: Resource, out: Resources) -> None:
@@ -288,10 +321,25 @@ def _proxy(resource: Resource, out: Resources) -> None:
                 )
             )
             return
+    policies = spec.get("mirrorPolicies", spec.get("mirror_policies"))
+    if isinstance(policies, list):
+        # A bare virtual service name is one of the MirrorProxy's own namespace.
+        key = "mirrorPolicies" if "mirrorPolicies" in spec else "mirror_policies"
+        spec = {**spec, key: [_qualified(p, resource.namespace) for p in policies]}
     origin = resource.origin()
     doc = Document(resource.doc.file, spec, origin.roots[0], 0, dict(origin.values))
     doc.keys = dict(origin.keys)
     out.proxies.append(doc)
+
+
+def _qualified(policy: object, namespace: str) -> object:
+    if not isinstance(policy, dict):
+        return policy
+    key = "virtualService" if "virtualService" in policy else "virtual_service"
+    name = policy.get(key)
+    if isinstance(name, str) and name and "/" not in name:
+        return {**policy, key: f"{namespace}/{name}"}
+    return policy
 
 
 def declared_ports(spec: ServiceEntrySpec) -> tuple[int, ...]:

@@ -40,6 +40,11 @@ def vs_subject(vs: VirtualService) -> str:
     )
 
 
+def vs_label(vs: VirtualService) -> str:
+    """`namespace/name`, or `name` for a virtual service without a namespace."""
+    return f"{vs.namespace}/{vs.name}" if vs.namespace else vs.name
+
+
 def problems_from(
     exc: ValidationError, origin: Origin, root: type[BaseModel] = Config
 ) -> list[Problem]:
@@ -214,6 +219,7 @@ class _Checker:
         yield from self.services()
         yield from self.virtual_services()
         yield from self.delegates()
+        yield from self.mirror_policies()
         yield from self.listeners(need_listener)
 
     def services(self) -> Iterator[Issue]:
@@ -304,6 +310,64 @@ class _Checker:
                     "`delegate` names it",
                     severity="warning",
                     code="unused-delegate",
+                )
+
+    def mirror_policies(self) -> Iterator[Issue]:
+        """Each of `mirrorPolicies` names one virtual service (and route) that exists."""
+        vss = self.config.virtual_services
+        seen: dict[tuple[int, str | None], Path] = {}
+        for i, policy in enumerate(self.config.mirror_policies):
+            here: Path = ("mirrorPolicies", i)
+            ref = policy.virtual_service
+            matched = [k for k, vs in enumerate(vss) if policy.selects(vs)]
+            if not matched:
+                known = ", ".join(f"`{vs_label(vs)}`" for vs in vss) or "none"
+                yield Issue(
+                    (*here, "virtualService"),
+                    f"no virtual service `{ref}` in the files given (known: {known})",
+                    severity="error" if self.strict else "warning",
+                    code="unknown-virtual-service",
+                )
+                continue
+            if len(matched) > 1:
+                names = ", ".join(f"`{vs_label(vss[k])}`" for k in matched)
+                yield Issue(
+                    (*here, "virtualService"),
+                    f"`{ref}` names several virtual services ({names}): write `namespace/name`",
+                    code="ambiguous-virtual-service",
+                )
+                continue
+            vs = vss[matched[0]]
+            index = policy.route_index(vs)
+            if policy.route is not None and index is None:
+                routes = ", ".join(f"`{r.name or j}`" for j, r in enumerate(vs.http)) or "none"
+                yield Issue(
+                    (*here, "route"),
+                    f"virtual service `{vs_label(vs)}` has no http route `{policy.route}` "
+                    f"(its routes: {routes})",
+                    code="unknown-route",
+                )
+                continue
+            key = (matched[0], policy.route)
+            if key in seen:
+                yield Issue(
+                    here,
+                    f"`{vs_label(vs)}`"
+                    + (f" route `{policy.route}`" if policy.route is not None else "")
+                    + f" already has a mirror policy at {self.where(seen[key])}",
+                    code="duplicate-mirror-policy",
+                )
+                continue
+            seen[key] = (*here, "virtualService")
+            routes_ = [vs.http[index]] if index is not None else vs.http
+            if not any(r.mirror_policies for r in routes_):
+                yield Issue(
+                    here,
+                    "applies to no mirror: "
+                    + (f"route `{policy.route}`" if policy.route is not None else "no route")
+                    + f" of `{vs_label(vs)}` has `mirror` or `mirrors`",
+                    severity="warning",
+                    code="policy-without-mirror",
                 )
 
     def destination(self, path: Path, dest: Destination) -> Iterator[Issue]:

@@ -29,6 +29,8 @@ class Behaviour:
     status: int = 200
     delay: float = 0.0
     body: bytes = b""
+    #: When set: each request is held until the event is set (at most 30 s), then answered.
+    gate: threading.Event | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,6 +72,8 @@ class _Handler(BaseHTTPRequestHandler):
         behaviour = self.server.behaviour
         if behaviour.delay:
             time.sleep(behaviour.delay)
+        if behaviour.gate is not None:
+            behaviour.gate.wait(timeout=30)
         payload = behaviour.body or self.server.name.encode()
         # Recorded before answering: once a client has its answer, `seen` holds the request.
         seen = Seen(

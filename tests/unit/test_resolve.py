@@ -105,6 +105,9 @@ def test_seed_snapshot() -> None:
         "timeout_ms": 10_000,
         "max_body_bytes": 4 * 1024 * 1024,
         "host_suffix": "-shadow",
+        "request_headers": NO_OPS,
+        "only_idempotent": False,
+        "after_primary_success": False,
     }
     assert s["virtual_hosts"] == [
         {
