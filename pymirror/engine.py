@@ -74,7 +74,7 @@ class ServerOptions:
     """How the data plane serves connections."""
 
     worker_threads: int = 0
-    """Runtime worker threads; 0 means one per CPU core."""
+    """Worker threads, each accepting and serving on its own; 0 means one per CPU core."""
     header_read_timeout: float = 30.0
     """Seconds a client has to send its whole request head (slowloris guard)."""
     max_header_bytes: int = 64 * 1024

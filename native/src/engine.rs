@@ -7,10 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpSocket;
-use tokio::runtime::Runtime;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::access_log::{AccessLog, AccessLogReport};
 use crate::body::MirrorBudget;
@@ -22,13 +18,11 @@ use crate::snapshot::Snapshot;
 use crate::stats::{ListenerStats, StatsRegistry, StatsReport, BUCKET_BOUNDS_SECONDS};
 use crate::table::RouteTable;
 use crate::upstream::{ConnectionGauges, Upstreams};
-
-/// Pending connections the kernel queues per listener.
-const LISTEN_BACKLOG: u32 = 4096;
+use crate::workers::{self, Workers};
 
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    /// Runtime worker threads; 0 means one per core.
+    /// Worker threads (each accepts and serves on its own); 0: one per core.
     pub worker_threads: usize,
     pub server: ServerSettings,
     /// Where the access log goes (a path, or `-` for standard output); `None`: nowhere.
@@ -41,9 +35,7 @@ pub struct EngineOptions {
 pub const DEFAULT_MIRROR_BUFFER_BUDGET: u64 = 256 * 1024 * 1024;
 
 struct Running {
-    runtime: Runtime,
-    shutdown: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<()>>,
+    workers: Workers,
 }
 
 pub struct Engine {
@@ -76,25 +68,19 @@ impl Engine {
         let endpoint_ids = EndpointIds::default();
         let table = RouteTable::compile(snapshot, &mut registry, &endpoint_ids)
             .map_err(EngineError::Snapshot)?;
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.enable_all().thread_name("pymirror-worker");
-        if options.worker_threads > 0 {
-            builder.worker_threads(options.worker_threads);
+        let worker_count = workers::default_count(options.worker_threads);
+        // Every listener binds one socket per worker; worker w takes socket w
+        // of each listener. All are bound before any serves: start fails whole.
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+            (0..worker_count).map(|_| Vec::new()).collect();
+        let mut addresses = Vec::with_capacity(snapshot.listeners.len());
+        for listener in &snapshot.listeners {
+            let sockets = workers::bind_shared(&listener.address, worker_count)?;
+            addresses.push(sockets[0].local_addr().map_err(EngineError::Runtime)?);
+            for (w, socket) in sockets.into_iter().enumerate() {
+                per_worker[w].push(socket);
+            }
         }
-        let runtime = builder.build().map_err(EngineError::Runtime)?;
-
-        let bound = {
-            let _context = runtime.enter();
-            snapshot
-                .listeners
-                .iter()
-                .map(|l| bind(&l.address))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        let addresses = bound
-            .iter()
-            .map(|l| l.local_addr().map_err(EngineError::Runtime))
-            .collect::<Result<Vec<_>, _>>()?;
         let access_log = options
             .access_log
             .as_deref()
@@ -113,25 +99,36 @@ impl Engine {
                 table,
                 upstreams: Upstreams::new(&snapshot.upstream, &connections),
             }),
-            listeners: bound.iter().map(|_| ListenerStats::default()).collect(),
+            listeners: addresses.iter().map(|_| ListenerStats::default()).collect(),
             connections,
             access_log,
             mirror_budget: MirrorBudget::new(options.mirror_buffer_budget),
         });
-        let (shutdown, signal) = watch::channel(false);
-        let listeners = bound
-            .into_iter()
-            .enumerate()
-            .map(|(i, listener)| {
-                runtime.spawn(server::serve(
-                    listener,
-                    i,
-                    shared.clone(),
-                    options.server.clone(),
-                    signal.clone(),
-                ))
-            })
-            .collect();
+        let serve = {
+            let shared = shared.clone();
+            let settings = options.server.clone();
+            move |listeners: Vec<tokio::net::TcpListener>, drain: workers::DrainSignal| {
+                let serving: Vec<_> = listeners
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, listener)| {
+                        tokio::spawn(server::serve(
+                            listener,
+                            index,
+                            shared.clone(),
+                            settings.clone(),
+                            drain.clone(),
+                        ))
+                    })
+                    .collect();
+                async move {
+                    for listener in serving {
+                        let _ = listener.await;
+                    }
+                }
+            }
+        };
+        let workers = Workers::start(per_worker, serve)?;
         Ok(Self {
             shared,
             registry: Mutex::new(registry),
@@ -142,11 +139,7 @@ impl Engine {
                 .map(|l| l.address.clone())
                 .collect(),
             addresses,
-            running: Mutex::new(Some(Running {
-                runtime,
-                shutdown,
-                listeners,
-            })),
+            running: Mutex::new(Some(Running { workers })),
         })
     }
 
@@ -246,17 +239,7 @@ impl Engine {
         else {
             return true;
         };
-        let _ = running.shutdown.send(true);
-        let drained = running.runtime.block_on(async {
-            tokio::time::timeout(drain, async {
-                for listener in running.listeners {
-                    let _ = listener.await;
-                }
-            })
-            .await
-            .is_ok()
-        });
-        running.runtime.shutdown_timeout(Duration::from_millis(250));
+        let drained = running.workers.drain(drain);
         if let Some(log) = &self.shared.access_log {
             log.settle(Duration::from_secs(2));
         }
@@ -268,26 +251,4 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
     }
-}
-
-fn bind(address: &str) -> Result<tokio::net::TcpListener, EngineError> {
-    let fail = |source| EngineError::Bind {
-        address: address.to_owned(),
-        source,
-    };
-    let addr: SocketAddr = address.parse().map_err(|_| {
-        fail(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "expected ip:port",
-        ))
-    })?;
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(fail)?;
-    socket.set_reuseaddr(true).map_err(fail)?;
-    socket.bind(addr).map_err(fail)?;
-    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }

@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod table;
 pub mod upstream;
+pub mod workers;
 
 #[cfg(feature = "python")]
 mod bindings;

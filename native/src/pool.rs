@@ -184,19 +184,28 @@ impl Pool {
             let list = idle.by_endpoint.get_mut(endpoint as usize)?;
             // Most recently used first: the warmest connection, and the
             // stale ones age out at the bottom.
+            let mut found = None;
+            let mut busy = Vec::new();
             while let Some(mut conn) = list.pop() {
                 if oldest.is_some_and(|o| conn.since < o) {
                     list.clear();
-                    return None;
+                    break;
                 }
                 let mut cx = Context::from_waker(Waker::noop());
                 match conn.sender.poll_ready(&mut cx) {
-                    Poll::Ready(Ok(())) => return Some(conn.sender),
-                    // Closed, or still finishing its last exchange: not usable now.
-                    Poll::Ready(Err(_)) | Poll::Pending => {}
+                    Poll::Ready(Ok(())) => {
+                        found = Some(conn.sender);
+                        break;
+                    }
+                    // Still finishing its last exchange (its task has not run
+                    // since the response ended): keep it for the next request
+                    // instead of closing a good connection.
+                    Poll::Pending => busy.push(conn),
+                    Poll::Ready(Err(_)) => {}
                 }
             }
-            None
+            list.extend(busy.into_iter().rev());
+            found
         })
     }
 

@@ -10,9 +10,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::proxy::{self, Connection, Shared};
+use crate::workers::DrainSignal;
 
 /// How connections are served.
 #[derive(Debug, Clone)]
@@ -43,14 +43,14 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Accepts until `shutdown` fires, then waits for open connections to finish
+/// Accepts until told to drain, then waits for open connections to finish
 /// their in-flight requests (keep-alive connections close after them).
 pub async fn serve(
     listener: TcpListener,
     index: usize,
     shared: Arc<Shared>,
     settings: ServerSettings,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: DrainSignal,
 ) {
     let graceful = GracefulShutdown::new();
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -91,9 +91,14 @@ pub async fn serve(
                     drop(guard);
                 });
             }
-            _ = shutdown.changed() => break,
+            _ = draining(&mut drain) => break,
         }
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Resolves once the drain signal fires (or its sender is gone).
+async fn draining(drain: &mut DrainSignal) {
+    let _ = drain.wait_for(Option::is_some).await;
 }
