@@ -33,7 +33,7 @@ DEFAULT_NAMESPACE = "default"
 _SERVED = ("VirtualService", "DestinationRule", "ServiceEntry")
 _TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 #: What a MirrorProxy spec holds: the native format's keys outside Istio's resources.
-PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults")
+PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults", "limits")
 _EXPORT_TO_ANNOTATION = "networking.istio.io/exportTo"
 M = TypeVar("M", bound=BaseModel)
 
