@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=ServerOptions.header_read_timeout,
         metavar="SECONDS",
-        help="time a client has to send a request head (default: %(default)g)",
+        help="time a client has to finish a request head once begun (default: %(default)g)",
     )
 
     check = commands.add_parser("check", help="validate configuration and print what would run")

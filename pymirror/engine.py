@@ -43,6 +43,7 @@ class ListenerStats(TypedDict):
     address: str
     connections_total: int
     connections_active: int
+    connections_refused: int  # closed at accept: the listener had `max_connections` open
     unrouted: int
 
 
@@ -76,7 +77,8 @@ class ServerOptions:
     worker_threads: int = 0
     """Worker threads, each accepting and serving on its own; 0 means one per CPU core."""
     header_read_timeout: float = 30.0
-    """Seconds a client has to send its whole request head (slowloris guard)."""
+    """Seconds a client has to finish a request head once it has begun (slowloris guard);
+    waiting for a head to begin is bounded by the snapshot's `limits.idle_timeout_ms`."""
     max_header_bytes: int = 64 * 1024
     """Largest request head accepted; larger ones get 431."""
     access_log: str | None = None

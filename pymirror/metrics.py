@@ -297,6 +297,11 @@ def _listeners(stats: Stats) -> list[Metric]:
         "Client connections open now, by listener.",
         labels=["listener"],
     )
+    refused = CounterMetricFamily(
+        "pymirror_listener_connections_refused",
+        "Client connections closed at accept because the listener had its maximum open.",
+        labels=["listener"],
+    )
     unrouted = CounterMetricFamily(
         "pymirror_listener_unrouted_requests",
         "Requests answered 404 because no virtual service or route matched.",
@@ -305,5 +310,6 @@ def _listeners(stats: Stats) -> list[Metric]:
     for lst in stats["listeners"]:
         accepted.add_metric([lst["address"]], lst["connections_total"])
         active.add_metric([lst["address"]], lst["connections_active"])
+        refused.add_metric([lst["address"]], lst["connections_refused"])
         unrouted.add_metric([lst["address"]], lst["unrouted"])
-    return [accepted, active, unrouted]
+    return [accepted, active, refused, unrouted]

@@ -105,6 +105,7 @@ class _Resolver:
             "pool_idle_timeout_ms": snap.POOL_IDLE_TIMEOUT_MS,
             "pool_max_idle_per_endpoint": snap.POOL_MAX_IDLE_PER_ENDPOINT,
         }
+        limits = config.limits
         result: snap.Snapshot = {
             "schema": snap.SCHEMA,
             "version": "",
@@ -112,6 +113,11 @@ class _Resolver:
             "virtual_hosts": self.virtual_hosts,
             "clusters": self.clusters,
             "upstream": upstream,
+            "limits": {
+                "max_request_headers": limits.max_request_headers,
+                "idle_timeout_ms": duration_ms(limits.idle_timeout),
+                "max_connections": limits.max_connections,
+            },
         }
         # The version labels what the core runs: equal snapshots get equal versions.
         canonical = json.dumps({**result, "version": None}, sort_keys=True, separators=(",", ":"))
@@ -241,6 +247,8 @@ class _Resolver:
             "load_balancer": (policy.balancer if policy else None) or "round_robin",
             "max_requests": policy.max_requests if policy else None,
         }
+        if policy and policy.outlier_detection:
+            cluster["outlier_detection"] = policy.outlier_detection.resolved()
         key = json.dumps(cluster, sort_keys=True)
         if key not in self.cluster_ids:
             self.cluster_ids[key] = len(self.clusters)

@@ -22,6 +22,14 @@ CONNECT_TIMEOUT_MS = 1_000
 POOL_IDLE_TIMEOUT_MS = 60_000
 POOL_MAX_IDLE_PER_ENDPOINT = 1024
 REDIRECT_CODE = 301
+MAX_REQUEST_HEADERS = 100
+IDLE_TIMEOUT_MS = 60_000
+MAX_CONNECTIONS = 10_000
+# Istio's outlierDetection defaults.
+CONSECUTIVE_5XX = 5
+OUTLIER_INTERVAL_MS = 10_000
+BASE_EJECTION_TIME_MS = 30_000
+MAX_EJECTION_PERCENT = 10
 
 #: Share of requests sampled is expressed out of this (Envoy's FractionalPercent MILLION).
 PER_MILLION = 1_000_000
@@ -169,6 +177,22 @@ class Listener(TypedDict):
     """Index into `Snapshot.virtual_hosts` for requests whose Host matches none."""
 
 
+class OutlierDetection(TypedDict):
+    """Istio's outlierDetection: an endpoint failing N times in a row leaves the pick for
+    `base_ejection_time_ms` times its ejections so far. Connect failures, resets and
+    timeouts count as gateway errors (and so as 5xx)."""
+
+    consecutive_5xx: NotRequired[int]
+    """5xx answers in a row that eject; 0: not by this count. Default 5."""
+    consecutive_gateway_errors: NotRequired[int]
+    """502/503/504 answers in a row that eject; 0 (default): not by this count."""
+    interval_ms: NotRequired[int]
+    """Each interval an endpoint stays in service forgives one past ejection."""
+    base_ejection_time_ms: NotRequired[int]
+    max_ejection_percent: NotRequired[int]
+    """At most this share of the cluster is ejected at once (0-100). Default 10."""
+
+
 class Cluster(TypedDict):
     host: str
     subset: NotRequired[str | None]
@@ -180,12 +204,26 @@ class Cluster(TypedDict):
     """`round_robin` (default), `least_request` or `random`."""
     max_requests: NotRequired[int | None]
     """Requests in flight to the cluster at once; past it, 503."""
+    outlier_detection: NotRequired[OutlierDetection | None]
+    """Passive health checking; None: endpoints are never ejected."""
 
 
 class UpstreamSettings(TypedDict):
     connect_timeout_ms: NotRequired[int]
     pool_idle_timeout_ms: NotRequired[int]
     pool_max_idle_per_endpoint: NotRequired[int]
+
+
+class Limits(TypedDict):
+    """Bounds on client connections, applied to connections accepted after a reload."""
+
+    max_request_headers: NotRequired[int]
+    """Header fields in one request head; past it, 431. Default 100."""
+    idle_timeout_ms: NotRequired[int]
+    """A connection waiting for its next request is closed after this; 0: never."""
+    max_connections: NotRequired[int]
+    """Client connections open at once per listener; past it new ones are closed at
+    accept. 0: unbounded."""
 
 
 class Snapshot(TypedDict):
@@ -195,3 +233,4 @@ class Snapshot(TypedDict):
     virtual_hosts: list[VirtualHost]
     clusters: list[Cluster]
     upstream: NotRequired[UpstreamSettings]
+    limits: NotRequired[Limits]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,13 @@ def settle(proxy: Proxy, timeout: float = 15.0) -> MirrorStats:
             return mirror
         time.sleep(0.02)
     raise AssertionError("mirror copies still in flight")
+
+
+def most_connect_attempts(elapsed: float) -> int:
+    """Connect attempts a refusing mirror endpoint can see in `elapsed` seconds: the first,
+    then one probe each time the back-off (250 ms, doubling; `native/src/outlier.rs`) runs
+    out, plus two copies that may already be on their way when the first refusal lands."""
+    return 1 + int(math.log2(elapsed / 0.25 + 1)) + 2
 
 
 def seed_config(

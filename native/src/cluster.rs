@@ -1,11 +1,14 @@
 //! Clusters: a destination's endpoints, how one is picked (round robin,
-//! least request, random; weighted), and the cluster's request limit.
+//! least request, random; weighted), the cluster's request limit, and which
+//! endpoints passive health has taken out of the pick.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
 use http::uri::Authority;
 
+use crate::outlier::{Health, Outliers};
 use crate::pool::EndpointIds;
+use crate::retry::TryOutcome;
 use crate::sampling::WeightedPicker;
 use crate::snapshot::{self, LoadBalancer};
 
@@ -20,6 +23,11 @@ pub struct Endpoint {
     pub authority: Authority,
     /// Requests in flight to this endpoint (for least-request picks).
     active: AtomicU32,
+    /// Its place in the cluster.
+    pub index: usize,
+    /// 0: never picked.
+    weight: u32,
+    pub health: Health,
 }
 
 #[derive(Debug)]
@@ -38,6 +46,8 @@ enum Picker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unavailable {
     NoEndpoint,
+    /// Every endpoint is ejected (outlier detection) or backing off (mirrors).
+    Ejected,
     Overflow,
 }
 
@@ -49,18 +59,36 @@ pub struct Cluster {
     picker: Picker,
     max_requests: Option<u32>,
     in_flight: AtomicU32,
+    outliers: Option<Outliers>,
 }
 
 impl Cluster {
     pub fn compile(c: &snapshot::Cluster, ids: &EndpointIds) -> Result<Self, String> {
+        let weights: Vec<u32> = if c.weights.is_empty() {
+            vec![1; c.endpoints.len()]
+        } else if c.weights.len() == c.endpoints.len() {
+            c.weights.clone()
+        } else {
+            return Err(format!(
+                "cluster {:?}: {} weights for {} endpoints",
+                c.host,
+                c.weights.len(),
+                c.endpoints.len()
+            ));
+        };
         let endpoints: Vec<Endpoint> = c
             .endpoints
             .iter()
-            .map(|e| match e.parse::<Authority>() {
+            .zip(&weights)
+            .enumerate()
+            .map(|(index, (e, &weight))| match e.parse::<Authority>() {
                 Ok(a) if a.port_u16().is_some() && !a.as_str().contains('@') => Ok(Endpoint {
                     id: ids.id(a.as_str()),
                     authority: a,
                     active: AtomicU32::new(0),
+                    index,
+                    weight,
+                    health: Health::default(),
                 }),
                 _ => Err(format!(
                     "cluster {:?}: endpoint {e:?} is not host:port",
@@ -68,18 +96,12 @@ impl Cluster {
                 )),
             })
             .collect::<Result<_, _>>()?;
-        let weights: Vec<u32> = if c.weights.is_empty() {
-            vec![1; endpoints.len()]
-        } else if c.weights.len() == endpoints.len() {
-            c.weights.clone()
-        } else {
-            return Err(format!(
-                "cluster {:?}: {} weights for {} endpoints",
-                c.host,
-                c.weights.len(),
-                endpoints.len()
-            ));
-        };
+        let outliers = c
+            .outlier_detection
+            .as_ref()
+            .map(|spec| Outliers::new(spec, endpoints.len()))
+            .transpose()
+            .map_err(|e| format!("cluster {:?}: {e}", c.host))?;
         if !endpoints.is_empty() && weights.iter().all(|&w| w == 0) {
             return Err(format!("cluster {:?}: every endpoint weight is 0", c.host));
         }
@@ -101,12 +123,58 @@ impl Cluster {
             picker,
             max_requests: c.max_requests,
             in_flight: AtomicU32::new(0),
+            outliers,
         })
     }
 
-    /// An endpoint for a mirror copy (copies are bounded by their own limit).
+    /// An endpoint for a mirror copy (copies are bounded by their own limit):
+    /// none that is ejected, nor one that refused the last copy's connection.
     #[inline]
-    pub fn pick(&self) -> Option<&Endpoint> {
+    pub fn pick_for_mirror(&self) -> Result<&Endpoint, Unavailable> {
+        self.pick_where(|e| !self.is_ejected(e) && e.health.backoff.admits())
+    }
+
+    /// The endpoint at `index` (its `index` field).
+    pub fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index]
+    }
+
+    /// Counts an answer (or a failure) of `endpoint` for outlier detection.
+    #[inline]
+    pub fn record(&self, endpoint: &Endpoint, outcome: TryOutcome) {
+        if let Some(outliers) = &self.outliers {
+            outliers.record(&endpoint.health, outcome);
+        }
+    }
+
+    /// Endpoints ejected by outlier detection now, and ejections so far.
+    pub fn ejections(&self) -> (u32, u64) {
+        self.outliers.as_ref().map_or((0, 0), |o| {
+            (o.ejected_now(), o.ejections_total.load(Relaxed))
+        })
+    }
+
+    #[inline]
+    fn is_ejected(&self, endpoint: &Endpoint) -> bool {
+        self.outliers
+            .as_ref()
+            .is_some_and(|o| o.is_ejected(&endpoint.health))
+    }
+
+    /// The balancer's pick if `usable`, else the next usable endpoint after it
+    /// (in cluster order, zero weights skipped). Healthy clusters never scan.
+    #[inline]
+    fn pick_where(&self, usable: impl Fn(&Endpoint) -> bool) -> Result<&Endpoint, Unavailable> {
+        let first = self.pick_index().ok_or(Unavailable::NoEndpoint)?;
+        let n = self.endpoints.len();
+        (0..n)
+            .map(|k| &self.endpoints[(first + k) % n])
+            .find(|e| e.weight > 0 && usable(e))
+            .ok_or(Unavailable::Ejected)
+    }
+
+    #[inline]
+    fn pick_index(&self) -> Option<usize> {
         if self.endpoints.is_empty() {
             return None;
         }
@@ -126,7 +194,7 @@ impl Cluster {
                 }
             }
         };
-        self.endpoints.get(index)
+        Some(index)
     }
 
     /// An endpoint for a primary request, counted in flight until the lease drops.
@@ -139,9 +207,12 @@ impl Cluster {
         } else {
             self.in_flight.fetch_add(1, Relaxed);
         }
-        let Some(endpoint) = self.pick() else {
-            self.in_flight.fetch_sub(1, Relaxed);
-            return Err(Unavailable::NoEndpoint);
+        let endpoint = match self.pick_where(|e| !self.is_ejected(e)) {
+            Ok(endpoint) => endpoint,
+            Err(why) => {
+                self.in_flight.fetch_sub(1, Relaxed);
+                return Err(why);
+            }
         };
         endpoint.active.fetch_add(1, Relaxed);
         Ok(Lease {
@@ -221,6 +292,7 @@ mod tests {
                 weights: weights.to_vec(),
                 load_balancer: lb,
                 max_requests: max,
+                outlier_detection: None,
             },
             &EndpointIds::default(),
         )
@@ -229,7 +301,7 @@ mod tests {
 
     fn picks(c: &Cluster, n: usize) -> Vec<String> {
         (0..n)
-            .map(|_| c.pick().unwrap().authority.to_string())
+            .map(|_| c.pick_for_mirror().unwrap().authority.to_string())
             .collect()
     }
 
@@ -278,6 +350,70 @@ mod tests {
         assert_eq!(empty.in_flight.load(Relaxed), 0);
     }
 
+    fn with_outliers(endpoints: &[&str], max_percent: u32) -> Cluster {
+        Cluster::compile(
+            &snapshot::Cluster {
+                host: "reviews".into(),
+                subset: None,
+                endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+                weights: vec![],
+                load_balancer: LoadBalancer::RoundRobin,
+                max_requests: None,
+                outlier_detection: Some(snapshot::OutlierDetection {
+                    consecutive_5xx: 2,
+                    consecutive_gateway_errors: 0,
+                    interval_ms: 10_000,
+                    base_ejection_time_ms: 30_000,
+                    max_ejection_percent: max_percent,
+                }),
+            },
+            &EndpointIds::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_by_the_balancer() {
+        let c = with_outliers(&["a:1", "b:1", "c:1"], 50);
+        let a = &c.endpoints[0];
+        c.record(a, TryOutcome::Status(500));
+        c.record(a, TryOutcome::Status(503));
+        assert_eq!(c.ejections(), (1, 1));
+        let picked: Vec<String> = (0..6)
+            .map(|_| c.acquire().unwrap().endpoint().authority.to_string())
+            .collect();
+        assert!(!picked.contains(&"a:1".to_string()), "{picked:?}");
+        // 50% of three: a second ejection would be 66%, so b stays in.
+        let b = &c.endpoints[1];
+        c.record(b, TryOutcome::ConnectFailure);
+        c.record(b, TryOutcome::ConnectFailure);
+        assert_eq!(c.ejections(), (1, 1));
+        assert!(picks(&c, 6).contains(&"b:1".to_string()));
+    }
+
+    #[test]
+    fn a_fully_ejected_cluster_has_no_endpoint_to_give() {
+        let c = with_outliers(&["a:1"], 100);
+        c.record(&c.endpoints[0], TryOutcome::Status(500));
+        c.record(&c.endpoints[0], TryOutcome::Status(500));
+        assert_eq!(c.acquire().unwrap_err(), Unavailable::Ejected);
+        assert_eq!(c.in_flight.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn mirror_picks_skip_endpoints_that_refuse_connections() {
+        let c = cluster(&["a:1", "b:1"], &[], LoadBalancer::RoundRobin, None);
+        c.endpoints[0].health.backoff.connect_failed();
+        assert!(picks(&c, 4).iter().all(|p| p == "b:1"));
+        c.endpoints[1].health.backoff.connect_failed();
+        assert_eq!(c.pick_for_mirror().unwrap_err(), Unavailable::Ejected);
+        // Without outlier detection, answers never take an endpoint out.
+        for _ in 0..100 {
+            c.record(&c.endpoints[0], TryOutcome::Status(500));
+        }
+        assert_eq!(c.ejections(), (0, 0));
+    }
+
     #[test]
     fn bad_clusters_are_refused() {
         let bad = |endpoints: Vec<String>, weights: Vec<u32>| {
@@ -289,6 +425,7 @@ mod tests {
                     weights,
                     load_balancer: LoadBalancer::RoundRobin,
                     max_requests: None,
+                    outlier_detection: None,
                 },
                 &EndpointIds::default(),
             )

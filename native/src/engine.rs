@@ -98,6 +98,7 @@ impl Engine {
             published: ArcSwap::from_pointee(Published {
                 table,
                 upstreams: Upstreams::new(&snapshot.upstream, &connections),
+                limits: snapshot.limits.clone(),
             }),
             listeners: addresses.iter().map(|_| ListenerStats::default()).collect(),
             connections,
@@ -182,9 +183,11 @@ impl Engine {
         } else {
             Upstreams::new(&snapshot.upstream, &self.shared.connections)
         };
-        self.shared
-            .published
-            .store(Arc::new(Published { table, upstreams }));
+        self.shared.published.store(Arc::new(Published {
+            table,
+            upstreams,
+            limits: snapshot.limits.clone(),
+        }));
         Ok(())
     }
 

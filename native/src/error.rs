@@ -41,6 +41,14 @@ pub enum LocalReply {
     /// Content-Length together with Transfer-Encoding: the body's framing is
     /// ambiguous (request smuggling), so the request is refused, never forwarded.
     AmbiguousFraming,
+    /// Content-Length given more than once: hyper would keep one if they agree,
+    /// another hop might not.
+    RepeatedContentLength,
+    /// A transfer coding other than one `chunked`: forwarding it re-framed
+    /// would hand the next hop a body in a coding it was not told about.
+    UnsupportedTransferEncoding,
+    /// An HTTP/1.1 request without Host, or with more than one (RFC 9112 3.2).
+    BadHost,
     /// CONNECT would make the proxy a tunnel to anywhere.
     ConnectRefused,
     /// The client's request body was malformed or cut short.
@@ -60,7 +68,11 @@ pub enum LocalReply {
 impl LocalReply {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::AmbiguousFraming | Self::BadRequestBody => StatusCode::BAD_REQUEST,
+            Self::AmbiguousFraming
+            | Self::RepeatedContentLength
+            | Self::UnsupportedTransferEncoding
+            | Self::BadHost
+            | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
@@ -74,6 +86,11 @@ impl LocalReply {
     pub fn message(self) -> &'static str {
         match self {
             Self::AmbiguousFraming => "content-length together with transfer-encoding is refused\n",
+            Self::RepeatedContentLength => "content-length given more than once is refused\n",
+            Self::UnsupportedTransferEncoding => {
+                "transfer-encoding other than a single chunked is refused\n"
+            }
+            Self::BadHost => "a request needs exactly one host header\n",
             Self::ConnectRefused => "CONNECT is not served\n",
             Self::BadRequestBody => "malformed or incomplete request body\n",
             Self::HeadersTooLarge => "request header fields too large\n",
@@ -92,9 +109,16 @@ impl LocalReply {
             plain_response(self.status(), Bytes::from_static(self.message().as_bytes()));
         if matches!(
             self,
-            Self::AmbiguousFraming | Self::BadRequestBody | Self::HeadersTooLarge
+            Self::AmbiguousFraming
+                | Self::RepeatedContentLength
+                | Self::UnsupportedTransferEncoding
+                | Self::BadHost
+                | Self::BadRequestBody
+                | Self::HeadersTooLarge
+                | Self::ConnectRefused
         ) {
-            // Where this request's body ends is unknowable: the connection cannot go on.
+            // Where this request's body ends is unknowable (or, after CONNECT, the
+            // client may already be sending tunnel bytes): the connection cannot go on.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

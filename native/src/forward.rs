@@ -83,7 +83,9 @@ async fn try_once(
 ) -> (Option<TryOutcome>, Tried) {
     let lease = match f.cluster.acquire() {
         Ok(lease) => lease,
-        Err(Unavailable::NoEndpoint) => return (None, Err(LocalReply::NoEndpoint)),
+        Err(Unavailable::NoEndpoint | Unavailable::Ejected) => {
+            return (None, Err(LocalReply::NoEndpoint))
+        }
         Err(Unavailable::Overflow) => return (None, Err(LocalReply::Overflow)),
     };
     parts.uri = origin_uri(parts.uri.path_and_query());
@@ -97,22 +99,25 @@ async fn try_once(
     let result = match per_try {
         Some(limit) => match tokio::time::timeout(limit, exchange).await {
             Ok(result) => result,
-            Err(_) => return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout)),
+            Err(_) => {
+                f.cluster.record(endpoint, TryOutcome::Timeout);
+                return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout));
+            }
         },
         None => exchange.await,
     };
-    drop(lease);
-    match result {
+    let (outcome, result) = match result {
         Ok((response, loan)) => (
-            Some(TryOutcome::Status(response.status().as_u16())),
+            TryOutcome::Status(response.status().as_u16()),
             Ok(response.map(|body| PooledResponse::new(body, loan))),
         ),
-        Err(SendError::Connect) => (
-            Some(TryOutcome::ConnectFailure),
-            Err(LocalReply::UpstreamConnect),
-        ),
-        Err(SendError::Exchange(_)) => (Some(TryOutcome::Reset), Err(LocalReply::UpstreamReset)),
-    }
+        Err(SendError::Connect) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamConnect)),
+        Err(SendError::Exchange(_)) => (TryOutcome::Reset, Err(LocalReply::UpstreamReset)),
+    };
+    // Passive health sees every try, retried or not.
+    f.cluster.record(endpoint, outcome);
+    drop(lease);
+    (Some(outcome), result)
 }
 
 /// A request head for another try (`Parts` itself is not `Clone`).

@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::error::LocalReply;
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -43,6 +45,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if headers.contains_key(name) {
             headers.remove(name);
         }
+    }
+}
+
+/// What hyper accepts and a proxy must not pass on: a transfer coding other
+/// than one `chunked` (hyper only checks the last), Content-Length beside
+/// Transfer-Encoding (hyper drops it; checked again here in case that
+/// changes), and a missing or repeated Host on HTTP/1.1 (RFC 9112 3.2: 400).
+pub fn framing_problem(headers: &HeaderMap, version: http::Version) -> Option<LocalReply> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Some(LocalReply::UnsupportedTransferEncoding);
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Some(LocalReply::AmbiguousFraming);
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some(LocalReply::BadHost),
+        (None, _) if version == http::Version::HTTP_11 => Some(LocalReply::BadHost),
+        _ => None,
     }
 }
 
@@ -148,6 +172,49 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn framing_and_host_problems_are_named() {
+        use http::Version;
+        let ok = map(&[("host", "a"), ("transfer-encoding", "chunked")]);
+        assert_eq!(framing_problem(&ok, Version::HTTP_11), None);
+        let ok = map(&[("host", "a"), ("transfer-encoding", "Chunked")]);
+        assert_eq!(framing_problem(&ok, Version::HTTP_11), None);
+        for te in [
+            &["gzip, chunked"][..],
+            &["chunked, chunked"],
+            &["chunked", "chunked"],
+        ] {
+            let mut h = map(&[("host", "a")]);
+            for v in te {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            assert_eq!(
+                framing_problem(&h, Version::HTTP_11),
+                Some(LocalReply::UnsupportedTransferEncoding),
+                "{te:?}"
+            );
+        }
+        let both = map(&[
+            ("host", "a"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "1"),
+        ]);
+        assert_eq!(
+            framing_problem(&both, Version::HTTP_11),
+            Some(LocalReply::AmbiguousFraming)
+        );
+        let two_hosts = map(&[("host", "a"), ("host", "b")]);
+        assert_eq!(
+            framing_problem(&two_hosts, Version::HTTP_10),
+            Some(LocalReply::BadHost)
+        );
+        assert_eq!(
+            framing_problem(&HeaderMap::new(), Version::HTTP_11),
+            Some(LocalReply::BadHost)
+        );
+        assert_eq!(framing_problem(&HeaderMap::new(), Version::HTTP_10), None);
     }
 
     #[test]

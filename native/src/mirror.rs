@@ -14,10 +14,11 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::access_log::PendingLine;
 use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Unavailable};
 use crate::header_ops::HeaderOps;
 use crate::headers::shadow_host;
-use crate::pool::{Pool, PooledResponse};
+use crate::pool::{Pool, PooledResponse, SendError};
+use crate::retry::TryOutcome;
 use crate::sampling::Sampler;
 use crate::snapshot;
 use crate::stats::{DropReason, MirrorStats};
@@ -78,9 +79,16 @@ impl MirrorPolicy {
         if !self.sampler.sample() {
             return None;
         }
-        let Some(endpoint) = self.cluster.pick() else {
-            self.stats.dropped(DropReason::NoEndpoint);
-            return None;
+        let endpoint = match self.cluster.pick_for_mirror() {
+            Ok(endpoint) => endpoint,
+            Err(Unavailable::Ejected) => {
+                self.stats.dropped(DropReason::Ejected);
+                return None;
+            }
+            Err(_) => {
+                self.stats.dropped(DropReason::NoEndpoint);
+                return None;
+            }
         };
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             self.stats.dropped(DropReason::InFlightLimit);
@@ -91,6 +99,7 @@ impl MirrorPolicy {
             permit,
             endpoint: endpoint.id,
             authority: endpoint.authority.clone(),
+            index: endpoint.index,
         })
     }
 
@@ -135,6 +144,7 @@ impl MirrorPolicy {
             request,
             endpoint: admission.endpoint,
             authority: admission.authority,
+            index: admission.index,
             permit: admission.permit,
             timeout: self.timeout,
             stats: self.stats.clone(),
@@ -152,6 +162,8 @@ pub struct Admission {
     permit: OwnedSemaphorePermit,
     endpoint: u32,
     authority: Authority,
+    /// The endpoint's place in the cluster (for its passive-health state).
+    index: usize,
 }
 
 /// A copy ready to go; `run` it on its own task.
@@ -160,6 +172,7 @@ pub struct MirrorCopy {
     request: Request<MirrorBody>,
     endpoint: u32,
     authority: Authority,
+    index: usize,
     permit: OwnedSemaphorePermit,
     timeout: Duration,
     stats: Arc<MirrorStats>,
@@ -204,13 +217,16 @@ impl MirrorCopy {
             request,
             endpoint,
             authority,
+            index,
             permit,
             timeout,
             stats,
+            cluster,
             line,
             gate,
             ..
         } = self;
+        let target = cluster.endpoint(index);
         if let Some(gate) = gate {
             if !gate.await.unwrap_or(false) {
                 stats.dropped(DropReason::PrimaryFailed);
@@ -225,8 +241,22 @@ impl MirrorCopy {
         let tap = request.body().state();
         let started = Instant::now();
         let exchange = async {
-            let (response, loan) = pool.send(endpoint, &authority, request).await?;
+            let sent = pool.send(endpoint, &authority, request).await;
+            // A refused connection backs this endpoint off for the next copies;
+            // any connection made ends the back-off.
+            match &sent {
+                Err(SendError::Connect) => target.health.backoff.connect_failed(),
+                _ => target.health.backoff.connected(),
+            }
+            let (response, loan) = sent.inspect_err(|e| {
+                let outcome = match e {
+                    SendError::Connect => TryOutcome::ConnectFailure,
+                    SendError::Exchange(_) => TryOutcome::Reset,
+                };
+                cluster.record(target, outcome);
+            })?;
             let status = response.status().as_u16();
+            cluster.record(target, TryOutcome::Status(status));
             let mut body = PooledResponse::new(response.into_body(), loan);
             let mut bytes = 0u64;
             // Read and drop: the mirror's answer is never kept.
@@ -256,6 +286,7 @@ impl MirrorCopy {
                 }
             },
             Err(_) => {
+                cluster.record(target, TryOutcome::Timeout);
                 stats.timed_out.fetch_add(1, Relaxed);
                 ("timed_out", 0, 0)
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{HeaderValue, HOST};
 use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -19,7 +19,9 @@ use crate::body::{ClientBody, MirrorBudget, RequestBody, ResponseBody};
 use crate::error::{plain_response, LocalReply};
 use crate::forward::{self, Forward};
 use crate::headers;
+use crate::inspect::{Findings, Verdict};
 use crate::matcher::RequestView;
+use crate::snapshot::Limits;
 use crate::stats::ListenerStats;
 use crate::table::{Action, RouteTable};
 use crate::upstream::{ConnectionGauges, Upstreams};
@@ -29,6 +31,8 @@ use crate::upstream::{ConnectionGauges, Upstreams};
 pub struct Published {
     pub table: RouteTable,
     pub upstreams: Upstreams,
+    /// Applied to connections accepted while this is published.
+    pub limits: Limits,
 }
 
 /// State shared by every connection of an engine.
@@ -51,6 +55,8 @@ pub struct Connection {
     /// Request head bytes accepted (hyper bounds its read buffer, not the head).
     pub max_header_bytes: usize,
     pub peer: SocketAddr,
+    /// What the byte-stream side saw of each request head (see `inspect`).
+    pub findings: Arc<Findings>,
 }
 
 pub async fn handle(
@@ -85,13 +91,22 @@ async fn proxy(
     mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    // Taken for every request, in order, before anything else can answer.
+    if let Some(verdict) = conn.findings.take() {
+        return match verdict {
+            Verdict::AmbiguousFraming => LocalReply::AmbiguousFraming,
+            Verdict::RepeatedContentLength => LocalReply::RepeatedContentLength,
+            Verdict::BadChunk => LocalReply::BadRequestBody,
+        }
+        .into_response();
+    }
     if request.method() == Method::CONNECT {
         return LocalReply::ConnectRefused.into_response();
     }
-    let headers = request.headers();
-    if headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING) {
-        return LocalReply::AmbiguousFraming.into_response();
+    if let Some(refused) = headers::framing_problem(request.headers(), request.version()) {
+        return refused.into_response();
     }
+    let headers = request.headers();
     let head_bytes: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)

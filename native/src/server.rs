@@ -1,5 +1,5 @@
 //! Listeners: the accept loop and per-connection HTTP/1.1 serving, with
-//! graceful drain on shutdown.
+//! connection limits, idle and header timeouts, and graceful drain on shutdown.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,13 +11,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use crate::inspect::{Findings, Inspected, Tracker};
 use crate::proxy::{self, Connection, Shared};
+use crate::snapshot::Limits;
 use crate::workers::DrainSignal;
 
 /// How connections are served.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    /// A client must send its whole request head within this (slowloris guard).
+    /// A client must send its whole request head within this once it has
+    /// begun (slowloris guard); waiting for a head to begin is the idle timeout.
     pub header_read_timeout: Duration,
     /// Request head bytes read at most; past it the client gets 431.
     pub max_header_bytes: usize,
@@ -54,12 +57,9 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let port = listener.local_addr().map_or(0, |a| a.port());
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .keep_alive(true);
+    // Rebuilt only when a reload changes the limits.
+    let mut limits = shared.published.load().limits.clone();
+    let mut builder = connection_builder(&settings, &limits);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -72,17 +72,40 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
+                {
+                    let published = shared.published.load();
+                    if published.limits != limits {
+                        limits = published.limits.clone();
+                        builder = connection_builder(&settings, &limits);
+                    }
+                }
                 let stats = &shared.listeners[index];
+                let max = limits.max_connections;
+                // Past the limit the connection is closed unread: cheaper than
+                // any answer, and the client sees at once that it was refused.
+                if max > 0 && stats.connections_active.load(Relaxed) >= u64::from(max) {
+                    stats.connections_refused.fetch_add(1, Relaxed);
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
                 stats.connections_total.fetch_add(1, Relaxed);
                 stats.connections_active.fetch_add(1, Relaxed);
                 let guard = ActiveGuard(shared.clone(), index);
+                let findings = Arc::new(Findings::default());
+                let tracker = Tracker::new(
+                    settings.max_header_bytes,
+                    limits.max_request_headers as usize,
+                    findings.clone(),
+                );
+                let stream = Inspected::new(stream, tracker, settings.header_read_timeout);
                 let conn = Arc::new(Connection {
                     shared: shared.clone(),
                     listener: index,
                     port,
                     max_header_bytes: settings.max_header_bytes,
                     peer,
+                    findings,
                 });
                 let service = service_fn(move |req| proxy::handle(req, conn.clone()));
                 let served = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
@@ -96,6 +119,21 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+fn connection_builder(settings: &ServerSettings, limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    // hyper's header timer runs from the moment a connection waits for its
+    // next request head, so it is the idle timeout here; `Inspected` holds a
+    // head that has begun to the (shorter) header read timeout.
+    let idle = (limits.idle_timeout_ms > 0).then(|| Duration::from_millis(limits.idle_timeout_ms));
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .max_headers(limits.max_request_headers as usize)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
 }
 
 /// Resolves once the drain signal fires (or its sender is gone).

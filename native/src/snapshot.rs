@@ -23,6 +23,38 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     #[serde(default)]
     pub upstream: UpstreamSettings,
+    /// What a client connection may do at most (every listener alike).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Bounds on client connections. Read when a connection is accepted, so a
+/// reload applies them to new connections; open ones keep theirs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Request header fields accepted in one request head; past it: 431.
+    #[serde(default = "defaults::max_request_headers")]
+    pub max_request_headers: u32,
+    /// A keep-alive connection with no request in flight is closed after this
+    /// many ms without a new request head starting. 0: never.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Client connections open at once per listener; past it a new connection
+    /// is closed as soon as it is accepted (counted as `connections_refused`).
+    /// 0: unbounded.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_headers: defaults::max_request_headers(),
+            idle_timeout_ms: defaults::idle_timeout_ms(),
+            max_connections: defaults::max_connections(),
+        }
+    }
 }
 
 /// An address to accept HTTP/1.1 connections on.
@@ -326,6 +358,34 @@ pub struct Cluster {
     /// 503 overflow. `None`: unbounded.
     #[serde(default)]
     pub max_requests: Option<u32>,
+    /// Passive health checking (DestinationRule trafficPolicy.outlierDetection).
+    /// `None`: endpoints are never ejected for their answers.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// Istio's OutlierDetection: an endpoint that fails N times in a row is taken
+/// out of the pick for a while. A connect failure, reset or timeout counts as
+/// a gateway error (and so as a 5xx), as Envoy maps local failures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx answers that eject an endpoint. 0: not by this count.
+    #[serde(default = "defaults::consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Consecutive 502/503/504 answers that eject an endpoint. 0: not by this count.
+    #[serde(default)]
+    pub consecutive_gateway_errors: u32,
+    /// How long an endpoint stays clear of ejections before one ejection is
+    /// forgiven (the next one lasts less), in ms.
+    #[serde(default = "defaults::outlier_interval_ms")]
+    pub interval_ms: u64,
+    /// An ejection lasts this many ms times the endpoint's ejections so far.
+    #[serde(default = "defaults::base_ejection_time_ms")]
+    pub base_ejection_time_ms: u64,
+    /// At most this share of the cluster's endpoints is ejected at once, in percent.
+    #[serde(default = "defaults::max_ejection_percent")]
+    pub max_ejection_percent: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -385,6 +445,31 @@ pub mod defaults {
     }
     pub fn redirect_code() -> u16 {
         301
+    }
+    /// Envoy's and hyper's default as well.
+    pub fn max_request_headers() -> u32 {
+        100
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        60_000
+    }
+    /// Far above what one proxy serves, far below the file-descriptor limits
+    /// that would otherwise be the bound.
+    pub fn max_connections() -> u32 {
+        10_000
+    }
+    /// Istio's defaults for outlierDetection.
+    pub fn consecutive_5xx() -> u32 {
+        5
+    }
+    pub fn outlier_interval_ms() -> u64 {
+        10_000
+    }
+    pub fn base_ejection_time_ms() -> u64 {
+        30_000
+    }
+    pub fn max_ejection_percent() -> u32 {
+        10
     }
 }
 

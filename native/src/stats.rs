@@ -124,16 +124,20 @@ pub enum DropReason {
     PrimaryFailed,
     /// The engine-wide budget of bytes queued for copies is spent.
     BufferBudget,
+    /// Every mirror endpoint is ejected by outlier detection or backing off
+    /// after refusing connections: no connect attempt is made.
+    Ejected,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         Self::InFlightLimit,
         Self::BodyBuffer,
         Self::NoEndpoint,
         Self::RequestAborted,
         Self::PrimaryFailed,
         Self::BufferBudget,
+        Self::Ejected,
     ];
 
     pub fn label(self) -> &'static str {
@@ -144,6 +148,7 @@ impl DropReason {
             Self::RequestAborted => "request_aborted",
             Self::PrimaryFailed => "primary_failed",
             Self::BufferBudget => "buffer_budget",
+            Self::Ejected => "ejected",
         }
     }
 }
@@ -159,7 +164,7 @@ pub struct MirrorStats {
     pub timed_out: AtomicU64,
     /// Copies admitted and not yet finished (a gauge).
     pub in_flight: AtomicU64,
-    dropped: [AtomicU64; 6],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     pub responses: StatusCounts,
     pub duration: Histogram,
 }
@@ -176,6 +181,8 @@ impl MirrorStats {
 pub struct ListenerStats {
     pub connections_total: AtomicU64,
     pub connections_active: AtomicU64,
+    /// Connections closed at accept because the listener had `max_connections` open.
+    pub connections_refused: AtomicU64,
     /// Requests answered 404 because no virtual host or route matched.
     pub unrouted: AtomicU64,
 }
@@ -264,6 +271,7 @@ pub struct ListenerReport {
     pub address: String,
     pub connections_total: u64,
     pub connections_active: u64,
+    pub connections_refused: u64,
     pub unrouted: u64,
 }
 
@@ -273,6 +281,7 @@ impl ListenerStats {
             address,
             connections_total: self.connections_total.load(Relaxed),
             connections_active: self.connections_active.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
             unrouted: self.unrouted.load(Relaxed),
         }
     }

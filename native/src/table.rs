@@ -176,6 +176,9 @@ impl RouteTable {
                 snapshot::SCHEMA
             ));
         }
+        if snap.limits.max_request_headers == 0 {
+            return Err("limits.max_request_headers must be at least 1".into());
+        }
         let clusters = snap
             .clusters
             .iter()

@@ -129,7 +129,20 @@ def _route(at: Path, route: HTTPRoute) -> Iterator[Issue]:
 
 
 def _policy(at: Path, policy: TrafficPolicy) -> Iterator[Issue]:
-    yield from _not_served(at, policy, ("load_balancer", "connection_pool"))
+    yield from _not_served(at, policy, ("load_balancer", "connection_pool", "outlier_detection"))
+    if policy.outlier_detection is not None:
+        yield from _not_served(
+            (*at, "outlierDetection"),
+            policy.outlier_detection,
+            (
+                "consecutive_5xx_errors",
+                "consecutive_gateway_errors",
+                "consecutive_errors",
+                "interval",
+                "base_ejection_time",
+                "max_ejection_percent",
+            ),
+        )
     lb = policy.load_balancer
     if lb is not None:
         yield from _not_served((*at, "loadBalancer"), lb, ("simple",))

@@ -65,6 +65,7 @@ __all__ = [
     "HTTPRouteDestination",
     "Headers",
     "L4Route",
+    "Limits",
     "Listener",
     "MirrorDefaults",
     "MirrorDestination",
@@ -213,6 +214,22 @@ class Admin(_Model):
     """`host:port` to serve it on; port 0 picks a free port."""
 
 
+class Limits(_Model):
+    """pymirror extension: bounds on client connections, on every listener. A reload
+    applies them to connections accepted after it."""
+
+    max_request_headers: int = Field(default=defaults.MAX_REQUEST_HEADERS, ge=1, le=U32_MAX)
+    """Header fields accepted in one request head; past it the client gets 431.
+    Default: 100."""
+    idle_timeout: Duration = timedelta(milliseconds=defaults.IDLE_TIMEOUT_MS)
+    """A keep-alive connection waiting for its next request is closed after this long
+    (the request head must also be complete by then). `0s`: never. Default: 60s."""
+    max_connections: int = Field(default=defaults.MAX_CONNECTIONS, ge=0, le=U32_MAX)
+    """Client connections open at once per listener; past it a new connection is closed
+    as soon as it is accepted (`pymirror_listener_connections_refused_total`). 0:
+    unbounded. Default: 10000."""
+
+
 class Upstream(_Model):
     """pymirror extension: settings for connections to destinations."""
 
@@ -279,6 +296,8 @@ class Config(_Model):
     """Where the proxy accepts connections. At least one (here or from `--listen`)."""
     admin: Admin | None = None
     """The admin endpoint. Default: none."""
+    limits: Limits = Field(default_factory=Limits)
+    """pymirror extension: bounds on client connections."""
     services: dict[HostName, Service] = Field(default_factory=dict)
     """Services by host name. A destination host not declared here is resolved by DNS."""
     virtual_services: list[VirtualService] = Field(default_factory=list)

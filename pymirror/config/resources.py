@@ -33,7 +33,7 @@ DEFAULT_NAMESPACE = "default"
 _SERVED = ("VirtualService", "DestinationRule", "ServiceEntry")
 _TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 #: What a MirrorProxy spec holds: the native format's keys outside Istio's resources.
-PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults", "mirrorPolicies")
+PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults", "mirrorPolicies", "limits")
 #: pymirror's fields on a mirror, which a VirtualService resource leaves to a MirrorProxy.
 _MIRROR_EXTENSIONS = {
     name: camel for camel in MIRROR_EXTENSIONS for name in (camel, to_snake(camel))

@@ -1,5 +1,6 @@
 """Istio's TrafficPolicy (a DestinationRule's, or a subset's): what pymirror serves of it
-(load balancing, request limits) and what it accepts and reports as not served yet."""
+(load balancing, request limits, outlier detection) and what it accepts and reports as not
+served yet."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from .. import snapshot as snap
 from .base import U32_MAX, _Model
-from .types import Duration
+from .types import Duration, duration_ms
 
 #: Istio's simple load balancers -> the core's `Cluster.load_balancer`. LEAST_CONN is
 #: Istio's deprecated name for LEAST_REQUEST; PASSTHROUGH is not served (reported).
@@ -88,6 +90,58 @@ class ConnectionPool(_Model):
     """HTTP-level limits."""
 
 
+class OutlierDetection(_Model):
+    """Istio OutlierDetection: passive health checking. An endpoint that fails this many
+    times in a row leaves the pick for `baseEjectionTime` times its ejections so far.
+    Connect failures, resets and timeouts count as gateway errors, as Envoy counts them."""
+
+    consecutive_5xx_errors: int | None = Field(
+        default=None, ge=0, le=U32_MAX, alias="consecutive5xxErrors"
+    )
+    """5xx answers in a row that eject an endpoint; 0 turns this count off. Default: 5
+    (none when only the deprecated `consecutiveErrors` is given)."""
+    consecutive_gateway_errors: int | None = Field(default=None, ge=0, le=U32_MAX)
+    """502, 503 and 504 answers in a row that eject an endpoint. Default: 0 (off)."""
+    consecutive_errors: int | None = Field(default=None, ge=0, le=U32_MAX)
+    """Deprecated by Istio; read as `consecutiveGatewayErrors`, as Istio does."""
+    interval: Duration | None = None
+    """Each interval an endpoint stays in service forgives one past ejection. Default: 10s."""
+    base_ejection_time: Duration | None = None
+    """An ejection lasts this long times the endpoint's ejections so far (at most 300s).
+    Default: 30s."""
+    max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
+    """At most this share of a destination's endpoints is ejected at once. Default (and
+    0): 10."""
+    min_health_percent: int | None = Field(default=None, ge=0, le=100)
+    """Accepted, not served yet (reported)."""
+    split_external_local_origin_errors: bool | None = None
+    """Accepted, not served yet (reported)."""
+    consecutive_local_origin_failures: int | None = Field(default=None, ge=0)
+    """Accepted, not served yet (reported)."""
+
+    def resolved(self) -> snap.OutlierDetection:
+        """The core's settings, with Istio's defaults and translation (Istio's
+        `applyOutlierDetection`)."""
+        deprecated = self.consecutive_errors or 0
+        c5xx = self.consecutive_5xx_errors
+        if c5xx is None:
+            c5xx = 0 if deprecated else snap.CONSECUTIVE_5XX
+        gateway = self.consecutive_gateway_errors
+        if gateway is None:
+            gateway = deprecated
+        return {
+            "consecutive_5xx": c5xx,
+            "consecutive_gateway_errors": gateway,
+            "interval_ms": duration_ms(self.interval)
+            if self.interval is not None
+            else snap.OUTLIER_INTERVAL_MS,
+            "base_ejection_time_ms": duration_ms(self.base_ejection_time)
+            if self.base_ejection_time is not None
+            else snap.BASE_EJECTION_TIME_MS,
+            "max_ejection_percent": self.max_ejection_percent or snap.MAX_EJECTION_PERCENT,
+        }
+
+
 class TrafficPolicy(_Model):
     """Istio TrafficPolicy."""
 
@@ -95,8 +149,8 @@ class TrafficPolicy(_Model):
     """How endpoints are picked."""
     connection_pool: ConnectionPool | None = None
     """Limits on requests in flight."""
-    outlier_detection: dict[str, Any] | None = None
-    """Accepted, not served yet (reported)."""
+    outlier_detection: OutlierDetection | None = None
+    """Passive health checking: endpoints that keep failing leave the pick for a while."""
     tls: dict[str, Any] | None = None
     """Accepted, not served yet (reported): pymirror connects in plain HTTP/1.1."""
     port_level_settings: list[dict[str, Any]] = Field(default_factory=list)

@@ -117,11 +117,16 @@ def test_dead_mirror_counts_failed_copies(backend, run_pymirror, tmp_path: Path)
     proc = run_pymirror(routes)
     with Client(proc.address) as client:
         assert {client.request("GET", f"/r/{i}").status for i in range(N)} == {200}
-    text = wait_metrics(
-        proc.admin_address,
-        lambda t: total(t, "pymirror_mirror_requests_total", outcome="failed") >= N,
-    )
-    assert total(text, "pymirror_mirror_requests_total", outcome="failed") == N
+
+    def tried_and_dropped(t: str) -> float:
+        # After a refusal, copies are dropped as `ejected` without a connect attempt.
+        return total(t, "pymirror_mirror_requests_total", outcome="failed") + total(
+            t, "pymirror_mirror_dropped_total", reason="ejected"
+        )
+
+    text = wait_metrics(proc.admin_address, lambda t: tried_and_dropped(t) >= N)
+    assert tried_and_dropped(text) == N
+    assert total(text, "pymirror_mirror_requests_total", outcome="failed") >= 1
     assert total(text, "pymirror_mirror_requests_total", outcome="answered") == 0
     assert total(text, "pymirror_requests_total", subset="v1", code="200") == N
 

@@ -41,6 +41,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed:
+            # Counted as soon as a head is read, body or not: what reached the backend at all.
+            with self.server.lock:
+                self.server.heads += 1
+        return parsed
+
     def _read_body(self) -> tuple[bytes, bool]:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks = []
@@ -106,6 +114,7 @@ class _Server(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.seen: list[Seen] = []
         self.arrivals = 0
+        self.heads = 0
 
 
 @dataclass
@@ -138,6 +147,13 @@ class Backend:
         assert self._server is not None
         with self._server.lock:
             return list(self._server.seen)
+
+    @property
+    def heads(self) -> int:
+        """Request heads received, whether or not a whole request followed."""
+        assert self._server is not None
+        with self._server.lock:
+            return self._server.heads
 
     def wait_for_arrivals(self, count: int, timeout: float = 10.0) -> int:
         """Waits (bounded) until at least `count` requests were received (answered or not)."""

@@ -173,7 +173,7 @@ def test_destination_rule_policies() -> None:
         "  trafficPolicy:\n"
         "    loadBalancer: {simple: LEAST_REQUEST}\n"
         "    connectionPool: {tcp: {maxConnections: 50}, http: {http2MaxRequests: 80}}\n"
-        "    outlierDetection: {consecutive5xxErrors: 3}\n"
+        "    outlierDetection: {consecutive5xxErrors: 3, interval: 5s, minHealthPercent: 50}\n"
         "  subsets:\n",
     ).replace(
         "{name: v2, labels: {version: v2}}",
@@ -181,15 +181,23 @@ def test_destination_rule_policies() -> None:
     )
     loaded = load("---\n".join([PROXY, VS, dr, SE]))
     assert loaded.config is not None
-    policies = [
-        (c["subset"], c["load_balancer"], c["max_requests"])
-        for c in build_snapshot(loaded.config)["clusters"]
-    ]
+    clusters = build_snapshot(loaded.config)["clusters"]
+    policies = [(c["subset"], c["load_balancer"], c["max_requests"]) for c in clusters]
     # The subset's loadBalancer replaces the rule's; its connectionPool is the rule's.
     assert policies == [("v1", "least_request", 50), ("v2", "random", 50)]
+    # outlierDetection is served, with Istio's defaults for what is not written.
+    assert [c.get("outlier_detection") for c in clusters] == [
+        {
+            "consecutive_5xx": 3,
+            "consecutive_gateway_errors": 0,
+            "interval_ms": 5_000,
+            "base_ejection_time_ms": 30_000,
+            "max_ejection_percent": 10,
+        }
+    ] * 2
     assert [str(p) for p in loaded.warnings] == [
-        "<string>:29:5: warning: spec.trafficPolicy.outlierDetection: `outlierDetection` is "
-        "accepted but not served yet"
+        "<string>:29:63: warning: spec.trafficPolicy.outlierDetection.minHealthPercent: "
+        "`minHealthPercent` is accepted but not served yet"
     ]
 
 
@@ -282,15 +290,20 @@ spec:
 
 
 def test_mirror_proxy_carries_listeners_admin_upstream_and_mirror_defaults() -> None:
-    proxy = PROXY + "  upstream: {connectTimeout: 2s}\n  mirrorDefaults: {maxInFlight: 8}\n"
+    proxy = (
+        PROXY
+        + "  upstream: {connectTimeout: 2s}\n  mirrorDefaults: {maxInFlight: 8}\n"
+        + "  limits: {maxConnections: 7}\n"
+    )
     config = load_config("---\n".join([proxy, VS, DR, SE]))
     assert [lst.address for lst in config.listeners] == ["127.0.0.1:8080"]
     assert config.admin is not None and config.admin.address == "127.0.0.1:9901"
     assert config.mirror_defaults.max_in_flight == 8
+    assert config.limits.max_connections == 7
     assert messages(PROXY + "  services: {}\n") == [
         "<string>:7:3: spec.services: unknown field `services`; a MirrorProxy holds "
-        "`listeners`, `admin`, `upstream`, `mirrorDefaults`, `mirrorPolicies` (routes and services "
-        "are VirtualService, DestinationRule and ServiceEntry resources)"
+        "`listeners`, `admin`, `upstream`, `mirrorDefaults`, `mirrorPolicies`, `limits` (routes "
+        "and services are VirtualService, DestinationRule and ServiceEntry resources)"
     ]
     assert messages(PROXY.replace("127.0.0.1:8080", "localhost:8080")) == [
         "<string>:5:25: spec.listeners[0].address: expected an IP address and port to listen "

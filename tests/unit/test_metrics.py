@@ -28,6 +28,7 @@ STATS: Any = {
             "address": "127.0.0.1:8080",
             "connections_total": 4,
             "connections_active": 1,
+            "connections_refused": 0,
             "unrouted": 2,
         }
     ],
@@ -169,6 +170,7 @@ def test_exposition_is_exact() -> None:
         line("pymirror_upstream_connections_opened_total", conn_v2, 1),
         line("pymirror_listener_connections_total", listener, 4),
         line("pymirror_listener_connections_active", listener, 1),
+        line("pymirror_listener_connections_refused_total", listener, 0),
         line("pymirror_listener_unrouted_requests_total", listener, 2),
         line("pymirror_access_log_lines_total", {"result": "written"}, 20),
         line("pymirror_access_log_lines_total", {"result": "dropped"}, 3),
@@ -192,6 +194,7 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_upstream_connections_opened": "counter",
         "pymirror_listener_connections": "counter",
         "pymirror_listener_connections_active": "gauge",
+        "pymirror_listener_connections_refused": "counter",
         "pymirror_listener_unrouted_requests": "counter",
         "pymirror_access_log_lines": "counter",
     }

@@ -437,7 +437,16 @@ def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
         "pool_idle_timeout_ms": "60_000",
         "pool_max_idle_per_endpoint": str(snap.POOL_MAX_IDLE_PER_ENDPOINT),
         "redirect_code": str(snap.REDIRECT_CODE),
+        "max_request_headers": str(snap.MAX_REQUEST_HEADERS),
+        "idle_timeout_ms": "60_000",
+        "max_connections": "10_000",
+        "consecutive_5xx": str(snap.CONSECUTIVE_5XX),
+        "outlier_interval_ms": "10_000",
+        "base_ejection_time_ms": "30_000",
+        "max_ejection_percent": str(snap.MAX_EJECTION_PERCENT),
     }
+    assert (snap.IDLE_TIMEOUT_MS, snap.MAX_CONNECTIONS) == (60_000, 10_000)
+    assert (snap.OUTLIER_INTERVAL_MS, snap.BASE_EJECTION_TIME_MS) == (10_000, 30_000)
     assert (snap.MIRROR_TIMEOUT_MS, snap.MIRROR_MAX_BODY_BYTES) == (10_000, 4 * 1024 * 1024)
     assert (snap.CONNECT_TIMEOUT_MS, snap.POOL_IDLE_TIMEOUT_MS) == (1_000, 60_000)
 
