@@ -6,6 +6,7 @@ ourselves so each value (and each mapping key) can be mapped back to ``file:line
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -20,6 +21,14 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _EXTENSIONS = (".yaml", ".yml")
+
+#: Deeper than any real configuration (an Istio resource nests about a dozen levels), and
+#: far from Python's recursion limit, so hostile nesting is an error, not a RecursionError.
+MAX_DEPTH = 64
+#: Values one document may build, counting every expansion of an alias: an alias chain
+#: ("billion laughs") that multiplies a few hundred bytes into millions of values is
+#: refused instead of eating memory and time.
+MAX_VALUES = 200_000
 
 #: What `load_config` accepts: a file or folder path, or YAML text.
 Source = str | os.PathLike[str]
@@ -125,6 +134,7 @@ def parse(text: str, file: str) -> list[Document]:
     """Parse a YAML stream into its non-empty documents."""
     loader = _Loader(text)
     try:
+        _check_depth(text, file)
         documents: list[Document] = []
         while loader.check_node():
             node = loader.get_node()
@@ -139,10 +149,44 @@ def parse(text: str, file: str) -> list[Document]:
         reason = exc.problem or exc.context or "invalid YAML"
         line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         raise ConfigError([Problem(file, line, column, (), f"invalid YAML: {reason}")]) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML forbids (NUL, other controls): the reader gives an offset only.
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character
+        code = ord(char) if isinstance(char, str) else int(char)
+        reason = f"invalid YAML: character U+{code:04X} is not allowed"
+        raise ConfigError([Problem(file, line, column, (), reason)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, None, None, (), f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuses nesting past `MAX_DEPTH` from the event stream, before anything recurses:
+    libyaml's parser is iterative, but composing nodes (in C) and building values recurse,
+    and thousands of levels would overflow the stack."""
+    events = _Loader(text)
+    try:
+        depth = 0
+        while events.check_event():
+            event = events.get_event()  # type: ignore[no-untyped-call]
+            if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+                    message = f"nested deeper than {MAX_DEPTH} levels"
+                    raise ConfigError([Problem(file, line, column, (), message)])
+            elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
+                depth -= 1
+    finally:
+        events.dispose()
+
+
+class _TooBig(Exception):
+    """Stops building a document that is nested too deep or expands too far."""
 
 
 class _Builder:
@@ -151,6 +195,7 @@ class _Builder:
         self.file = file
         self.problems: list[Problem] = []
         self.stack: set[int] = set()
+        self.built = 0
 
     def loc(self, node: yaml.Node, path: Path) -> Loc:
         mark = node.start_mark
@@ -158,7 +203,9 @@ class _Builder:
 
     def document(self, node: yaml.Node, index: int) -> Document:
         doc = Document(self.file, None, self.loc(node, ()), index)
-        doc.data = self.build(node, (), doc)
+        # Too big is already a problem; building further would only repeat it.
+        with contextlib.suppress(_TooBig):
+            doc.data = self.build(node, (), doc)
         if self.problems:
             raise ConfigError(self.problems)
         return doc
@@ -168,6 +215,15 @@ class _Builder:
         self.problems.append(Problem(self.file, loc.line, loc.column, path, message))
 
     def build(self, node: yaml.Node, path: Path, doc: Document) -> Any:
+        self.built += 1
+        if self.built > MAX_VALUES:
+            self.problem(
+                node,
+                path,
+                f"the document expands to more than {MAX_VALUES:,} values "
+                "(aliases referring to aliases?)",
+            )
+            raise _TooBig
         doc.values[path] = self.loc(node, path)
         if isinstance(node, yaml.ScalarNode):
             try:

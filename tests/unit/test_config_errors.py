@@ -309,3 +309,43 @@ def test_wildcard_destination_host() -> None:
         f"<string>:15:24: {HTTP0}.mirror.host: wildcard destination hosts ('*.example.com') "
         "are valid Istio but not supported by pymirror yet"
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "listeners: " + "[" * 100_000 + "]" * 100_000,
+        "listeners: " + "{a: " * 5_000 + "1" + "}" * 5_000,
+        "a:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(100)),
+    ],
+    ids=["flow-lists", "flow-maps", "block-maps"],
+)
+def test_nesting_past_the_limit_is_an_error_not_a_crash(text: str) -> None:
+    # Composing nodes recurses in C: 100,000 levels would overflow the stack.
+    with pytest.raises(ConfigError) as info:
+        load_config(text)
+    [problem] = info.value.problems
+    assert problem.message == "nested deeper than 64 levels"
+    assert problem.line is not None and problem.column is not None
+
+
+def test_an_alias_chain_that_expands_exponentially_is_refused_quickly() -> None:
+    # "Billion laughs": 9 levels of 10 aliases each would be 10**9 values.
+    text = "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]\n" for n in range(1, 10)
+    )
+    [problem] = problems(text)
+    assert "expands to more than 200,000 values" in problem
+
+
+def test_aliases_within_the_budget_still_load() -> None:
+    text = "x: &pair [1, 2]\ny: [*pair, *pair]\n"
+    with pytest.raises(ConfigError) as error:  # not a config, but it parses whole
+        load_config(text)
+    assert all("expands" not in p.message for p in error.value.problems)
+
+
+def test_a_forbidden_character_is_placed() -> None:
+    assert problems('listeners:\n  - {address: "a\x00b"}\n') == [
+        "<string>:2:17: invalid YAML: character U+0000 is not allowed"
+    ]
