@@ -166,10 +166,13 @@ pub struct TapHandle(Tap);
 // === impl RequestBody ===
 
 /// The client's request body on its way to the primary, copied to any taps.
+///
+/// Generic over the client's body only so that tests can stand in for
+/// hyper's `Incoming`, which has no public constructor.
 #[derive(Debug)]
-pub struct RequestBody {
+pub struct RequestBody<B = Incoming> {
     /// `None`: no body (a retried request without one).
-    inner: Option<Incoming>,
+    inner: Option<B>,
     taps: Vec<Tap>,
     /// Bytes read from the client, for the access log.
     counter: Option<Arc<AtomicU64>>,
@@ -178,8 +181,8 @@ pub struct RequestBody {
     client_failed: Option<Arc<AtomicBool>>,
 }
 
-impl RequestBody {
-    pub fn new(inner: Incoming, taps: Vec<TapHandle>) -> Self {
+impl<B> RequestBody<B> {
+    pub fn new(inner: B, taps: Vec<TapHandle>) -> Self {
         Self {
             inner: Some(inner),
             taps: taps.into_iter().map(|t| t.0).collect(),
@@ -210,19 +213,19 @@ impl RequestBody {
     }
 }
 
-impl Body for RequestBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for RequestBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        let frame = ready!(Pin::new(&mut *inner).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
                 if let Some(chunk) = frame.data_ref() {
@@ -230,6 +233,18 @@ impl Body for RequestBody {
                     if let Some(counter) = &this.counter {
                         counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     }
+                    // A sized body's last chunk: hyper's client stops polling
+                    // here and drops the body, so end the copies now.
+                    if inner.is_end_stream() {
+                        this.taps.clear();
+                    }
+                } else {
+                    // Trailers are the last frame; hyper's client drops the body
+                    // after them without polling to the end. The copies end
+                    // whole, without the fields: the primary gets none either,
+                    // as hyper only sends fields a `Trailer` header declares and
+                    // that header is stripped as hop-by-hop.
+                    this.taps.clear();
                 }
             }
             // Complete: dropping the senders ends each copy's body cleanly.
@@ -257,7 +272,7 @@ impl Body for RequestBody {
     }
 }
 
-impl Drop for RequestBody {
+impl<B> Drop for RequestBody<B> {
     fn drop(&mut self) {
         // Dropped before its end: a copy must not pass a truncated body as whole.
         for tap in &mut self.taps {
@@ -512,6 +527,128 @@ mod tests {
         c.offer(&chunk(50));
         drop(body_c); // a copy that ends with chunks queued gives them back too
         assert_eq!(budget.queued(), 0);
+    }
+
+    /// Stands in for hyper's `Incoming`: its frames, then the end. With a
+    /// length (Content-Length) it is at its end once that much was read.
+    struct Client {
+        frames: std::collections::VecDeque<Frame<Bytes>>,
+        left: Option<u64>,
+    }
+
+    impl Client {
+        fn chunked(frames: Vec<Frame<Bytes>>) -> Self {
+            Self {
+                frames: frames.into(),
+                left: None,
+            }
+        }
+
+        fn sized(chunks: &[&'static str]) -> Self {
+            Self {
+                frames: chunks
+                    .iter()
+                    .map(|c| Frame::data(Bytes::from(*c)))
+                    .collect(),
+                left: Some(chunks.iter().map(|c| c.len() as u64).sum()),
+            }
+        }
+    }
+
+    impl Body for Client {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let frame = self.frames.pop_front();
+            if let (Some(left), Some(data)) = (self.left.as_mut(), frame.as_ref()) {
+                *left -= data.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(frame.map(Ok))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.left == Some(0)
+        }
+    }
+
+    fn trailers() -> Frame<Bytes> {
+        let mut fields = http::HeaderMap::new();
+        fields.insert("x-trailer", http::HeaderValue::from_static("1"));
+        Frame::trailers(fields)
+    }
+
+    /// Reads `body` as hyper's HTTP/1 client does (`proto/h1/dispatch.rs`):
+    /// it stops at the end, after trailers, or after the data frame that
+    /// leaves the body at its end, and drops the body there. Returns the data.
+    async fn send_as_hyper_does(mut body: RequestBody<Client>) -> Bytes {
+        let mut sent = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            if frame.is_trailers() {
+                break;
+            }
+            sent.extend_from_slice(frame.data_ref().unwrap());
+            if body.is_end_stream() {
+                break;
+            }
+        }
+        drop(body);
+        sent.into()
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_with_trailers_ends_the_copy_whole() {
+        let (handle, copy) = tap(1024, &MirrorBudget::new(u64::MAX));
+        let state = copy.state().unwrap();
+        let client = Client::chunked(vec![
+            Frame::data(Bytes::from("hel")),
+            Frame::data(Bytes::from("lo")),
+            trailers(),
+        ]);
+        let sent = send_as_hyper_does(RequestBody::new(client, vec![handle])).await;
+        assert_eq!(sent, "hello");
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+        assert_eq!(state.cut_reason(), None, "not taken for an aborted request");
+    }
+
+    #[tokio::test]
+    async fn a_sized_body_ends_the_copy_at_its_last_chunk() {
+        let (handle, copy) = tap(1024, &MirrorBudget::new(u64::MAX));
+        let state = copy.state().unwrap();
+        let client = Client::sized(&["hel", "lo"]);
+        let sent = send_as_hyper_does(RequestBody::new(client, vec![handle])).await;
+        assert_eq!(sent, "hello");
+        assert_eq!(state.cut_reason(), None);
+        assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+    }
+
+    #[tokio::test]
+    async fn an_empty_chunked_body_ends_the_copy_empty() {
+        let (handle, copy) = tap(1024, &MirrorBudget::new(u64::MAX));
+        let sent =
+            send_as_hyper_does(RequestBody::new(Client::chunked(vec![]), vec![handle])).await;
+        assert!(sent.is_empty());
+        assert!(copy.collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_still_cuts_the_copy() {
+        let (handle, mut copy) = tap(1024, &MirrorBudget::new(u64::MAX));
+        let state = copy.state().unwrap();
+        let client = Client::chunked(vec![Frame::data(Bytes::from("hel")), trailers()]);
+        let mut body = RequestBody::new(client, vec![handle]);
+        body.frame().await.unwrap().unwrap();
+        drop(body); // the primary's exchange failed mid-body
+        assert_eq!(state.cut_reason(), Some(DropReason::RequestAborted));
+        assert_eq!(
+            copy.frame().await.unwrap().unwrap().into_data().unwrap(),
+            "hel"
+        );
+        assert!(copy.frame().await.unwrap().is_err());
     }
 
     #[tokio::test]

@@ -48,6 +48,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Marks a body of unknown length (the client sent it chunked) as chunked on
+/// the next hop. `strip_hop_by_hop` removed the client's `Transfer-Encoding`,
+/// and without it hyper's client sends a GET, HEAD or CONNECT of unknown
+/// length with no body at all (it assumes those have none); a proxy forwards
+/// the body it got (RFC 9110 9.3.1 allows one on a GET). Called before the
+/// mirror copies are made, so that they are framed alike. A sized body keeps
+/// its Content-Length; an empty one needs no framing.
+pub fn keep_chunked(headers: &mut HeaderMap, body: &impl http_body::Body) {
+    if body.size_hint().exact().is_none() && !body.is_end_stream() {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+}
+
 /// What hyper accepts and a proxy must not pass on: a transfer coding other
 /// than one `chunked` (hyper only checks the last), Content-Length beside
 /// Transfer-Encoding (hyper drops it; checked again here in case that
@@ -172,6 +188,41 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_stays_chunked() {
+        use bytes::Bytes;
+        use http_body_util::{Empty, Full};
+
+        let mut h = map(&[("host", "a")]);
+        keep_chunked(&mut h, &Chunked);
+        assert_eq!(h["transfer-encoding"], "chunked");
+
+        // Sized or empty: left to Content-Length (or to nothing).
+        for body in [Full::new(Bytes::from("hello")), Full::new(Bytes::new())] {
+            let mut h = map(&[("content-length", "5")]);
+            keep_chunked(&mut h, &body);
+            assert!(!h.contains_key("transfer-encoding"));
+        }
+        let mut h = HeaderMap::new();
+        keep_chunked(&mut h, &Empty::<Bytes>::new());
+        assert!(h.is_empty());
+    }
+
+    /// A body of unknown length, not yet read: what hyper makes of a chunked one.
+    struct Chunked;
+
+    impl http_body::Body for Chunked {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(None)
+        }
     }
 
     #[test]

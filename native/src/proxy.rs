@@ -182,6 +182,7 @@ async fn proxy(
 
     let (mut parts, body) = request.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    headers::keep_chunked(&mut parts.headers, &body);
     headers::append_forwarded(&mut parts.headers, conn.peer.ip());
     if let Some(a) = &absolute {
         if let Ok(value) = HeaderValue::from_str(a.as_str()) {

@@ -22,6 +22,8 @@ class Seen:
     chunked: bool
     received_at: float
     answered_at: float = 0.0
+    #: Trailer fields of a chunked body (lower-case names), as received.
+    trailers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,15 +51,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.server.heads += 1
         return parsed
 
-    def _read_body(self) -> tuple[bytes, bool]:
+    def _read_body(self) -> tuple[bytes, bool, dict[str, str]]:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    return b"".join(chunks), True
+                    trailers: dict[str, str] = {}
+                    while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+                        name, _, value = line.decode("latin-1").partition(":")
+                        trailers[name.strip().lower()] = value.strip()
+                    return b"".join(chunks), True, trailers
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length", "0") or 0)
@@ -65,11 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
         if len(body) < length:
             # The sender gave up mid-body: as a real server, never take it as a request.
             raise ConnectionAbortedError(f"body cut at {len(body)} of {length} bytes")
-        return body, False
+        return body, False, {}
 
     def _handle(self) -> None:
         received = time.monotonic()
-        body, chunked = self._read_body()
+        body, chunked, trailers = self._read_body()
         with self.server.lock:
             self.server.arrivals += 1
         url = urlsplit(self.path)
@@ -85,7 +89,15 @@ class _Handler(BaseHTTPRequestHandler):
         payload = behaviour.body or self.server.name.encode()
         # Recorded before answering: once a client has its answer, `seen` holds the request.
         seen = Seen(
-            self.command, url.path, url.query, headers, body, chunked, received, time.monotonic()
+            self.command,
+            url.path,
+            url.query,
+            headers,
+            body,
+            chunked,
+            received,
+            time.monotonic(),
+            trailers,
         )
         with self.server.lock:
             self.server.seen.append(seen)
