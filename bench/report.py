@@ -203,6 +203,10 @@ def render(data: dict[str, Any], chart: str | None) -> str:
     if chart:
         lines += [f"![throughput, CPU per request, p99 and memory per peer]({chart})", ""]
     lines += ["## Against the targets", "", *_targets(scenarios), ""]
+    # Hand-written, dated analysis of the targets not met (measured apart from the run).
+    analysis = HERE / "analysis.md"
+    if analysis.exists():
+        lines += [analysis.read_text().strip(), ""]
     for key, entry in scenarios.items():
         lines += [f"## {entry['title']}", "", entry["what"]]
         if key == "reload":
