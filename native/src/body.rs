@@ -43,7 +43,7 @@ impl MirrorBudget {
         self.queued.load(Ordering::Relaxed)
     }
 
-    fn reserve(self: &Arc<Self>, chunk: &Bytes) -> Option<Reserved> {
+    pub(crate) fn reserve(self: &Arc<Self>, chunk: &Bytes) -> Option<Reserved> {
         let len = chunk.len() as u64;
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max {
             self.queued.fetch_sub(len, Ordering::Relaxed);
@@ -60,7 +60,7 @@ impl MirrorBudget {
 /// A chunk on its way to a copy, holding its share of the budget until it is
 /// taken or dropped (with the channel, or when a send fails): released once.
 #[derive(Debug)]
-struct Reserved {
+pub(crate) struct Reserved {
     chunk: Bytes,
     /// Reserved bytes, kept apart: `take` empties `chunk`.
     len: u64,
@@ -68,6 +68,11 @@ struct Reserved {
 }
 
 impl Reserved {
+    /// The chunk, still holding its share of the budget.
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.chunk
+    }
+
     fn take(mut self) -> Bytes {
         std::mem::take(&mut self.chunk)
     }

@@ -14,7 +14,7 @@ use crate::error::EngineError;
 use crate::pool::EndpointIds;
 use crate::proxy::{Published, Shared};
 use crate::server::{self, ServerSettings};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Protocol, Snapshot};
 use crate::stats::{ListenerStats, StatsRegistry, StatsReport, BUCKET_BOUNDS_SECONDS};
 use crate::table::RouteTable;
 use crate::upstream::{ConnectionGauges, Upstreams};
@@ -105,6 +105,7 @@ impl Engine {
             access_log,
             mirror_budget: MirrorBudget::new(options.mirror_buffer_budget),
         });
+        let protocols: Vec<Protocol> = snapshot.listeners.iter().map(|l| l.protocol).collect();
         let serve = {
             let shared = shared.clone();
             let settings = options.server.clone();
@@ -116,6 +117,7 @@ impl Engine {
                         tokio::spawn(server::serve(
                             listener,
                             index,
+                            protocols[index],
                             shared.clone(),
                             settings.clone(),
                             drain.clone(),
@@ -134,11 +136,7 @@ impl Engine {
             shared,
             registry: Mutex::new(registry),
             endpoint_ids,
-            listener_specs: snapshot
-                .listeners
-                .iter()
-                .map(|l| l.address.clone())
-                .collect(),
+            listener_specs: listener_specs(snapshot),
             addresses,
             running: Mutex::new(Some(Running { workers })),
         })
@@ -160,11 +158,7 @@ impl Engine {
         {
             return Err(EngineError::Closed);
         }
-        let new_specs: Vec<String> = snapshot
-            .listeners
-            .iter()
-            .map(|l| l.address.clone())
-            .collect();
+        let new_specs = listener_specs(snapshot);
         if new_specs != self.listener_specs {
             return Err(EngineError::ListenersChanged {
                 running: self.listener_specs.clone(),
@@ -193,11 +187,11 @@ impl Engine {
 
     /// One bulk read of every counter.
     pub fn stats(&self) -> StatsReport {
-        let (destinations, mirrors) = self
-            .registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .report();
+        let (destinations, mirrors, (tcp, tcp_mirrors)) = {
+            let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            let (destinations, mirrors) = registry.report();
+            (destinations, mirrors, registry.tcp_report())
+        };
         StatsReport {
             version: self.shared.published.load().table.version.clone(),
             bucket_bounds_seconds: &BUCKET_BOUNDS_SECONDS,
@@ -219,6 +213,8 @@ impl Engine {
                 |log| log.report(),
             ),
             mirror_buffer_queued_bytes: self.shared.mirror_budget.queued(),
+            tcp,
+            tcp_mirrors,
         }
     }
 
@@ -248,6 +244,19 @@ impl Engine {
         }
         drained
     }
+}
+
+/// What a listener is, for the reload check: its address, and `tcp:` before
+/// it when it splices (a listener cannot change protocol on reload either).
+fn listener_specs(snapshot: &Snapshot) -> Vec<String> {
+    snapshot
+        .listeners
+        .iter()
+        .map(|l| match l.protocol {
+            Protocol::Http => l.address.clone(),
+            Protocol::Tcp => format!("tcp:{}", l.address),
+        })
+        .collect()
 }
 
 impl Drop for Engine {

@@ -25,6 +25,7 @@ pub mod rewrite;
 pub mod sampling;
 pub mod server;
 pub mod snapshot;
+pub mod splice;
 pub mod stats;
 pub mod table;
 pub mod upstream;

@@ -10,10 +10,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::inspect::{Findings, Inspected, Tracker};
 use crate::proxy::{self, Connection, Shared};
-use crate::snapshot::Limits;
+use crate::snapshot::{Limits, Protocol};
+use crate::splice;
 use crate::workers::DrainSignal;
 
 /// How connections are served.
@@ -51,11 +53,15 @@ impl Drop for ActiveGuard {
 pub async fn serve(
     listener: TcpListener,
     index: usize,
+    protocol: Protocol,
     shared: Arc<Shared>,
     settings: ServerSettings,
     mut drain: DrainSignal,
 ) {
     let graceful = GracefulShutdown::new();
+    // Every spliced connection's task holds a clone; once the accept loop has
+    // dropped this one, `recv` returns `None` when the last of them is done.
+    let (spliced, mut spliced_done) = mpsc::channel::<()>(1);
     let port = listener.local_addr().map_or(0, |a| a.port());
     // Rebuilt only when a reload changes the limits.
     let mut limits = shared.published.load().limits.clone();
@@ -92,6 +98,10 @@ pub async fn serve(
                 stats.connections_total.fetch_add(1, Relaxed);
                 stats.connections_active.fetch_add(1, Relaxed);
                 let guard = ActiveGuard(shared.clone(), index);
+                if protocol == Protocol::Tcp {
+                    tokio::spawn(serve_tcp(stream, shared.clone(), index, limits.idle_timeout_ms, guard, spliced.clone()));
+                    continue;
+                }
                 let findings = Arc::new(Findings::default());
                 let tracker = Tracker::new(
                     settings.max_header_bytes,
@@ -118,7 +128,38 @@ pub async fn serve(
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(spliced);
+    // Spliced connections have no request boundary to stop at: they run until
+    // their ends close them or the drain deadline cuts them.
+    tokio::join!(graceful.shutdown(), spliced_done.recv());
+}
+
+/// One connection on a `tcp` listener, on the table loaded when it was accepted.
+async fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    index: usize,
+    idle_timeout_ms: u64,
+    guard: ActiveGuard,
+    _open: mpsc::Sender<()>,
+) {
+    let published = shared.published.load_full();
+    let route = stream
+        .local_addr()
+        .ok()
+        .and_then(|local| published.table.tcp.route_for(local));
+    let Some(route) = route else {
+        shared.listeners[index].unrouted.fetch_add(1, Relaxed);
+        return;
+    };
+    let cx = splice::Context {
+        connect_timeout: Duration::from_millis(published.upstreams.settings.connect_timeout_ms),
+        idle_timeout: (idle_timeout_ms > 0).then(|| Duration::from_millis(idle_timeout_ms)),
+        gauges: &shared.connections,
+        budget: &shared.mirror_budget,
+    };
+    splice::serve(stream, route, cx).await;
+    drop(guard);
 }
 
 fn connection_builder(settings: &ServerSettings, limits: &Limits) -> http1::Builder {

@@ -26,6 +26,78 @@ pub struct Snapshot {
     /// What a client connection may do at most (every listener alike).
     #[serde(default)]
     pub limits: Limits,
+    /// Routes for connections accepted on `tcp` listeners, tried in order; the
+    /// first whose match holds takes the connection.
+    #[serde(default)]
+    pub tcp_routes: Vec<TcpRoute>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1, routed by `virtual_hosts`.
+    #[default]
+    Http,
+    /// Bytes spliced to an upstream picked by `tcp_routes`, per connection.
+    Tcp,
+}
+
+/// One entry of an Istio VirtualService's `tcp:` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpRoute {
+    /// The VirtualService's name (a metrics label).
+    pub virtual_service: String,
+    /// The tcp entry's index (a metrics label).
+    pub name: String,
+    /// OR across entries. Empty: matches every connection.
+    #[serde(default)]
+    pub matches: Vec<TcpMatch>,
+    /// Weighted destinations, picked once per connection.
+    pub destinations: Vec<TcpDestination>,
+    /// Each mirror samples every connection independently.
+    #[serde(default)]
+    pub mirrors: Vec<TcpMirror>,
+}
+
+/// Istio's L4MatchAttributes, the parts a proxy outside a mesh can judge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TcpMatch {
+    /// The listener port the connection arrived on.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// CIDRs (`10.0.0.0/8`, `::1/128`) the connection's destination address
+    /// (the listener's local address) must fall in, any of them. Empty: any.
+    #[serde(default)]
+    pub destination_subnets: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpDestination {
+    /// Index into `clusters`.
+    pub cluster: u32,
+    pub weight: u32,
+}
+
+/// pymirror extension: the client -> upstream bytes of a sampled connection
+/// are copied to a connection to this cluster; its replies are discarded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpMirror {
+    /// Index into `clusters`.
+    pub cluster: u32,
+    /// Share of connections mirrored, out of 1,000,000.
+    pub per_million: u32,
+    /// Bytes queued for the mirror at most; past it the mirror connection is cut.
+    #[serde(default = "defaults::mirror_max_body_bytes")]
+    pub buffer_bytes: u64,
+    /// How long the mirror may take to take the rest of the bytes once the
+    /// client's side has ended, in ms; past it the mirror connection is cut.
+    #[serde(default = "defaults::mirror_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 /// Bounds on client connections. Read when a connection is accepted, so a
@@ -57,7 +129,7 @@ impl Default for Limits {
     }
 }
 
-/// An address to accept HTTP/1.1 connections on.
+/// An address to accept connections on (HTTP/1.1, or TCP spliced through).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -67,6 +139,9 @@ pub struct Listener {
     /// `None`: such requests get 404.
     #[serde(default)]
     pub default_virtual_host: Option<u32>,
+    /// `http` (default) or `tcp`.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 /// One VirtualService: the host patterns it serves and its ordered routes.

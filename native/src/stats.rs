@@ -176,6 +176,84 @@ impl MirrorStats {
     }
 }
 
+/// One tcp route destination's connections and bytes.
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    /// No connection to the destination could be opened (refused, timed out,
+    /// no endpoint, or the cluster's connection limit reached).
+    pub connect_failed: AtomicU64,
+    /// Client -> upstream.
+    pub bytes_received: AtomicU64,
+    /// Upstream -> client.
+    pub bytes_sent: AtomicU64,
+    /// Connections closed for the idle timeout.
+    pub idle_timeouts: AtomicU64,
+}
+
+/// Why a tcp mirror connection was cut (or never opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpCutReason {
+    /// The mirror read slower than the client wrote: its bounded buffer filled.
+    BufferFull,
+    /// The mirror could not be connected to (refused, timed out).
+    ConnectFailed,
+    /// Writing to (or reading from) the mirror failed: reset, closed.
+    Failed,
+    /// The client's side ended and the mirror did not take the rest in time.
+    Timeout,
+    /// The mirror's cluster has no usable endpoint.
+    NoEndpoint,
+}
+
+impl TcpCutReason {
+    pub const ALL: [TcpCutReason; 5] = [
+        Self::BufferFull,
+        Self::ConnectFailed,
+        Self::Failed,
+        Self::Timeout,
+        Self::NoEndpoint,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BufferFull => "buffer_full",
+            Self::ConnectFailed => "connect_failed",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+            Self::NoEndpoint => "no_endpoint",
+        }
+    }
+}
+
+/// What became of one tcp mirror's connections.
+#[derive(Debug, Default)]
+pub struct TcpMirrorStats {
+    /// Connections sampled for this mirror (a mirror connection was attempted).
+    pub opened: AtomicU64,
+    /// Mirror connections that took every byte of their client's stream.
+    pub completed: AtomicU64,
+    /// Mirror connections open now (a gauge).
+    pub active: AtomicU64,
+    /// Bytes written to the mirror.
+    pub bytes_sent: AtomicU64,
+    /// Client bytes the mirror never got because its connection was cut.
+    pub bytes_dropped: AtomicU64,
+    cut: [AtomicU64; TcpCutReason::ALL.len()],
+}
+
+impl TcpMirrorStats {
+    #[inline]
+    pub fn cut(&self, reason: TcpCutReason) {
+        self.cut[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn cut_count(&self, reason: TcpCutReason) -> u64 {
+        self.cut[reason as usize].load(Relaxed)
+    }
+}
+
 /// Per-listener counts of what never reached a route.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
@@ -193,6 +271,8 @@ pub struct ListenerStats {
 pub struct StatsRegistry {
     destinations: HashMap<StatsKey, Arc<DestinationStats>>,
     mirrors: HashMap<StatsKey, Arc<MirrorStats>>,
+    tcp: HashMap<StatsKey, Arc<TcpStats>>,
+    tcp_mirrors: HashMap<StatsKey, Arc<TcpMirrorStats>>,
 }
 
 impl StatsRegistry {
@@ -202,6 +282,47 @@ impl StatsRegistry {
 
     pub fn mirror(&mut self, key: StatsKey) -> Arc<MirrorStats> {
         self.mirrors.entry(key).or_default().clone()
+    }
+
+    pub fn tcp(&mut self, key: StatsKey) -> Arc<TcpStats> {
+        self.tcp.entry(key).or_default().clone()
+    }
+
+    pub fn tcp_mirror(&mut self, key: StatsKey) -> Arc<TcpMirrorStats> {
+        self.tcp_mirrors.entry(key).or_default().clone()
+    }
+
+    pub fn tcp_report(&self) -> (Vec<TcpReport>, Vec<TcpMirrorReport>) {
+        let routes = self
+            .tcp
+            .iter()
+            .map(|(key, s)| TcpReport {
+                key: key.clone(),
+                connections_total: s.connections_total.load(Relaxed),
+                connections_active: s.connections_active.load(Relaxed),
+                connect_failed: s.connect_failed.load(Relaxed),
+                bytes_received: s.bytes_received.load(Relaxed),
+                bytes_sent: s.bytes_sent.load(Relaxed),
+                idle_timeouts: s.idle_timeouts.load(Relaxed),
+            })
+            .collect();
+        let mirrors = self
+            .tcp_mirrors
+            .iter()
+            .map(|(key, s)| TcpMirrorReport {
+                key: key.clone(),
+                opened: s.opened.load(Relaxed),
+                completed: s.completed.load(Relaxed),
+                active: s.active.load(Relaxed),
+                bytes_sent: s.bytes_sent.load(Relaxed),
+                bytes_dropped: s.bytes_dropped.load(Relaxed),
+                cut: TcpCutReason::ALL
+                    .iter()
+                    .map(|&r| (r.label().to_owned(), s.cut_count(r)))
+                    .collect(),
+            })
+            .collect();
+        (routes, mirrors)
     }
 
     pub fn report(&self) -> (Vec<DestinationReport>, Vec<MirrorReport>) {
@@ -267,6 +388,30 @@ pub struct MirrorReport {
 }
 
 #[derive(Debug, Serialize)]
+pub struct TcpReport {
+    #[serde(flatten)]
+    pub key: StatsKey,
+    pub connections_total: u64,
+    pub connections_active: u64,
+    pub connect_failed: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub idle_timeouts: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TcpMirrorReport {
+    #[serde(flatten)]
+    pub key: StatsKey,
+    pub opened: u64,
+    pub completed: u64,
+    pub active: u64,
+    pub bytes_sent: u64,
+    pub bytes_dropped: u64,
+    pub cut: HashMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct ListenerReport {
     pub address: String,
     pub connections_total: u64,
@@ -298,6 +443,9 @@ pub struct StatsReport {
     pub access_log: crate::access_log::AccessLogReport,
     /// Bytes queued for mirror copies right now, against the engine-wide budget.
     pub mirror_buffer_queued_bytes: u64,
+    /// Tcp routes, one entry per destination.
+    pub tcp: Vec<TcpReport>,
+    pub tcp_mirrors: Vec<TcpMirrorReport>,
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use crate::retry::RetryPolicy;
 use crate::rewrite::{Redirect, Rewrite};
 use crate::sampling::{Sampler, WeightedPicker, MILLION};
 use crate::snapshot::{self, Snapshot};
+use crate::splice::TcpRoutes;
 use crate::stats::{DestinationStats, StatsKey, StatsRegistry};
 
 /// A primary destination of one route, with the counters it answers into.
@@ -150,6 +151,8 @@ pub struct RouteTable {
     hosts: HostIndex,
     virtual_hosts: Vec<VirtualHost>,
     listener_defaults: Vec<Option<usize>>,
+    /// Routes for connections on `tcp` listeners.
+    pub tcp: TcpRoutes,
 }
 
 impl RouteTable {
@@ -222,11 +225,13 @@ impl RouteTable {
                 None => Ok(None),
             })
             .collect::<Result<_, _>>()?;
+        let tcp = TcpRoutes::compile(&snap.tcp_routes, &cluster, registry)?;
         Ok(Self {
             version: snap.version.clone(),
             hosts,
             virtual_hosts,
             listener_defaults,
+            tcp,
         })
     }
 }

@@ -95,6 +95,25 @@ impl ConnectionGauges {
     }
 }
 
+/// A spliced (tcp route) upstream connection's place in the open count, left
+/// when it is dropped.
+#[derive(Debug)]
+pub struct GaugeHold(Arc<Gauge>);
+
+impl GaugeHold {
+    pub(crate) fn new(gauge: Arc<Gauge>) -> Self {
+        gauge.open.fetch_add(1, Relaxed);
+        gauge.opened_total.fetch_add(1, Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
 /// An upstream connection that leaves the open count when it is dropped.
 #[derive(Debug)]
 pub struct Counted {

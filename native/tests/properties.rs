@@ -409,6 +409,7 @@ fn build(vhosts: &[VHost], default: Option<u32>) -> Snapshot {
         listeners: vec![snapshot::Listener {
             address: "127.0.0.1:0".into(),
             default_virtual_host: default,
+            protocol: Default::default(),
         }],
         clusters: vec![snapshot::Cluster {
             host: "reviews".into(),
@@ -421,6 +422,7 @@ fn build(vhosts: &[VHost], default: Option<u32>) -> Snapshot {
         }],
         upstream: Default::default(),
         limits: Default::default(),
+        tcp_routes: vec![],
         virtual_hosts: vhosts
             .iter()
             .enumerate()

@@ -1,0 +1,908 @@
+//! TCP routes: a connection accepted on a `tcp` listener is matched once, sent
+//! to one weighted destination, and its bytes are spliced both ways (half-close
+//! carried across) until both sides are done, an error, or the idle timeout.
+//!
+//! A sampled connection also feeds a mirror: every client -> upstream chunk is
+//! offered to a byte-bounded queue drained by a task of its own, which writes
+//! to the mirror and discards whatever the mirror answers. Offering never
+//! waits: when the queue is full (or the engine-wide mirror budget is spent)
+//! the mirror connection is cut and counted, and the client goes on untouched.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::body::{MirrorBudget, Reserved};
+use crate::cluster::Cluster;
+use crate::retry::TryOutcome;
+use crate::sampling::{Sampler, WeightedPicker};
+use crate::snapshot;
+use crate::stats::{StatsKey, StatsRegistry, TcpCutReason, TcpMirrorStats, TcpStats};
+use crate::upstream::{ConnectionGauges, GaugeHold, Role};
+
+/// Bytes read from a socket at once. 64 KiB: large enough that bulk transfers
+/// cost few syscalls, small enough that a mirror's queue holds many chunks.
+const CHUNK: usize = 64 * 1024;
+
+// === compiled routes ===
+
+/// An IP network: an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `::1/128`, or a bare address (a host route).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix length must be 0..={max}"))?,
+        };
+        Ok(Self { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (net, ip, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (
+                u128::from(u32::from(n)) << 96,
+                u128::from(u32::from(i)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), self.prefix),
+            _ => return false,
+        };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(bits))
+        };
+        net & mask == ip & mask
+    }
+}
+
+#[derive(Debug)]
+struct TcpMatcher {
+    port: Option<u16>,
+    subnets: Vec<Cidr>,
+}
+
+impl TcpMatcher {
+    fn is_match(&self, local: SocketAddr) -> bool {
+        self.port.is_none_or(|p| p == local.port())
+            && (self.subnets.is_empty() || self.subnets.iter().any(|c| c.contains(local.ip())))
+    }
+}
+
+#[derive(Debug)]
+pub struct TcpDestination {
+    pub cluster: Arc<Cluster>,
+    pub stats: Arc<TcpStats>,
+}
+
+#[derive(Debug)]
+pub struct TcpMirror {
+    pub cluster: Arc<Cluster>,
+    sampler: Sampler,
+    buffer_bytes: usize,
+    timeout: Duration,
+    pub stats: Arc<TcpMirrorStats>,
+}
+
+#[derive(Debug)]
+pub struct TcpRoute {
+    matchers: Vec<TcpMatcher>,
+    picker: WeightedPicker,
+    pub destinations: Vec<TcpDestination>,
+    pub mirrors: Vec<TcpMirror>,
+}
+
+impl TcpRoute {
+    /// The destination of one connection, by weight.
+    pub fn pick(&self) -> &TcpDestination {
+        &self.destinations[self.picker.pick()]
+    }
+}
+
+/// Every tcp route of a snapshot, in order.
+#[derive(Debug, Default)]
+pub struct TcpRoutes {
+    routes: Vec<TcpRoute>,
+}
+
+impl TcpRoutes {
+    pub fn compile(
+        routes: &[snapshot::TcpRoute],
+        cluster: &dyn Fn(u32) -> Result<Arc<Cluster>, String>,
+        registry: &mut StatsRegistry,
+    ) -> Result<Self, String> {
+        let routes = routes
+            .iter()
+            .map(|r| {
+                compile_route(r, cluster, registry).map_err(|e| {
+                    format!(
+                        "virtual service {:?}, tcp route {:?}: {e}",
+                        r.virtual_service, r.name
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { routes })
+    }
+
+    /// The first route whose match holds for a connection to `local`.
+    pub fn route_for(&self, local: SocketAddr) -> Option<&TcpRoute> {
+        self.routes
+            .iter()
+            .find(|r| r.matchers.is_empty() || r.matchers.iter().any(|m| m.is_match(local)))
+    }
+}
+
+fn compile_route(
+    r: &snapshot::TcpRoute,
+    cluster: &dyn Fn(u32) -> Result<Arc<Cluster>, String>,
+    registry: &mut StatsRegistry,
+) -> Result<TcpRoute, String> {
+    let key = |c: &Cluster| StatsKey {
+        virtual_service: r.virtual_service.clone(),
+        route: r.name.clone(),
+        host: c.host.clone(),
+        subset: c.subset.clone(),
+    };
+    let matchers = r
+        .matches
+        .iter()
+        .map(|m| {
+            Ok(TcpMatcher {
+                port: m.port,
+                subnets: m
+                    .destination_subnets
+                    .iter()
+                    .map(|s| Cidr::parse(s))
+                    .collect::<Result<_, String>>()?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let picker = WeightedPicker::new(r.destinations.iter().map(|d| d.weight))
+        .ok_or("no destination with a weight above 0")?;
+    let destinations = r
+        .destinations
+        .iter()
+        .map(|d| {
+            let cluster = cluster(d.cluster)?;
+            Ok(TcpDestination {
+                stats: registry.tcp(key(&cluster)),
+                cluster,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let mirrors = r
+        .mirrors
+        .iter()
+        .map(|m| {
+            let cluster = cluster(m.cluster)?;
+            if m.buffer_bytes == 0 {
+                return Err("a mirror's buffer_bytes must be at least 1".to_owned());
+            }
+            Ok(TcpMirror {
+                stats: registry.tcp_mirror(key(&cluster)),
+                cluster,
+                sampler: Sampler::new(m.per_million),
+                buffer_bytes: usize::try_from(m.buffer_bytes).unwrap_or(usize::MAX),
+                timeout: Duration::from_millis(m.timeout_ms),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(TcpRoute {
+        matchers,
+        picker,
+        destinations,
+        mirrors,
+    })
+}
+
+// === the mirror's bounded queue ===
+
+/// Shared by the splice (which offers chunks) and the mirror task (which writes them).
+#[derive(Debug, Default)]
+struct QueueState {
+    /// Bytes offered and not yet written to the mirror.
+    queued: AtomicUsize,
+    /// Set once, by whichever side gives up first; that side counts the cut.
+    closed: AtomicBool,
+}
+
+/// Why an offer was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Taking the chunk would pass the queue's bound (or the engine's budget):
+    /// the caller must cut the mirror.
+    Full,
+    /// The mirror side has already given up (and counted why).
+    Closed,
+}
+
+/// The splice's end of a mirror queue. `offer` never waits.
+#[derive(Debug)]
+pub struct QueueSender {
+    tx: mpsc::UnboundedSender<Reserved>,
+    state: Arc<QueueState>,
+    max: usize,
+    budget: Arc<MirrorBudget>,
+}
+
+/// The mirror task's end.
+#[derive(Debug)]
+pub struct QueueReceiver {
+    rx: mpsc::UnboundedReceiver<Reserved>,
+    state: Arc<QueueState>,
+}
+
+/// A queue that holds at most `max` bytes (and draws them from `budget`).
+pub fn queue(max: usize, budget: Arc<MirrorBudget>) -> (QueueSender, QueueReceiver) {
+    // Unbounded in chunks, bounded in bytes by `offer`: a count bound would
+    // either waste room on small chunks or allow too much in large ones.
+    let (tx, rx) = mpsc::unbounded_channel();
+    let state = Arc::new(QueueState::default());
+    (
+        QueueSender {
+            tx,
+            state: state.clone(),
+            max,
+            budget,
+        },
+        QueueReceiver { rx, state },
+    )
+}
+
+impl QueueSender {
+    pub fn offer(&self, chunk: &Bytes) -> Result<(), Refused> {
+        if self.state.closed.load(Relaxed) {
+            return Err(Refused::Closed);
+        }
+        let len = chunk.len();
+        if self.state.queued.load(Relaxed) + len > self.max {
+            return Err(Refused::Full);
+        }
+        let reserved = self.budget.reserve(chunk).ok_or(Refused::Full)?;
+        self.state.queued.fetch_add(len, Relaxed);
+        self.tx.send(reserved).map_err(|_| Refused::Closed)
+    }
+
+    /// Bytes taken and not yet written to the mirror.
+    pub fn queued(&self) -> usize {
+        self.state.queued.load(Relaxed)
+    }
+
+    /// Marks the queue given up; true for the side that did it first.
+    pub fn close(&self) -> bool {
+        !self.state.closed.swap(true, Relaxed)
+    }
+}
+
+impl QueueReceiver {
+    /// The next chunk; `None` once the sender is gone and the queue is empty.
+    pub(crate) async fn next(&mut self) -> Option<Reserved> {
+        self.rx.recv().await
+    }
+
+    /// Call once a chunk from `next` is written (or given up).
+    pub(crate) fn done(&self, chunk: Reserved) {
+        self.state.queued.fetch_sub(chunk.bytes().len(), Relaxed);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.state.queued.load(Relaxed)
+    }
+}
+
+// === one connection ===
+
+/// What a tcp connection needs besides its sockets.
+pub struct Context<'a> {
+    pub connect_timeout: Duration,
+    /// `None`: never closed for idleness.
+    pub idle_timeout: Option<Duration>,
+    pub gauges: &'a ConnectionGauges,
+    pub budget: &'a Arc<MirrorBudget>,
+}
+
+/// Serves one accepted connection on `route` to the end.
+pub async fn serve(mut client: TcpStream, route: &TcpRoute, cx: Context<'_>) {
+    let destination = route.pick();
+    let stats = &destination.stats;
+    stats.connections_total.fetch_add(1, Relaxed);
+    stats.connections_active.fetch_add(1, Relaxed);
+    let _active = Decrement(&stats.connections_active);
+    // The cluster's limit (DestinationRule tcp.maxConnections) counts connections here.
+    let Ok(lease) = destination.cluster.acquire() else {
+        stats.connect_failed.fetch_add(1, Relaxed);
+        return;
+    };
+    let endpoint = lease.endpoint();
+    let upstream = match connect(endpoint.authority.as_str(), cx.connect_timeout).await {
+        Ok(stream) => stream,
+        Err(()) => {
+            stats.connect_failed.fetch_add(1, Relaxed);
+            destination
+                .cluster
+                .record(endpoint, TryOutcome::ConnectFailure);
+            return;
+        }
+    };
+    let _open = GaugeHold::new(cx.gauges.gauge(Role::Primary, endpoint.authority.as_str()));
+    let mut feeds: Vec<Feed> = route
+        .mirrors
+        .iter()
+        .filter(|m| m.sampler.sample())
+        .filter_map(|m| start_mirror(m, &cx))
+        .collect();
+    let mut upstream = upstream;
+    let idle = splice(
+        &mut client,
+        &mut upstream,
+        &mut feeds,
+        cx.idle_timeout,
+        stats,
+    )
+    .await;
+    if idle {
+        stats.idle_timeouts.fetch_add(1, Relaxed);
+    }
+    // Dropping the feeds ends the mirror queues: each mirror task writes what
+    // is queued, then closes (bounded by the mirror's timeout).
+    drop(feeds);
+}
+
+struct Decrement<'a>(&'a AtomicU64);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, ()> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
+        .await
+        .map_err(drop)?
+        .map_err(drop)?;
+    // Spliced bytes are relayed as they come: no Nagle delay on top of the client's.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// When the last byte went either way, for the idle timeout.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn expired(&self, idle: Duration) {
+        loop {
+            let deadline = self.start + Duration::from_millis(self.last_ms.load(Relaxed)) + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+/// Copies both ways until both sides have ended (each end's FIN passed on as
+/// a shutdown of the other's write side), either fails, or the connection is
+/// idle for `idle`. Returns whether the idle timeout ended it.
+pub async fn splice(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    feeds: &mut [Feed],
+    idle: Option<Duration>,
+    stats: &TcpStats,
+) -> bool {
+    let activity = Activity::new();
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let to_upstream = async {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            // Reuses the allocation once every earlier chunk has been written
+            // (and the mirrors are done with it): no copy per chunk.
+            buf.reserve(CHUNK);
+            let n = client_read.read_buf(&mut buf).await?;
+            if n == 0 {
+                upstream_write.shutdown().await?;
+                for feed in feeds.iter_mut() {
+                    feed.finish();
+                }
+                return Ok::<(), std::io::Error>(());
+            }
+            activity.touch();
+            let chunk = buf.split().freeze();
+            for feed in feeds.iter_mut() {
+                feed.offer(&chunk);
+            }
+            upstream_write.write_all(&chunk).await?;
+            stats.bytes_received.fetch_add(n as u64, Relaxed);
+        }
+    };
+    let to_client = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = upstream_read.read(&mut buf).await?;
+            if n == 0 {
+                client_write.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            activity.touch();
+            client_write.write_all(&buf[..n]).await?;
+            stats.bytes_sent.fetch_add(n as u64, Relaxed);
+        }
+    };
+    let both = async {
+        // An error either way ends both: the sockets are dropped (closed) by the caller.
+        let _ = tokio::try_join!(to_upstream, to_client);
+    };
+    match idle {
+        None => {
+            both.await;
+            false
+        }
+        Some(idle) => {
+            tokio::select! {
+                () = both => false,
+                () = activity.expired(idle) => true,
+            }
+        }
+    }
+}
+
+// === mirrors ===
+
+/// One mirror of one connection, as the splice sees it.
+pub struct Feed {
+    /// `None` once cut or finished.
+    queue: Option<QueueSender>,
+    /// Dropped when the client's side ends: the mirror's finish timeout starts.
+    ended: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    stats: Arc<TcpMirrorStats>,
+}
+
+impl Feed {
+    /// Offers a chunk; on a full queue the mirror is cut at once. Never waits.
+    fn offer(&mut self, chunk: &Bytes) {
+        let Some(queue) = &self.queue else {
+            self.stats
+                .bytes_dropped
+                .fetch_add(chunk.len() as u64, Relaxed);
+            return;
+        };
+        match queue.offer(chunk) {
+            Ok(()) => {}
+            Err(refused) => {
+                let mut dropped = chunk.len();
+                if refused == Refused::Full && queue.close() {
+                    // The mirror task may be stuck in a write to a stalled peer:
+                    // aborting it closes its socket; what it held is dropped.
+                    self.task.abort();
+                    dropped += queue.queued();
+                    self.stats.cut(TcpCutReason::BufferFull);
+                }
+                self.stats.bytes_dropped.fetch_add(dropped as u64, Relaxed);
+                self.queue = None;
+            }
+        }
+    }
+
+    /// The client's stream has ended: the mirror gets a FIN after the rest.
+    fn finish(&mut self) {
+        self.queue = None;
+        self.ended = None;
+    }
+}
+
+fn start_mirror(mirror: &TcpMirror, cx: &Context<'_>) -> Option<Feed> {
+    let stats = mirror.stats.clone();
+    stats.opened.fetch_add(1, Relaxed);
+    let Ok(endpoint) = mirror.cluster.pick_for_mirror() else {
+        stats.cut(TcpCutReason::NoEndpoint);
+        return None;
+    };
+    let (tx, rx) = queue(mirror.buffer_bytes, cx.budget.clone());
+    let (ended, ended_rx) = oneshot::channel();
+    let task = tokio::spawn(run_mirror(
+        rx,
+        ended_rx,
+        endpoint.authority.as_str().to_owned(),
+        cx.connect_timeout,
+        mirror.timeout,
+        cx.gauges.gauge(Role::Mirror, endpoint.authority.as_str()),
+        stats.clone(),
+    ));
+    Some(Feed {
+        queue: Some(tx),
+        ended: Some(ended),
+        task,
+        stats,
+    })
+}
+
+enum MirrorEnd {
+    Failed,
+    TimedOut,
+}
+
+/// Connects to the mirror (chunks queue meanwhile), writes every chunk, reads
+/// and discards the mirror's answers. Once the client's side has ended
+/// (`ended` fires), the rest must be written within `finish_timeout`.
+async fn run_mirror(
+    mut rx: QueueReceiver,
+    mut ended: oneshot::Receiver<()>,
+    authority: String,
+    connect_timeout: Duration,
+    finish_timeout: Duration,
+    gauge: Arc<crate::upstream::Gauge>,
+    stats: Arc<TcpMirrorStats>,
+) {
+    stats.active.fetch_add(1, Relaxed);
+    let _active = DecrementArc(stats.clone());
+    // Held apart from `rx`, which the forwarding borrows.
+    let state = rx.state.clone();
+    let give_up = |reason: TcpCutReason| {
+        if !state.closed.swap(true, Relaxed) {
+            stats.cut(reason);
+            stats
+                .bytes_dropped
+                .fetch_add(state.queued.load(Relaxed) as u64, Relaxed);
+        }
+    };
+    let Ok(mut stream) = connect(&authority, connect_timeout).await else {
+        give_up(TcpCutReason::ConnectFailed);
+        return;
+    };
+    let _open = GaugeHold::new(gauge);
+    let (mut read, mut write) = stream.split();
+    let discard = async {
+        let mut sink = vec![0u8; CHUNK];
+        loop {
+            if read.read(&mut sink).await? == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    let forward = async {
+        while let Some(chunk) = rx.next().await {
+            let written = write.write_all(chunk.bytes()).await;
+            if written.is_ok() {
+                stats
+                    .bytes_sent
+                    .fetch_add(chunk.bytes().len() as u64, Relaxed);
+            }
+            rx.done(chunk);
+            written?;
+        }
+        write.shutdown().await
+    };
+    tokio::pin!(forward, discard);
+    let mut ended_at: Option<Instant> = None;
+    let deadline = |at: Option<Instant>| at.unwrap_or_else(Instant::now) + finish_timeout;
+    // Discarding runs alongside so that a chatty mirror never blocks on its
+    // own send buffer; its early end (EOF) does not stop the forwarding.
+    let mut discarding = true;
+    let result = loop {
+        tokio::select! {
+            r = &mut forward => break r.map_err(|_| MirrorEnd::Failed),
+            r = &mut discard, if discarding => match r {
+                Ok(()) => discarding = false,
+                Err(_) => break Err(MirrorEnd::Failed),
+            },
+            _ = &mut ended, if ended_at.is_none() => ended_at = Some(Instant::now()),
+            () = tokio::time::sleep_until(deadline(ended_at).into()), if ended_at.is_some() => {
+                break Err(MirrorEnd::TimedOut)
+            }
+        }
+    };
+    match result {
+        Ok(()) => {
+            // Everything is written; the mirror gets the rest of its time to
+            // read it and close, so that it sees a whole session, not a reset.
+            if discarding {
+                let _ = tokio::time::timeout_at(deadline(ended_at).into(), &mut discard).await;
+            }
+            if !state.closed.swap(true, Relaxed) {
+                stats.completed.fetch_add(1, Relaxed);
+            }
+        }
+        Err(MirrorEnd::Failed) => give_up(TcpCutReason::Failed),
+        Err(MirrorEnd::TimedOut) => give_up(TcpCutReason::Timeout),
+    }
+}
+
+struct DecrementArc(Arc<TcpMirrorStats>);
+
+impl Drop for DecrementArc {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::EndpointIds;
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn cidrs_match_by_prefix() {
+        let net = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("ten/8").is_err());
+    }
+
+    #[test]
+    fn routes_match_on_port_and_subnet() {
+        let m = TcpMatcher {
+            port: Some(6379),
+            subnets: vec![Cidr::parse("127.0.0.0/8").unwrap()],
+        };
+        assert!(m.is_match("127.0.0.1:6379".parse().unwrap()));
+        assert!(!m.is_match("127.0.0.1:6380".parse().unwrap()));
+        assert!(!m.is_match("10.0.0.1:6379".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_and_never_waits() {
+        let budget = MirrorBudget::new(1 << 20);
+        let (tx, mut rx) = queue(10, budget.clone());
+        assert_eq!(tx.offer(&Bytes::from_static(b"123456")), Ok(()));
+        assert_eq!(tx.offer(&Bytes::from_static(b"12345")), Err(Refused::Full));
+        assert_eq!(tx.offer(&Bytes::from_static(b"1234")), Ok(()));
+        assert_eq!((tx.queued(), budget.queued()), (10, 10));
+        let first = rx.next().await.unwrap();
+        assert_eq!(first.bytes().as_ref(), b"123456");
+        rx.done(first);
+        // Written bytes leave the queue's count; the budget is released on drop.
+        assert_eq!((tx.queued(), budget.queued()), (4, 4));
+        assert_eq!(tx.offer(&Bytes::from_static(b"abcdef")), Ok(()));
+        assert!(tx.close());
+        assert!(!tx.close(), "the cut is counted once");
+        assert_eq!(tx.offer(&Bytes::from_static(b"x")), Err(Refused::Closed));
+    }
+
+    #[tokio::test]
+    async fn the_engine_budget_bounds_every_queue_together() {
+        let budget = MirrorBudget::new(8);
+        let (a, _ra) = queue(100, budget.clone());
+        let (b, _rb) = queue(100, budget.clone());
+        assert_eq!(a.offer(&Bytes::from_static(b"12345")), Ok(()));
+        assert_eq!(b.offer(&Bytes::from_static(b"12345")), Err(Refused::Full));
+    }
+
+    fn one_route(upstream: SocketAddr, mirror: Option<(SocketAddr, u64)>) -> TcpRoutes {
+        let cluster = |addr: SocketAddr, host: &str| snapshot::Cluster {
+            host: host.into(),
+            subset: None,
+            endpoints: vec![addr.to_string()],
+            weights: vec![],
+            load_balancer: Default::default(),
+            max_requests: None,
+            outlier_detection: None,
+        };
+        let mut clusters = vec![cluster(upstream, "primary")];
+        let mut mirrors = vec![];
+        if let Some((addr, buffer_bytes)) = mirror {
+            clusters.push(cluster(addr, "mirror"));
+            mirrors.push(snapshot::TcpMirror {
+                cluster: 1,
+                per_million: 1_000_000,
+                buffer_bytes,
+                timeout_ms: 2_000,
+            });
+        }
+        let ids = EndpointIds::default();
+        let compiled: Vec<Arc<Cluster>> = clusters
+            .iter()
+            .map(|c| Arc::new(Cluster::compile(c, &ids).unwrap()))
+            .collect();
+        TcpRoutes::compile(
+            &[snapshot::TcpRoute {
+                virtual_service: "vs".into(),
+                name: "0".into(),
+                matches: vec![],
+                destinations: vec![snapshot::TcpDestination {
+                    cluster: 0,
+                    weight: 1,
+                }],
+                mirrors,
+            }],
+            &|i| Ok(compiled[i as usize].clone()),
+            &mut StatsRegistry::default(),
+        )
+        .unwrap()
+    }
+
+    /// Accepts one connection and answers it with what `respond` makes of
+    /// everything the client sent before its FIN.
+    async fn peer(respond: fn(Vec<u8>) -> Vec<u8>) -> (SocketAddr, JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            s.write_all(&respond(got.clone())).await.unwrap();
+            s.shutdown().await.unwrap();
+            got
+        });
+        (addr, task)
+    }
+
+    /// Runs one proxied connection: the client sends `data`, half-closes, and reads to the end.
+    async fn through(routes: Arc<TcpRoutes>, data: Vec<u8>) -> Vec<u8> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let proxy = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let route = routes.route_for(s.local_addr().unwrap()).unwrap();
+            let gauges = ConnectionGauges::default();
+            let budget = MirrorBudget::new(1 << 30);
+            let cx = Context {
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Some(Duration::from_secs(5)),
+                gauges: &gauges,
+                budget: &budget,
+            };
+            serve(s, route, cx).await;
+        });
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut r, mut w) = client.split();
+        let send = async {
+            w.write_all(&data).await.unwrap();
+            // Half-close: the upstream must see EOF and still be able to answer.
+            w.shutdown().await.unwrap();
+        };
+        let mut answer = Vec::new();
+        let recv = r.read_to_end(&mut answer);
+        let ((), n) = tokio::join!(send, recv);
+        n.unwrap();
+        proxy.await.unwrap();
+        answer
+    }
+
+    fn reversed(mut v: Vec<u8>) -> Vec<u8> {
+        v.reverse();
+        v
+    }
+
+    #[tokio::test]
+    async fn bytes_and_half_close_cross_both_ways() {
+        let (upstream, got) = peer(reversed).await;
+        let routes = Arc::new(one_route(upstream, None));
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let answer = through(routes.clone(), data.clone()).await;
+        assert_eq!(got.await.unwrap(), data);
+        assert_eq!(answer, reversed(data.clone()));
+        let stats = &routes.routes[0].destinations[0].stats;
+        assert_eq!(stats.bytes_received.load(Relaxed), data.len() as u64);
+        assert_eq!(stats.bytes_sent.load(Relaxed), data.len() as u64);
+        assert_eq!(stats.connections_active.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_mirror_gets_the_client_bytes_and_its_answer_is_dropped() {
+        let (upstream, got) = peer(|_| b"primary".to_vec()).await;
+        let (mirror, mirror_got) = peer(|_| b"mirror says no".to_vec()).await;
+        let routes = Arc::new(one_route(upstream, Some((mirror, 1 << 20))));
+        let data = b"SET k v\r\n".repeat(1000);
+        let answer = through(routes.clone(), data.clone()).await;
+        assert_eq!(answer, b"primary");
+        assert_eq!(got.await.unwrap(), data);
+        assert_eq!(mirror_got.await.unwrap(), data);
+        let stats = &routes.routes[0].mirrors[0].stats;
+        for _ in 0..100 {
+            if stats.active.load(Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.opened.load(Relaxed), 1);
+        assert_eq!(stats.completed.load(Relaxed), 1);
+        assert_eq!(stats.bytes_sent.load(Relaxed), data.len() as u64);
+        assert_eq!(stats.bytes_dropped.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_mirror_is_cut_and_the_client_goes_on() {
+        let (upstream, got) = peer(|v| v.len().to_string().into_bytes()).await;
+        // Accepts, never reads: its socket buffers fill, then the queue.
+        let stalled = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mirror = stalled.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (s, _) = stalled.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        let routes = Arc::new(one_route(upstream, Some((mirror, 64 * 1024))));
+        let data = vec![7u8; 32 * 1024 * 1024];
+        let answer = through(routes.clone(), data.clone()).await;
+        assert_eq!(answer, data.len().to_string().into_bytes());
+        assert_eq!(got.await.unwrap().len(), data.len());
+        let stats = &routes.routes[0].mirrors[0].stats;
+        assert_eq!(stats.cut_count(TcpCutReason::BufferFull), 1);
+        assert_eq!(stats.completed.load(Relaxed), 0);
+        let sent = stats.bytes_sent.load(Relaxed);
+        let dropped = stats.bytes_dropped.load(Relaxed);
+        assert!(
+            dropped > 0 && sent + dropped <= data.len() as u64,
+            "{sent} + {dropped}"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn a_refusing_mirror_is_counted_and_changes_nothing() {
+        let (upstream, got) = peer(reversed).await;
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mirror = closed.local_addr().unwrap();
+        drop(closed);
+        let routes = Arc::new(one_route(upstream, Some((mirror, 1 << 20))));
+        let answer = through(routes.clone(), b"hello".to_vec()).await;
+        assert_eq!(answer, b"olleh");
+        assert_eq!(got.await.unwrap(), b"hello");
+        let stats = &routes.routes[0].mirrors[0].stats;
+        for _ in 0..100 {
+            if stats.active.load(Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.cut_count(TcpCutReason::ConnectFailed), 1);
+    }
+}
