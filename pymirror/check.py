@@ -150,7 +150,9 @@ def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> 
     if vh is None:
         return [
             "hosts: " + ", ".join(vs.hosts),
-            "no HTTP route: tcp and tls routes are not served yet",
+            "no HTTP route"
+            + (f"; {len(vs.tcp)} tcp route(s) on `protocol: tcp` listeners" if vs.tcp else "")
+            + ("; tls routes are not served yet" if vs.tls else ""),
         ]
     extra = [d for d in vh["domains"] if d not in vs.hosts]
     lines = ["hosts: " + ", ".join(vs.hosts) + (f" (also {', '.join(extra)})" if extra else "")]

@@ -59,6 +59,32 @@ class AccessLogStats(TypedDict):
     dropped: int  # lines dropped because the writer fell behind (never blocks a request)
 
 
+class TcpStats(TypedDict):
+    virtual_service: str
+    route: str  # the tcp entry's index
+    host: str
+    subset: str | None
+    connections_total: int
+    connections_active: int
+    connect_failed: int  # no upstream connection (refused, timed out, no endpoint, limit)
+    bytes_received: int  # client -> upstream
+    bytes_sent: int  # upstream -> client
+    idle_timeouts: int
+
+
+class TcpMirrorStats(TypedDict):
+    virtual_service: str
+    route: str
+    host: str
+    subset: str | None
+    opened: int  # connections sampled for this mirror
+    completed: int  # mirror connections that took the whole client stream
+    active: int
+    bytes_sent: int
+    bytes_dropped: int  # client bytes a cut mirror never got
+    cut: dict[str, int]  # reason -> count
+
+
 class Stats(TypedDict):
     version: str
     bucket_bounds_seconds: list[float]
@@ -68,6 +94,8 @@ class Stats(TypedDict):
     upstream_connections: list[UpstreamConnectionStats]
     access_log: AccessLogStats
     mirror_buffer_queued_bytes: int  # against ServerOptions.mirror_buffer_budget
+    tcp: list[TcpStats]
+    tcp_mirrors: list[TcpMirrorStats]
 
 
 @dataclass(frozen=True)

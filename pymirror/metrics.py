@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -22,7 +23,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from pymirror.engine import DestinationStats, HistogramStats, MirrorStats, Stats
+from pymirror.engine import (
+    DestinationStats,
+    HistogramStats,
+    MirrorStats,
+    Stats,
+    TcpMirrorStats,
+    TcpStats,
+)
 from pymirror.snapshot import Snapshot
 
 __all__ = ["Scrape", "StatsCollector", "families", "registry", "render"]
@@ -75,6 +83,7 @@ def families(scrape: Scrape) -> list[Metric]:
     out += _mirrors(stats["mirrors"], bounds)
     out += _upstream(stats, scrape.snapshot)
     out += _listeners(stats)
+    out += _tcp(stats)
     access = CounterMetricFamily(
         "pymirror_access_log_lines",
         "Access log lines written, and dropped because the writer fell behind.",
@@ -152,7 +161,7 @@ class _Series:
         return list(zip(les, map(float, accumulate(self.buckets)), strict=True)), self.sum_seconds
 
 
-def _labels(row: DestinationStats | MirrorStats) -> _Labels:
+def _labels(row: DestinationStats | MirrorStats | TcpStats | TcpMirrorStats) -> _Labels:
     return (row["virtual_service"], row["route"], row["host"], row["subset"] or "")
 
 
@@ -236,6 +245,93 @@ def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metri
             series,
         ),
     ]
+
+
+# === tcp routes ===
+
+
+def _tcp(stats: Stats) -> list[Metric]:
+    """Spliced connections per tcp route destination, and what their mirrors got."""
+
+    def family(
+        kind: type[CounterMetricFamily | GaugeMetricFamily], name: str, doc: str, *extra: str
+    ) -> Any:
+        return kind(name, doc, labels=[*ROUTE_LABELS, *extra])
+
+    conns = family(CounterMetricFamily, "pymirror_tcp_connections", "TCP connections routed.")
+    active = family(GaugeMetricFamily, "pymirror_tcp_connections_active", "TCP connections open.")
+    failed = family(
+        CounterMetricFamily,
+        "pymirror_tcp_connect_failures",
+        "TCP connections closed because no upstream connection could be opened (refused, "
+        "timed out, no endpoint, or the destination's connection limit).",
+    )
+    idle = family(
+        CounterMetricFamily,
+        "pymirror_tcp_idle_timeouts",
+        "TCP connections closed after the idle timeout without a byte either way.",
+    )
+    moved = family(
+        CounterMetricFamily,
+        "pymirror_tcp_bytes",
+        "Bytes spliced: `to_upstream` from the client, `to_client` from the upstream.",
+        "direction",
+    )
+    # Summed by label set: two virtual services of one name (in two namespaces) report
+    # apart, and an exposition must have each label set once.
+    routes: dict[_Labels, Counter[str]] = {}
+    for row in stats.get("tcp", []):
+        routes.setdefault(_labels(row), Counter()).update(
+            {k: v for k, v in row.items() if isinstance(v, int)}
+        )
+    for key, sums in routes.items():
+        labels = list(key)
+        conns.add_metric(labels, sums["connections_total"])
+        active.add_metric(labels, sums["connections_active"])
+        failed.add_metric(labels, sums["connect_failed"])
+        idle.add_metric(labels, sums["idle_timeouts"])
+        moved.add_metric([*labels, "to_upstream"], sums["bytes_received"])
+        moved.add_metric([*labels, "to_client"], sums["bytes_sent"])
+    opened = family(
+        CounterMetricFamily,
+        "pymirror_tcp_mirror_connections",
+        "TCP mirror connections ended, by outcome: `completed` (the mirror took the whole "
+        "client stream) or `cut` (see pymirror_tcp_mirror_cut_total); open ones are "
+        "pymirror_tcp_mirror_connections_active.",
+        "outcome",
+    )
+    cut = family(
+        CounterMetricFamily,
+        "pymirror_tcp_mirror_cut",
+        "Mirror connections cut, by reason: buffer_full (the mirror fell behind), "
+        "connect_failed, failed (reset, closed), timeout (after the client ended), "
+        "no_endpoint. The client's connection is never affected.",
+        "reason",
+    )
+    mirror_active = family(
+        GaugeMetricFamily, "pymirror_tcp_mirror_connections_active", "Mirror connections open."
+    )
+    mirror_bytes = family(
+        CounterMetricFamily,
+        "pymirror_tcp_mirror_bytes",
+        "Client bytes `sent` to the mirror, and `dropped` (never sent: the mirror was cut).",
+        "result",
+    )
+    mirrors: dict[_Labels, tuple[Counter[str], Counter[str]]] = {}
+    for mirror in stats.get("tcp_mirrors", []):
+        counts, cuts = mirrors.setdefault(_labels(mirror), (Counter(), Counter()))
+        counts.update({k: v for k, v in mirror.items() if isinstance(v, int)})
+        cuts.update(mirror["cut"])
+    for key, (m, cuts) in mirrors.items():
+        labels = list(key)
+        opened.add_metric([*labels, "completed"], m["completed"])
+        opened.add_metric([*labels, "cut"], sum(cuts.values()))
+        for reason, count in sorted(cuts.items()):
+            cut.add_metric([*labels, reason], count)
+        mirror_active.add_metric(labels, m["active"])
+        mirror_bytes.add_metric([*labels, "sent"], m["bytes_sent"])
+        mirror_bytes.add_metric([*labels, "dropped"], m["bytes_dropped"])
+    return [conns, active, failed, idle, moved, opened, cut, mirror_active, mirror_bytes]
 
 
 # === upstream connections and listeners ===

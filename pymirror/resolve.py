@@ -92,14 +92,23 @@ class _Resolver:
             for vs in self.served
         ]
         if listen:
-            host = config.listeners[0].host if config.listeners else None
-            pairs = [(address, host) for address in listen]
+            first = config.listeners[0] if config.listeners else None
+            host = first.host if first else None
+            protocol = first.protocol if first else "http"
+            triples = [(address, host, protocol) for address in listen]
         else:
-            pairs = [(lst.address, lst.host) for lst in config.listeners]
-        listeners: list[snap.Listener] = [
-            {"address": address, "default_virtual_host": self.default_host(host)}
-            for address, host in pairs
-        ]
+            triples = [(lst.address, lst.host, lst.protocol) for lst in config.listeners]
+        # `protocol` and `tcp_routes` are written only when used, so that an HTTP-only
+        # config keeps the snapshot (and version) it had before tcp routes existed.
+        listeners: list[snap.Listener] = []
+        for address, host, protocol in triples:
+            listener: snap.Listener = {
+                "address": address,
+                "default_virtual_host": self.default_host(host),
+            }
+            if protocol == "tcp":
+                listener["protocol"] = "tcp"
+            listeners.append(listener)
         upstream: snap.UpstreamSettings = {
             "connect_timeout_ms": duration_ms(config.upstream.connect_timeout),
             "pool_idle_timeout_ms": snap.POOL_IDLE_TIMEOUT_MS,
@@ -119,6 +128,8 @@ class _Resolver:
                 "max_connections": limits.max_connections,
             },
         }
+        if tcp_routes := self.tcp_routes():
+            result["tcp_routes"] = tcp_routes
         # The version labels what the core runs: equal snapshots get equal versions.
         canonical = json.dumps({**result, "version": None}, sort_keys=True, separators=(",", ":"))
         result["version"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
@@ -199,6 +210,39 @@ class _Resolver:
                 if (rate := per_million(percent)) > 0
             ],
         }
+
+    def tcp_routes(self) -> list[snap.TcpRoute]:
+        """Every virtual service's `tcp` routes, in order (first match wins per connection)."""
+        limits = self.config.mirror_defaults
+        routes: list[snap.TcpRoute] = []
+        for vs in self.config.virtual_services:
+            for i, route in enumerate(vs.tcp):
+                mirrors: list[snap.TcpMirror] = []
+                if route.mirror is not None and (rate := per_million(route.mirror_rate)) > 0:
+                    mirrors.append(
+                        {
+                            "cluster": self.cluster(route.mirror),
+                            "per_million": rate,
+                            "buffer_bytes": max(1, limits.max_body_bytes),
+                            "timeout_ms": duration_ms(limits.timeout),
+                        }
+                    )
+                routes.append(
+                    {
+                        "virtual_service": vs.name,
+                        "name": str(i),
+                        "matches": [
+                            {"port": m.port, "destination_subnets": list(m.destination_subnets)}
+                            for m in route.match
+                        ],
+                        "destinations": [
+                            {"cluster": self.cluster(d.destination), "weight": weight}
+                            for d, weight in zip(route.route, route.weights, strict=True)
+                        ],
+                        "mirrors": mirrors,
+                    }
+                )
+        return routes
 
     def policies(self, vs: VirtualService, index: int) -> list[MirrorPolicy]:
         """The `mirrorPolicies` for route ``index`` of ``vs``: its route's, then its own."""

@@ -175,6 +175,44 @@ class Listener(TypedDict):
     """`ip:port`; port 0 picks a free port."""
     default_virtual_host: NotRequired[int | None]
     """Index into `Snapshot.virtual_hosts` for requests whose Host matches none."""
+    protocol: NotRequired[str]
+    """`http` (default) or `tcp`: connections routed by `Snapshot.tcp_routes`."""
+
+
+class TcpMatch(TypedDict):
+    """Istio L4MatchAttributes: the parts judged outside a mesh."""
+
+    port: NotRequired[int | None]
+    """The listener port the connection arrived on."""
+    destination_subnets: NotRequired[list[str]]
+    """CIDRs or addresses; the listener's address must be in one. Empty: any."""
+
+
+class TcpDestination(TypedDict):
+    cluster: int
+    """Index into `Snapshot.clusters`."""
+    weight: int
+
+
+class TcpMirror(TypedDict):
+    cluster: int
+    """Index into `Snapshot.clusters`."""
+    per_million: int
+    """Share of connections mirrored, out of 1,000,000."""
+    buffer_bytes: NotRequired[int]
+    """Bytes queued for the mirror at most; past it the mirror connection is cut."""
+    timeout_ms: NotRequired[int]
+    """Time the mirror has to take the rest once the client's side has ended."""
+
+
+class TcpRoute(TypedDict):
+    virtual_service: str
+    name: str
+    """The tcp entry's index (a metrics label)."""
+    matches: NotRequired[list[TcpMatch]]
+    """OR across entries; empty matches every connection."""
+    destinations: list[TcpDestination]
+    mirrors: NotRequired[list[TcpMirror]]
 
 
 class OutlierDetection(TypedDict):
@@ -234,3 +272,5 @@ class Snapshot(TypedDict):
     clusters: list[Cluster]
     upstream: NotRequired[UpstreamSettings]
     limits: NotRequired[Limits]
+    tcp_routes: NotRequired[list[TcpRoute]]
+    """Tried in order for each connection on a `tcp` listener."""

@@ -44,6 +44,16 @@ class Loaded:
         return [p for p in self.problems if p.severity == "warning"]
 
 
+def _has_tcp_listener(documents: list[Document]) -> bool:
+    """Whether any listener written is `protocol: tcp` (then `tcp` routes are served)."""
+    for d in documents:
+        listeners = d.data.get("listeners") if isinstance(d.data, dict) else None
+        for listener in listeners if isinstance(listeners, list) else ():
+            if isinstance(listener, dict) and listener.get("protocol") == "tcp":
+                return True
+    return False
+
+
 def load(*sources: Source, strict: bool = True) -> Loaded:
     """Load a configuration and report every problem, errors and warnings, without raising.
 
@@ -58,10 +68,11 @@ def load(*sources: Source, strict: bool = True) -> Loaded:
     native = [d for d in documents if not is_resource(d)]
     resources = read_resources(d for d in documents if is_resource(d))
     compiled = compile_resources(resources, _native_services(native))
+    tcp_served = _has_tcp_listener([*native, *resources.proxies])
     problems = [
         *resources.problems,
         *compiled.catalog.problems,
-        *check_resource_references(compiled.catalog, strict=strict),
+        *check_resource_references(compiled.catalog, strict=strict, tcp_served=tcp_served),
         *resource_warnings(resources),
     ]
     merged = [*native, *resources.proxies]

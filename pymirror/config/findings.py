@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
 from .errors import Path, Problem
-from .istio import HTTPRoute, L4Route, VirtualService
+from .istio import HTTPRoute, L4Route, TCPRoute, VirtualService
 from .matches import IGNORED_HEADER_KEYS
 from .model import Config
 from .resources import Resources
@@ -33,8 +33,9 @@ def _warn(path: Path, message: str, code: str, *, at_key: bool = True) -> Issue:
 def config_warnings(config: Config) -> list[Issue]:
     """Warnings on what the model holds (both the native and the resource form)."""
     issues: list[Issue] = []
+    tcp_listener = any(lst.protocol == "tcp" for lst in config.listeners)
     for i, vs in enumerate(config.virtual_services):
-        issues += _virtual_service(("virtualServices", i), vs)
+        issues += _virtual_service(("virtualServices", i), vs, tcp_listener)
         issues += unreachable(("virtualServices", i), vs)
     for name, service in config.services.items():
         here: Path = ("services", name)
@@ -45,20 +46,35 @@ def config_warnings(config: Config) -> list[Issue]:
     return issues
 
 
-def _virtual_service(here: Path, vs: VirtualService) -> Iterator[Issue]:
+def _virtual_service(here: Path, vs: VirtualService, tcp_listener: bool) -> Iterator[Issue]:
     if vs.gateways:
         yield _warn(
             (*here, "gateways"),
             f"`gateways` {_MESH_ONLY}: pymirror serves this virtual service on every listener",
             "not-applicable",
         )
-    for kind in ("tcp", "tls"):
-        if getattr(vs, kind):
-            yield _warn(
-                (*here, kind),
-                f"`{kind}` routes are not served yet: pymirror serves HTTP routes only",
-                "not-served",
-            )
+    if vs.tls:
+        yield _warn(
+            (*here, "tls"),
+            "`tls` routes are not served yet: pymirror serves HTTP and TCP routes",
+            "not-served",
+        )
+    if vs.tcp and not tcp_listener:
+        yield _warn(
+            (*here, "tcp"),
+            "`tcp` routes serve connections on listeners with `protocol: tcp`, and no "
+            "listener has it: these routes take no connection",
+            "not-served",
+        )
+    for j, tcp in enumerate(vs.tcp):
+        for k, match in enumerate(tcp.match):
+            for field in ("source_labels", "gateways", "source_namespace"):
+                if getattr(match, field):
+                    yield _warn(
+                        (*here, "tcp", j, "match", k, to_camel(field)),
+                        f"`{to_camel(field)}` {_MESH_ONLY}: this condition is ignored",
+                        "not-applicable",
+                    )
     for j, route in enumerate(vs.http):
         yield from _route((*here, "http", j), route)
 
@@ -176,7 +192,7 @@ def unreachable(here: Path, vs: VirtualService) -> list[Issue]:
     an earlier one is ineffective, and a rule whose matches all are is unreachable."""
     issues: list[Issue] = []
     for kind in ("http", "tcp", "tls"):
-        routes: Sequence[HTTPRoute | L4Route] = getattr(vs, kind)
+        routes: Sequence[HTTPRoute | TCPRoute | L4Route] = getattr(vs, kind)
         seen: dict[str, int] = {}
         catch_all = False
         for j, route in enumerate(routes):
@@ -222,7 +238,7 @@ def unreachable(here: Path, vs: VirtualService) -> list[Issue]:
     return issues
 
 
-def _rule_name(route: HTTPRoute | L4Route, index: int) -> str:
+def _rule_name(route: HTTPRoute | TCPRoute | L4Route, index: int) -> str:
     name = getattr(route, "name", None)
     return f"`{name}`" if name else str(index)
 

@@ -2,15 +2,16 @@
 
 The same models read the native format's `virtualServices` entries and the `spec` of
 VirtualService resources. Fields pymirror accepts without serving (mesh-only conditions,
-`corsPolicy`, `tcp`, `tls`) are kept as written so `pymirror check` and `run` report them
+`corsPolicy`, `tls`) are kept as written so `pymirror check` and `run` report them
 (see `pymirror.config.findings`); none is dropped silently.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import ipaddress
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .actions import (
@@ -280,8 +281,84 @@ class RouteDestination(_Model):
     """Relative share of connections."""
 
 
+def _subnet(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"expected an IP address or CIDR, such as `10.0.0.0/8` or `::1` (got {value!r})"
+        ) from None
+    return value
+
+
+Subnet = Annotated[str, AfterValidator(_subnet)]
+
+
+class L4MatchAttributes(_Model):
+    """Istio L4MatchAttributes: conditions on a TCP connection."""
+
+    destination_subnets: list[Subnet] = Field(default_factory=list)
+    """The address the connection arrived at (the listener's) is in one of these (IP
+    addresses or CIDRs). Default: any."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """The port of the listener the connection arrived on. Default: any."""
+    source_labels: dict[Name, str] = Field(default_factory=dict)
+    """Accepted, not applicable outside a mesh (reported; the condition is ignored)."""
+    gateways: list[str] = Field(default_factory=list)
+    """Accepted, not applicable outside a mesh (reported; the condition is ignored)."""
+    source_namespace: str | None = None
+    """Accepted, not applicable outside a mesh (reported; the condition is ignored)."""
+
+
+class TCPRoute(_Model):
+    """Istio TCPRoute: connections that match go to one destination, by weight, for their
+    whole life. `mirror` and `mirrorPercentage` are pymirror extensions."""
+
+    match: list[L4MatchAttributes] = Field(default_factory=list)
+    """Conditions, any of which selects this route (OR). Default: every connection."""
+    route: list[RouteDestination] = Field(min_length=1)
+    """Destinations; each connection goes to one of them, by weight."""
+    mirror: Destination | None = None
+    """pymirror extension: the client's bytes of sampled connections are also sent to a
+    connection to this destination; what it answers is discarded. A mirror that falls
+    behind (`mirrorDefaults.maxBodyBytes` queued) or fails is cut; the client is never
+    held back."""
+    mirror_percentage: Percent | None = None
+    """pymirror extension: share of connections mirrored. Default: 100%."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TCPRoute:
+        if self.mirror_percentage is not None and self.mirror is None:
+            raise problem(
+                "`mirrorPercentage` without `mirror` has no effect", "mirrorPercentage", at_key=True
+            )
+        if len(self.route) > 1 and sum(self.weights) == 0:
+            raise problem(
+                "the destinations' weights add up to 0; give each its share, "
+                "such as `weight: 80` and `weight: 20`",
+                "route",
+            )
+        if sum(self.weights) > U32_MAX:
+            raise problem(f"the weights add up to more than {U32_MAX}", "route")
+        return self
+
+    @property
+    def weights(self) -> list[int]:
+        """The destinations' weights, as Istio reads them."""
+        if len(self.route) == 1:
+            return [100]
+        return [d.weight or 0 for d in self.route]
+
+    @property
+    def mirror_rate(self) -> float:
+        """The percentage of connections mirrored (0 without a mirror)."""
+        if self.mirror is None:
+            return 0.0
+        return self.mirror_percentage.value if self.mirror_percentage is not None else 100.0
+
+
 class L4Route(_Model):
-    """Istio TCPRoute or TLSRoute: accepted and reported, not served yet."""
+    """Istio TLSRoute: accepted and reported, not served yet."""
 
     match: list[dict[str, Any]] = Field(default_factory=list)
     """Conditions, as Istio writes them (kept for the report)."""
@@ -306,8 +383,8 @@ class VirtualService(_Model):
     """Accepted, not applicable outside a mesh (reported): pymirror serves every listener."""
     http: list[HTTPRoute] = Field(default_factory=list)
     """Routes, tried in order; the first whose match holds serves the request."""
-    tcp: list[L4Route] = Field(default_factory=list)
-    """Accepted, not served yet (reported)."""
+    tcp: list[TCPRoute] = Field(default_factory=list)
+    """TCP routes, tried in order for each connection on a `protocol: tcp` listener."""
     tls: list[L4Route] = Field(default_factory=list)
     """Accepted, not served yet (reported)."""
     export_to: list[str] = Field(default_factory=list)

@@ -10,7 +10,7 @@ this same model (`pymirror.config.resources`).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
@@ -29,10 +29,12 @@ from .istio import (
     HTTPMirrorPolicy,
     HTTPRoute,
     HTTPRouteDestination,
+    L4MatchAttributes,
     L4Route,
     MirrorDestination,
     MirrorHeaders,
     MirrorOptions,
+    TCPRoute,
     VirtualService,
 )
 from .matches import Destination, Headers, HTTPMatchRequest, Percent, PortSelector, StringMatch
@@ -64,6 +66,7 @@ __all__ = [
     "HTTPRoute",
     "HTTPRouteDestination",
     "Headers",
+    "L4MatchAttributes",
     "L4Route",
     "Limits",
     "Listener",
@@ -77,6 +80,7 @@ __all__ = [
     "Service",
     "ServicePort",
     "StringMatch",
+    "TCPRoute",
     "TrafficPolicy",
     "Upstream",
     "VirtualService",
@@ -198,13 +202,27 @@ class Service(_Model):
 
 
 class Listener(_Model):
-    """An address to accept HTTP/1.1 connections on."""
+    """An address to accept connections on: HTTP/1.1, or TCP spliced through."""
 
     address: ListenAddress
     """`ip:port` to listen on; port 0 picks a free port."""
     host: HostName | None = None
     """The host that a request whose Host matches no virtual service is routed as.
-    Default: such requests get 404."""
+    Default: such requests get 404. Not with `protocol: tcp`."""
+    protocol: Literal["http", "tcp"] = "http"
+    """`http`: requests are routed by the virtual services' `http` routes. `tcp`: each
+    connection goes where the first matching `tcp` route (of any virtual service) sends
+    it, and its bytes are spliced through unread. Default: `http`."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Listener:
+        if self.protocol == "tcp" and self.host is not None:
+            raise problem(
+                "a `protocol: tcp` listener has no requests to route by host; remove `host`",
+                "host",
+                at_key=True,
+            )
+        return self
 
 
 class Admin(_Model):

@@ -26,17 +26,18 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}"
 
 
-def check_references(catalog: Catalog, *, strict: bool) -> list[Problem]:
-    """Findings for every destination of every VirtualService resource."""
+def check_references(catalog: Catalog, *, strict: bool, tcp_served: bool = False) -> list[Problem]:
+    """Findings for every destination of every VirtualService resource. ``tcp_served``:
+    a listener is `protocol: tcp`, so findings in `tcp` routes can stop a run."""
     return [
         problem
         for r in catalog.resources.written_virtual_services
-        for path, dest, served in _destinations(r.spec)
+        for path, dest, served in _destinations(r.spec, tcp_served)
         for problem in _Destination(catalog, r, path, dest, served, strict).check()
     ]
 
 
-def _destinations(spec: Any) -> Iterator[tuple[Path, dict[str, Any], bool]]:
+def _destinations(spec: Any, tcp_served: bool) -> Iterator[tuple[Path, dict[str, Any], bool]]:
     """(path, destination, served) of each destination written, skipping malformed ones."""
     if not isinstance(spec, dict):
         return
@@ -53,17 +54,17 @@ def _destinations(spec: Any) -> Iterator[tuple[Path, dict[str, Any], bool]]:
                     for j, d in enumerate(route["route"])
                     if isinstance(d, dict)
                 ]
-            if kind == "http":
+            if kind in ("http", "tcp"):
                 found.append(((*at, "mirror"), route.get("mirror")))
-                if isinstance(route.get("mirrors"), list):
-                    found += [
-                        ((*at, "mirrors", j, "destination"), m.get("destination"))
-                        for j, m in enumerate(route["mirrors"])
-                        if isinstance(m, dict)
-                    ]
+            if kind == "http" and isinstance(route.get("mirrors"), list):
+                found += [
+                    ((*at, "mirrors", j, "destination"), m.get("destination"))
+                    for j, m in enumerate(route["mirrors"])
+                    if isinstance(m, dict)
+                ]
             for path, dest in found:
                 if isinstance(dest, dict) and isinstance(dest.get("host"), str):
-                    yield path, dest, kind == "http"
+                    yield path, dest, kind == "http" or (kind == "tcp" and tcp_served)
 
 
 class _Destination:
@@ -99,8 +100,8 @@ class _Destination:
         self, field: str, message: str, code: str, severity: Literal["error", "warning"]
     ) -> Problem:
         if not self.served:
-            # tcp and tls routes are not served yet: their findings cannot stop a run.
-            severity, message = "warning", f"{message} (in a route not served yet)"
+            # Routes not served (tls; tcp without a tcp listener): findings cannot stop a run.
+            severity, message = "warning", f"{message} (in a route not served)"
         path = (*self.path, field) if field else self.path
         return self.r.problem(path, message, severity=severity, code=code)
 

@@ -272,6 +272,6 @@ def _destinations(entry: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for kind in ("http", "tcp", "tls"):
         for route in entry.get(kind) or ():
             yield from (d["destination"] for d in route.get("route") or ())
-            if kind == "http":
+            if kind in ("http", "tcp"):
                 yield from [route["mirror"]] if route.get("mirror") else []
                 yield from (m["destination"] for m in route.get("mirrors") or ())

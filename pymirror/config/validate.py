@@ -261,12 +261,25 @@ class _Checker:
                 for domain in domains(host, vs.namespace):
                     hosts.setdefault(domain.lower(), (*here, "hosts", j))
             resource = self.config.source(i) is not None
-            for j, route in enumerate(vs.http):
-                for path, dest in route.destinations():
-                    # A resource's destinations are checked as Istio's analyzer does
-                    # (`references`), unless they name a native service.
-                    if not resource or self.native(dest.host):
-                        yield from self.destination((*here, "http", j, *path), dest)
+            found = [
+                (("http", j, *path), dest)
+                for j, route in enumerate(vs.http)
+                for path, dest in route.destinations()
+            ]
+            # `tcp` routes are served only where a listener is `protocol: tcp`.
+            tcp_served = any(lst.protocol == "tcp" for lst in self.config.listeners)
+            for j, tcp in enumerate(vs.tcp if tcp_served else ()):
+                found += [
+                    (("tcp", j, "route", k, "destination"), d.destination)
+                    for k, d in enumerate(tcp.route)
+                ]
+                if tcp.mirror is not None:
+                    found.append((("tcp", j, "mirror"), tcp.mirror))
+            for path, dest in found:
+                # A resource's destinations are checked as Istio's analyzer does
+                # (`references`), unless they name a native service.
+                if not resource or self.native(dest.host):
+                    yield from self.destination((*here, *path), dest)
 
     def native(self, host: str) -> bool:
         service = self.config.services.get(host)

@@ -62,7 +62,8 @@ def test_typo_in_mirror_percentage_is_an_error_at_the_key() -> None:
 def test_unknown_field_without_close_name_lists_the_fields() -> None:
     text = NO_ROUTES.replace("127.0.0.1:8080\n", "127.0.0.1:8080\n    zz: 1\n")
     assert problems(text) == [
-        "<string>:3:5: listeners[0].zz: unknown field `zz`; expected one of `address`, `host`"
+        "<string>:3:5: listeners[0].zz: unknown field `zz`; expected one of `address`, `host`, "
+        "`protocol`"
     ]
 
 

@@ -322,7 +322,7 @@ def test_errors_name_the_file_and_the_resource_path(tmp_path: Path) -> None:
     assert info.value.problems[0].subject == "VirtualService default/reviews"
 
 
-def test_tcp_and_tls_routes_are_reported_not_served_at_check_and_at_run(
+def test_tcp_routes_without_a_tcp_listener_are_reported_at_check_and_at_run(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tcp = VS.replace(
@@ -331,8 +331,8 @@ def test_tcp_and_tls_routes_are_reported_not_served_at_check_and_at_run(
     )
     text = "---\n".join([PROXY, tcp, DR, SE])
     expected = [
-        "<string>:14:3: warning: spec.tcp: `tcp` routes are not served yet: pymirror serves "
-        "HTTP routes only"
+        "<string>:14:3: warning: spec.tcp: `tcp` routes serve connections on listeners with "
+        "`protocol: tcp`, and no listener has it: these routes take no connection"
     ]
     not_served = [str(p) for p in load(text, strict=False).warnings if p.code == "not-served"]
     assert not_served == expected

@@ -196,6 +196,15 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_listener_connections_active": "gauge",
         "pymirror_listener_connections_refused": "counter",
         "pymirror_listener_unrouted_requests": "counter",
+        "pymirror_tcp_connections": "counter",
+        "pymirror_tcp_connections_active": "gauge",
+        "pymirror_tcp_connect_failures": "counter",
+        "pymirror_tcp_idle_timeouts": "counter",
+        "pymirror_tcp_bytes": "counter",
+        "pymirror_tcp_mirror_connections": "counter",
+        "pymirror_tcp_mirror_cut": "counter",
+        "pymirror_tcp_mirror_connections_active": "gauge",
+        "pymirror_tcp_mirror_bytes": "counter",
         "pymirror_access_log_lines": "counter",
     }
     for name in ("pymirror_request_duration_seconds", "pymirror_mirror_request_duration_seconds"):
