@@ -379,13 +379,38 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
     for i, listener in enumerate(s["listeners"]):
         host = (hosts[0] if hosts else None) if listen else hosts[i]
         extra = f" (default host {host})" if host else ""
+        if listener.get("protocol") == "tcp":
+            extra = " (tcp)"
         lines.append(f"listener {listener['address']}{extra}")
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
     for vh in s["virtual_hosts"]:
         for route in vh["routes"]:
             lines.append(f"{vh['name']}/{route['name']}: {describe_route(s, route)}")
+    for tcp in s.get("tcp_routes", []):
+        lines.append(f"{tcp['virtual_service']}/tcp/{tcp['name']}: {describe_tcp_route(s, tcp)}")
     return lines
+
+
+def describe_tcp_route(s: snap.Snapshot, route: snap.TcpRoute) -> str:
+    """One line: conditions -> destinations; mirrors."""
+    conditions = []
+    for match in route.get("matches", []):
+        parts = [f"port {match['port']}"] if match.get("port") else []
+        if subnets := match.get("destination_subnets"):
+            parts.append(f"to {', '.join(subnets)}")
+        conditions.append(" ".join(parts) or "*")
+    dests = route["destinations"]
+    total = sum(d["weight"] for d in dests)
+    answer = ", ".join(
+        cluster_label(s, d["cluster"])
+        + (f" {d['weight'] * 100 / total:.4g}%" if len(dests) > 1 else "")
+        for d in dests
+    )
+    text = f"tcp {' | '.join(conditions) or '*'} -> {answer}"
+    for m in route.get("mirrors", []):
+        text += f"; mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+    return text
 
 
 def cluster_label(s: snap.Snapshot, index: int) -> str:

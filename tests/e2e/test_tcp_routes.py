@@ -340,3 +340,26 @@ virtualServices:
         while proxy.stats()["listeners"][0]["unrouted"] != 1:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+
+def test_shutdown_waits_for_spliced_connections_up_to_the_drain_deadline() -> None:
+    """A spliced connection has no request boundary: shutdown lets it run until the drain
+    deadline, then cuts it, and says it did not drain."""
+    sink = HashSink()
+    try:
+        proxy = Proxy(tcp_config(sink.address, None)).start()
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"still open")
+            deadline = time.monotonic() + 5
+            while proxy.stats()["tcp"][0]["bytes_received"] < 10:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            started = time.monotonic()
+            assert proxy.close(drain=0.3) is False
+            assert 0.3 <= time.monotonic() - started < 5
+            # Cut: the client sees the connection end.
+            s.settimeout(5)
+            assert s.recv(10) == b""
+    finally:
+        sink.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pymirror.config import ConfigError, load, load_config
-from pymirror.resolve import build_snapshot
+from pymirror.resolve import build_snapshot, describe
 
 NATIVE = """\
 listeners:
@@ -59,6 +59,16 @@ def test_native_tcp_routes_reach_the_snapshot() -> None:
     from pymirror.engine import validate
 
     validate(s)
+
+
+def test_describe_names_tcp_listeners_and_routes() -> None:
+    lines = describe(load_config(NATIVE))
+    assert "listener 127.0.0.1:6379 (tcp)" in lines
+    assert (
+        "redis/tcp/0: tcp port 6379 to 127.0.0.0/8 -> redis a (127.0.0.1:7001) 90%, "
+        "redis b (127.0.0.1:7002) 10%; mirror 12.5% -> redis-shadow (127.0.0.1:7003)"
+    ) in lines
+    assert "redis/tcp/1: tcp * -> redis b (127.0.0.1:7002)" in lines
 
 
 def test_an_http_only_config_keeps_its_snapshot_shape() -> None:
