@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -363,3 +364,90 @@ def test_shutdown_waits_for_spliced_connections_up_to_the_drain_deadline() -> No
             assert s.recv(10) == b""
     finally:
         sink.close()
+
+
+class Echo:
+    """A TCP peer answering every read with its name and the bytes read, on any number of
+    connections."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(self.name + b":" + data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def ask(s: socket.socket, data: bytes) -> bytes:
+    s.sendall(data)
+    return s.recv(65536)
+
+
+def test_a_reload_routes_new_connections_and_keeps_open_ones() -> None:
+    a, b = Echo(b"a"), Echo(b"b")
+    try:
+        with Proxy(tcp_config(a.address, None)) as proxy:
+            host, port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5) as old:
+                assert ask(old, b"1") == b"a:1"
+                proxy.reload(tcp_config(b.address, None))
+                with socket.create_connection((host, int(port)), timeout=5) as new:
+                    assert ask(new, b"2") == b"b:2"
+                # The open connection stays on the destination it was given.
+                assert ask(old, b"3") == b"a:3"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_max_connections_applies_to_tcp_listeners() -> None:
+    a = Echo(b"a")
+    try:
+        config = tcp_config(a.address, None, extra="limits: {maxConnections: 1}")
+        with Proxy(config) as proxy:
+            host, port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5) as first:
+                assert ask(first, b"1") == b"a:1"
+                # Closed unread at accept: an EOF, or a reset if the close raced a send.
+                with (
+                    socket.create_connection((host, int(port)), timeout=5) as second,
+                    contextlib.suppress(ConnectionResetError),
+                ):
+                    assert second.recv(10) == b""
+                assert ask(first, b"2") == b"a:2"
+                assert proxy.stats()["listeners"][0]["connections_refused"] == 1
+    finally:
+        a.close()
+
+
+def test_an_idle_tcp_connection_is_closed_and_counted() -> None:
+    a = Echo(b"a")
+    try:
+        with Proxy(tcp_config(a.address, None, extra="limits: {idleTimeout: 200ms}")) as proxy:
+            host, port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                assert ask(s, b"1") == b"a:1"
+                started = time.monotonic()
+                assert s.recv(10) == b""
+                assert time.monotonic() - started >= 0.15
+            deadline = time.monotonic() + 5
+            while proxy.stats()["tcp"][0]["idle_timeouts"] != 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+    finally:
+        a.close()

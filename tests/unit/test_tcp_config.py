@@ -106,11 +106,15 @@ spec:
   tcp:
   - match: [{port: 3306}]
     route: [{destination: {host: mysql.internal, port: {number: 3306}}}]
+    mirror: {host: mysql.internal, port: {number: 3306}}
+    mirrorPercentage: {value: 1}
 """
     s = build_snapshot(load_config(text))
     [route] = s["tcp_routes"]
     [dest] = route["destinations"]
     assert s["clusters"][dest["cluster"]]["endpoints"] == ["127.0.0.1:13306"]
+    # pymirror's tcp mirror is accepted on the resource too (Istio has no tcp mirror).
+    assert [m["per_million"] for m in route["mirrors"]] == [10_000]
     assert not [p for p in load(text).problems if p.code == "not-served"]
 
 
