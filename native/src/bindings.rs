@@ -48,6 +48,8 @@ struct PyEngine {
 impl PyEngine {
     #[new]
     #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::compare::DEFAULT_QUEUE_CAPACITY))]
+    // Python's keyword arguments, one per option: a struct would only move the list.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         snapshot_json: &str,
