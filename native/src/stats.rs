@@ -167,6 +167,8 @@ pub struct MirrorStats {
     dropped: [AtomicU64; DropReason::ALL.len()],
     pub responses: StatusCounts,
     pub duration: Histogram,
+    /// Comparisons of this mirror's answers with the primary's.
+    pub compare: crate::compare::CompareStats,
 }
 
 impl MirrorStats {
@@ -229,6 +231,7 @@ impl StatsRegistry {
                     .collect(),
                 responses: s.responses.report(),
                 duration: s.duration.report(),
+                compare: s.compare.report(),
             })
             .collect();
         (destinations, mirrors)
@@ -264,6 +267,7 @@ pub struct MirrorReport {
     pub dropped: HashMap<String, u64>,
     pub responses: HashMap<String, u64>,
     pub duration: HistogramReport,
+    pub compare: crate::compare::CompareReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -298,6 +302,8 @@ pub struct StatsReport {
     pub access_log: crate::access_log::AccessLogReport,
     /// Bytes queued for mirror copies right now, against the engine-wide budget.
     pub mirror_buffer_queued_bytes: u64,
+    /// Compared pairs waiting for the control plane to drain them.
+    pub compare_queue_depth: u64,
 }
 
 #[cfg(test)]
