@@ -1,4 +1,4 @@
-"""The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`.
+"""The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`, `/compare`.
 
 A small ASGI app served under trio by hypercorn's trio worker: no HTTP parsing of our
 own. It runs in the control plane's trio loop, beside the signal handling; the data
@@ -22,6 +22,7 @@ import trio
 from prometheus_client.exposition import choose_encoder
 
 from pymirror import metrics
+from pymirror.compare import report
 from pymirror.config import Config
 from pymirror.config.types import split_host_port
 from pymirror.errors import EngineError, ListenError
@@ -42,7 +43,7 @@ log = logging.getLogger("pymirror.admin")
 _http_log = logging.getLogger("pymirror.admin.http")
 _http_log.setLevel(logging.WARNING)
 
-_ROUTES = ("/metrics", "/healthz", "/readyz", "/config", "/stats")
+_ROUTES = ("/metrics", "/healthz", "/readyz", "/config", "/stats", "/compare")
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 
@@ -79,7 +80,13 @@ class Admin:
             stats = proxy.stats()
         except EngineError:  # not started, or closed after a drain
             return metrics.Scrape(None, reloads=self.reloads)
-        return metrics.Scrape(stats, snapshot, self.reloads, self._checksum_of(config))
+        return metrics.Scrape(
+            stats,
+            snapshot,
+            self.reloads,
+            self._checksum_of(config),
+            compare=proxy.comparator.store.counts(),
+        )
 
     def _checksum_of(self, config: Config) -> str:
         # The config object changes only on reload: hash it once per configuration.
@@ -187,6 +194,12 @@ class Admin:
             if scrape.stats is None:
                 return _not_running()
             return 200, _JSON, _dumps(scrape.stats), []
+        if path == "/compare":
+            proxy = self.proxy
+            scrape = self.scrape()
+            if proxy is None or scrape.stats is None:
+                return _not_running()
+            return 200, _JSON, _dumps(report.document(proxy.comparator.store, scrape.stats)), []
         if path == "/config":
             proxy = self.proxy
             if proxy is None or proxy.snapshot is None:

@@ -113,7 +113,43 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh period (default: %(default)g)",
     )
+    rep = commands.add_parser(
+        "report", help="how the mirror's answers compare with the primary's (reads /compare)"
+    )
+    rep.add_argument(
+        "--admin",
+        default=DEFAULT_ADMIN,
+        metavar="HOST:PORT",
+        help="the admin endpoint of a running pymirror (default: %(default)s)",
+    )
+    rep.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one block per endpoint; json: the /compare document (default: text)",
+    )
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from pymirror.compare.report import render_text
+
+    url = f"http://{args.admin}/compare"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            doc = json.load(answer)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"pymirror: cannot read {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(doc, indent=1))
+    else:
+        sys.stdout.write(render_text(doc))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -154,7 +190,9 @@ def _top(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, args.log_format)
-    command = {"run": _run, "check": _check, "demo": _demo, "top": _top}[args.command]
+    command = {"run": _run, "check": _check, "demo": _demo, "top": _top, "report": _report}[
+        args.command
+    ]
     try:
         return command(args)
     except ConfigError as exc:

@@ -25,6 +25,34 @@ class DestinationStats(TypedDict):
     duration: HistogramStats
 
 
+class CompareStats(TypedDict):
+    sampled: int  # copies chosen for comparison
+    queued: int  # pairs handed to the control plane
+    skipped: dict[str, int]  # queue_full | primary_incomplete | mirror_failed -> count
+
+
+class CaptureSide(TypedDict):
+    """One answer of a compared pair, as the core kept it."""
+
+    status: int
+    headers: list[tuple[str, str]]  # lower-case names, in order; values as Latin-1
+    body: bytes  # the first `max_body_bytes` of the body
+    body_len: int  # the whole body's length
+    body_hash: int  # FNV-1a 64 of the whole body
+    truncated: bool  # body_len > len(body)
+    latency: float  # seconds from the request's start to the body's end
+
+
+class ComparedPair(TypedDict):
+    virtual_service: str
+    route: str
+    mirror: int  # index in the route's `mirrors`
+    method: str
+    path: str  # path and query as forwarded
+    primary: CaptureSide
+    mirror_response: CaptureSide
+
+
 class MirrorStats(TypedDict):
     virtual_service: str
     route: str
@@ -37,6 +65,7 @@ class MirrorStats(TypedDict):
     dropped: dict[str, int]  # reason -> count
     responses: dict[str, int]
     duration: HistogramStats
+    compare: CompareStats
 
 
 class ListenerStats(TypedDict):
@@ -96,6 +125,7 @@ class Stats(TypedDict):
     mirror_buffer_queued_bytes: int  # against ServerOptions.mirror_buffer_budget
     tcp: list[TcpStats]
     tcp_mirrors: list[TcpMirrorStats]
+    compare_queue_depth: int  # compared pairs waiting for `drain_compared`
 
 
 @dataclass(frozen=True)
@@ -158,6 +188,12 @@ class Engine:
         """One bulk read of every counter in the core."""
         data: Any = json.loads(self._native.stats_json())
         return data  # type: ignore[no-any-return]
+
+    def drain_compared(self, max_pairs: int = 1024) -> list[ComparedPair]:
+        """Takes up to `max_pairs` compared pairs off the core's bounded queue, oldest
+        first, without waiting (see `pymirror.compare`)."""
+        pairs: Any = self._native.drain_compared(max_pairs)
+        return pairs  # type: ignore[no-any-return]
 
     def shutdown(self, drain: float = 5.0) -> bool:
         """Stops accepting and drains for up to `drain` seconds. Blocks.

@@ -22,6 +22,23 @@ log = logging.getLogger("pymirror")
 
 #: Seconds in-flight requests get to finish on shutdown, unless told otherwise.
 DEFAULT_DRAIN_SECONDS = 10.0
+#: How often compared pairs are drained from the core, and how many at most each time.
+COMPARE_INTERVAL = 0.1
+COMPARE_BATCH = 1024
+
+
+async def compare_forever(proxy: Proxy, interval: float = COMPARE_INTERVAL) -> None:
+    """Drains and compares the core's compared pairs in batches, off the request path,
+    until cancelled. A full batch is followed at once by the next."""
+    while True:
+        try:
+            n = proxy.compare_pending(COMPARE_BATCH)
+        except PymirrorError:
+            n = 0  # closed meanwhile
+        if n < COMPARE_BATCH:
+            await trio.sleep(interval)
+        else:
+            await trio.sleep(0)
 
 
 @asynccontextmanager
@@ -86,6 +103,7 @@ class Supervisor:
                 raise
             async with trio.open_nursery() as nursery:
                 await nursery.start(admin.serve)
+                nursery.start_soon(compare_forever, proxy)
                 self._announce(proxy)
                 log.info("admin listening on %s", address)
                 async for signum in signals:

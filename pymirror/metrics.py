@@ -57,6 +57,8 @@ class Scrape:
     """SIGHUP reloads by result."""
     checksum: str = ""
     """Checksum of the configuration as written (see `pymirror.admin.config_checksum`)."""
+    compare: Mapping[tuple[str, str, str], Mapping[str, int]] = field(default_factory=dict)
+    """Compared pairs by (virtual service, route, endpoint) and result (`pymirror.compare`)."""
 
 
 def families(scrape: Scrape) -> list[Metric]:
@@ -84,6 +86,7 @@ def families(scrape: Scrape) -> list[Metric]:
     out += _upstream(stats, scrape.snapshot)
     out += _listeners(stats)
     out += _tcp(stats)
+    out.append(_compare(stats, scrape.compare))
     access = CounterMetricFamily(
         "pymirror_access_log_lines",
         "Access log lines written, and dropped because the writer fell behind.",
@@ -380,6 +383,40 @@ def _upstream(stats: Stats, snapshot: Snapshot | None) -> Iterator[Metric]:
         opened.add_metric([host, subset, role], sum(r["opened_total"] for r in rows))
     yield open_
     yield opened
+
+
+#: Every result a comparison can have; `skipped` is counted by the core, per mirror.
+COMPARE_RESULTS = (
+    "match",
+    "status_mismatch",
+    "header_mismatch",
+    "body_mismatch",
+    "noise_only",
+    "skipped",
+)
+
+
+def _compare(stats: Stats, compared: Mapping[tuple[str, str, str], Mapping[str, int]]) -> Metric:
+    family = CounterMetricFamily(
+        "pymirror_compare",
+        "Compared mirror answers by endpoint (method and path template) and result. "
+        "`skipped`: sampled for comparison but not compared (queue full, primary "
+        "unfinished, copy failed); the core does not know endpoints, so their endpoint is "
+        "empty.",
+        labels=["virtual_service", "route", "endpoint", "result"],
+    )
+    for (vs, route, endpoint), results in sorted(compared.items()):
+        for result in COMPARE_RESULTS[:-1]:
+            if results.get(result):
+                family.add_metric([vs, route, endpoint, result], results[result])
+    skipped: Counter[tuple[str, str]] = Counter()
+    for m in stats["mirrors"]:
+        c = m.get("compare")
+        if c and c["sampled"]:
+            skipped[(m["virtual_service"], m["route"])] += sum(c["skipped"].values())
+    for (vs, route), n in sorted(skipped.items()):
+        family.add_metric([vs, route, "", "skipped"], n)
+    return family
 
 
 def _listeners(stats: Stats) -> list[Metric]:

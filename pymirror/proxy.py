@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
+from pymirror.compare.comparator import Comparator
 from pymirror.config import Config, load_config
 from pymirror.engine import Engine, ServerOptions, Stats
 from pymirror.errors import EngineError
@@ -43,6 +44,8 @@ class Proxy:
         self._options = options
         self._engine: Engine | None = None
         self._snapshot: Snapshot | None = None
+        self.comparator = Comparator()
+        """Compared answers so far (see `compare_pending` and `pymirror.compare`)."""
 
     # === lifecycle ===
 
@@ -121,6 +124,14 @@ class Proxy:
     def stats(self) -> Stats:
         """Every counter of the data plane, read in one call."""
         return self._running.stats()
+
+    def compare_pending(self, max_pairs: int = 1024) -> int:
+        """Drains up to `max_pairs` compared pairs from the core and compares them into
+        `comparator.store`; returns how many. `pymirror run` calls this every 100 ms;
+        an embedder calls it when it wants figures."""
+        if self._engine is None:
+            return 0
+        return self.comparator.feed(self._engine.drain_compared(max_pairs), self._snapshot)
 
     def reload(self, config: ConfigSource) -> None:
         """Validates `config` and swaps it in atomically; in-flight requests finish on the

@@ -16,6 +16,7 @@ from . import snapshot as snap
 from . import translate as tr
 from .config.errors import ConfigError, Problem
 from .config.hosts import domains, host_matches
+from .config.istio import CompareOptions
 from .config.matches import HeaderOperations
 from .config.model import (
     Config,
@@ -263,7 +264,9 @@ class _Resolver:
             (x.after_primary_success for x in levels if x.after_primary_success is not None), None
         )
         ops = [defaults.headers, *(x.headers for x in reversed(levels))]
+        compare = next((x.compare for x in levels if x.compare is not None), None)
         return {
+            "compare": _compare(compare),
             "request_headers": _merged_ops([h.request for h in ops if h and h.request]),
             "only_idempotent": defaults.only_idempotent if idempotent is None else idempotent,
             "after_primary_success": (defaults.after_primary_success if after is None else after),
@@ -325,9 +328,23 @@ class _Resolver:
 
 
 class _Guards(TypedDict):
+    compare: snap.Compare | None
     request_headers: snap.HeaderOps
     only_idempotent: bool
     after_primary_success: bool
+
+
+def _compare(c: CompareOptions | None) -> snap.Compare | None:
+    if c is None:
+        return None
+    return {
+        "per_million": per_million(c.percentage.value),
+        "max_body_bytes": c.max_body_bytes,
+        "ignore_headers": [h.lower() for h in c.ignore_headers],
+        "ignore_paths": list(c.ignore_paths),
+        "redact_headers": [h.lower() for h in c.redact_headers],
+        "redact_paths": list(c.redact_paths),
+    }
 
 
 def _merged_ops(levels: Sequence[HeaderOperations]) -> snap.HeaderOps:
@@ -459,6 +476,8 @@ def mirror_guards_text(m: snap.Mirror) -> str:
     changes += [f"+{h['name']}" for h in ops.get("add", [])]
     if changes:
         parts.append("headers " + " ".join(changes))
+    if compare := m.get("compare"):
+        parts.append(f"compare {compare['per_million'] / 10_000:g}%")
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -18,6 +18,7 @@ MIRROR_MAX_IN_FLIGHT = 1024
 MIRROR_TIMEOUT_MS = 10_000
 MIRROR_MAX_BODY_BYTES = 4 * 1024 * 1024
 MIRROR_HOST_SUFFIX = "-shadow"
+COMPARE_MAX_BODY_BYTES = 64 * 1024
 CONNECT_TIMEOUT_MS = 1_000
 POOL_IDLE_TIMEOUT_MS = 60_000
 POOL_MAX_IDLE_PER_ENDPOINT = 1024
@@ -132,6 +133,19 @@ class Fault(TypedDict):
     abort: NotRequired[FaultAbort | None]
 
 
+class Compare(TypedDict):
+    """Which copies are compared with the primary (pymirror extension)."""
+
+    per_million: int
+    """Share of the mirror's copies compared, out of 1,000,000."""
+    max_body_bytes: NotRequired[int]
+    # Read by the comparator in Python (`pymirror.compare`); the core carries them.
+    ignore_headers: NotRequired[list[str]]
+    ignore_paths: NotRequired[list[str]]
+    redact_headers: NotRequired[list[str]]
+    redact_paths: NotRequired[list[str]]
+
+
 class Mirror(TypedDict):
     cluster: int
     """Index into `Snapshot.clusters`."""
@@ -145,6 +159,7 @@ class Mirror(TypedDict):
     """Header operations on the copy alone."""
     only_idempotent: NotRequired[bool]
     after_primary_success: NotRequired[bool]
+    compare: NotRequired[Compare | None]
 
 
 class Route(TypedDict):

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::compare::Captured;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::error::EngineError;
@@ -44,7 +47,9 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::compare::DEFAULT_QUEUE_CAPACITY))]
+    // Python's keyword arguments, one per option: a struct would only move the list.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         snapshot_json: &str,
@@ -53,6 +58,7 @@ impl PyEngine {
         max_header_bytes: usize,
         access_log: Option<String>,
         mirror_buffer_budget: u64,
+        compare_queue_capacity: usize,
     ) -> PyResult<Self> {
         let snapshot = parse(py, snapshot_json)?;
         let timeout = Duration::try_from_secs_f64(header_read_timeout)
@@ -65,6 +71,7 @@ impl PyEngine {
             },
             access_log,
             mirror_buffer_budget,
+            compare_queue_capacity,
         };
         py.detach(|| Engine::start(&snapshot, options))
             .map(|inner| Self { inner })
@@ -96,11 +103,45 @@ impl PyEngine {
         report.map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
+    /// Up to `max` compared pairs, oldest first, as dicts (see `_native.pyi`).
+    /// Bodies are joined into `bytes` here, on the caller's thread.
+    #[pyo3(signature = (max = 1024))]
+    fn drain_compared<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let pairs = py.detach(|| self.inner.drain_compared(max));
+        let items = pairs
+            .iter()
+            .map(|p| {
+                let d = PyDict::new(py);
+                d.set_item("virtual_service", &p.key.virtual_service)?;
+                d.set_item("route", &p.key.route)?;
+                d.set_item("mirror", p.key.mirror)?;
+                d.set_item("method", p.method.as_str())?;
+                d.set_item("path", &p.path)?;
+                d.set_item("primary", side(py, &p.primary)?)?;
+                d.set_item("mirror_response", side(py, &p.mirror)?)?;
+                Ok(d)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, items)
+    }
+
     fn shutdown(&self, py: Python<'_>, drain_seconds: f64) -> PyResult<bool> {
         let drain = Duration::try_from_secs_f64(drain_seconds)
             .map_err(|_| PyValueError::new_err("drain_seconds must be a non-negative number"))?;
         Ok(py.detach(|| self.inner.shutdown(drain)))
     }
+}
+
+fn side<'py>(py: Python<'py>, c: &Captured) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("status", c.status)?;
+    d.set_item("headers", c.header_pairs())?;
+    d.set_item("body", PyBytes::new(py, &c.body_bytes()))?;
+    d.set_item("body_len", c.body_len)?;
+    d.set_item("body_hash", c.body_hash)?;
+    d.set_item("truncated", c.truncated)?;
+    d.set_item("latency", c.latency.as_secs_f64())?;
+    Ok(d)
 }
 
 /// Checks a snapshot as the engine would, binding nothing.

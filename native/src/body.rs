@@ -425,7 +425,63 @@ impl Drop for ClientBody {
 #[derive(Debug)]
 pub enum ResponseBody {
     Upstream(crate::forward::UpstreamBody),
+    /// The upstream's body, also captured for comparison with mirror copies.
+    Captured(Box<CapturedBody>),
     Local(Full<Bytes>),
+}
+
+/// A primary's body streamed to the client and captured on the way (a
+/// reference-count bump per chunk up to the bound; see `compare`).
+#[derive(Debug)]
+pub struct CapturedBody {
+    inner: crate::forward::UpstreamBody,
+    capture: Option<crate::compare::PrimaryCapture>,
+}
+
+impl CapturedBody {
+    pub fn new(
+        inner: crate::forward::UpstreamBody,
+        capture: crate::compare::PrimaryCapture,
+    ) -> Self {
+        Self {
+            inner,
+            capture: Some(capture),
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(c)) = (f.data_ref(), self.capture.as_mut()) {
+                    c.push(data);
+                }
+            }
+            None => {
+                if let Some(c) = self.capture.take() {
+                    c.finish();
+                }
+            }
+            // A broken body is not an answer to compare: the copy is told so
+            // when the capture is dropped unfinished.
+            Some(Err(_)) => self.capture = None,
+        }
+        Poll::Ready(frame)
+    }
+}
+
+impl Drop for CapturedBody {
+    fn drop(&mut self) {
+        // An empty body may never be polled: it is complete all the same.
+        if self.inner.is_end_stream() {
+            if let Some(c) = self.capture.take() {
+                c.finish();
+            }
+        }
+    }
 }
 
 impl From<Full<Bytes>> for ResponseBody {
@@ -444,6 +500,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Self::Captured(body) => body.poll_frame(cx),
             Self::Local(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
@@ -453,6 +510,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Upstream(body) => body.is_end_stream(),
+            Self::Captured(body) => body.inner.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
         }
     }
@@ -460,6 +518,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Upstream(body) => body.size_hint(),
+            Self::Captured(body) => body.inner.size_hint(),
             Self::Local(body) => body.size_hint(),
         }
     }

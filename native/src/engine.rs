@@ -3,6 +3,7 @@
 //! Python layer wraps. Every call here is off the request path.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::access_log::{AccessLog, AccessLogReport};
 use crate::body::MirrorBudget;
+use crate::compare::{CompareQueue, ComparedPair};
 use crate::error::EngineError;
 use crate::pool::EndpointIds;
 use crate::proxy::{Published, Shared};
@@ -29,6 +31,9 @@ pub struct EngineOptions {
     pub access_log: Option<String>,
     /// Bytes queued for all mirror copies together; past it copies are cut.
     pub mirror_buffer_budget: u64,
+    /// Compared pairs waiting for the control plane; past it a pair is
+    /// skipped and counted. 0: `compare::DEFAULT_QUEUE_CAPACITY`.
+    pub compare_queue_capacity: usize,
 }
 
 /// 256 MiB: with the per-copy 4 MiB buffer, 64 slow large copies at once.
@@ -104,6 +109,10 @@ impl Engine {
             connections,
             access_log,
             mirror_budget: MirrorBudget::new(options.mirror_buffer_budget),
+            compare_queue: CompareQueue::new(match options.compare_queue_capacity {
+                0 => crate::compare::DEFAULT_QUEUE_CAPACITY,
+                n => n,
+            }),
         });
         let protocols: Vec<Protocol> = snapshot.listeners.iter().map(|l| l.protocol).collect();
         let serve = {
@@ -215,7 +224,13 @@ impl Engine {
             mirror_buffer_queued_bytes: self.shared.mirror_budget.queued(),
             tcp,
             tcp_mirrors,
+            compare_queue_depth: self.shared.compare_queue.depth.load(Relaxed),
         }
+    }
+
+    /// Takes up to `max` compared pairs off the queue, without waiting.
+    pub fn drain_compared(&self, max: usize) -> Vec<ComparedPair> {
+        self.shared.compare_queue.drain(max)
     }
 
     pub fn is_running(&self) -> bool {

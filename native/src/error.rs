@@ -62,6 +62,8 @@ pub enum LocalReply {
     Overflow,
     UpstreamConnect,
     UpstreamReset,
+    /// The upstream answered bytes that do not parse as an HTTP/1.1 response.
+    UpstreamProtocol,
     UpstreamTimeout,
 }
 
@@ -77,7 +79,9 @@ impl LocalReply {
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamConnect | Self::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Self::UpstreamConnect | Self::UpstreamReset | Self::UpstreamProtocol => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -100,6 +104,7 @@ impl LocalReply {
             Self::Overflow => "upstream overflow: the destination's request limit is reached\n",
             Self::UpstreamConnect => "upstream connection refused or failed\n",
             Self::UpstreamReset => "upstream reset the connection before answering\n",
+            Self::UpstreamProtocol => "upstream answered with something that is not HTTP\n",
             Self::UpstreamTimeout => "upstream did not answer within the route timeout\n",
         }
     }

@@ -112,6 +112,10 @@ async fn try_once(
             Ok(response.map(|body| PooledResponse::new(body, loan))),
         ),
         Err(SendError::Connect) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamConnect)),
+        // Retry policy treats both alike (Envoy's `reset`); the user is told which.
+        Err(SendError::Exchange(e)) if e.is_parse() => {
+            (TryOutcome::Reset, Err(LocalReply::UpstreamProtocol))
+        }
         Err(SendError::Exchange(_)) => (TryOutcome::Reset, Err(LocalReply::UpstreamReset)),
     };
     // Passive health sees every try, retried or not.

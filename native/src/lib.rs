@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod body;
 pub mod cluster;
+pub mod compare;
 pub mod engine;
 pub mod error;
 pub mod fault;

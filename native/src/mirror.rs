@@ -1,5 +1,6 @@
 //! Mirroring: sample, admit within bounds, build the copy, send it, drain and
-//! drop the answer, count the outcome. Nothing here ever delays the primary.
+//! drop the answer (or, for a compared copy, keep it bounded and queue it with
+//! the primary's), count the outcome. Nothing here ever delays the primary.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::access_log::PendingLine;
 use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
 use crate::cluster::{Cluster, Unavailable};
+use crate::compare::{
+    BodyCapture, CompareKey, CompareQueue, CompareSpec, ComparedPair, PrimaryReceiver, SkipReason,
+};
 use crate::header_ops::HeaderOps;
 use crate::headers::shadow_host;
 use crate::pool::{Pool, PooledResponse, SendError};
@@ -37,6 +41,8 @@ pub struct MirrorPolicy {
     only_idempotent: bool,
     after_primary_success: bool,
     pub stats: Arc<MirrorStats>,
+    /// Set when a share of this mirror's answers is compared with the primary's.
+    pub compare: Option<CompareSpec>,
 }
 
 impl MirrorPolicy {
@@ -45,6 +51,7 @@ impl MirrorPolicy {
         sampler: Sampler,
         spec: &snapshot::Mirror,
         stats: Arc<MirrorStats>,
+        compare: Option<CompareSpec>,
     ) -> Result<Self, String> {
         if spec.max_in_flight == 0 {
             return Err("mirror max_in_flight must be at least 1".into());
@@ -66,6 +73,7 @@ impl MirrorPolicy {
             only_idempotent: spec.only_idempotent,
             after_primary_success: spec.after_primary_success,
             stats,
+            compare,
         })
     }
 
@@ -151,6 +159,7 @@ impl MirrorPolicy {
             cluster: self.cluster.clone(),
             line: None,
             gate,
+            compare: None,
         };
         (copy, tap, opener)
     }
@@ -180,6 +189,19 @@ pub struct MirrorCopy {
     line: Option<PendingLine>,
     /// With `after_primary_success`: opens once the primary's status is known.
     gate: Option<oneshot::Receiver<bool>>,
+    /// Set when this copy's answer is compared with the primary's.
+    compare: Option<CompareSlot>,
+}
+
+/// What a compared copy needs: its bound, the primary's answer to come, and
+/// where the pair goes.
+#[derive(Debug)]
+pub struct CompareSlot {
+    pub primary: PrimaryReceiver,
+    pub max_body_bytes: u64,
+    pub key: Arc<CompareKey>,
+    pub path: String,
+    pub queue: Arc<CompareQueue>,
 }
 
 /// Lets a held copy go (or not) once the primary has answered. Dropped
@@ -194,6 +216,12 @@ impl Gate {
 }
 
 impl MirrorCopy {
+    /// Keeps this copy's answer for comparison with the primary's.
+    pub fn compare_with(&mut self, slot: CompareSlot) {
+        self.stats.compare.sampled.fetch_add(1, Relaxed);
+        self.compare = Some(slot);
+    }
+
     /// Writes an access-log line for this copy, linked to the primary's by request id.
     pub fn log_as(&mut self, primary: &PendingLine) {
         let authority = self
@@ -224,12 +252,16 @@ impl MirrorCopy {
             cluster,
             line,
             gate,
+            compare,
             ..
         } = self;
         let target = cluster.endpoint(index);
         if let Some(gate) = gate {
             if !gate.await.unwrap_or(false) {
                 stats.dropped(DropReason::PrimaryFailed);
+                if compare.is_some() {
+                    stats.compare.skipped(SkipReason::MirrorFailed);
+                }
                 stats.in_flight.fetch_sub(1, Relaxed);
                 if let Some(mut line) = line {
                     line.record.outcome = Some("dropped");
@@ -239,6 +271,8 @@ impl MirrorCopy {
             }
         }
         let tap = request.body().state();
+        let method = request.method().clone();
+        let limit = compare.as_ref().map(|c| c.max_body_bytes);
         let started = Instant::now();
         let exchange = async {
             let sent = pool.send(endpoint, &authority, request).await;
@@ -257,19 +291,37 @@ impl MirrorCopy {
             })?;
             let status = response.status().as_u16();
             cluster.record(target, TryOutcome::Status(status));
-            let mut body = PooledResponse::new(response.into_body(), loan);
+            let (parts, body) = response.into_parts();
+            let mut body = PooledResponse::new(body, loan);
             let mut bytes = 0u64;
-            // Read and drop: the mirror's answer is never kept.
+            // Read and drop, unless compared: then kept up to the bound.
+            let mut capture = limit.map(BodyCapture::new);
+            let mut complete = true;
             while let Some(frame) = body.frame().await {
                 match frame {
-                    Ok(frame) => bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
-                    Err(_) => break,
+                    Ok(frame) => {
+                        if let Some(data) = frame.data_ref() {
+                            bytes += data.len() as u64;
+                            if let Some(c) = capture.as_mut() {
+                                c.push(data);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        complete = false;
+                        break;
+                    }
                 }
             }
-            Ok::<_, crate::pool::SendError>((status, bytes))
+            let captured = capture
+                .filter(|_| complete)
+                .map(|c| c.finish(status, parts.headers, started.elapsed()));
+            Ok::<_, crate::pool::SendError>((status, bytes, captured))
         };
+        let mut mine = None;
         let (outcome, status, bytes_out) = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((status, bytes))) => {
+            Ok(Ok((status, bytes, captured))) => {
+                mine = captured;
                 stats.answered.fetch_add(1, Relaxed);
                 stats.responses.record(status);
                 stats.duration.record(started.elapsed());
@@ -291,6 +343,33 @@ impl MirrorCopy {
                 ("timed_out", 0, 0)
             }
         };
+        if let Some(slot) = compare {
+            // Waiting for the primary's body is bounded by what is left of
+            // the copy's deadline; the permit is held meanwhile, as the copy
+            // is not over until its pair is handed on.
+            let left = timeout.saturating_sub(started.elapsed());
+            let primary = tokio::time::timeout(left, slot.primary).await;
+            match (mine, primary) {
+                (None, _) => stats.compare.skipped(SkipReason::MirrorFailed),
+                (Some(_), Err(_) | Ok(Err(_))) => {
+                    stats.compare.skipped(SkipReason::PrimaryIncomplete);
+                }
+                (Some(mirror), Ok(Ok(primary))) => {
+                    let pair = ComparedPair {
+                        key: slot.key,
+                        method,
+                        path: slot.path,
+                        primary,
+                        mirror,
+                    };
+                    if slot.queue.offer(pair) {
+                        stats.compare.queued.fetch_add(1, Relaxed);
+                    } else {
+                        stats.compare.skipped(SkipReason::QueueFull);
+                    }
+                }
+            }
+        }
         if let Some(mut line) = line {
             line.record.status = status;
             line.record.outcome = Some(outcome);

@@ -15,12 +15,14 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, PendingLine};
-use crate::body::{ClientBody, MirrorBudget, RequestBody, ResponseBody};
+use crate::body::{CapturedBody, ClientBody, MirrorBudget, RequestBody, ResponseBody};
+use crate::compare::{CompareQueue, PrimaryCapture};
 use crate::error::{plain_response, LocalReply};
 use crate::forward::{self, Forward};
 use crate::headers;
 use crate::inspect::{Findings, Verdict};
 use crate::matcher::RequestView;
+use crate::mirror::CompareSlot;
 use crate::snapshot::Limits;
 use crate::stats::ListenerStats;
 use crate::table::{Action, RouteTable};
@@ -43,6 +45,8 @@ pub struct Shared {
     pub connections: Arc<ConnectionGauges>,
     pub access_log: Option<Arc<AccessLog>>,
     pub mirror_budget: Arc<MirrorBudget>,
+    /// Compared pairs on their way to the control plane.
+    pub compare_queue: Arc<CompareQueue>,
 }
 
 /// One accepted connection.
@@ -200,11 +204,30 @@ async fn proxy(
     let has_body = !body.is_end_stream();
     let mut taps = Vec::new();
     let mut gates = Vec::new();
+    // Copies whose answers are compared wait for the primary's capture here.
+    let mut compared = Vec::new();
+    let mut capture_limit = 0;
     for policy in &route.mirrors {
         if let Some(admission) = policy.admit(&parts.method) {
             let (mut copy, tap, gate) =
                 policy.copy(admission, &parts, has_body, &conn.shared.mirror_budget);
             gates.extend(gate);
+            if let Some(spec) = policy.compare.as_ref().filter(|c| c.sampler.sample()) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                compared.push(tx);
+                capture_limit = capture_limit.max(spec.max_body_bytes);
+                copy.compare_with(CompareSlot {
+                    primary: rx,
+                    max_body_bytes: spec.max_body_bytes,
+                    key: spec.key.clone(),
+                    path: parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |pq| pq.as_str())
+                        .to_owned(),
+                    queue: conn.shared.compare_queue.clone(),
+                });
+            }
             if let Some(line) = line.as_deref_mut() {
                 line.record.mirrored = true;
                 copy.log_as(line);
@@ -243,13 +266,31 @@ async fn proxy(
                 .stats
                 .responses
                 .record(response.status().as_u16());
-            let mut response = response.map(ResponseBody::Upstream);
+            let mut response = if compared.is_empty() {
+                response.map(ResponseBody::Upstream)
+            } else {
+                // The upstream's own headers, before the route's response
+                // operations: the mirror's answer gets none either.
+                let capture = PrimaryCapture::new(
+                    capture_limit,
+                    status,
+                    response.headers().clone(),
+                    started,
+                    compared,
+                );
+                response.map(|b| ResponseBody::Captured(Box::new(CapturedBody::new(b, capture))))
+            };
             route.response_headers.apply(response.headers_mut());
             destination.response_headers.apply(response.headers_mut());
             response
         }
         Err(reply) => {
             destination.stats.responses.record(reply.status().as_u16());
+            if !compared.is_empty() {
+                // The proxy answered for the primary (502, 504...): its status
+                // is what the user saw, and what the copy is compared with.
+                PrimaryCapture::new(0, status, http::HeaderMap::new(), started, compared).finish();
+            }
             reply.into_response()
         }
     }

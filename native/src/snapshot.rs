@@ -408,6 +408,32 @@ pub struct Mirror {
     /// its body waits in the bounded buffer until then.
     #[serde(default)]
     pub after_primary_success: bool,
+    /// Compare a share of the copies' answers with the primary's (a pymirror
+    /// extension). `None`: the copy's answer is drained and dropped.
+    #[serde(default)]
+    pub compare: Option<Compare>,
+}
+
+/// Which copies are compared and how much of each answer is kept for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compare {
+    /// Share of the copies compared, out of 1,000,000 (sampled apart from
+    /// the mirror's own rate: 1% of the copies, say).
+    pub per_million: u32,
+    /// Body bytes kept per answer; past it only the length and a hash.
+    #[serde(default = "defaults::compare_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Read by the control plane's comparator, carried here so that the
+    /// snapshot says everything about a mirror; the core does not use them.
+    #[serde(default)]
+    pub ignore_headers: Vec<String>,
+    #[serde(default)]
+    pub ignore_paths: Vec<String>,
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
+    #[serde(default)]
+    pub redact_paths: Vec<String>,
 }
 
 /// A destination host (and subset) resolved to endpoints.
@@ -503,6 +529,9 @@ pub mod defaults {
     }
     pub fn mirror_max_body_bytes() -> u64 {
         4 * 1024 * 1024
+    }
+    pub fn compare_max_body_bytes() -> u64 {
+        64 * 1024
     }
     pub fn mirror_host_suffix() -> String {
         "-shadow".to_owned()

@@ -167,6 +167,8 @@ pub struct MirrorStats {
     dropped: [AtomicU64; DropReason::ALL.len()],
     pub responses: StatusCounts,
     pub duration: Histogram,
+    /// Comparisons of this mirror's answers with the primary's.
+    pub compare: crate::compare::CompareStats,
 }
 
 impl MirrorStats {
@@ -350,6 +352,7 @@ impl StatsRegistry {
                     .collect(),
                 responses: s.responses.report(),
                 duration: s.duration.report(),
+                compare: s.compare.report(),
             })
             .collect();
         (destinations, mirrors)
@@ -385,6 +388,7 @@ pub struct MirrorReport {
     pub dropped: HashMap<String, u64>,
     pub responses: HashMap<String, u64>,
     pub duration: HistogramReport,
+    pub compare: crate::compare::CompareReport,
 }
 
 #[derive(Debug, Serialize)]
@@ -446,6 +450,8 @@ pub struct StatsReport {
     /// Tcp routes, one entry per destination.
     pub tcp: Vec<TcpReport>,
     pub tcp_mirrors: Vec<TcpMirrorReport>,
+    /// Compared pairs waiting for the control plane to drain them.
+    pub compare_queue_depth: u64,
 }
 
 #[cfg(test)]

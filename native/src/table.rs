@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::cluster::Cluster;
+use crate::compare::{CompareKey, CompareSpec};
 use crate::fault::Fault;
 use crate::header_ops::HeaderOps;
 use crate::matcher::{RequestMatcher, RequestView, StringMatcher};
@@ -288,13 +289,28 @@ fn compile_route(
     let mirrors = r
         .mirrors
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(index, m)| {
             if m.per_million > MILLION {
                 return Err(format!("mirror rate {} is above {MILLION}", m.per_million));
             }
+            let compare = match &m.compare {
+                Some(c) if c.per_million > MILLION => {
+                    return Err(format!("compare rate {} is above {MILLION}", c.per_million))
+                }
+                Some(c) => Some(CompareSpec::new(
+                    c,
+                    CompareKey {
+                        virtual_service: vhost.to_owned(),
+                        route: r.name.clone(),
+                        mirror: u32::try_from(index).unwrap_or(u32::MAX),
+                    },
+                )),
+                None => None,
+            };
             let cluster = cluster(m.cluster)?;
             let stats = registry.mirror(key(vhost, &r.name, &cluster));
-            MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats)
+            MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats, compare)
         })
         .collect::<Result<_, String>>()?;
     Ok(Route {

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from .. import snapshot as defaults
 from .actions import (
     HTTPDirectResponse,
     HTTPFaultInjection,
@@ -24,7 +25,7 @@ from .actions import (
 from .base import U32_MAX, Name, _Model, is_dns_label, problem
 from .hosts import hosts_overlap
 from .matches import Destination, HeaderOperations, Headers, HTTPMatchRequest, Percent
-from .types import Duration, HostPattern
+from .types import ByteSize, Duration, HostPattern
 
 
 class HTTPRouteDestination(_Model):
@@ -40,7 +41,7 @@ class HTTPRouteDestination(_Model):
 
 
 #: The pymirror extension fields of a mirror, as written (camelCase, then snake_case).
-MIRROR_EXTENSIONS = ("onlyIdempotent", "afterPrimarySuccess", "headers")
+MIRROR_EXTENSIONS = ("onlyIdempotent", "afterPrimarySuccess", "headers", "compare")
 
 
 class MirrorHeaders(_Model):
@@ -75,6 +76,29 @@ class MirrorHeaders(_Model):
         return self
 
 
+class CompareOptions(_Model):
+    """pymirror extension: compare a share of a mirror's answers with the primary's
+    (status, headers, body, latency), off the request path. See `pymirror report`."""
+
+    percentage: Percent = Field(default_factory=lambda: Percent(value=100.0))
+    """Share of the mirror's copies compared, apart from the mirror's own percentage
+    (`mirrorPercentage: 10` and `compare: {percentage: {value: 1}}` compare 0.1% of
+    requests). Default: 100%."""
+    max_body_bytes: ByteSize = Field(default=defaults.COMPARE_MAX_BODY_BYTES, ge=0)
+    """Body bytes kept of each answer; past it only the length and a hash are compared.
+    Default: 64 KiB."""
+    ignore_headers: list[str] = Field(default_factory=list)
+    """Response headers not compared, on top of the default list (`date`, `server`,
+    `x-request-id`, `set-cookie`, ...). Case-insensitive."""
+    ignore_paths: list[str] = Field(default_factory=list)
+    """JSON fields not compared, as paths such as `$.updatedAt` or `$.items[*].etag`."""
+    redact_headers: list[str] = Field(default_factory=list)
+    """Headers whose values are never kept in mismatch samples (`authorization`, `cookie`
+    and `set-cookie` always are)."""
+    redact_paths: list[str] = Field(default_factory=list)
+    """JSON fields whose values are never kept in mismatch samples, such as `$.email`."""
+
+
 class MirrorOptions(_Model):
     """pymirror extension: guards and header operations of one mirror. Unset fields come
     from a MirrorProxy's `mirrorPolicies`, then from `mirrorDefaults`."""
@@ -86,6 +110,8 @@ class MirrorOptions(_Model):
     bounded copy buffer). Default: at once."""
     headers: MirrorHeaders | None = None
     """Header operations on the copy alone, such as removing `authorization` and `cookie`."""
+    compare: CompareOptions | None = None
+    """Compare a share of the copies' answers with the primary's. Default: not compared."""
 
     @property
     def options(self) -> MirrorOptions:
@@ -94,6 +120,7 @@ class MirrorOptions(_Model):
             only_idempotent=self.only_idempotent,
             after_primary_success=self.after_primary_success,
             headers=self.headers,
+            compare=self.compare,
         )
 
 

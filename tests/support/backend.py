@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +34,9 @@ class Behaviour:
     body: bytes = b""
     #: When set: each request is held until the event is set (at most 30 s), then answered.
     gate: threading.Event | None = None
+    #: When set: `respond(method, path)` gives (status, body, content type, delay) for
+    #: each request, in place of the fixed status, body and delay above.
+    respond: Callable[[str, str], tuple[int, bytes, str, float]] | None = None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,11 +86,14 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         behaviour = self.server.behaviour
-        if behaviour.delay:
-            time.sleep(behaviour.delay)
+        status, ctype, delay = behaviour.status, "text/plain", behaviour.delay
+        payload = behaviour.body or self.server.name.encode()
+        if behaviour.respond is not None:
+            status, payload, ctype, delay = behaviour.respond(self.command, self.path)
+        if delay:
+            time.sleep(delay)
         if behaviour.gate is not None:
             behaviour.gate.wait(timeout=30)
-        payload = behaviour.body or self.server.name.encode()
         # Recorded before answering: once a client has its answer, `seen` holds the request.
         seen = Seen(
             self.command,
@@ -101,8 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with self.server.lock:
             self.server.seen.append(seen)
-        self.send_response(behaviour.status)
-        self.send_header("Content-Type", "text/plain")
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-Backend", self.server.name)
         self.end_headers()

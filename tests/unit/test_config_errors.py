@@ -326,7 +326,12 @@ def test_nesting_past_the_limit_is_an_error_not_a_crash(text: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(text)
     [problem] = info.value.problems
-    assert problem.message == "nested deeper than 64 levels"
+    # Newer libyaml builds refuse deep nesting themselves (PyYAML 6.0.4 wheels say so
+    # before our own check sees the event); either way it is a placed config error.
+    assert problem.message in (
+        "nested deeper than 64 levels",
+        "invalid YAML: exceeded maximum nesting depth",
+    )
     assert problem.line is not None and problem.column is not None
 
 

@@ -206,6 +206,7 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_tcp_mirror_connections_active": "gauge",
         "pymirror_tcp_mirror_bytes": "counter",
         "pymirror_access_log_lines": "counter",
+        "pymirror_compare": "counter",
     }
     for name in ("pymirror_request_duration_seconds", "pymirror_mirror_request_duration_seconds"):
         by_series: dict[tuple[tuple[str, str], ...], list[float]] = {}

@@ -404,3 +404,56 @@ def test_check_is_lenient_about_a_virtual_service_in_a_file_not_given() -> None:
     text = "---\n".join([PROXY + "  mirrorPolicies: [{virtualService: ratings}]\n", VS, SERVICE])
     assert errors(text, strict=False) == []
     assert errors(text) != []
+
+
+# === compare (a pymirror extension): native and through a MirrorProxy ===
+
+
+def test_compare_resolves_into_the_snapshot_from_native_and_istio() -> None:
+    native = load_config(
+        SERVICES
+        + """\
+virtualServices:
+  - name: reviews
+    hosts: [reviews]
+    http:
+      - route: [{destination: {host: reviews, subset: v1}}]
+        mirror:
+          host: reviews
+          subset: v2
+          compare: {percentage: {value: 1.5}, maxBodyBytes: 1KiB, ignoreHeaders: [ETag],
+                    ignorePaths: [$.ts], redactPaths: [$.email]}
+"""
+    )
+    [m] = build_snapshot(native)["virtual_hosts"][0]["routes"][0]["mirrors"]
+    assert m["compare"] == {
+        "per_million": 15_000,
+        "max_body_bytes": 1024,
+        "ignore_headers": ["etag"],
+        "ignore_paths": ["$.ts"],
+        "redact_headers": [],
+        "redact_paths": ["$.email"],
+    }
+    assert "compare 1.5%" in "\n".join(describe(native))
+
+    istio = load_config(
+        resources(
+            """\
+            - virtualService: shop/reviews
+              route: api
+              compare: {percentage: {value: 10}}
+            """
+        )
+    )
+    [m] = build_snapshot(istio)["virtual_hosts"][0]["routes"][0]["mirrors"]
+    assert m["compare"] is not None
+    assert (m["compare"]["per_million"], m["compare"]["max_body_bytes"]) == (100_000, 64 * 1024)
+
+
+def test_compare_is_not_an_istio_field_on_a_virtual_service() -> None:
+    vs = VS.replace(
+        "mirror: {host: reviews, subset: v2}",
+        "mirror: {host: reviews, subset: v2, compare: {percentage: {value: 1}}}",
+    )
+    found = errors("---\n".join([PROXY, vs, SERVICE]))
+    assert any("`compare` is a pymirror extension" in e for e in found), found

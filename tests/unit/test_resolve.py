@@ -108,6 +108,7 @@ def test_seed_snapshot() -> None:
         "request_headers": NO_OPS,
         "only_idempotent": False,
         "after_primary_success": False,
+        "compare": None,
     }
     assert s["virtual_hosts"] == [
         {
@@ -444,7 +445,9 @@ def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
         "outlier_interval_ms": "10_000",
         "base_ejection_time_ms": "30_000",
         "max_ejection_percent": str(snap.MAX_EJECTION_PERCENT),
+        "compare_max_body_bytes": "64 * 1024",
     }
+    assert snap.COMPARE_MAX_BODY_BYTES == 64 * 1024
     assert (snap.IDLE_TIMEOUT_MS, snap.MAX_CONNECTIONS) == (60_000, 10_000)
     assert (snap.OUTLIER_INTERVAL_MS, snap.BASE_EJECTION_TIME_MS) == (10_000, 30_000)
     assert (snap.MIRROR_TIMEOUT_MS, snap.MIRROR_MAX_BODY_BYTES) == (10_000, 4 * 1024 * 1024)

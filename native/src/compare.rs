@@ -1,0 +1,417 @@
+//! Response comparison, capture side: the core keeps both answers of a
+//! compared copy (bounded) and hands the pair to a bounded queue; the control
+//! plane drains the queue in batches and compares off the hot path.
+//!
+//! Capturing a chunk is a reference-count bump of its `Bytes` up to the body
+//! limit; past it only the length and a streaming hash are kept. The user's
+//! response never waits: when the queue is full the pair is dropped and counted.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use tokio::sync::oneshot;
+
+use crate::sampling::Sampler;
+use crate::snapshot;
+
+/// Pairs waiting for the control plane unless the engine is told otherwise.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+
+/// One mirror policy's comparison settings, as the core needs them.
+#[derive(Debug)]
+pub struct CompareSpec {
+    pub sampler: Sampler,
+    pub max_body_bytes: u64,
+    pub key: Arc<CompareKey>,
+}
+
+impl CompareSpec {
+    pub fn new(spec: &snapshot::Compare, key: CompareKey) -> Self {
+        Self {
+            sampler: Sampler::new(spec.per_million),
+            max_body_bytes: spec.max_body_bytes,
+            key: Arc::new(key),
+        }
+    }
+}
+
+/// Which mirror policy a pair belongs to: names, stable across reloads, so
+/// the control plane finds the settings even if a reload landed meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompareKey {
+    pub virtual_service: String,
+    pub route: String,
+    /// The mirror's place in its route's `mirrors`.
+    pub mirror: u32,
+}
+
+/// FNV-1a, 64 bits: streaming, deterministic across processes, no dependency.
+/// It tells equal bodies from different ones; it is not a defence against
+/// an adversary crafting collisions (nothing is decided on it but a report).
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+}
+
+/// A body being captured: chunks kept up to `limit`, every byte hashed.
+#[derive(Debug)]
+pub struct BodyCapture {
+    limit: u64,
+    chunks: Vec<Bytes>,
+    kept: u64,
+    len: u64,
+    hash: Fnv,
+}
+
+impl BodyCapture {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            chunks: Vec::new(),
+            kept: 0,
+            len: 0,
+            hash: Fnv(Fnv::OFFSET),
+        }
+    }
+
+    pub fn push(&mut self, chunk: &Bytes) {
+        self.len += chunk.len() as u64;
+        self.hash.write(chunk);
+        let room = self.limit - self.kept;
+        if room == 0 || chunk.is_empty() {
+            return;
+        }
+        // `slice` shares the buffer: keeping a prefix copies nothing either.
+        let take = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        self.chunks.push(chunk.slice(..take));
+        self.kept += take as u64;
+    }
+
+    pub fn finish(self, status: u16, headers: HeaderMap, latency: Duration) -> Captured {
+        Captured {
+            status,
+            headers,
+            truncated: self.len > self.kept,
+            body: self.chunks,
+            body_len: self.len,
+            body_hash: self.hash.0,
+            latency,
+        }
+    }
+}
+
+/// One side's answer, as kept for comparison.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body's first bytes (all of it unless `truncated`).
+    pub body: Vec<Bytes>,
+    pub body_len: u64,
+    /// FNV-1a 64 of the whole body, kept bytes or not.
+    pub body_hash: u64,
+    pub truncated: bool,
+    /// From the request's start to the body's end.
+    pub latency: Duration,
+}
+
+impl Captured {
+    /// The kept bytes in one piece (done off the hot path, when drained).
+    pub fn body_bytes(&self) -> Vec<u8> {
+        self.body.concat()
+    }
+
+    /// Header fields in order, names lower-case, values as Latin-1 text.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| {
+                let value = v.as_bytes().iter().map(|&b| char::from(b)).collect();
+                (n.as_str().to_owned(), value)
+            })
+            .collect()
+    }
+}
+
+/// A compared copy's two answers, with what identifies the request.
+#[derive(Debug)]
+pub struct ComparedPair {
+    pub key: Arc<CompareKey>,
+    pub method: Method,
+    /// The path and query as forwarded.
+    pub path: String,
+    pub primary: Arc<Captured>,
+    pub mirror: Captured,
+}
+
+/// Why a sampled comparison did not reach the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The queue was full: the control plane fell behind.
+    QueueFull,
+    /// The primary's body never ended (client gone, upstream broke off).
+    PrimaryIncomplete,
+    /// The copy failed, timed out or was dropped: nothing to compare.
+    MirrorFailed,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [Self::QueueFull, Self::PrimaryIncomplete, Self::MirrorFailed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::PrimaryIncomplete => "primary_incomplete",
+            Self::MirrorFailed => "mirror_failed",
+        }
+    }
+}
+
+/// The bounded hand-over to the control plane. `offer` never blocks; the
+/// receiver is locked only by `drain`, which the control plane calls.
+#[derive(Debug)]
+pub struct CompareQueue {
+    tx: SyncSender<ComparedPair>,
+    rx: Mutex<Receiver<ComparedPair>>,
+    /// Pairs queued and not yet drained (a gauge).
+    pub depth: AtomicU64,
+    pub capacity: usize,
+}
+
+impl CompareQueue {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        let (tx, rx) = sync_channel(capacity);
+        Arc::new(Self {
+            tx,
+            rx: Mutex::new(rx),
+            depth: AtomicU64::new(0),
+            capacity,
+        })
+    }
+
+    /// Queues a pair; false (and the pair dropped) when the queue is full.
+    pub fn offer(&self, pair: ComparedPair) -> bool {
+        match self.tx.try_send(pair) {
+            Ok(()) => {
+                self.depth.fetch_add(1, Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Takes up to `max` pairs, oldest first, without waiting.
+    pub fn drain(&self, max: usize) -> Vec<ComparedPair> {
+        let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        let pairs: Vec<_> = rx.try_iter().take(max).collect();
+        self.depth.fetch_sub(pairs.len() as u64, Relaxed);
+        pairs
+    }
+}
+
+/// The primary's side of one compared request: captures the response body as
+/// it streams to the client, then hands the result to every waiting copy.
+#[derive(Debug)]
+pub struct PrimaryCapture {
+    body: BodyCapture,
+    status: u16,
+    headers: HeaderMap,
+    started: Instant,
+    waiting: Vec<oneshot::Sender<Arc<Captured>>>,
+}
+
+/// What a compared copy awaits from its primary.
+pub type PrimaryReceiver = oneshot::Receiver<Arc<Captured>>;
+
+impl PrimaryCapture {
+    pub fn new(
+        limit: u64,
+        status: u16,
+        headers: HeaderMap,
+        started: Instant,
+        waiting: Vec<oneshot::Sender<Arc<Captured>>>,
+    ) -> Self {
+        Self {
+            body: BodyCapture::new(limit),
+            status,
+            headers,
+            started,
+            waiting,
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, chunk: &Bytes) {
+        self.body.push(chunk);
+    }
+
+    /// The body ended: every copy waiting gets the same capture.
+    pub fn finish(self) {
+        let captured = Arc::new(self.body.finish(
+            self.status,
+            self.headers,
+            self.started.elapsed(),
+        ));
+        for tx in self.waiting {
+            let _ = tx.send(captured.clone());
+        }
+    }
+}
+
+/// Counts of one mirror policy's comparisons (reported with its stats).
+#[derive(Debug, Default)]
+pub struct CompareStats {
+    /// Copies chosen for comparison.
+    pub sampled: AtomicU64,
+    /// Pairs handed to the control plane.
+    pub queued: AtomicU64,
+    skipped: [AtomicU64; SkipReason::ALL.len()],
+}
+
+impl CompareStats {
+    pub fn skipped(&self, reason: SkipReason) {
+        self.skipped[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn report(&self) -> CompareReport {
+        CompareReport {
+            sampled: self.sampled.load(Relaxed),
+            queued: self.queued.load(Relaxed),
+            skipped: SkipReason::ALL
+                .iter()
+                .map(|&r| (r.label().to_owned(), self.skipped[r as usize].load(Relaxed)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct CompareReport {
+    pub sampled: u64,
+    pub queued: u64,
+    pub skipped: std::collections::HashMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fnv(bytes: &[u8]) -> u64 {
+        let mut h = Fnv(Fnv::OFFSET);
+        h.write(bytes);
+        h.0
+    }
+
+    #[test]
+    fn fnv_matches_the_reference_values() {
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn a_body_within_the_limit_is_kept_whole_without_copying() {
+        let mut c = BodyCapture::new(100);
+        let a = Bytes::from_static(b"hello ");
+        let b = Bytes::from_static(b"world");
+        c.push(&a);
+        c.push(&b);
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO);
+        assert!(!got.truncated);
+        assert_eq!(got.body_bytes(), b"hello world");
+        assert_eq!(got.body_len, 11);
+        assert_eq!(got.body_hash, fnv(b"hello world"));
+        // The kept chunk is the same buffer, not a copy.
+        assert_eq!(got.body[0].as_ptr(), a.as_ptr());
+    }
+
+    #[test]
+    fn past_the_limit_only_length_and_hash_grow() {
+        let mut c = BodyCapture::new(4);
+        for chunk in [&b"abc"[..], b"def", b"ghi"] {
+            c.push(&Bytes::copy_from_slice(chunk));
+        }
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO);
+        assert!(got.truncated);
+        assert_eq!(got.body_bytes(), b"abcd");
+        assert_eq!(got.body_len, 9);
+        // However the body was split, the hash is the whole body's.
+        assert_eq!(got.body_hash, fnv(b"abcdefghi"));
+    }
+
+    #[test]
+    fn a_zero_limit_keeps_only_the_hash() {
+        let mut c = BodyCapture::new(0);
+        c.push(&Bytes::from_static(b"xyz"));
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO);
+        assert!(got.truncated && got.body.is_empty());
+        assert_eq!(got.body_hash, fnv(b"xyz"));
+    }
+
+    fn pair(key: &Arc<CompareKey>, n: u16) -> ComparedPair {
+        let captured = BodyCapture::new(10).finish(n, HeaderMap::new(), Duration::ZERO);
+        ComparedPair {
+            key: key.clone(),
+            method: Method::GET,
+            path: "/".into(),
+            primary: Arc::new(captured.clone()),
+            mirror: captured,
+        }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_drains_in_order() {
+        let key = Arc::new(CompareKey {
+            virtual_service: "vs".into(),
+            route: "0".into(),
+            mirror: 0,
+        });
+        let q = CompareQueue::new(2);
+        assert!(q.offer(pair(&key, 200)));
+        assert!(q.offer(pair(&key, 201)));
+        assert!(!q.offer(pair(&key, 202)), "full: dropped, never waits");
+        assert_eq!(q.depth.load(Relaxed), 2);
+        let got = q.drain(1);
+        assert_eq!(got[0].primary.status, 200);
+        let got = q.drain(10);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].primary.status, 201);
+        assert_eq!(q.depth.load(Relaxed), 0);
+        assert!(q.offer(pair(&key, 203)), "room again once drained");
+    }
+
+    #[test]
+    fn every_waiting_copy_gets_the_primary_capture() {
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let mut p = PrimaryCapture::new(8, 200, HeaderMap::new(), Instant::now(), vec![tx1, tx2]);
+        p.push(&Bytes::from_static(b"body"));
+        p.finish();
+        let a = rx1.try_recv().unwrap();
+        let b = rx2.try_recv().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.body_bytes(), b"body");
+    }
+
+    #[test]
+    fn an_unfinished_primary_leaves_the_copy_with_nothing() {
+        let (tx, mut rx) = oneshot::channel();
+        let p = PrimaryCapture::new(8, 200, HeaderMap::new(), Instant::now(), vec![tx]);
+        drop(p);
+        assert!(rx.try_recv().is_err());
+    }
+}

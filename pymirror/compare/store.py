@@ -1,0 +1,168 @@
+"""Bounded figures per endpoint: results, differing fields, statuses, latencies, and a
+few recent mismatches per field with both values (redacted where configured).
+
+Every collection here has a bound, so a proxy that runs for months with many endpoints
+keeps a fixed amount of memory: endpoints past `max_endpoints` per route are folded into
+`OTHER`, fields past `max_fields` per endpoint into `OTHER`, latencies are the last
+`max_latencies` per side, samples the last `max_samples` per field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymirror.compare.diff import ABSENT, REDACTED, Difference, Outcome, Settings
+
+#: Where endpoints or fields past their bound are counted.
+OTHER = "(other)"
+
+Key = tuple[str, str, str]  # virtual service, route, endpoint
+
+
+@dataclass
+class Sample:
+    field: str
+    path: str
+    request: str
+    primary: Any
+    mirror: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "field": self.field,
+            "path": self.path,
+            "request": self.request,
+            "primary": _jsonable(self.primary),
+            "mirror": _jsonable(self.mirror),
+        }
+
+
+def _jsonable(value: Any, limit: int = 300) -> Any:
+    if value is ABSENT:
+        return "<absent>"
+    text = json.dumps(value, default=str)
+    # Long values are cut so that one sample cannot make a report unreadable.
+    return value if len(text) <= limit else text[:limit] + "..."
+
+
+@dataclass
+class Figures:
+    """What is known of one endpoint."""
+
+    max_latencies: int
+    max_samples: int
+    max_fields: int
+    compared: int = 0
+    results: Counter[str] = field(default_factory=Counter)
+    fields: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[tuple[int, int]] = field(default_factory=Counter)
+    primary_latency: deque[float] = field(init=False)
+    mirror_latency: deque[float] = field(init=False)
+    samples: dict[str, deque[Sample]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.primary_latency = deque(maxlen=self.max_latencies)
+        self.mirror_latency = deque(maxlen=self.max_latencies)
+
+    def add(self, pair: dict[str, Any], outcome: Outcome, settings: Settings) -> None:
+        self.compared += 1
+        self.results[outcome.result] += 1
+        p, m = pair["primary"], pair["mirror_response"]
+        self.statuses[(p["status"], m["status"])] += 1
+        self.primary_latency.append(p["latency"])
+        self.mirror_latency.append(m["latency"])
+        request = f"{pair['method']} {pair['path']}"
+        # A field counts once per pair, however many list items differ in it.
+        for name, d in {d.field: d for d in outcome.differences}.items():
+            key = name if name in self.fields or len(self.fields) < self.max_fields else OTHER
+            self.fields[key] += 1
+            kept = self.samples.setdefault(key, deque(maxlen=self.max_samples))
+            kept.append(_sample(d, request, settings))
+
+
+def _sample(d: Difference, request: str, settings: Settings) -> Sample:
+    if settings.redacted(d):
+        return Sample(d.field, d.path, request, REDACTED, REDACTED)
+    return Sample(d.field, d.path, request, d.primary, d.mirror)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in [0, 100]); None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil, at least the first
+    return ordered[int(rank) - 1]
+
+
+class Store:
+    """Comparison figures by (virtual service, route, endpoint)."""
+
+    def __init__(
+        self,
+        *,
+        max_endpoints: int = 200,
+        max_fields: int = 100,
+        max_samples: int = 5,
+        max_latencies: int = 1024,
+    ) -> None:
+        self.max_endpoints = max_endpoints
+        self._limits = (max_latencies, max_samples, max_fields)
+        self._by_key: dict[Key, Figures] = {}
+        self._per_route: Counter[tuple[str, str]] = Counter()
+
+    def add(self, key: Key, pair: dict[str, Any], outcome: Outcome, settings: Settings) -> None:
+        vs, route, _ = key
+        if key not in self._by_key and self._per_route[(vs, route)] >= self.max_endpoints:
+            key = (vs, route, OTHER)
+        figures = self._by_key.get(key)
+        if figures is None:
+            figures = self._by_key[key] = Figures(*self._limits)
+            self._per_route[(vs, route)] += 1
+        figures.add(pair, outcome, settings)
+
+    def counts(self) -> dict[Key, Counter[str]]:
+        """Results by endpoint, for metrics (monotonic: nothing is ever forgotten)."""
+        return {k: f.results for k, f in self._by_key.items()}
+
+    def get(self, key: Key) -> Figures | None:
+        return self._by_key.get(key)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """Per endpoint: results, field rates, statuses, latency percentiles, samples."""
+        out = []
+        for (vs, route, endpoint), f in sorted(self._by_key.items()):
+            lat = {}
+            for side, values in (("primary", f.primary_latency), ("mirror", f.mirror_latency)):
+                v = list(values)
+                lat[side] = {
+                    "p50": percentile(v, 50),
+                    "p99": percentile(v, 99),
+                    "mean": sum(v) / len(v) if v else None,
+                    "samples": len(v),
+                }
+            out.append(
+                {
+                    "virtual_service": vs,
+                    "route": route,
+                    "endpoint": endpoint,
+                    "compared": f.compared,
+                    "results": dict(f.results),
+                    "fields": [
+                        {"field": name, "count": n, "rate": n / f.compared}
+                        for name, n in f.fields.most_common()
+                    ],
+                    "statuses": [
+                        {"primary": p, "mirror": m, "count": n}
+                        for (p, m), n in f.statuses.most_common()
+                    ],
+                    "status_agreement": sum(n for (p, m), n in f.statuses.items() if p == m)
+                    / f.compared,
+                    "latency": lat,
+                    "samples": [s.to_json() for kept in f.samples.values() for s in kept],
+                }
+            )
+        return out
