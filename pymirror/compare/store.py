@@ -10,6 +10,7 @@ keeps a fixed amount of memory: endpoints past `max_endpoints` per route are fol
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +147,32 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[int(rank) - 1]
 
 
+#: Buckets of the latency histograms (`histogram`), log-spaced.
+HISTOGRAM_BUCKETS = 24
+
+
+def histogram(primary: list[float], mirror: list[float]) -> dict[str, list[Any]]:
+    """Both sides' latencies counted in the same log-spaced buckets (from the fastest to
+    the slowest of either), so that their distributions can be drawn side by side.
+    `edges` has one more entry than each side's counts (seconds)."""
+    both = [v for v in primary + mirror if v > 0]
+    if not both:
+        return {"edges": [], "primary": [], "mirror": []}
+    lo, hi = min(both), max(both)
+    hi = max(hi, lo * 1.01)  # one value: still a bucket with some width
+    ratio = (hi / lo) ** (1 / HISTOGRAM_BUCKETS)
+    edges = [lo * ratio**i for i in range(HISTOGRAM_BUCKETS + 1)]
+
+    def counts(values: list[float]) -> list[int]:
+        out = [0] * HISTOGRAM_BUCKETS
+        for v in values:
+            i = int(math.log(max(v, lo) / lo) / math.log(ratio)) if ratio > 1 else 0
+            out[min(max(i, 0), HISTOGRAM_BUCKETS - 1)] += 1
+        return out
+
+    return {"edges": edges, "primary": counts(primary), "mirror": counts(mirror)}
+
+
 class Store:
     """Comparison figures by (virtual service, route, endpoint)."""
 
@@ -192,7 +219,7 @@ class Store:
         """Per endpoint: results, field rates, statuses, latency percentiles, samples."""
         out = []
         for (vs, route, endpoint), f in sorted(self._by_key.items()):
-            lat = {}
+            lat: dict[str, Any] = {}
             for side, values in (("primary", f.primary_latency), ("mirror", f.mirror_latency)):
                 v = list(values)
                 lat[side] = {
@@ -201,6 +228,7 @@ class Store:
                     "mean": sum(v) / len(v) if v else None,
                     "samples": len(v),
                 }
+            lat["histogram"] = histogram(list(f.primary_latency), list(f.mirror_latency))
             fields = []
             for name in f.fields.keys() | f.noise_fields.keys():
                 n = f.fields[name]

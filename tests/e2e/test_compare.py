@@ -293,6 +293,18 @@ virtualServices:
             timeout=30,
             check=True,
         ).stdout
+        # The HTML report: at the admin `/report`, and from `pymirror report`.
+        status, page = fetch(admin, "/report")
+        assert status == 200 and page.count('<svg class="chart latency"') == 2
+        assert 'data-endpoint="GET /items/{id}" data-rate="1.0000"' in page
+        html = subprocess.run(
+            [sys.executable, "-m", "pymirror.cli", "report", "--admin", admin, "--format", "html"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert html.startswith("<!DOCTYPE html>") and 'class="chart mismatch-rate"' in html
         assert re.search(r"\$\.star\s+\d+\s+100\.0%", text), text
         assert re.search(r"noise .*\n\s+\$\.ts\s", text), text
     finally:
