@@ -48,7 +48,7 @@ def _value(v: Any) -> str:
 def _noise(f: dict[str, Any]) -> str:
     if "noise_count" not in f:
         return ""
-    return f"   v1/v1' {f['noise_count']:>6}  {f['noise_rate']:.1%}  z {f['z']:.1f}"
+    return f"   v1/v1' {f['noise_count']:>6}  {f['noise_rate']:.1%}"
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -84,11 +84,11 @@ def render_text(doc: dict[str, Any]) -> str:
         if regressions:
             lines.append("  differing fields:")
             for f in regressions:
-                lines.append(f"    {f['field']:<40} {f['count']:>6}  {f['rate']:.1%}" + _noise(f))
+                lines.append(f"    {f['field']:<32} {f['count']:>6}  {f['rate']:>6.1%}" + _noise(f))
         if noise:
             lines.append("  noise (differs between the two primaries too; not a regression):")
             for f in noise:
-                lines.append(f"    {f['field']:<40} {f['count']:>6}  {f['rate']:.1%}" + _noise(f))
+                lines.append(f"    {f['field']:<32} {f['count']:>6}  {f['rate']:>6.1%}" + _noise(f))
         shown = {f["field"] for f in regressions}
         for s in [s for s in e["samples"] if s["field"] in shown][:10]:
             lines.append(
