@@ -161,6 +161,16 @@ class _Resolver:
         limits = self.config.mirror_defaults
         forwards = bool(route.route)
         policies = self.policies(*owner) if owner is not None else []
+        # Clusters are numbered as first named: destinations, then mirrors.
+        destinations: list[snap.WeightedCluster] = [
+            {
+                "cluster": self.cluster(d.destination),
+                "weight": weight,
+                "request_headers": tr.header_ops(d.headers, "request"),
+                "response_headers": tr.header_ops(d.headers, "response"),
+            }
+            for d, weight in zip(route.route, route.weights, strict=True)
+        ]
         written = [
             (destination, rate, [own, *policies])
             for (destination, percent), own in (
@@ -197,15 +207,7 @@ class _Resolver:
         return {
             "name": name,
             "matches": [tr.request_match(m) for m in matches],
-            "destinations": [
-                {
-                    "cluster": self.cluster(d.destination),
-                    "weight": weight,
-                    "request_headers": tr.header_ops(d.headers, "request"),
-                    "response_headers": tr.header_ops(d.headers, "response"),
-                }
-                for d, weight in zip(route.route, route.weights, strict=True)
-            ],
+            "destinations": destinations,
             "redirect": tr.redirect(route.redirect),
             "direct_response": tr.direct_response(route.direct_response),
             "timeout_ms": duration_ms(route.timeout) if route.timeout is not None else None,
