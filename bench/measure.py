@@ -49,10 +49,12 @@ class Scenario:
     open_connections: int = 64
     body: int = 0
     """POST body bytes; 0 sends GETs."""
+    compare: bool = False
+    """Every copy's answer compared with the primary's (pymirror's extension)."""
 
     def route(self, backends: dict[str, Backend]) -> Route:
         mirror = backends[self.mirror].address if self.mirror else None
-        return Route(backends["v1"].address, mirror, self.percent)
+        return Route(backends["v1"].address, mirror, self.percent, self.compare)
 
 
 def open_figures(result: OpenLoopResult) -> Figures:

@@ -1,4 +1,5 @@
-"""The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`, `/compare`.
+"""The admin endpoint: `/metrics`, `/healthz`, `/readyz`, `/config`, `/stats`, `/compare`,
+`/report`.
 
 A small ASGI app served under trio by hypercorn's trio worker: no HTTP parsing of our
 own. It runs in the control plane's trio loop, beside the signal handling; the data
@@ -22,7 +23,7 @@ import trio
 from prometheus_client.exposition import choose_encoder
 
 from pymirror import metrics
-from pymirror.compare import report
+from pymirror.compare import html, report
 from pymirror.config import Config
 from pymirror.config.types import split_host_port
 from pymirror.errors import EngineError, ListenError
@@ -43,7 +44,8 @@ log = logging.getLogger("pymirror.admin")
 _http_log = logging.getLogger("pymirror.admin.http")
 _http_log.setLevel(logging.WARNING)
 
-_ROUTES = ("/metrics", "/healthz", "/readyz", "/config", "/stats", "/compare")
+_ROUTES = ("/metrics", "/healthz", "/readyz", "/config", "/stats", "/compare", "/report")
+_HTML = b"text/html; charset=utf-8"
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
 
@@ -200,6 +202,13 @@ class Admin:
             if proxy is None or scrape.stats is None:
                 return _not_running()
             return 200, _JSON, _dumps(report.document(proxy.comparator.store, scrape.stats)), []
+        if path == "/report":
+            proxy = self.proxy
+            scrape = self.scrape()
+            if proxy is None or scrape.stats is None:
+                return _not_running()
+            doc = report.document(proxy.comparator.store, scrape.stats)
+            return 200, _HTML, html.render_html(doc).encode(), []
         if path == "/config":
             proxy = self.proxy
             if proxy is None or proxy.snapshot is None:

@@ -124,9 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument(
         "--format",
-        choices=("text", "json"),
+        choices=("text", "json", "html"),
         default="text",
-        help="text: one block per endpoint; json: the /compare document (default: text)",
+        help="text: one block per endpoint; json: the /compare document; html: a page with "
+        "charts, no script, works offline (also served at the admin /report) (default: text)",
     )
     return parser
 
@@ -147,6 +148,10 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     if args.format == "json":
         print(json.dumps(doc, indent=1))
+    elif args.format == "html":
+        from pymirror.compare.html import render_html
+
+        sys.stdout.write(render_html(doc))
     else:
         sys.stdout.write(render_text(doc))
     return 0

@@ -172,18 +172,53 @@ class _Resolver:
         limits = self.config.mirror_defaults
         forwards = bool(route.route)
         policies = self.policies(*owner) if owner is not None else []
+        # Clusters are numbered as first named: destinations, then mirrors.
+        destinations: list[snap.WeightedCluster] = [
+            {
+                "cluster": self.cluster(d.destination),
+                "weight": weight,
+                "request_headers": tr.header_ops(d.headers, "request"),
+                "response_headers": tr.header_ops(d.headers, "response"),
+            }
+            for d, weight in zip(route.route, route.weights, strict=True)
+        ]
+        written = [
+            (destination, rate, [own, *policies])
+            for (destination, percent), own in (
+                zip(route.mirror_policies, route.mirror_options, strict=True) if forwards else []
+            )
+            if (rate := per_million(percent)) > 0
+        ]
+        mirrors: list[snap.Mirror] = [
+            {
+                "cluster": self.cluster(destination),
+                "per_million": rate,
+                "max_in_flight": limits.max_in_flight,
+                "timeout_ms": duration_ms(limits.timeout),
+                "max_body_bytes": limits.max_body_bytes,
+                "host_suffix": limits.host_suffix,
+                **self.mirror_guards(levels),
+            }
+            for destination, rate, levels in written
+        ]
+        # A second primary is one more mirror, after the others, that the core sends a
+        # copy to exactly when its mirror's copy is compared (`noise_for`).
+        for i, (_, _, levels) in enumerate(written):
+            options = next((x.compare for x in levels if x.compare is not None), None)
+            compare = mirrors[i].get("compare")
+            if compare is not None and options is not None and options.second_primary:
+                mirrors.append(
+                    {
+                        **mirrors[i],
+                        "cluster": self.cluster(options.second_primary),
+                        "per_million": 1_000_000,
+                        "compare": {**compare, "noise_for": i},
+                    }
+                )
         return {
             "name": name,
             "matches": [tr.request_match(m) for m in matches],
-            "destinations": [
-                {
-                    "cluster": self.cluster(d.destination),
-                    "weight": weight,
-                    "request_headers": tr.header_ops(d.headers, "request"),
-                    "response_headers": tr.header_ops(d.headers, "response"),
-                }
-                for d, weight in zip(route.route, route.weights, strict=True)
-            ],
+            "destinations": destinations,
             "redirect": tr.redirect(route.redirect),
             "direct_response": tr.direct_response(route.direct_response),
             "timeout_ms": duration_ms(route.timeout) if route.timeout is not None else None,
@@ -193,23 +228,7 @@ class _Resolver:
             "request_headers": tr.header_ops(route.headers, "request"),
             "response_headers": tr.header_ops(route.headers, "response"),
             # Istio mirrors only what a route forwards; an explicit 0% is no mirror at all.
-            "mirrors": [
-                {
-                    "cluster": self.cluster(destination),
-                    "per_million": rate,
-                    "max_in_flight": limits.max_in_flight,
-                    "timeout_ms": duration_ms(limits.timeout),
-                    "max_body_bytes": limits.max_body_bytes,
-                    "host_suffix": limits.host_suffix,
-                    **self.mirror_guards([own, *policies]),
-                }
-                for (destination, percent), own in (
-                    zip(route.mirror_policies, route.mirror_options, strict=True)
-                    if forwards
-                    else []
-                )
-                if (rate := per_million(percent)) > 0
-            ],
+            "mirrors": mirrors,
         }
 
     def tcp_routes(self) -> list[snap.TcpRoute]:
@@ -476,7 +495,10 @@ def mirror_guards_text(m: snap.Mirror) -> str:
     changes += [f"+{h['name']}" for h in ops.get("add", [])]
     if changes:
         parts.append("headers " + " ".join(changes))
-    if compare := m.get("compare"):
+    compare = m.get("compare")
+    if compare and (parent := compare.get("noise_for")) is not None:
+        parts.append(f"second primary beside mirror {parent + 1}, every compared request")
+    elif compare:
         parts.append(f"compare {compare['per_million'] / 10_000:g}%")
     return f" ({', '.join(parts)})" if parts else ""
 

@@ -144,6 +144,9 @@ class Compare(TypedDict):
     ignore_paths: NotRequired[list[str]]
     redact_headers: NotRequired[list[str]]
     redact_paths: NotRequired[list[str]]
+    noise_for: NotRequired[int | None]
+    """On a noise copy (to a second primary instance): the index of the mirror, in the
+    same route, whose compared requests it also receives."""
 
 
 class Mirror(TypedDict):

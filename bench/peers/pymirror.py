@@ -30,6 +30,10 @@ def config(route: Route, listen: str) -> str:
         mirror_lines = (
             f"        mirror: {{host: v2}}\n        mirrorPercentage: {{value: {route.percent}}}\n"
         )
+        if route.compare:
+            mirror_lines = mirror_lines.replace(
+                "{host: v2}", "{host: v2, compare: {percentage: {value: 100}}}"
+            )
     return _CONFIG.format(
         listen=listen,
         primary=route.primary,

@@ -17,6 +17,8 @@ class Route:
     primary: str
     mirror: str | None = None
     percent: float = 100.0
+    compare: bool = False
+    """Compare every copy's answer with the primary's (pymirror only)."""
 
     @property
     def per_million(self) -> int:

@@ -27,7 +27,13 @@ pub struct CompareSpec {
     pub sampler: Sampler,
     pub max_body_bytes: u64,
     pub key: Arc<CompareKey>,
+    /// A noise copy: the mirror (index in the route) whose compared copies it follows.
+    pub noise_for: Option<usize>,
 }
+
+/// Noise copies follow their mirror through a bit set of one request's
+/// compared mirrors (no allocation per request): mirrors past it can't be followed.
+pub const MAX_NOISE_PARENT: u32 = 63;
 
 impl CompareSpec {
     pub fn new(spec: &snapshot::Compare, key: CompareKey) -> Self {
@@ -35,6 +41,7 @@ impl CompareSpec {
             sampler: Sampler::new(spec.per_million),
             max_body_bytes: spec.max_body_bytes,
             key: Arc::new(key),
+            noise_for: spec.noise_for.map(|i| i as usize),
         }
     }
 }

@@ -87,6 +87,12 @@ impl MirrorPolicy {
         if !self.sampler.sample() {
             return None;
         }
+        self.admit_chosen()
+    }
+
+    /// Admits a copy chosen elsewhere (a noise copy follows its mirror's
+    /// sampling), within the same bounds.
+    pub fn admit_chosen(&self) -> Option<Admission> {
         let endpoint = match self.cluster.pick_for_mirror() {
             Ok(endpoint) => endpoint,
             Err(Unavailable::Ejected) => {

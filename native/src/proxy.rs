@@ -207,12 +207,28 @@ async fn proxy(
     // Copies whose answers are compared wait for the primary's capture here.
     let mut compared = Vec::new();
     let mut capture_limit = 0;
-    for policy in &route.mirrors {
-        if let Some(admission) = policy.admit(&parts.method) {
+    // Bit i: mirror i's copy of this request is compared; a noise copy (a
+    // second primary instance) goes only with such a copy, to see the same request.
+    let mut compared_mirrors = 0u64;
+    for (i, policy) in route.mirrors.iter().enumerate() {
+        let noise_for = policy.compare.as_ref().and_then(|c| c.noise_for);
+        let admission = match noise_for {
+            Some(parent) if compared_mirrors & (1 << parent) == 0 => continue,
+            Some(_) => policy.admit_chosen(),
+            None => policy.admit(&parts.method),
+        };
+        if let Some(admission) = admission {
             let (mut copy, tap, gate) =
                 policy.copy(admission, &parts, has_body, &conn.shared.mirror_budget);
             gates.extend(gate);
-            if let Some(spec) = policy.compare.as_ref().filter(|c| c.sampler.sample()) {
+            let spec = policy
+                .compare
+                .as_ref()
+                .filter(|c| c.noise_for.is_some() || c.sampler.sample());
+            if let Some(spec) = spec {
+                if i < 64 {
+                    compared_mirrors |= 1 << i;
+                }
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 compared.push(tx);
                 capture_limit = capture_limit.max(spec.max_body_bytes);

@@ -434,6 +434,14 @@ pub struct Compare {
     pub redact_headers: Vec<String>,
     #[serde(default)]
     pub redact_paths: Vec<String>,
+    /// Set on a noise copy (Diffy's second primary): the index, in the same
+    /// route's `mirrors`, of the mirror whose compared requests this mirror
+    /// also receives. It is not sampled on its own (neither rate applies):
+    /// it sends a copy exactly when that mirror's copy is compared, and
+    /// compares it. The control plane counts what differs between the two
+    /// primaries as noise.
+    #[serde(default)]
+    pub noise_for: Option<u32>,
 }
 
 /// A destination host (and subset) resolved to endpoints.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::cluster::Cluster;
-use crate::compare::{CompareKey, CompareSpec};
+use crate::compare::{CompareKey, CompareSpec, MAX_NOISE_PARENT};
 use crate::fault::Fault;
 use crate::header_ops::HeaderOps;
 use crate::matcher::{RequestMatcher, RequestView, StringMatcher};
@@ -298,6 +298,16 @@ fn compile_route(
                 Some(c) if c.per_million > MILLION => {
                     return Err(format!("compare rate {} is above {MILLION}", c.per_million))
                 }
+                Some(c)
+                    if c.noise_for
+                        .is_some_and(|parent| !noise_parent_ok(r, parent, index)) =>
+                {
+                    return Err(format!(
+                        "mirror {index}'s compare.noise_for {:?} must name an earlier mirror \
+                         (index at most {MAX_NOISE_PARENT}) that is compared and is no noise copy",
+                        c.noise_for
+                    ))
+                }
                 Some(c) => Some(CompareSpec::new(
                     c,
                     CompareKey {
@@ -325,6 +335,17 @@ fn compile_route(
         response_headers: HeaderOps::compile(&r.response_headers)?,
         mirrors,
     })
+}
+
+/// A noise copy follows a mirror decided before it in the same request, which
+/// is compared and is not itself a noise copy.
+fn noise_parent_ok(r: &snapshot::Route, parent: u32, index: usize) -> bool {
+    parent <= MAX_NOISE_PARENT
+        && (parent as usize) < index
+        && r.mirrors[parent as usize]
+            .compare
+            .as_ref()
+            .is_some_and(|c| c.noise_for.is_none())
 }
 
 fn key(virtual_service: &str, route: &str, cluster: &Cluster) -> StatsKey {
@@ -484,6 +505,53 @@ mod tests {
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_noise_copy_must_follow_an_earlier_compared_mirror() {
+        let compare = |noise_for| snapshot::Compare {
+            per_million: MILLION,
+            max_body_bytes: 0,
+            ignore_headers: vec![],
+            ignore_paths: vec![],
+            redact_headers: vec![],
+            redact_paths: vec![],
+            noise_for,
+        };
+        let compile = |mirrors: &[(Option<snapshot::Compare>,)]| {
+            let mut snap = seed("");
+            let template = snap.virtual_hosts[0].routes[1].mirrors[0].clone();
+            snap.virtual_hosts[0].routes[1].mirrors = mirrors
+                .iter()
+                .map(|(c,)| snapshot::Mirror {
+                    compare: c.clone(),
+                    ..template.clone()
+                })
+                .collect();
+            RouteTable::compile(
+                &snap,
+                &mut StatsRegistry::default(),
+                &EndpointIds::default(),
+            )
+            .map(|_| ())
+        };
+        assert!(compile(&[(Some(compare(None)),), (Some(compare(Some(0))),)]).is_ok());
+        for bad in [
+            // Its mirror is not compared.
+            vec![(None,), (Some(compare(Some(0))),)],
+            // Not an earlier mirror.
+            vec![(Some(compare(Some(1))),), (Some(compare(None)),)],
+            vec![(Some(compare(Some(0))),)],
+            // A noise copy of a noise copy.
+            vec![
+                (Some(compare(None)),),
+                (Some(compare(Some(0))),),
+                (Some(compare(Some(1))),),
+            ],
+        ] {
+            let err = compile(&bad).unwrap_err();
+            assert!(err.contains("noise_for"), "{err}");
         }
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pymirror.compare.diff import Settings, compare
@@ -30,22 +31,35 @@ class Comparator:
             self._for, self._settings = snapshot, {}
             for vh in snapshot["virtual_hosts"] if snapshot is not None else []:
                 for route in vh["routes"]:
-                    for i, m in enumerate(route.get("mirrors", [])):
-                        self._settings[(vh["name"], route["name"], i)] = Settings.from_snapshot(
-                            m.get("compare")
-                        )
+                    mirrors = route.get("mirrors", [])
+                    seconded = {
+                        c["noise_for"]
+                        for m in mirrors
+                        if (c := m.get("compare")) and c.get("noise_for") is not None
+                    }
+                    for i, m in enumerate(mirrors):
+                        s = Settings.from_snapshot(m.get("compare"))
+                        if i in seconded:
+                            s = replace(s, second_primary=True)
+                        self._settings[(vh["name"], route["name"], i)] = s
         return self._settings.get(key) or Settings()
 
     def feed(
         self, pairs: Iterable[ComparedPair | dict[str, Any]], snapshot: Snapshot | None
     ) -> int:
         """Compares every pair and records it; returns how many there were."""
-        n = 0
-        for pair in pairs:
-            vs, route = pair["virtual_service"], pair["route"]
-            settings = self._lookup(snapshot, (vs, route, pair["mirror"]))
+        looked = [
+            (p, self._lookup(snapshot, (p["virtual_service"], p["route"], p["mirror"])))
+            for p in pairs
+        ]
+        # The second primary's pairs first: a request's v1/v1' pair may be queued after
+        # its v1/v2 pair, and the noise it shows should count when the latter is judged.
+        looked.sort(key=lambda ps: ps[1].noise_for is None)
+        for pair, settings in looked:
             outcome = compare(pair, settings)
-            key = (vs, route, endpoint(pair["method"], pair["path"]))
-            self.store.add(key, pair, outcome, settings)  # type: ignore[arg-type]
-            n += 1
-        return n
+            key = (pair["virtual_service"], pair["route"], endpoint(pair["method"], pair["path"]))
+            if settings.noise_for is not None:
+                self.store.add_noise(key, pair, outcome, settings)  # type: ignore[arg-type]
+            else:
+                self.store.add(key, pair, outcome, settings)  # type: ignore[arg-type]
+        return len(looked)

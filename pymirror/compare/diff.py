@@ -88,6 +88,10 @@ class Settings:
     ignore_paths: tuple[str, ...] = ()
     redact_headers: frozenset[str] = ALWAYS_REDACTED_HEADERS
     redact_paths: tuple[str, ...] = ()
+    second_primary: bool = False
+    """This mirror's compared requests also go to a second primary (noise filtering)."""
+    noise_for: int | None = None
+    """Set on the second primary's own copies: the mirror (index) they stand beside."""
     _ignore: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
     _redact: tuple[re.Pattern[str], ...] = field(default=(), repr=False, compare=False)
 
@@ -106,6 +110,7 @@ class Settings:
             redact_headers=ALWAYS_REDACTED_HEADERS
             | {h.lower() for h in spec.get("redact_headers", ())},
             redact_paths=tuple(spec.get("redact_paths", ())),
+            noise_for=spec.get("noise_for"),
         )
 
     def ignored(self, path: str) -> bool:
@@ -128,11 +133,16 @@ def compare(pair: Mapping[str, Any], settings: Settings | None = None) -> Outcom
     ignore = s.ignore_headers | ({"content-length"} if structural else set())
     diffs += _headers(primary["headers"], mirror["headers"], ignore)
     diffs += body_diffs
+    return Outcome(result_of(diffs), tuple(diffs))
+
+
+def result_of(diffs: Iterable[Difference]) -> str:
+    """The first of `RESULTS` that applies to these differences."""
     kinds = {d.kind for d in diffs}
     for result, kind in zip(RESULTS, ("status", "body", "header"), strict=False):
         if kind in kinds:
-            return Outcome(result, tuple(diffs))
-    return Outcome("match")
+            return result
+    return "match"
 
 
 def _headers(

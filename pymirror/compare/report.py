@@ -45,6 +45,12 @@ def _value(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
+def _noise(f: dict[str, Any]) -> str:
+    if "noise_count" not in f:
+        return ""
+    return f"   v1/v1' {f['noise_count']:>6}  {f['noise_rate']:.1%}"
+
+
 def render_text(doc: dict[str, Any]) -> str:
     """A plain-text report, one block per endpoint."""
     lines: list[str] = []
@@ -57,7 +63,8 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"{e['endpoint']}  ({e['virtual_service']} / route {e['route']})")
         summary = ", ".join(f"{k} {v} ({v / n:.1%})" for k, v in sorted(res.items()))
         lines.append(f"  compared {n}: {summary}")
-        lines.append(f"  status agreement {e['status_agreement']:.1%}")
+        if e["status_agreement"] is not None:
+            lines.append(f"  status agreement {e['status_agreement']:.1%}")
         for s in e["statuses"]:
             if s["primary"] != s["mirror"]:
                 lines.append(f"    {s['primary']} -> {s['mirror']}: {s['count']}")
@@ -70,11 +77,20 @@ def render_text(doc: dict[str, Any]) -> str:
                 _ms(lat["mirror"]["p99"]),
             )
         )
-        if e["fields"]:
+        regressions = [f for f in e["fields"] if f.get("class", "regression") == "regression"]
+        noise = [f for f in e["fields"] if f.get("class") == "noise"]
+        if e.get("second_primary"):
+            lines.append(f"  second primary: {e['noise_compared']} pairs v1/v1'")
+        if regressions:
             lines.append("  differing fields:")
-            for f in e["fields"]:
-                lines.append(f"    {f['field']:<40} {f['count']:>6}  {f['rate']:.1%}")
-        for s in e["samples"][:10]:
+            for f in regressions:
+                lines.append(f"    {f['field']:<32} {f['count']:>6}  {f['rate']:>6.1%}" + _noise(f))
+        if noise:
+            lines.append("  noise (differs between the two primaries too; not a regression):")
+            for f in noise:
+                lines.append(f"    {f['field']:<32} {f['count']:>6}  {f['rate']:>6.1%}" + _noise(f))
+        shown = {f["field"] for f in regressions}
+        for s in [s for s in e["samples"] if s["field"] in shown][:10]:
             lines.append(
                 f"    e.g. {s['request']}  {s['path']}: "
                 f"{_value(s['primary'])} -> {_value(s['mirror'])}"

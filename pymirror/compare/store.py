@@ -10,11 +10,13 @@ keeps a fixed amount of memory: endpoints past `max_endpoints` per route are fol
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymirror.compare.diff import ABSENT, REDACTED, Difference, Outcome, Settings
+from pymirror.compare.diff import ABSENT, REDACTED, Difference, Outcome, Settings, result_of
+from pymirror.compare.noise import REGRESSION, classify, z_score
 
 #: Where endpoints or fields past their bound are counted.
 OTHER = "(other)"
@@ -62,24 +64,71 @@ class Figures:
     primary_latency: deque[float] = field(init=False)
     mirror_latency: deque[float] = field(init=False)
     samples: dict[str, deque[Sample]] = field(default_factory=dict)
+    # With a second primary (noise filtering): the same, for its pairs with the primary.
+    second_primary: bool = False
+    noise_compared: int = 0
+    noise_fields: Counter[str] = field(default_factory=Counter)
+    noise_samples: dict[str, deque[Sample]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.primary_latency = deque(maxlen=self.max_latencies)
         self.mirror_latency = deque(maxlen=self.max_latencies)
 
+    def field_class(self, name: str) -> str:
+        """`regression` or `noise` (see `pymirror.compare.noise`), from the counts so far."""
+        if not self.second_primary:
+            return REGRESSION
+        return classify(
+            self.fields[name], self.compared, self.noise_fields[name], self.noise_compared
+        )
+
     def add(self, pair: dict[str, Any], outcome: Outcome, settings: Settings) -> None:
+        self.second_primary |= settings.second_primary
+        by_field = self._fold(self.fields, outcome.differences)
+        # Judged on the counts before this pair, as the next pair would be.
+        regressions = [d for name, d in by_field.items() if self.field_class(name) == REGRESSION]
+        result = result_of(regressions) if regressions or not by_field else "noise_only"
         self.compared += 1
-        self.results[outcome.result] += 1
+        self.results[result] += 1
         p, m = pair["primary"], pair["mirror_response"]
         self.statuses[(p["status"], m["status"])] += 1
         self.primary_latency.append(p["latency"])
         self.mirror_latency.append(m["latency"])
+        self._count(self.fields, self.samples, by_field, pair, settings)
+
+    def add_noise(self, pair: dict[str, Any], outcome: Outcome, settings: Settings) -> None:
+        """A pair of the primary and the second primary: what differs is noise."""
+        self.second_primary = True
+        self.noise_compared += 1
+        by_field = self._fold(self.noise_fields, outcome.differences)
+        self._count(self.noise_fields, self.noise_samples, by_field, pair, settings)
+
+    def _fold(self, counts: Counter[str], diffs: tuple[Difference, ...]) -> dict[str, Difference]:
+        """One difference per field (a field counts once per pair, however many list items
+        differ in it), fields past the bound folded into `OTHER`."""
+        out: dict[str, Difference] = {}
+        new = 0
+        for d in diffs:
+            name = d.field
+            if name not in counts and name not in out:
+                if len(counts) + new >= self.max_fields:
+                    name = OTHER
+                new += name not in counts and name not in out
+            out.setdefault(name, d)
+        return out
+
+    def _count(
+        self,
+        counts: Counter[str],
+        samples: dict[str, deque[Sample]],
+        by_field: dict[str, Difference],
+        pair: dict[str, Any],
+        settings: Settings,
+    ) -> None:
         request = f"{pair['method']} {pair['path']}"
-        # A field counts once per pair, however many list items differ in it.
-        for name, d in {d.field: d for d in outcome.differences}.items():
-            key = name if name in self.fields or len(self.fields) < self.max_fields else OTHER
-            self.fields[key] += 1
-            kept = self.samples.setdefault(key, deque(maxlen=self.max_samples))
+        for name, d in by_field.items():
+            counts[name] += 1
+            kept = samples.setdefault(name, deque(maxlen=self.max_samples))
             kept.append(_sample(d, request, settings))
 
 
@@ -98,6 +147,32 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[int(rank) - 1]
 
 
+#: Buckets of the latency histograms (`histogram`), log-spaced.
+HISTOGRAM_BUCKETS = 24
+
+
+def histogram(primary: list[float], mirror: list[float]) -> dict[str, list[Any]]:
+    """Both sides' latencies counted in the same log-spaced buckets (from the fastest to
+    the slowest of either), so that their distributions can be drawn side by side.
+    `edges` has one more entry than each side's counts (seconds)."""
+    both = [v for v in primary + mirror if v > 0]
+    if not both:
+        return {"edges": [], "primary": [], "mirror": []}
+    lo, hi = min(both), max(both)
+    hi = max(hi, lo * 1.01)  # one value: still a bucket with some width
+    ratio = (hi / lo) ** (1 / HISTOGRAM_BUCKETS)
+    edges = [lo * ratio**i for i in range(HISTOGRAM_BUCKETS + 1)]
+
+    def counts(values: list[float]) -> list[int]:
+        out = [0] * HISTOGRAM_BUCKETS
+        for v in values:
+            i = int(math.log(max(v, lo) / lo) / math.log(ratio)) if ratio > 1 else 0
+            out[min(max(i, 0), HISTOGRAM_BUCKETS - 1)] += 1
+        return out
+
+    return {"edges": edges, "primary": counts(primary), "mirror": counts(mirror)}
+
+
 class Store:
     """Comparison figures by (virtual service, route, endpoint)."""
 
@@ -114,7 +189,7 @@ class Store:
         self._by_key: dict[Key, Figures] = {}
         self._per_route: Counter[tuple[str, str]] = Counter()
 
-    def add(self, key: Key, pair: dict[str, Any], outcome: Outcome, settings: Settings) -> None:
+    def _figures(self, key: Key) -> Figures:
         vs, route, _ = key
         if key not in self._by_key and self._per_route[(vs, route)] >= self.max_endpoints:
             key = (vs, route, OTHER)
@@ -122,7 +197,16 @@ class Store:
         if figures is None:
             figures = self._by_key[key] = Figures(*self._limits)
             self._per_route[(vs, route)] += 1
-        figures.add(pair, outcome, settings)
+        return figures
+
+    def add(self, key: Key, pair: dict[str, Any], outcome: Outcome, settings: Settings) -> None:
+        self._figures(key).add(pair, outcome, settings)
+
+    def add_noise(
+        self, key: Key, pair: dict[str, Any], outcome: Outcome, settings: Settings
+    ) -> None:
+        """A pair of the primary and the second primary (noise filtering)."""
+        self._figures(key).add_noise(pair, outcome, settings)
 
     def counts(self) -> dict[Key, Counter[str]]:
         """Results by endpoint, for metrics (monotonic: nothing is ever forgotten)."""
@@ -135,7 +219,7 @@ class Store:
         """Per endpoint: results, field rates, statuses, latency percentiles, samples."""
         out = []
         for (vs, route, endpoint), f in sorted(self._by_key.items()):
-            lat = {}
+            lat: dict[str, Any] = {}
             for side, values in (("primary", f.primary_latency), ("mirror", f.mirror_latency)):
                 v = list(values)
                 lat[side] = {
@@ -144,25 +228,45 @@ class Store:
                     "mean": sum(v) / len(v) if v else None,
                     "samples": len(v),
                 }
-            out.append(
-                {
-                    "virtual_service": vs,
-                    "route": route,
-                    "endpoint": endpoint,
-                    "compared": f.compared,
-                    "results": dict(f.results),
-                    "fields": [
-                        {"field": name, "count": n, "rate": n / f.compared}
-                        for name, n in f.fields.most_common()
-                    ],
-                    "statuses": [
-                        {"primary": p, "mirror": m, "count": n}
-                        for (p, m), n in f.statuses.most_common()
-                    ],
-                    "status_agreement": sum(n for (p, m), n in f.statuses.items() if p == m)
-                    / f.compared,
-                    "latency": lat,
-                    "samples": [s.to_json() for kept in f.samples.values() for s in kept],
+            lat["histogram"] = histogram(list(f.primary_latency), list(f.mirror_latency))
+            fields = []
+            for name in f.fields.keys() | f.noise_fields.keys():
+                n = f.fields[name]
+                row: dict[str, Any] = {
+                    "field": name,
+                    "count": n,
+                    "rate": n / f.compared if f.compared else 0.0,
+                    "class": f.field_class(name),
                 }
-            )
+                if f.second_primary:
+                    x1, n1 = f.noise_fields[name], f.noise_compared
+                    row["noise_count"] = x1
+                    row["noise_rate"] = x1 / n1 if n1 else 0.0
+                    row["z"] = round(z_score(n, f.compared, x1, n1), 2)
+                fields.append(row)
+            # Regressions first, then by how often they differ.
+            fields.sort(key=lambda r: (r["class"] != REGRESSION, -r["count"], r["field"]))
+            agree = sum(n for (p, m), n in f.statuses.items() if p == m)
+            doc: dict[str, Any] = {
+                "virtual_service": vs,
+                "route": route,
+                "endpoint": endpoint,
+                "compared": f.compared,
+                "results": dict(f.results),
+                "fields": fields,
+                "statuses": [
+                    {"primary": p, "mirror": m, "count": n}
+                    for (p, m), n in f.statuses.most_common()
+                ],
+                "status_agreement": agree / f.compared if f.compared else None,
+                "latency": lat,
+                "samples": [s.to_json() for kept in f.samples.values() for s in kept],
+                "second_primary": f.second_primary,
+            }
+            if f.second_primary:
+                doc["noise_compared"] = f.noise_compared
+                doc["noise_samples"] = [
+                    s.to_json() for kept in f.noise_samples.values() for s in kept
+                ]
+            out.append(doc)
         return out

@@ -97,6 +97,12 @@ class CompareOptions(_Model):
     and `set-cookie` always are)."""
     redact_paths: list[str] = Field(default_factory=list)
     """JSON fields whose values are never kept in mismatch samples, such as `$.email`."""
+    second_primary: Destination | None = None
+    """Noise filtering in Diffy's manner: another instance of the primary (a subset such
+    as `v1-candidate`, running the primary's version). Each compared request is also
+    copied there and compared with the primary's answer; a field that differs between
+    the two primaries as often as between primary and mirror is noise for that endpoint
+    (`noise_only`), not a regression. Default: none, every difference is reported."""
 
 
 class MirrorOptions(_Model):
@@ -295,6 +301,15 @@ class HTTPRoute(_Model):
             found.append((("mirror",), self.mirror))
         found += [
             (("mirrors", i, "destination"), m.destination) for i, m in enumerate(self.mirrors)
+        ]
+        owners: list[tuple[tuple[str | int, ...], MirrorOptions]] = [
+            (("mirror",), self.mirror) if self.mirror is not None else ((), MirrorOptions()),
+            *((("mirrors", i), m) for i, m in enumerate(self.mirrors)),
+        ]
+        found += [
+            ((*at, "compare", "secondPrimary"), m.compare.second_primary)
+            for at, m in owners
+            if m.compare is not None and m.compare.second_primary is not None
         ]
         return found
 

@@ -1,8 +1,9 @@
 """`pymirror demo`: the seed example on built-in backends, with real traffic.
 
-Starts reviews v1 and v2 on loopback, runs the real proxy on `demo.yaml`
-(also at config/demo.yaml), sends traffic with a progress bar, and prints what
-users got next to what v2 received.
+Starts reviews v1, v2 and a second v1 on loopback, runs the real proxy on
+`demo.yaml` (also at config/demo.yaml), sends traffic with a progress bar, prints
+what users got next to what v2 received, and ends with the comparison report of
+v2's answers against v1's (`pymirror report`), the second v1 telling noise apart.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from pymirror.compare.report import document, render_text
 from pymirror.config import load_config
 from pymirror.demo.backends import V1, V2, ReviewsServer
 from pymirror.demo.traffic import Traffic
@@ -38,14 +40,15 @@ def run_demo(*, requests: int = 1500, concurrency: int = 8) -> int:
     try:
         v1 = ReviewsServer(_endpoint(endpoints[0].address), V1).start()
         v2 = ReviewsServer(_endpoint(endpoints[1].address), V2).start()
+        v1b = ReviewsServer(_endpoint(endpoints[2].address), V1).start()
     except OSError as exc:
-        raise ListenError(f"demo backends cannot bind 127.0.0.1:18081-18082: {exc}") from exc
+        raise ListenError(f"demo backends cannot bind 127.0.0.1:18081-18083: {exc}") from exc
     try:
         with Proxy(config) as proxy:
             console.print(
                 f"[bold]pymirror demo[/]: users -> {proxy.url} -> reviews v1 "
                 f"(:{endpoints[0].address.rsplit(':', 1)[1]}); 100% mirrored to reviews v2 "
-                f"(:{endpoints[1].address.rsplit(':', 1)[1]}), its answers dropped"
+                f"(:{endpoints[1].address.rsplit(':', 1)[1]}), its answers compared with v1's"
             )
             traffic = Traffic(proxy.addresses[0], requests=requests, concurrency=concurrency)
             with Progress(
@@ -58,26 +61,40 @@ def run_demo(*, requests: int = 1500, concurrency: int = 8) -> int:
                 task = bar.add_task("sending requests", total=requests)
                 traffic.start()
                 while not traffic.done.wait(0.1):
+                    # As `pymirror run` does: compare in batches, off the request path.
+                    proxy.compare_pending()
                     bar.update(task, completed=traffic.sent)
                 bar.update(task, completed=traffic.sent)
             mirror = _settled(proxy)
             _report(console, traffic, v1, v2, mirror)
+            _compare_report(console, proxy)
     except KeyboardInterrupt:
         console.print("interrupted: proxy drained, backends stopped")
         return 130
     finally:
         v1.stop()
         v2.stop()
+        v1b.stop()
     return 0
 
 
 def _settled(proxy: Proxy, timeout: float = 15.0) -> MirrorStats:
+    """v2's mirror figures once every copy (v2's and the second v1's) is over."""
     deadline = time.monotonic() + timeout
     while True:
-        [mirror] = proxy.stats()["mirrors"]
-        if mirror["in_flight"] == 0 or time.monotonic() > deadline:
-            return mirror
+        mirrors = proxy.stats()["mirrors"]
+        if all(m["in_flight"] == 0 for m in mirrors) or time.monotonic() > deadline:
+            return next(m for m in mirrors if m["subset"] == "v2")
         time.sleep(0.05)
+
+
+def _compare_report(console: Console, proxy: Proxy) -> None:
+    """The comparison report, as `pymirror report` prints it for a running proxy."""
+    while proxy.compare_pending():
+        pass
+    doc = document(proxy.comparator.store, proxy.stats())
+    console.rule("how v2 compares with v1 (pymirror report)")
+    console.print(render_text(doc), markup=False, highlight=False, soft_wrap=True, end="")
 
 
 def _counts(counter: Counter[int] | Counter[str]) -> str:

@@ -161,7 +161,9 @@ def test_store_counts_fields_once_per_pair_and_keeps_bounded_samples() -> None:
     [e] = store.to_json()
     assert e["compared"] == 6
     assert e["results"] == {"body_mismatch": 5, "match": 1}
-    assert e["fields"] == [{"field": "$.items[*].price", "count": 5, "rate": 5 / 6}]
+    assert e["fields"] == [
+        {"field": "$.items[*].price", "count": 5, "rate": 5 / 6, "class": "regression"}
+    ]
     assert len(e["samples"]) == 2  # bounded per field
 
 
