@@ -14,7 +14,7 @@ from pymirror.check import run_check
 from pymirror.config import ConfigError
 from pymirror.engine import ServerOptions
 from pymirror.errors import PymirrorError
-from pymirror.lifecycle import DEFAULT_DRAIN_SECONDS, Supervisor
+from pymirror.lifecycle import COMPARE_MAX_PER_SECOND, DEFAULT_DRAIN_SECONDS, Supervisor
 from pymirror.logs import FORMATS
 from pymirror.logs import configure as configure_logging
 
@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_DRAIN_SECONDS,
         metavar="SECONDS",
         help="how long in-flight requests may finish on shutdown (default: %(default)g)",
+    )
+    run.add_argument(
+        "--compare-max-rate",
+        type=int,
+        default=COMPARE_MAX_PER_SECOND,
+        metavar="PAIRS",
+        help="compared answers diffed per second at most; the rest are skipped and counted "
+        "(default: %(default)d)",
     )
     run.add_argument(
         "--header-read-timeout",
@@ -169,6 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         options=options,
         drain=args.drain_timeout,
         admin=args.admin,
+        compare_max_per_second=max(1, args.compare_max_rate),
     )
     exit_code: int = trio.run(supervisor.run)
     return exit_code
