@@ -49,8 +49,9 @@ class Scenario:
     open_connections: int = 64
     body: int = 0
     """POST body bytes; 0 sends GETs."""
-    compare: bool = False
-    """Every copy's answer compared with the primary's (pymirror's extension)."""
+    compare: float = 0.0
+    """Percentage of copies whose answer is compared with the primary's (pymirror's
+    extension); 0: comparison off."""
 
     def route(self, backends: dict[str, Backend]) -> Route:
         mirror = backends[self.mirror].address if self.mirror else None

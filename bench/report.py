@@ -15,7 +15,7 @@ PEERS = ("direct", "pymirror", "nginx", "envoy")
 CHART = HERE / "results" / "chart.png"
 ORDER = (
     "plain", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead", "post-1mib",
-    "conns-1000", "reload", "compare-off", "compare-on",
+    "conns-1000", "reload", "compare-off", "compare-1", "compare-100",
 )  # fmt: skip
 
 

@@ -127,7 +127,7 @@ class Proxy:
 
     def compare_pending(self, max_pairs: int = 1024) -> int:
         """Drains up to `max_pairs` compared pairs from the core and compares them into
-        `comparator.store`; returns how many. `pymirror run` calls this every 100 ms;
+        `comparator.store`; returns how many. `pymirror run` calls this every 20 ms;
         an embedder calls it when it wants figures."""
         if self._engine is None:
             return 0

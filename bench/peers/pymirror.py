@@ -32,7 +32,7 @@ def config(route: Route, listen: str) -> str:
         )
         if route.compare:
             mirror_lines = mirror_lines.replace(
-                "{host: v2}", "{host: v2, compare: {percentage: {value: 100}}}"
+                "{host: v2}", f"{{host: v2, compare: {{percentage: {{value: {route.compare}}}}}}}"
             )
     return _CONFIG.format(
         listen=listen,

@@ -17,8 +17,9 @@ class Route:
     primary: str
     mirror: str | None = None
     percent: float = 100.0
-    compare: bool = False
-    """Compare every copy's answer with the primary's (pymirror only)."""
+    compare: float = 0.0
+    """Percentage of copies whose answer is compared with the primary's (pymirror only);
+    0: off."""
 
     @property
     def per_million(self) -> int:
