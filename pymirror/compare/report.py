@@ -41,8 +41,15 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f}ms"
 
 
+#: Characters of a value shown on one line of the text report (samples keep it whole).
+VALUE_WIDTH = 60
+
+
 def _value(v: Any) -> str:
-    return v if isinstance(v, str) else json.dumps(v)
+    text = v if isinstance(v, str) else json.dumps(v)
+    # One line each: control characters escaped, long values cut.
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 3] + "..."
 
 
 def _noise(f: dict[str, Any]) -> str:
@@ -85,16 +92,23 @@ def render_text(doc: dict[str, Any]) -> str:
             lines.append("  differing fields:")
             for f in regressions:
                 lines.append(f"    {f['field']:<32} {f['count']:>6}  {f['rate']:>6.1%}" + _noise(f))
+        # Examples sit under the regressions they illustrate, before the noise.
+        # Two per field, in the fields' order, so the commonest difference shows first.
+        examples = [
+            s
+            for f in regressions
+            for s in [s for s in e["samples"] if s["field"] == f["field"]][:2]
+        ][:10]
+        if examples:
+            lines.append("  examples:")
+        for s in examples:
+            lines.append(
+                f"    {s['request']}  {s['path']}: {_value(s['primary'])} -> {_value(s['mirror'])}"
+            )
         if noise:
             lines.append("  noise (differs between the two primaries too; not a regression):")
             for f in noise:
                 lines.append(f"    {f['field']:<32} {f['count']:>6}  {f['rate']:>6.1%}" + _noise(f))
-        shown = {f["field"] for f in regressions}
-        for s in [s for s in e["samples"] if s["field"] in shown][:10]:
-            lines.append(
-                f"    e.g. {s['request']}  {s['path']}: "
-                f"{_value(s['primary'])} -> {_value(s['mirror'])}"
-            )
         lines.append("")
     for s in doc.get("sampling", []):
         skipped = {k: v for k, v in s["skipped"].items() if v}
