@@ -28,6 +28,25 @@ from .matches import Destination, HeaderOperations, Headers, HTTPMatchRequest, P
 from .types import ByteSize, Duration, HostPattern
 
 
+def relative_weights(weights: list[int | None]) -> list[int]:
+    """A route's destination weights as Istio reads them: a lone destination takes all,
+    an unset weight among several is 0."""
+    return [100] if len(weights) == 1 else [w or 0 for w in weights]
+
+
+def check_weights(weights: list[int]) -> None:
+    """Istio's rule for a route's destinations (HTTP and TCP alike): relative weights, so
+    only all-zero (with several destinations) and an overflowing sum are errors."""
+    if len(weights) > 1 and sum(weights) == 0:
+        raise problem(
+            "the destinations' weights add up to 0; give each its share, "
+            "such as `weight: 80` and `weight: 20`",
+            "route",
+        )
+    if sum(weights) > U32_MAX:
+        raise problem(f"the weights add up to more than {U32_MAX}", "route")
+
+
 class HTTPRouteDestination(_Model):
     """Istio HTTPRouteDestination: a primary destination and its share of requests."""
 
@@ -208,14 +227,7 @@ class HTTPRoute(_Model):
                     raise problem(
                         f"`{alias}` without `mirror` has no effect; use {hint}", alias, at_key=True
                     )
-        if len(self.route) > 1 and sum(self.weights) == 0:
-            raise problem(
-                "the destinations' weights add up to 0; give each its share, "
-                "such as `weight: 80` and `weight: 20`",
-                "route",
-            )
-        if sum(self.weights) > U32_MAX:
-            raise problem(f"the weights add up to more than {U32_MAX}", "route")
+        check_weights(self.weights)
         if self.rewrite and self.rewrite.authority and self.headers and self.headers.authority():
             op, name = self.headers.authority() or ("", "")
             raise problem(
@@ -268,9 +280,7 @@ class HTTPRoute(_Model):
     @property
     def weights(self) -> list[int]:
         """The primary destinations' weights, as Istio reads them."""
-        if len(self.route) == 1:
-            return [100]
-        return [d.weight or 0 for d in self.route]
+        return relative_weights([d.weight for d in self.route])
 
     @property
     def mirror_policies(self) -> list[tuple[Destination, float]]:
@@ -374,22 +384,13 @@ class TCPRoute(_Model):
             raise problem(
                 "`mirrorPercentage` without `mirror` has no effect", "mirrorPercentage", at_key=True
             )
-        if len(self.route) > 1 and sum(self.weights) == 0:
-            raise problem(
-                "the destinations' weights add up to 0; give each its share, "
-                "such as `weight: 80` and `weight: 20`",
-                "route",
-            )
-        if sum(self.weights) > U32_MAX:
-            raise problem(f"the weights add up to more than {U32_MAX}", "route")
+        check_weights(self.weights)
         return self
 
     @property
     def weights(self) -> list[int]:
         """The destinations' weights, as Istio reads them."""
-        if len(self.route) == 1:
-            return [100]
-        return [d.weight or 0 for d in self.route]
+        return relative_weights([d.weight for d in self.route])
 
     @property
     def mirror_rate(self) -> float:
