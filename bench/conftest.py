@@ -114,6 +114,8 @@ def _meta() -> dict[str, Any]:
         "nginx": version(["nginx", "-v"]).split("/")[-1],
         "envoy": envoy,
         "wrk": version(["wrk", "-v"]).split(" [")[0],
+        # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
+        "haproxy": (version(["haproxy", "-v"]).split() + ["?"] * 3)[2],
     }
 
 

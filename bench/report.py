@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-PEERS = ("direct", "pymirror", "nginx", "envoy")
+PEERS = ("direct", "pymirror", "nginx", "envoy", "haproxy")
+#: Peers drawn in the chart (the HTTP scenarios).
+CHART_PEERS = ("direct", "pymirror", "nginx", "envoy")
 CHART = HERE / "results" / "chart.png"
 ORDER = (
     "plain", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead", "post-1mib",
     "conns-1000", "reload", "compare-off", "compare-1", "compare-100",
+    "tcp-bulk", "tcp-bulk-mirror",
 )  # fmt: skip
+#: Bulk TCP scenarios (bench/scenarios/test_tcp.py): their own table, not in the chart.
+BULK = ("tcp-bulk", "tcp-bulk-mirror")
 
 
 def _ordered(scenarios: dict[str, Any]) -> dict[str, Any]:
@@ -125,6 +130,48 @@ def _reload_table(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _bulk_table(entry: dict[str, Any], plain: dict[str, Any]) -> list[str]:
+    """GB/s, CPU s/GB, RSS and bytes counted per peer; pymirror against each other peer
+    (direct: the limit; nginx `stream`; HAProxy `mode tcp`); `plain` is the unmirrored
+    scenario's peers."""
+    lines = [
+        "| peer | GB/s | CPU s/GB | peak RSS MiB | GB/s vs direct | pymirror GB/s vs this "
+        "| pymirror CPU/GB vs this | bytes at sink / sent | bytes at mirror sink |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ours = entry["peers"].get("pymirror", {})
+    direct = plain.get("direct", {}).get("gb_per_s")
+    for peer, f in _peers(entry):
+        if "note" in f:
+            lines.append(f"| {peer} | {f['note']} |" + " |" * 7)
+            continue
+        mine = peer == "pymirror"
+        mirror = f.get("mirror_bytes")
+        cells = [
+            peer,
+            _num(f.get("gb_per_s"), 2),
+            _num(f.get("cpu_s_per_gb"), 2),
+            _num(f.get("rss_mib")),
+            _ratio(f.get("gb_per_s"), direct) if peer != "direct" else "",
+            "" if mine else _ratio(ours.get("gb_per_s"), f.get("gb_per_s")),
+            ""
+            if mine or peer == "direct"
+            else _ratio(ours.get("cpu_s_per_gb"), f.get("cpu_s_per_gb")),
+            f"{f.get('sink_bytes', 0):,} / {f.get('bytes', 0):,}",
+            f"{mirror:,}" if isinstance(mirror, int) else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    unmirrored = plain.get("pymirror", {})
+    if ours is not unmirrored and "gb_per_s" in ours and "gb_per_s" in unmirrored:
+        lines += [
+            "",
+            f"pymirror mirrored / not mirrored: GB/s "
+            f"{_ratio(ours['gb_per_s'], unmirrored['gb_per_s'])}, CPU per GB "
+            f"{_ratio(ours.get('cpu_s_per_gb'), unmirrored.get('cpu_s_per_gb'))}.",
+        ]
+    return lines
+
+
 def _targets(scenarios: dict[str, Any]) -> list[str]:
     lines = ["| target (issue 5) | pymirror/nginx | wanted | met |", "|---|---:|---:|---|"]
     for key, figure, label, op, bound in TARGETS:
@@ -209,6 +256,21 @@ def render(data: dict[str, Any], chart: str | None) -> str:
         lines += [analysis.read_text().strip(), ""]
     for key, entry in scenarios.items():
         lines += [f"## {entry['title']}", "", entry["what"]]
+        if key in BULK:
+            plain_bulk = scenarios.get("tcp-bulk", {}).get("peers", {})
+            lines += [
+                "",
+                "nginx is its `stream` module (`proxy_pass`), HAProxy "
+                f"{meta.get('haproxy', '?')} runs `mode tcp`, both with defaults otherwise; "
+                "**GB/s** is the bytes sent over the time until the sink closed the last "
+                "connection; **CPU s/GB** is the proxy's user+system time (all threads and "
+                "processes, from /proc) per 10^9 bytes; sinks and client are Python "
+                "processes of their own (`bench/load/bulk.py`), so direct is their limit.",
+                "",
+                *_bulk_table(entry, plain_bulk),
+                "",
+            ]
+            continue
         if key == "reload":
             lines += [f"Fixed rate {entry['rate']:g} req/s.", "", *_reload_table(entry), ""]
             continue
@@ -223,7 +285,9 @@ def draw_chart(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = {k: e for k, e in _ordered(data["scenarios"]).items() if k != "reload"}
+    scenarios = {
+        k: e for k, e in _ordered(data["scenarios"]).items() if k != "reload" and k not in BULK
+    }
     panels = (
         ("rps", "throughput, req/s (wrk; log)"),
         ("cpu_us_per_req", "proxy CPU per request, us (log)"),
@@ -233,7 +297,7 @@ def draw_chart(data: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8))
     width = 0.2
     for ax, (figure, title) in zip(axes.flat, panels, strict=True):
-        for i, peer in enumerate(PEERS):
+        for i, peer in enumerate(CHART_PEERS):
             xs, ys = [], []
             for x, entry in enumerate(scenarios.values()):
                 value = entry["peers"].get(peer, {}).get(figure)

@@ -99,3 +99,47 @@ def start_nginx(route: Route, workdir: Path) -> Process:
 def reload_nginx(peer: Process, route: Route) -> None:
     (peer.workdir / "nginx.conf").write_text(config(route, peer.address, peer.workdir))
     peer.signal(signal.SIGHUP)
+
+
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+_STREAM_CONF = """
+load_module {module};
+user {user};
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log crit;
+events {{ worker_connections 16384; }}
+stream {{
+    server {{
+        listen {address} backlog=4096;
+        proxy_pass {primary};
+    }}
+}}
+"""
+#: nginx's stream module has no mirror: a tcp mirror scenario records this instead.
+NO_TCP_MIRROR = "nginx's stream module has no mirror (ngx_stream_proxy copies to one upstream)"
+
+
+def start_nginx_stream(route: Route, workdir: Path) -> Process:
+    """nginx `stream { server { listen; proxy_pass; } }`, defaults otherwise
+    (proxy_buffer_size 16k), as many worker processes as pymirror has threads."""
+    if route.mirror is not None:
+        raise ValueError(NO_TCP_MIRROR)
+    if not STREAM_MODULE.exists():
+        raise RuntimeError("nginx's stream module is not installed (libnginx-mod-stream)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        _STREAM_CONF.format(
+            module=STREAM_MODULE,
+            user=getpass.getuser(),
+            workers=WORKERS,
+            dir=workdir,
+            address=address,
+            primary=route.primary,
+        )
+    )
+    return start([nginx_binary(), "-p", str(workdir), "-c", str(conf)], address, workdir)

@@ -58,3 +58,57 @@ def start_pymirror(route: Route, workdir: Path) -> Process:
 def reload_pymirror(peer: Process, route: Route) -> None:
     (peer.workdir / "routes.yaml").write_text(config(route, peer.address))
     peer.signal(signal.SIGHUP)
+
+
+#: The tcp mirror's buffer in the bench (`mirrorDefaults.maxBodyBytes`, default 4 MiB).
+#: A client sending at GB/s on a loopback shared by client, proxy and two sinks outruns
+#: the mirror's copy by far more than 4 MiB, and pymirror then cuts the mirror connection
+#: (by design: the mirror never slows the client). The bench wants every byte at the
+#: mirror sink, so it lets the copy queue up to the engine-wide mirror budget (256 MiB).
+TCP_MIRROR_BUFFER = "256MiB"
+
+_TCP_CONFIG = """\
+{defaults}listeners:
+  - {{address: "{listen}", protocol: tcp}}
+services:
+  sink: {{endpoints: [{{address: "{primary}"}}]}}
+  shadow: {{endpoints: [{{address: "{mirror}"}}]}}
+virtualServices:
+  - name: bulk
+    hosts: [bulk]
+    tcp:
+      - route: [{{destination: {{host: sink}}}}]
+{mirror_lines}"""
+
+
+def tcp_config(route: Route, listen: str) -> str:
+    mirror_lines = ""
+    if route.mirror is not None:
+        mirror_lines = (
+            f"        mirror: {{host: shadow}}\n"
+            f"        mirrorPercentage: {{value: {route.percent}}}\n"
+        )
+    defaults = ""
+    if route.mirror is not None:
+        defaults = f"mirrorDefaults: {{maxBodyBytes: {TCP_MIRROR_BUFFER}}}\n"
+    return _TCP_CONFIG.format(
+        defaults=defaults,
+        listen=listen,
+        primary=route.primary,
+        mirror=route.mirror or route.primary,
+        mirror_lines=mirror_lines,
+    )
+
+
+def start_pymirror_tcp(route: Route, workdir: Path) -> Process:
+    """pymirror with one `protocol: tcp` listener and a tcp route (mirrored if asked)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    address = f"127.0.0.1:{free_port()}"
+    path = workdir / "routes.yaml"
+    path.write_text(tcp_config(route, address))
+    argv = [
+        sys.executable, "-m", "pymirror.cli", "--log-level", "warning",
+        "run", str(path), "--workers", str(WORKERS), "--admin", "127.0.0.1:0",
+        "--drain-timeout", "2",
+    ]  # fmt: skip
+    return start(argv, address, workdir)
