@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
-PEERS = ("direct", "pymirror", "nginx", "envoy", "haproxy")
+PEERS = ("direct", "pymirror", "nginx", "nginx-1m", "envoy", "haproxy", "haproxy-splice")
 #: Peers drawn in the chart (the HTTP scenarios).
 CHART_PEERS = ("direct", "pymirror", "nginx", "envoy")
 CHART = HERE / "results" / "chart.png"
@@ -260,8 +260,10 @@ def render(data: dict[str, Any], chart: str | None) -> str:
             plain_bulk = scenarios.get("tcp-bulk", {}).get("peers", {})
             lines += [
                 "",
-                "nginx is its `stream` module (`proxy_pass`), HAProxy "
-                f"{meta.get('haproxy', '?')} runs `mode tcp`, both with defaults otherwise; "
+                "nginx is its `stream` module (`proxy_pass`; nginx-1m: `proxy_buffer_size 1m` "
+                f"for the 16k default), HAProxy {meta.get('haproxy', '?')} runs `mode tcp` "
+                "(haproxy-splice: `option splice-request` and `splice-response`), defaults "
+                "otherwise; "
                 "**GB/s** is the bytes sent over the time until the sink closed the last "
                 "connection; **CPU s/GB** is the proxy's user+system time (all threads and "
                 "processes, from /proc) per 10^9 bytes; sinks and client are Python "

@@ -1,7 +1,8 @@
 """HAProxy (Debian `haproxy`) in `mode tcp`: one frontend, one backend server, `nbthread`
-equal to pymirror's worker threads, defaults otherwise (no `option splice-*`: HAProxy
-copies through its buffers unless told to splice). HAProxy has no TCP mirror; the tcp
-mirror scenario records why (`NO_TCP_MIRROR`)."""
+equal to pymirror's worker threads, defaults otherwise: HAProxy copies through its
+buffers unless told to splice. The `splice` variant adds `option splice-request` and
+`option splice-response` (kernel splicing both ways, its documented bulk-TCP setting).
+HAProxy has no TCP mirror; the tcp mirror scenario records why (`NO_TCP_MIRROR`)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ global
     log stderr format raw local0 err
 
 defaults
-    mode tcp
+    mode tcp{splice}
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -41,12 +42,22 @@ def haproxy_binary() -> str:
     return found
 
 
-def start_haproxy(route: Route, workdir: Path) -> Process:
+SPLICE = "\n    option splice-request\n    option splice-response"
+
+
+def start_haproxy(route: Route, workdir: Path, *, splice: bool = False) -> Process:
     if route.mirror is not None:
         raise ValueError(NO_TCP_MIRROR)
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     conf = workdir / "haproxy.cfg"
-    conf.write_text(_CONF.format(workers=WORKERS, address=address, primary=route.primary))
+    conf.write_text(
+        _CONF.format(
+            workers=WORKERS,
+            address=address,
+            primary=route.primary,
+            splice=SPLICE if splice else "",
+        )
+    )
     # -db: foreground, no daemon; one process with `nbthread` threads.
     return start([haproxy_binary(), "-db", "-f", str(conf)], address, workdir)

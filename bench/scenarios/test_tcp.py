@@ -10,8 +10,9 @@ the mirror sink) must count every byte sent."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from peers.haproxy import NO_TCP_MIRROR as HAPROXY_NO_MIRROR
 from peers.haproxy import start_haproxy
 from peers.nginx import NO_TCP_MIRROR as NGINX_NO_MIRROR
 from peers.nginx import start_nginx_stream
-from peers.process import cpu_seconds, peak_rss_bytes
+from peers.process import Process, cpu_seconds, peak_rss_bytes
 from peers.pymirror import start_pymirror_tcp
 from peers.route import Route
 
@@ -39,8 +40,15 @@ WARMUP = 16 << 20
 SEND_TIMEOUT = 120.0
 SINK_TIMEOUT = 30.0
 
-START = {"pymirror": start_pymirror_tcp, "nginx": start_nginx_stream, "haproxy": start_haproxy}
+START: dict[str, Callable[[Route, Path], Process]] = {
+    "pymirror": start_pymirror_tcp,
+    "nginx": start_nginx_stream,
+    "nginx-1m": partial(start_nginx_stream, tuned=True),
+    "haproxy": start_haproxy,
+    "haproxy-splice": partial(start_haproxy, splice=True),
+}
 NO_MIRROR = {"nginx": NGINX_NO_MIRROR, "haproxy": HAPROXY_NO_MIRROR}
+PEERS = ("direct", *START)
 
 
 @dataclass(frozen=True)
@@ -73,9 +81,7 @@ MIRRORED = Bulk(
     ),
     mirror=True,
 )
-CASES = [(PLAIN, p) for p in ("direct", "pymirror", "nginx", "haproxy")] + [
-    (MIRRORED, p) for p in ("pymirror", "nginx", "haproxy")
-]
+CASES = [(PLAIN, p) for p in PEERS] + [(MIRRORED, p) for p in ("pymirror", "nginx", "haproxy")]
 
 
 @pytest.fixture(scope="module")
