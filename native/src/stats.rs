@@ -207,15 +207,18 @@ pub enum TcpCutReason {
     Timeout,
     /// The mirror's cluster has no usable endpoint.
     NoEndpoint,
+    /// An upgraded session's mirror did not answer its upgrade request with 101.
+    NotUpgraded,
 }
 
 impl TcpCutReason {
-    pub const ALL: [TcpCutReason; 5] = [
+    pub const ALL: [TcpCutReason; 6] = [
         Self::BufferFull,
         Self::ConnectFailed,
         Self::Failed,
         Self::Timeout,
         Self::NoEndpoint,
+        Self::NotUpgraded,
     ];
 
     pub fn label(self) -> &'static str {
@@ -225,6 +228,7 @@ impl TcpCutReason {
             Self::Failed => "failed",
             Self::Timeout => "timeout",
             Self::NoEndpoint => "no_endpoint",
+            Self::NotUpgraded => "not_upgraded",
         }
     }
 }
