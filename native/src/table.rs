@@ -31,6 +31,8 @@ pub struct Destination {
     pub stats: Arc<DestinationStats>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Upgraded (WebSocket) sessions spliced to this destination.
+    pub upgrades: Arc<crate::stats::TcpStats>,
 }
 
 /// What a route does with a request it matched.
@@ -262,6 +264,7 @@ fn compile_route(
                         cluster,
                         request_headers: HeaderOps::compile(&d.request_headers)?,
                         response_headers: HeaderOps::compile(&d.response_headers)?,
+                        upgrades: Arc::default(),
                     })
                 })
                 .collect::<Result<_, String>>()?;
