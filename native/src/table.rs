@@ -261,10 +261,10 @@ fn compile_route(
                     let cluster = cluster(d.cluster)?;
                     Ok(Destination {
                         stats: registry.destination(key(vhost, &r.name, &cluster)),
+                        upgrades: registry.upgrade(key(vhost, &r.name, &cluster)),
                         cluster,
                         request_headers: HeaderOps::compile(&d.request_headers)?,
                         response_headers: HeaderOps::compile(&d.response_headers)?,
-                        upgrades: Arc::default(),
                     })
                 })
                 .collect::<Result<_, String>>()?;
@@ -323,7 +323,11 @@ fn compile_route(
             };
             let cluster = cluster(m.cluster)?;
             let stats = registry.mirror(key(vhost, &r.name, &cluster));
-            MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats, compare)
+            let upgrade_stats = registry.upgrade_mirror(key(vhost, &r.name, &cluster));
+            let mut policy =
+                MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats, compare)?;
+            policy.upgrade_stats = upgrade_stats;
+            Ok(policy)
         })
         .collect::<Result<_, String>>()?;
     Ok(Route {

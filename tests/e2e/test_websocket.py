@@ -6,14 +6,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pytest
 from conftest import seed_config
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import ServerConnection, serve
 
 from pymirror import Proxy
+from pymirror.engine import Stats
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +53,10 @@ class Recorder:
         self.hosts.append(conn.request.headers.get("Host"))
         for message in conn:
             self.messages.append(message)
-            conn.send(b"mirror says " + (message if isinstance(message, bytes) else b"text"))
+            # Once the client's close has arrived, sending fails; the messages
+            # queued before it are still to be read.
+            with suppress(ConnectionClosed):
+                conn.send(b"mirror says " + (message if isinstance(message, bytes) else b"text"))
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list[str | bytes]:
         deadline = time.monotonic() + timeout
@@ -121,8 +126,27 @@ def test_the_mirror_sees_the_client_frames_in_order() -> None:
                 ws.send(message)
             assert [ws.recv(timeout=10) for _ in sent] == sent
         assert recorder.wait_for(len(sent)) == sent
+        stats = _settled(proxy)
+        [session] = stats["upgrades"]
+        assert (session["connections_total"], session["connections_active"]) == (1, 0)
+        [mirror] = stats["upgrade_mirrors"]
+        assert (mirror["opened"], mirror["completed"]) == (1, 1), mirror
+        assert mirror["bytes_sent"] == session["bytes_received"] > 0
     assert recorder.paths == ["/chat?room=7"]
     assert recorder.hosts == ["reviews-shadow"]
+
+
+def _settled(proxy: Proxy) -> Stats:
+    """Stats once every session and mirror feed has ended."""
+    deadline = time.monotonic() + 10
+    while True:
+        stats = proxy.stats()
+        busy = sum(s["connections_active"] for s in stats["upgrades"]) + sum(
+            m["active"] for m in stats["upgrade_mirrors"]
+        )
+        if busy == 0 or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.02)
 
 
 def _dead_address() -> str:
@@ -146,12 +170,17 @@ def test_a_dead_mirror_changes_nothing(backend, mirror_kind: str) -> None:
                 v2 = backend("v2").address
             else:
                 v2 = "{}:{}".format(*silent.getsockname())
-            with Proxy(seed_config(v1, v2)) as proxy, client(proxy.addresses[0]) as ws:
-                sent = messages(30)
-                started = time.monotonic()
-                for message in sent:
-                    ws.send(message)
-                assert [ws.recv(timeout=10) for _ in sent] == sent
-                assert time.monotonic() - started < 5
+            with Proxy(seed_config(v1, v2)) as proxy:
+                with client(proxy.addresses[0]) as ws:
+                    sent = messages(30)
+                    started = time.monotonic()
+                    for message in sent:
+                        ws.send(message)
+                    assert [ws.recv(timeout=10) for _ in sent] == sent
+                    assert time.monotonic() - started < 5
+                if mirror_kind != "silent":
+                    [mirror] = _settled(proxy)["upgrade_mirrors"]
+                    reason = "connect_failed" if mirror_kind == "refused" else "not_upgraded"
+                    assert mirror["cut"][reason] == 1, mirror
     finally:
         silent.close()
