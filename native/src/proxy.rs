@@ -63,6 +63,9 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// What the byte-stream side saw of each request head (see `inspect`).
     pub findings: Arc<Findings>,
+    /// Dropped with the last holder: the connection's task, or the session
+    /// an upgrade spliced it into.
+    pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
 }
 
 pub async fn handle(
@@ -92,7 +95,7 @@ pub async fn handle(
 
 async fn proxy(
     request: Request<Incoming>,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     published: &Published,
     mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
@@ -338,7 +341,7 @@ struct UpgradeTo<'a> {
 /// is a session's start, not an idempotent exchange to repeat.
 async fn upgraded(
     mut parts: http::request::Parts,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     published: &Published,
     to: UpgradeTo<'_>,
     line: Option<&mut PendingLine>,
@@ -395,6 +398,7 @@ async fn upgraded(
             feeds,
             idle: cx.idle_timeout,
             stats: destination.upgrades.clone(),
+            hold: conn.hold.clone(),
         };
         tokio::spawn(session.run());
         // Its Connection and Upgrade headers are the client's to see.

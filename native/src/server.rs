@@ -37,6 +37,7 @@ impl Default for ServerSettings {
 }
 
 /// Keeps the active-connections gauge right however a connection ends.
+#[derive(Debug)]
 struct ActiveGuard(Arc<Shared>, usize);
 
 impl Drop for ActiveGuard {
@@ -61,7 +62,7 @@ pub async fn serve(
     // request and closes. (hyper-util's GracefulShutdown cannot watch a
     // connection that may be upgraded.)
     let (stop, stop_rx) = watch::channel(false);
-    // Every connection's task holds a clone; once the accept loop has
+    // Every connection (and upgraded session) holds a clone; once the accept loop has
     // dropped this one, `recv` returns `None` when the last of them is done.
     let (spliced, mut spliced_done) = mpsc::channel::<()>(1);
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -118,12 +119,15 @@ pub async fn serve(
                     max_header_bytes: settings.max_header_bytes,
                     peer,
                     findings,
+                    // Held by whatever serves this client, an upgraded session
+                    // included: it counts as open (and against the limit) and
+                    // a drain waits for it.
+                    hold: Arc::new((guard, spliced.clone())),
                 });
                 let service = service_fn(move |req| proxy::handle(req, conn.clone()));
                 // `with_upgrades` lets a 101 hand the socket to its splice.
                 let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 let mut stop = stop_rx.clone();
-                let open = spliced.clone();
                 tokio::spawn(async move {
                     let mut connection = std::pin::pin!(connection);
                     tokio::select! {
@@ -134,8 +138,6 @@ pub async fn serve(
                             let _ = connection.await;
                         }
                     }
-                    drop(guard);
-                    drop(open);
                 });
             }
             _ = draining(&mut drain) => break,

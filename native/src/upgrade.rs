@@ -144,6 +144,8 @@ pub struct Session {
     pub feeds: Vec<Feed>,
     pub idle: Option<Duration>,
     pub stats: std::sync::Arc<TcpStats>,
+    /// The client connection's place in the listener's count and drain.
+    pub hold: std::sync::Arc<dyn std::fmt::Debug + Send + Sync>,
 }
 
 impl Session {
@@ -156,6 +158,7 @@ impl Session {
             mut feeds,
             idle,
             stats,
+            hold,
         } = self;
         use std::sync::atomic::Ordering::Relaxed;
         stats.connections_total.fetch_add(1, Relaxed);
@@ -177,6 +180,7 @@ impl Session {
         }
         // Dropping the feeds lets each mirror write what it holds and close.
         drop(feeds);
+        drop(hold);
     }
 }
 

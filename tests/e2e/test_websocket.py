@@ -100,6 +100,16 @@ def test_messages_cross_in_order_both_ways() -> None:
         for message in messages(10):
             ws.send(message)
             assert ws.recv(timeout=10) == message
+        # The session still counts as the listener's open connection.
+        assert proxy.stats()["listeners"][0]["connections_active"] == 1
+        ws.close()
+        deadline = time.monotonic() + 10
+        while proxy.stats()["listeners"][0]["connections_active"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy.stats()["listeners"][0]["connections_active"] == 0
+        [session] = proxy.stats()["upgrades"]
+        # Wire bytes: permessage-deflate (negotiated by these peers) shrinks them.
+        assert session["bytes_received"] > 0 and session["bytes_sent"] > 0
 
 
 def test_a_refused_upgrade_is_an_ordinary_response(backend) -> None:
