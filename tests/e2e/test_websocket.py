@@ -194,3 +194,17 @@ def test_a_dead_mirror_changes_nothing(backend, mirror_kind: str) -> None:
                     assert mirror["cut"][reason] == 1, mirror
     finally:
         silent.close()
+
+
+def test_shutdown_waits_for_an_open_session_up_to_the_drain_deadline() -> None:
+    with ws_server(echo) as v1, ws_server(echo) as v2:
+        proxy = Proxy(seed_config(v1, v2, mirror=None)).start()
+        with client(proxy.addresses[0]) as ws:
+            ws.send("before")
+            assert ws.recv(timeout=10) == "before"
+            started = time.monotonic()
+            assert proxy.close(drain=0.3) is False
+            assert 0.3 <= time.monotonic() - started < 5
+            # Cut: the client sees its connection end.
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=5)
