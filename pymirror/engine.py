@@ -125,6 +125,9 @@ class Stats(TypedDict):
     mirror_buffer_queued_bytes: int  # against ServerOptions.mirror_buffer_budget
     tcp: list[TcpStats]
     tcp_mirrors: list[TcpMirrorStats]
+    # Upgraded (WebSocket) sessions of HTTP routes; only entries that have seen one.
+    upgrades: list[TcpStats]
+    upgrade_mirrors: list[TcpMirrorStats]
     compare_queue_depth: int  # compared pairs waiting for `drain_compared`
 
 

@@ -86,6 +86,7 @@ def families(scrape: Scrape) -> list[Metric]:
     out += _upstream(stats, scrape.snapshot)
     out += _listeners(stats)
     out += _tcp(stats)
+    out += _upgrades(stats)
     out.append(_compare(stats, scrape.compare))
     access = CounterMetricFamily(
         "pymirror_access_log_lines",
@@ -255,35 +256,50 @@ def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metri
 
 def _tcp(stats: Stats) -> list[Metric]:
     """Spliced connections per tcp route destination, and what their mirrors got."""
+    return _spliced(stats, "tcp", "TCP connections")
+
+
+def _upgrades(stats: Stats) -> list[Metric]:
+    """Upgraded (WebSocket) sessions per HTTP route destination, and their mirrors."""
+    return _spliced(stats, "upgrade", "Upgraded sessions")
+
+
+def _spliced(stats: Stats, kind: str, what: str) -> list[Metric]:
+    """One set of families for spliced streams: `kind` names the metrics."""
+    rows, mirror_rows = (
+        (stats.get("tcp", []), stats.get("tcp_mirrors", []))
+        if kind == "tcp"
+        else (stats.get("upgrades", []), stats.get("upgrade_mirrors", []))
+    )
 
     def family(
-        kind: type[CounterMetricFamily | GaugeMetricFamily], name: str, doc: str, *extra: str
+        cls: type[CounterMetricFamily | GaugeMetricFamily], name: str, doc: str, *extra: str
     ) -> Any:
-        return kind(name, doc, labels=[*ROUTE_LABELS, *extra])
+        return cls(name, doc, labels=[*ROUTE_LABELS, *extra])
 
-    conns = family(CounterMetricFamily, "pymirror_tcp_connections", "TCP connections routed.")
-    active = family(GaugeMetricFamily, "pymirror_tcp_connections_active", "TCP connections open.")
+    conns = family(CounterMetricFamily, f"pymirror_{kind}_connections", f"{what} routed.")
+    active = family(GaugeMetricFamily, f"pymirror_{kind}_connections_active", f"{what} open.")
     failed = family(
         CounterMetricFamily,
-        "pymirror_tcp_connect_failures",
-        "TCP connections closed because no upstream connection could be opened (refused, "
+        f"pymirror_{kind}_connect_failures",
+        f"{what} closed because no upstream connection could be opened (refused, "
         "timed out, no endpoint, or the destination's connection limit).",
     )
     idle = family(
         CounterMetricFamily,
-        "pymirror_tcp_idle_timeouts",
-        "TCP connections closed after the idle timeout without a byte either way.",
+        f"pymirror_{kind}_idle_timeouts",
+        f"{what} closed after the idle timeout without a byte either way.",
     )
     moved = family(
         CounterMetricFamily,
-        "pymirror_tcp_bytes",
+        f"pymirror_{kind}_bytes",
         "Bytes spliced: `to_upstream` from the client, `to_client` from the upstream.",
         "direction",
     )
     # Summed by label set: two virtual services of one name (in two namespaces) report
     # apart, and an exposition must have each label set once.
     routes: dict[_Labels, Counter[str]] = {}
-    for row in stats.get("tcp", []):
+    for row in rows:
         routes.setdefault(_labels(row), Counter()).update(
             {k: v for k, v in row.items() if isinstance(v, int)}
         )
@@ -297,31 +313,32 @@ def _tcp(stats: Stats) -> list[Metric]:
         moved.add_metric([*labels, "to_client"], sums["bytes_sent"])
     opened = family(
         CounterMetricFamily,
-        "pymirror_tcp_mirror_connections",
-        "TCP mirror connections ended, by outcome: `completed` (the mirror took the whole "
+        f"pymirror_{kind}_mirror_connections",
+        f"{what}: mirror connections ended, by outcome: `completed` (the mirror took the whole "
         "client stream) or `cut` (see pymirror_tcp_mirror_cut_total); open ones are "
-        "pymirror_tcp_mirror_connections_active.",
+        f"pymirror_{kind}_mirror_connections_active.",
         "outcome",
     )
     cut = family(
         CounterMetricFamily,
-        "pymirror_tcp_mirror_cut",
+        f"pymirror_{kind}_mirror_cut",
         "Mirror connections cut, by reason: buffer_full (the mirror fell behind), "
         "connect_failed, failed (reset, closed), timeout (after the client ended), "
-        "no_endpoint. The client's connection is never affected.",
+        "no_endpoint, not_upgraded (an upgrade mirror that did not answer 101). The "
+        "client's connection is never affected.",
         "reason",
     )
     mirror_active = family(
-        GaugeMetricFamily, "pymirror_tcp_mirror_connections_active", "Mirror connections open."
+        GaugeMetricFamily, f"pymirror_{kind}_mirror_connections_active", "Mirror connections open."
     )
     mirror_bytes = family(
         CounterMetricFamily,
-        "pymirror_tcp_mirror_bytes",
+        f"pymirror_{kind}_mirror_bytes",
         "Client bytes `sent` to the mirror, and `dropped` (never sent: the mirror was cut).",
         "result",
     )
     mirrors: dict[_Labels, tuple[Counter[str], Counter[str]]] = {}
-    for mirror in stats.get("tcp_mirrors", []):
+    for mirror in mirror_rows:
         counts, cuts = mirrors.setdefault(_labels(mirror), (Counter(), Counter()))
         counts.update({k: v for k, v in mirror.items() if isinstance(v, int)})
         cuts.update(mirror["cut"])

@@ -196,10 +196,15 @@ impl Engine {
 
     /// One bulk read of every counter.
     pub fn stats(&self) -> StatsReport {
-        let (destinations, mirrors, (tcp, tcp_mirrors)) = {
+        let (destinations, mirrors, (tcp, tcp_mirrors), (upgrades, upgrade_mirrors)) = {
             let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
             let (destinations, mirrors) = registry.report();
-            (destinations, mirrors, registry.tcp_report())
+            (
+                destinations,
+                mirrors,
+                registry.tcp_report(),
+                registry.upgrade_report(),
+            )
         };
         StatsReport {
             version: self.shared.published.load().table.version.clone(),
@@ -224,6 +229,8 @@ impl Engine {
             mirror_buffer_queued_bytes: self.shared.mirror_budget.queued(),
             tcp,
             tcp_mirrors,
+            upgrades,
+            upgrade_mirrors,
             compare_queue_depth: self.shared.compare_queue.depth.load(Relaxed),
         }
     }

@@ -29,6 +29,7 @@ pub mod snapshot;
 pub mod splice;
 pub mod stats;
 pub mod table;
+pub mod upgrade;
 pub mod upstream;
 pub mod workers;
 

@@ -25,6 +25,8 @@ use crate::pool::{Pool, PooledResponse, SendError};
 use crate::retry::TryOutcome;
 use crate::sampling::Sampler;
 use crate::snapshot;
+use crate::splice;
+use crate::stats::TcpMirrorStats;
 use crate::stats::{DropReason, MirrorStats};
 use crate::upstream::origin_uri;
 
@@ -43,6 +45,8 @@ pub struct MirrorPolicy {
     pub stats: Arc<MirrorStats>,
     /// Set when a share of this mirror's answers is compared with the primary's.
     pub compare: Option<CompareSpec>,
+    /// What became of this mirror's copies of upgraded sessions.
+    pub upgrade_stats: Arc<TcpMirrorStats>,
 }
 
 impl MirrorPolicy {
@@ -74,6 +78,7 @@ impl MirrorPolicy {
             after_primary_success: spec.after_primary_success,
             stats,
             compare,
+            upgrade_stats: Arc::default(),
         })
     }
 
@@ -115,6 +120,41 @@ impl MirrorPolicy {
             authority: endpoint.authority.clone(),
             index: endpoint.index,
         })
+    }
+
+    /// Samples an upgrade request (as `admit` does) and, if it is chosen,
+    /// opens a feed that sends the mirror the same upgrade request, Host with
+    /// the suffix, then the client's bytes once the mirror answers 101. Its
+    /// queue holds at most the mirror's `max_body_bytes`.
+    pub fn upgrade_feed(&self, parts: &Parts, cx: &splice::Context<'_>) -> Option<splice::Feed> {
+        if self.only_idempotent && !parts.method.is_idempotent() {
+            return None;
+        }
+        if !self.sampler.sample() {
+            return None;
+        }
+        let mut request = Request::new(());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.headers_mut() = parts.headers.clone();
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&self.cluster.host);
+        if let Ok(shadow) = HeaderValue::from_str(&shadow_host(host, &self.host_suffix)) {
+            request.headers_mut().insert(HOST, shadow);
+        }
+        self.request_headers.apply(request.headers_mut());
+        let head = crate::upgrade::head_bytes(&request.into_parts().0);
+        let spec = splice::FeedSpec {
+            cluster: &self.cluster,
+            buffer_bytes: usize::try_from(self.max_body_bytes.max(1)).unwrap_or(usize::MAX),
+            timeout: self.timeout,
+            stats: &self.upgrade_stats,
+            handshake: Some(head),
+        };
+        splice::start_feed(spec, cx)
     }
 
     /// Builds the copy of a request: same method, path, query, headers (already

@@ -248,6 +248,11 @@ pub struct PooledResponse<B: PooledBody> {
 }
 
 impl<B: PooledBody> PooledResponse<B> {
+    /// A body whose connection goes back to no pool (an upgrade's own connection).
+    pub fn unpooled(inner: Incoming) -> Self {
+        Self { inner, loan: None }
+    }
+
     pub fn new(inner: Incoming, loan: Loan<B>) -> Self {
         Self {
             inner,

@@ -18,14 +18,16 @@ use crate::access_log::{AccessLog, PendingLine};
 use crate::body::{CapturedBody, ClientBody, MirrorBudget, RequestBody, ResponseBody};
 use crate::compare::{CompareQueue, PrimaryCapture};
 use crate::error::{plain_response, LocalReply};
-use crate::forward::{self, Forward};
+use crate::forward::{self, Forward, UpstreamBody};
 use crate::headers;
 use crate::inspect::{Findings, Verdict};
 use crate::matcher::RequestView;
 use crate::mirror::CompareSlot;
 use crate::snapshot::Limits;
+use crate::splice;
 use crate::stats::ListenerStats;
-use crate::table::{Action, RouteTable};
+use crate::table::{Action, Destination, Route, RouteTable};
+use crate::upgrade::{self, Session};
 use crate::upstream::{ConnectionGauges, Upstreams};
 
 /// What requests read: the route table and the client pools, swapped as one.
@@ -61,6 +63,9 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// What the byte-stream side saw of each request head (see `inspect`).
     pub findings: Arc<Findings>,
+    /// Dropped with the last holder: the connection's task, or the session
+    /// an upgrade spliced it into.
+    pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
 }
 
 pub async fn handle(
@@ -90,7 +95,7 @@ pub async fn handle(
 
 async fn proxy(
     request: Request<Incoming>,
-    conn: &Connection,
+    conn: &Arc<Connection>,
     published: &Published,
     mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
@@ -185,6 +190,8 @@ async fn proxy(
     }
 
     let (mut parts, body) = request.into_parts();
+    // Read before the hop-by-hop headers go: an upgrade keeps its two.
+    let upgrade = upgrade::requested(&parts.headers, parts.version, !body.is_end_stream());
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::keep_chunked(&mut parts.headers, &body);
     headers::append_forwarded(&mut parts.headers, conn.peer.ip());
@@ -200,6 +207,15 @@ async fn proxy(
     }
     route.request_headers.apply(&mut parts.headers);
     destination.request_headers.apply(&mut parts.headers);
+    if let Some(value) = upgrade {
+        upgrade::restore(&mut parts.headers, value);
+        let to = UpgradeTo {
+            route,
+            destination,
+            started,
+        };
+        return upgraded(parts, conn, published, to, line).await;
+    }
 
     let has_body = !body.is_end_stream();
     let mut taps = Vec::new();
@@ -310,6 +326,91 @@ async fn proxy(
             reply.into_response()
         }
     }
+}
+
+/// Where an upgrade request goes.
+struct UpgradeTo<'a> {
+    route: &'a Route,
+    destination: &'a Destination,
+    started: Instant,
+}
+
+/// An upgrade request: sent upstream on a connection of its own (and to the
+/// sampled mirrors); a 101 is passed to the client and the two upgraded
+/// connections are spliced by a task of their own. No retries: the request
+/// is a session's start, not an idempotent exchange to repeat.
+async fn upgraded(
+    mut parts: http::request::Parts,
+    conn: &Arc<Connection>,
+    published: &Published,
+    to: UpgradeTo<'_>,
+    line: Option<&mut PendingLine>,
+) -> Response<ResponseBody> {
+    let UpgradeTo {
+        route,
+        destination,
+        started,
+    } = to;
+    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let idle_ms = published.limits.idle_timeout_ms;
+    let cx = splice::Context {
+        connect_timeout: published.upstreams.mirror.settings.connect_timeout,
+        idle_timeout: (idle_ms > 0).then(|| std::time::Duration::from_millis(idle_ms)),
+        gauges: &conn.shared.connections,
+        budget: &conn.shared.mirror_budget,
+    };
+    // Noise copies exist for compared answers, which a session has none of.
+    let feeds: Vec<_> = route
+        .mirrors
+        .iter()
+        .filter(|m| m.compare.as_ref().is_none_or(|c| c.noise_for.is_none()))
+        .filter_map(|m| m.upgrade_feed(&parts, &cx))
+        .collect();
+    if let Some(line) = line {
+        line.record.mirrored = !feeds.is_empty();
+    }
+    let result = upgrade::send(
+        &published.upstreams.primary,
+        &destination.cluster,
+        parts,
+        route.timeout,
+    )
+    .await;
+    destination.stats.duration.record(started.elapsed());
+    let mut response = match result {
+        Ok(response) => response,
+        Err(reply) => {
+            destination.stats.responses.record(reply.status().as_u16());
+            return reply.into_response();
+        }
+    };
+    destination
+        .stats
+        .responses
+        .record(response.status().as_u16());
+    let mut response = if upgrade::accepted(&response) {
+        let Some(client) = client else {
+            return LocalReply::UpstreamProtocol.into_response();
+        };
+        let session = Session {
+            client,
+            upstream: hyper::upgrade::on(&mut response),
+            feeds,
+            idle: cx.idle_timeout,
+            stats: destination.upgrades.clone(),
+            hold: conn.hold.clone(),
+        };
+        tokio::spawn(session.run());
+        // Its Connection and Upgrade headers are the client's to see.
+        response.map(|_| ResponseBody::default())
+    } else {
+        // Refused: an ordinary response, and the mirrors' feeds end here.
+        headers::strip_hop_by_hop(response.headers_mut());
+        response.map(|body| ResponseBody::Upstream(UpstreamBody::unpooled(body)))
+    };
+    route.response_headers.apply(response.headers_mut());
+    destination.response_headers.apply(response.headers_mut());
+    response
 }
 
 impl Default for ResponseBody {

@@ -8,9 +8,8 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::inspect::{Findings, Inspected, Tracker};
 use crate::proxy::{self, Connection, Shared};
@@ -38,6 +37,7 @@ impl Default for ServerSettings {
 }
 
 /// Keeps the active-connections gauge right however a connection ends.
+#[derive(Debug)]
 struct ActiveGuard(Arc<Shared>, usize);
 
 impl Drop for ActiveGuard {
@@ -58,8 +58,11 @@ pub async fn serve(
     settings: ServerSettings,
     mut drain: DrainSignal,
 ) {
-    let graceful = GracefulShutdown::new();
-    // Every spliced connection's task holds a clone; once the accept loop has
+    // Set once draining: each HTTP connection then finishes its in-flight
+    // request and closes. (hyper-util's GracefulShutdown cannot watch a
+    // connection that may be upgraded.)
+    let (stop, stop_rx) = watch::channel(false);
+    // Every connection (and upgraded session) holds a clone; once the accept loop has
     // dropped this one, `recv` returns `None` when the last of them is done.
     let (spliced, mut spliced_done) = mpsc::channel::<()>(1);
     let port = listener.local_addr().map_or(0, |a| a.port());
@@ -116,22 +119,36 @@ pub async fn serve(
                     max_header_bytes: settings.max_header_bytes,
                     peer,
                     findings,
+                    // Held by whatever serves this client, an upgraded session
+                    // included: it counts as open (and against the limit) and
+                    // a drain waits for it.
+                    hold: Arc::new((guard, spliced.clone())),
                 });
                 let service = service_fn(move |req| proxy::handle(req, conn.clone()));
-                let served = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                // `with_upgrades` lets a 101 hand the socket to its splice.
+                let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
-                    let _ = served.await;
-                    drop(guard);
+                    let mut connection = std::pin::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        // The guard `wait_for` returns is dropped at once: it is not `Send`.
+                        _ = async { stop.wait_for(|draining| *draining).await.map(drop) } => {
+                            connection.as_mut().graceful_shutdown();
+                            let _ = connection.await;
+                        }
+                    }
                 });
             }
             _ = draining(&mut drain) => break,
         }
     }
     drop(listener);
+    let _ = stop.send(true);
     drop(spliced);
     // Spliced connections have no request boundary to stop at: they run until
     // their ends close them or the drain deadline cuts them.
-    tokio::join!(graceful.shutdown(), spliced_done.recv());
+    spliced_done.recv().await;
 }
 
 /// One connection on a `tcp` listener, on the table loaded when it was accepted.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -451,9 +451,68 @@ pub async fn splice(
     idle: Option<Duration>,
     stats: &TcpStats,
 ) -> bool {
+    // Borrowed halves: no lock between the two directions of a plain socket.
+    let (client_read, client_write) = client.split();
+    let (upstream_read, upstream_write) = upstream.split();
+    let ends = Ends {
+        client_read,
+        client_write,
+        upstream_read,
+        upstream_write,
+    };
+    splice_ends(ends, feeds, idle, stats).await
+}
+
+/// `splice` for any two byte streams (upgraded HTTP connections).
+pub async fn splice_io<C, U>(
+    client: C,
+    upstream: U,
+    feeds: &mut [Feed],
+    idle: Option<Duration>,
+    stats: &TcpStats,
+) -> bool
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (upstream_read, upstream_write) = tokio::io::split(upstream);
+    let ends = Ends {
+        client_read,
+        client_write,
+        upstream_read,
+        upstream_write,
+    };
+    splice_ends(ends, feeds, idle, stats).await
+}
+
+/// The four halves a splice copies between.
+struct Ends<CR, CW, UR, UW> {
+    client_read: CR,
+    client_write: CW,
+    upstream_read: UR,
+    upstream_write: UW,
+}
+
+async fn splice_ends<CR, CW, UR, UW>(
+    ends: Ends<CR, CW, UR, UW>,
+    feeds: &mut [Feed],
+    idle: Option<Duration>,
+    stats: &TcpStats,
+) -> bool
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    UR: AsyncRead + Unpin,
+    UW: AsyncWrite + Unpin,
+{
     let activity = Activity::new();
-    let (mut client_read, mut client_write) = client.split();
-    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let Ends {
+        mut client_read,
+        mut client_write,
+        mut upstream_read,
+        mut upstream_write,
+    } = ends;
     let to_upstream = async {
         let mut size = MIN_CHUNK;
         let mut buf = BytesMut::with_capacity(size);
@@ -560,20 +619,46 @@ impl Feed {
 }
 
 fn start_mirror(mirror: &TcpMirror, cx: &Context<'_>) -> Option<Feed> {
-    let stats = mirror.stats.clone();
+    let spec = FeedSpec {
+        cluster: &mirror.cluster,
+        buffer_bytes: mirror.buffer_bytes,
+        timeout: mirror.timeout,
+        stats: &mirror.stats,
+        handshake: None,
+    };
+    start_feed(spec, cx)
+}
+
+/// What one mirror feed is opened with.
+pub struct FeedSpec<'a> {
+    pub cluster: &'a Cluster,
+    pub buffer_bytes: usize,
+    /// Bounds the upgrade handshake, and the rest once the client has ended.
+    pub timeout: Duration,
+    pub stats: &'a Arc<TcpMirrorStats>,
+    /// An upgrade request head written first; the bytes follow only once the
+    /// mirror has answered it with 101 (they queue, bounded, meanwhile).
+    pub handshake: Option<Bytes>,
+}
+
+pub fn start_feed(spec: FeedSpec<'_>, cx: &Context<'_>) -> Option<Feed> {
+    let stats = spec.stats.clone();
     stats.opened.fetch_add(1, Relaxed);
-    let Ok(endpoint) = mirror.cluster.pick_for_mirror() else {
+    let Ok(endpoint) = spec.cluster.pick_for_mirror() else {
         stats.cut(TcpCutReason::NoEndpoint);
         return None;
     };
-    let (tx, rx) = queue(mirror.buffer_bytes, cx.budget.clone());
+    let (tx, rx) = queue(spec.buffer_bytes, cx.budget.clone());
     let (ended, ended_rx) = oneshot::channel();
     let task = tokio::spawn(run_mirror(
         rx,
         ended_rx,
-        endpoint.authority.as_str().to_owned(),
-        cx.connect_timeout,
-        mirror.timeout,
+        MirrorTarget {
+            authority: endpoint.authority.as_str().to_owned(),
+            connect_timeout: cx.connect_timeout,
+            finish_timeout: spec.timeout,
+            handshake: spec.handshake,
+        },
         cx.gauges.gauge(Role::Mirror, endpoint.authority.as_str()),
         stats.clone(),
     ));
@@ -593,15 +678,26 @@ enum MirrorEnd {
 /// Connects to the mirror (chunks queue meanwhile), writes every chunk, reads
 /// and discards the mirror's answers. Once the client's side has ended
 /// (`ended` fires), the rest must be written within `finish_timeout`.
-async fn run_mirror(
-    mut rx: QueueReceiver,
-    mut ended: oneshot::Receiver<()>,
+struct MirrorTarget {
     authority: String,
     connect_timeout: Duration,
     finish_timeout: Duration,
+    handshake: Option<Bytes>,
+}
+
+async fn run_mirror(
+    mut rx: QueueReceiver,
+    mut ended: oneshot::Receiver<()>,
+    target: MirrorTarget,
     gauge: Arc<crate::upstream::Gauge>,
     stats: Arc<TcpMirrorStats>,
 ) {
+    let MirrorTarget {
+        authority,
+        connect_timeout,
+        finish_timeout,
+        handshake,
+    } = target;
     stats.active.fetch_add(1, Relaxed);
     let _active = DecrementArc(stats.clone());
     // Held apart from `rx`, which the forwarding borrows.
@@ -619,6 +715,14 @@ async fn run_mirror(
         return;
     };
     let _open = GaugeHold::new(gauge);
+    if let Some(head) = handshake {
+        match tokio::time::timeout(finish_timeout, upgrade_handshake(&mut stream, &head)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return give_up(TcpCutReason::NotUpgraded),
+            Ok(Err(_)) => return give_up(TcpCutReason::Failed),
+            Err(_) => return give_up(TcpCutReason::Timeout),
+        }
+    }
     let (mut read, mut write) = stream.split();
     let discard = async {
         let mut sink = vec![0u8; MIN_CHUNK];
@@ -676,6 +780,43 @@ async fn run_mirror(
     }
 }
 
+/// Longest response head an upgrade mirror may answer with.
+const MAX_HANDSHAKE_HEAD: usize = 16 * 1024;
+
+/// Sends an upgrade request head and reads the response head: true on 101.
+/// Whatever the mirror sends after its head is its own session's output,
+/// discarded like the rest of what it says.
+async fn upgrade_handshake(stream: &mut TcpStream, head: &[u8]) -> std::io::Result<bool> {
+    stream.write_all(head).await?;
+    let mut got = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        got.extend_from_slice(&buf[..n]);
+        if let Some(status) = response_status(&got) {
+            return Ok(status == 101);
+        }
+        if got.len() > MAX_HANDSHAKE_HEAD {
+            return Ok(false);
+        }
+    }
+}
+
+/// The status of a complete response head; `None` while it is incomplete.
+fn response_status(got: &[u8]) -> Option<u16> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(got) {
+        Ok(httparse::Status::Complete(_)) => response.code,
+        Ok(httparse::Status::Partial) => None,
+        // Not HTTP: not an accepted upgrade.
+        Err(_) => Some(0),
+    }
+}
+
 struct DecrementArc(Arc<TcpMirrorStats>);
 
 impl Drop for DecrementArc {
@@ -703,6 +844,116 @@ mod tests {
         assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("ten/8").is_err());
+    }
+
+    #[test]
+    fn an_upgrade_mirror_is_accepted_only_on_a_whole_101_head() {
+        assert_eq!(response_status(b"HTTP/1.1 101 Switching"), None);
+        assert_eq!(
+            response_status(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81"),
+            Some(101)
+        );
+        assert_eq!(response_status(b"HTTP/1.1 200 OK\r\n\r\n"), Some(200));
+        assert_eq!(response_status(b"\x00\x01garbage\r\n\r\n"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_mirror_gets_the_head_then_the_bytes_after_its_101() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mirror = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                s.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\nhello from the mirror")
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).await.unwrap();
+            (head, rest)
+        });
+        let routes = one_route(addr, Some((addr, 1 << 20)));
+        let m = &routes.routes[0].mirrors[0];
+        let (gauges, budget) = (ConnectionGauges::default(), MirrorBudget::new(1 << 20));
+        let cx = Context {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            gauges: &gauges,
+            budget: &budget,
+        };
+        let spec = FeedSpec {
+            cluster: &m.cluster,
+            buffer_bytes: 1 << 20,
+            timeout: Duration::from_secs(2),
+            stats: &m.stats,
+            handshake: Some(Bytes::from_static(
+                b"GET /ws HTTP/1.1\r\nupgrade: websocket\r\n\r\n",
+            )),
+        };
+        let mut feed = start_feed(spec, &cx).unwrap();
+        // Offered before the handshake is done: queued, sent after the 101.
+        feed.offer(&Bytes::from_static(b"frame one,"));
+        feed.offer(&Bytes::from_static(b"frame two"));
+        feed.finish();
+        let (head, rest) = mirror.await.unwrap();
+        assert_eq!(head, b"GET /ws HTTP/1.1\r\nupgrade: websocket\r\n\r\n");
+        assert_eq!(rest, b"frame one,frame two");
+        for _ in 0..100 {
+            if m.stats.active.load(Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(m.stats.completed.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_mirror_that_refuses_is_cut_as_not_upgraded() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refusing = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest).await;
+            rest
+        });
+        let routes = one_route(addr, Some((addr, 1 << 20)));
+        let m = &routes.routes[0].mirrors[0];
+        let (gauges, budget) = (ConnectionGauges::default(), MirrorBudget::new(1 << 20));
+        let cx = Context {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: None,
+            gauges: &gauges,
+            budget: &budget,
+        };
+        let spec = FeedSpec {
+            cluster: &m.cluster,
+            buffer_bytes: 1 << 20,
+            timeout: Duration::from_secs(2),
+            stats: &m.stats,
+            handshake: Some(Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n")),
+        };
+        let mut feed = start_feed(spec, &cx).unwrap();
+        feed.offer(&Bytes::from_static(b"never sent"));
+        assert_eq!(refusing.await.unwrap(), b"", "nothing follows a refusal");
+        for _ in 0..100 {
+            if m.stats.active.load(Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(m.stats.cut_count(TcpCutReason::NotUpgraded), 1);
+        assert_eq!(m.stats.bytes_dropped.load(Relaxed), 10);
+        drop(feed);
     }
 
     #[test]

@@ -207,15 +207,18 @@ pub enum TcpCutReason {
     Timeout,
     /// The mirror's cluster has no usable endpoint.
     NoEndpoint,
+    /// An upgraded session's mirror did not answer its upgrade request with 101.
+    NotUpgraded,
 }
 
 impl TcpCutReason {
-    pub const ALL: [TcpCutReason; 5] = [
+    pub const ALL: [TcpCutReason; 6] = [
         Self::BufferFull,
         Self::ConnectFailed,
         Self::Failed,
         Self::Timeout,
         Self::NoEndpoint,
+        Self::NotUpgraded,
     ];
 
     pub fn label(self) -> &'static str {
@@ -225,6 +228,7 @@ impl TcpCutReason {
             Self::Failed => "failed",
             Self::Timeout => "timeout",
             Self::NoEndpoint => "no_endpoint",
+            Self::NotUpgraded => "not_upgraded",
         }
     }
 }
@@ -275,6 +279,9 @@ pub struct StatsRegistry {
     mirrors: HashMap<StatsKey, Arc<MirrorStats>>,
     tcp: HashMap<StatsKey, Arc<TcpStats>>,
     tcp_mirrors: HashMap<StatsKey, Arc<TcpMirrorStats>>,
+    /// Upgraded (WebSocket) sessions of HTTP routes, by destination and mirror.
+    upgrades: HashMap<StatsKey, Arc<TcpStats>>,
+    upgrade_mirrors: HashMap<StatsKey, Arc<TcpMirrorStats>>,
 }
 
 impl StatsRegistry {
@@ -294,37 +301,28 @@ impl StatsRegistry {
         self.tcp_mirrors.entry(key).or_default().clone()
     }
 
+    pub fn upgrade(&mut self, key: StatsKey) -> Arc<TcpStats> {
+        self.upgrades.entry(key).or_default().clone()
+    }
+
+    pub fn upgrade_mirror(&mut self, key: StatsKey) -> Arc<TcpMirrorStats> {
+        self.upgrade_mirrors.entry(key).or_default().clone()
+    }
+
     pub fn tcp_report(&self) -> (Vec<TcpReport>, Vec<TcpMirrorReport>) {
-        let routes = self
-            .tcp
-            .iter()
-            .map(|(key, s)| TcpReport {
-                key: key.clone(),
-                connections_total: s.connections_total.load(Relaxed),
-                connections_active: s.connections_active.load(Relaxed),
-                connect_failed: s.connect_failed.load(Relaxed),
-                bytes_received: s.bytes_received.load(Relaxed),
-                bytes_sent: s.bytes_sent.load(Relaxed),
-                idle_timeouts: s.idle_timeouts.load(Relaxed),
-            })
-            .collect();
-        let mirrors = self
-            .tcp_mirrors
-            .iter()
-            .map(|(key, s)| TcpMirrorReport {
-                key: key.clone(),
-                opened: s.opened.load(Relaxed),
-                completed: s.completed.load(Relaxed),
-                active: s.active.load(Relaxed),
-                bytes_sent: s.bytes_sent.load(Relaxed),
-                bytes_dropped: s.bytes_dropped.load(Relaxed),
-                cut: TcpCutReason::ALL
-                    .iter()
-                    .map(|&r| (r.label().to_owned(), s.cut_count(r)))
-                    .collect(),
-            })
-            .collect();
-        (routes, mirrors)
+        (
+            spliced_report(&self.tcp, false),
+            spliced_mirror_report(&self.tcp_mirrors, false),
+        )
+    }
+
+    /// Like `tcp_report`, for upgraded sessions. Every HTTP destination has an
+    /// entry; only those that have seen a session are reported.
+    pub fn upgrade_report(&self) -> (Vec<TcpReport>, Vec<TcpMirrorReport>) {
+        (
+            spliced_report(&self.upgrades, true),
+            spliced_mirror_report(&self.upgrade_mirrors, true),
+        )
     }
 
     pub fn report(&self) -> (Vec<DestinationReport>, Vec<MirrorReport>) {
@@ -450,13 +448,79 @@ pub struct StatsReport {
     /// Tcp routes, one entry per destination.
     pub tcp: Vec<TcpReport>,
     pub tcp_mirrors: Vec<TcpMirrorReport>,
+    /// Upgraded (WebSocket) sessions of HTTP routes, as for tcp routes: only
+    /// destinations and mirrors that have seen one.
+    pub upgrades: Vec<TcpReport>,
+    pub upgrade_mirrors: Vec<TcpMirrorReport>,
     /// Compared pairs waiting for the control plane to drain them.
     pub compare_queue_depth: u64,
+}
+
+fn spliced_report(map: &HashMap<StatsKey, Arc<TcpStats>>, only_used: bool) -> Vec<TcpReport> {
+    map.iter()
+        .filter(|(_, s)| !only_used || s.connections_total.load(Relaxed) > 0)
+        .map(|(key, s)| TcpReport {
+            key: key.clone(),
+            connections_total: s.connections_total.load(Relaxed),
+            connections_active: s.connections_active.load(Relaxed),
+            connect_failed: s.connect_failed.load(Relaxed),
+            bytes_received: s.bytes_received.load(Relaxed),
+            bytes_sent: s.bytes_sent.load(Relaxed),
+            idle_timeouts: s.idle_timeouts.load(Relaxed),
+        })
+        .collect()
+}
+
+fn spliced_mirror_report(
+    map: &HashMap<StatsKey, Arc<TcpMirrorStats>>,
+    only_used: bool,
+) -> Vec<TcpMirrorReport> {
+    map.iter()
+        .filter(|(_, s)| !only_used || s.opened.load(Relaxed) > 0)
+        .map(|(key, s)| TcpMirrorReport {
+            key: key.clone(),
+            opened: s.opened.load(Relaxed),
+            completed: s.completed.load(Relaxed),
+            active: s.active.load(Relaxed),
+            bytes_sent: s.bytes_sent.load(Relaxed),
+            bytes_dropped: s.bytes_dropped.load(Relaxed),
+            cut: TcpCutReason::ALL
+                .iter()
+                .map(|&r| (r.label().to_owned(), s.cut_count(r)))
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upgrades_are_reported_once_a_destination_or_mirror_has_had_one() {
+        let key = |route: &str| StatsKey {
+            virtual_service: "vs".into(),
+            route: route.into(),
+            host: "h".into(),
+            subset: None,
+        };
+        let mut registry = StatsRegistry::default();
+        let used = registry.upgrade(key("used"));
+        let _idle = registry.upgrade(key("idle"));
+        let mirror = registry.upgrade_mirror(key("used"));
+        assert!(registry.upgrade_report().0.is_empty());
+        used.connections_total.fetch_add(1, Relaxed);
+        mirror.opened.fetch_add(1, Relaxed);
+        mirror.cut(TcpCutReason::NotUpgraded);
+        let (sessions, mirrors) = registry.upgrade_report();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].key.route, "used");
+        assert_eq!(mirrors[0].cut["not_upgraded"], 1);
+        assert!(
+            registry.tcp_report().0.is_empty(),
+            "tcp routes report apart"
+        );
+    }
 
     #[test]
     fn histogram_buckets_by_upper_bound() {

@@ -31,6 +31,8 @@ pub struct Destination {
     pub stats: Arc<DestinationStats>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
+    /// Upgraded (WebSocket) sessions spliced to this destination.
+    pub upgrades: Arc<crate::stats::TcpStats>,
 }
 
 /// What a route does with a request it matched.
@@ -259,6 +261,7 @@ fn compile_route(
                     let cluster = cluster(d.cluster)?;
                     Ok(Destination {
                         stats: registry.destination(key(vhost, &r.name, &cluster)),
+                        upgrades: registry.upgrade(key(vhost, &r.name, &cluster)),
                         cluster,
                         request_headers: HeaderOps::compile(&d.request_headers)?,
                         response_headers: HeaderOps::compile(&d.response_headers)?,
@@ -320,7 +323,11 @@ fn compile_route(
             };
             let cluster = cluster(m.cluster)?;
             let stats = registry.mirror(key(vhost, &r.name, &cluster));
-            MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats, compare)
+            let upgrade_stats = registry.upgrade_mirror(key(vhost, &r.name, &cluster));
+            let mut policy =
+                MirrorPolicy::new(cluster, Sampler::new(m.per_million), m, stats, compare)?;
+            policy.upgrade_stats = upgrade_stats;
+            Ok(policy)
         })
         .collect::<Result<_, String>>()?;
     Ok(Route {
