@@ -130,10 +130,13 @@ pub async fn serve(
                 let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
                     let mut connection = std::pin::pin!(connection);
+                    // Biased: the connection is polled first and no random
+                    // branch order is drawn per wake-up; `changed` is a version
+                    // check, and `stop` only ever turns true.
                     tokio::select! {
+                        biased;
                         _ = connection.as_mut() => {}
-                        // The guard `wait_for` returns is dropped at once: it is not `Send`.
-                        _ = async { stop.wait_for(|draining| *draining).await.map(drop) } => {
+                        _ = stop.changed() => {
                             connection.as_mut().graceful_shutdown();
                             let _ = connection.await;
                         }
