@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from peers.process import Process, free_port, start
@@ -42,17 +43,22 @@ def config(route: Route, listen: str) -> str:
     )
 
 
-def start_pymirror(route: Route, workdir: Path) -> Process:
+def _run(render: Callable[[str], str], workdir: Path) -> Process:
+    """`pymirror run` on the configuration `render(listen_address)` writes."""
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     path = workdir / "routes.yaml"
-    path.write_text(config(route, address))
+    path.write_text(render(address))
     argv = [
         sys.executable, "-m", "pymirror.cli", "--log-level", "warning",
         "run", str(path), "--workers", str(WORKERS), "--admin", "127.0.0.1:0",
         "--drain-timeout", "2",
     ]  # fmt: skip
     return start(argv, address, workdir)
+
+
+def start_pymirror(route: Route, workdir: Path) -> Process:
+    return _run(lambda listen: config(route, listen), workdir)
 
 
 def reload_pymirror(peer: Process, route: Route) -> None:
@@ -102,13 +108,4 @@ def tcp_config(route: Route, listen: str) -> str:
 
 def start_pymirror_tcp(route: Route, workdir: Path) -> Process:
     """pymirror with one `protocol: tcp` listener and a tcp route (mirrored if asked)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.1:{free_port()}"
-    path = workdir / "routes.yaml"
-    path.write_text(tcp_config(route, address))
-    argv = [
-        sys.executable, "-m", "pymirror.cli", "--log-level", "warning",
-        "run", str(path), "--workers", str(WORKERS), "--admin", "127.0.0.1:0",
-        "--drain-timeout", "2",
-    ]  # fmt: skip
-    return start(argv, address, workdir)
+    return _run(lambda listen: tcp_config(route, listen), workdir)
