@@ -49,7 +49,8 @@ pub enum LocalReply {
     UnsupportedTransferEncoding,
     /// An HTTP/1.1 request without Host, or with more than one (RFC 9112 3.2).
     BadHost,
-    /// CONNECT would make the proxy a tunnel to anywhere.
+    /// A CONNECT no route takes: only a match that names CONNECT opens a
+    /// tunnel, and only to its route's destination.
     ConnectRefused,
     /// The client's request body was malformed or cut short.
     BadRequestBody,
@@ -95,7 +96,9 @@ impl LocalReply {
                 "transfer-encoding other than a single chunked is refused\n"
             }
             Self::BadHost => "a request needs exactly one host header\n",
-            Self::ConnectRefused => "CONNECT is not served\n",
+            Self::ConnectRefused => {
+                "CONNECT is served only by a route matching `method: {exact: CONNECT}`\n"
+            }
             Self::BadRequestBody => "malformed or incomplete request body\n",
             Self::HeadersTooLarge => "request header fields too large\n",
             Self::NoVirtualHost => "no virtual service serves this host\n",

@@ -5,6 +5,9 @@ use regex::Regex;
 
 use crate::snapshot;
 
+/// The method of a tunnel request, served only by routes that name it.
+pub const CONNECT: &str = "CONNECT";
+
 /// What a matcher looks at; borrowed from the request, no copies.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -145,12 +148,22 @@ impl RequestMatcher {
         })
     }
 
+    /// Whether this match says `method: {exact: CONNECT}`.
+    pub fn names_connect(&self) -> bool {
+        matches!(&self.method, Some(StringMatcher::Exact(m)) if m == CONNECT)
+    }
+
     /// The uri condition, for rewrites that replace what it matched.
     pub fn uri(&self) -> Option<&StringMatcher> {
         self.uri.as_ref()
     }
 
     pub fn is_match(&self, req: &RequestView<'_>) -> bool {
+        // A tunnel carries requests no rule reads any more (paths, headers):
+        // only a match that asks for CONNECT by name takes one.
+        if req.method == CONNECT && !self.names_connect() {
+            return false;
+        }
         if let Some(uri) = &self.uri {
             // As Envoy: a prefix sees the query too; exact and regex see the path alone.
             let subject = match uri {
@@ -305,6 +318,27 @@ mod tests {
         assert!(!m.is_match(&view("GET", "/", &h)));
         h.insert("x-version", "v3".parse().unwrap());
         assert!(!m.is_match(&view("POST", "/", &h)));
+    }
+
+    #[test]
+    fn only_a_match_naming_connect_takes_a_connect() {
+        let h = HeaderMap::new();
+        let any = RequestMatcher::compile(&RequestMatch::default()).unwrap();
+        assert!(any.is_match(&view("GET", "/", &h)));
+        assert!(!any.is_match(&view("CONNECT", "/", &h)));
+        let prefix = RequestMatcher::compile(&RequestMatch {
+            method: Some(StringMatch::Regex(".*".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!prefix.is_match(&view("CONNECT", "/", &h)), "not by name");
+        let connect = RequestMatcher::compile(&RequestMatch {
+            method: Some(StringMatch::Exact("CONNECT".into())),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(connect.is_match(&view("CONNECT", "/", &h)));
+        assert!(!connect.is_match(&view("GET", "/", &h)));
     }
 
     #[test]

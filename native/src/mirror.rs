@@ -157,6 +157,24 @@ impl MirrorPolicy {
         splice::start_feed(spec, cx)
     }
 
+    /// A sampled feed for a CONNECT tunnel: the client's bytes go to a raw
+    /// connection to one mirror endpoint, as on a tcp route (the mirror is the
+    /// destination, not a proxy: it gets no CONNECT of its own).
+    pub fn tunnel_feed(&self, cx: &splice::Context<'_>) -> Option<splice::Feed> {
+        // What a tunnel carries is unknown: a guard against copying writes holds.
+        if self.only_idempotent || !self.sampler.sample() {
+            return None;
+        }
+        let spec = splice::FeedSpec {
+            cluster: &self.cluster,
+            buffer_bytes: usize::try_from(self.max_body_bytes.max(1)).unwrap_or(usize::MAX),
+            timeout: self.timeout,
+            stats: &self.upgrade_stats,
+            handshake: None,
+        };
+        splice::start_feed(spec, cx)
+    }
+
     /// Builds the copy of a request: same method, path, query, headers (already
     /// cleaned and carrying the request id) and body; Host with the suffix.
     /// Returns the tap to attach to the client's body when there is one.

@@ -18,16 +18,16 @@ use crate::access_log::{AccessLog, PendingLine};
 use crate::body::{CapturedBody, ClientBody, MirrorBudget, RequestBody, ResponseBody};
 use crate::compare::{CompareQueue, PrimaryCapture};
 use crate::error::{plain_response, LocalReply};
-use crate::forward::{self, Forward, UpstreamBody};
+use crate::forward::{self, Forward};
 use crate::headers;
 use crate::inspect::{Findings, Verdict};
 use crate::matcher::RequestView;
 use crate::mirror::CompareSlot;
+use crate::session::{self, SessionTo};
 use crate::snapshot::Limits;
-use crate::splice;
 use crate::stats::ListenerStats;
-use crate::table::{Action, Destination, Route, RouteTable};
-use crate::upgrade::{self, Session};
+use crate::table::{Action, RouteTable};
+use crate::upgrade;
 use crate::upstream::{ConnectionGauges, Upstreams};
 
 /// What requests read: the route table and the client pools, swapped as one.
@@ -97,6 +97,26 @@ async fn proxy(
     request: Request<Incoming>,
     conn: &Arc<Connection>,
     published: &Published,
+    line: Option<&mut PendingLine>,
+) -> Response<ResponseBody> {
+    if request.method() != Method::CONNECT {
+        return route_and_forward(request, conn, published, line).await;
+    }
+    let mut response = route_and_forward(request, conn, published, line).await;
+    if !response.status().is_success() {
+        // The client may already be sending what it meant for the tunnel:
+        // none of it may be read as a next request.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn route_and_forward(
+    request: Request<Incoming>,
+    conn: &Arc<Connection>,
+    published: &Published,
     mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
@@ -108,9 +128,6 @@ async fn proxy(
             Verdict::BadChunk => LocalReply::BadRequestBody,
         }
         .into_response();
-    }
-    if request.method() == Method::CONNECT {
-        return LocalReply::ConnectRefused.into_response();
     }
     if let Some(refused) = headers::framing_problem(request.headers(), request.version()) {
         return refused.into_response();
@@ -151,13 +168,20 @@ async fn proxy(
             .unrouted
             .fetch_add(1, Relaxed)
     };
+    let connect = request.method() == Method::CONNECT;
     let host = headers::host_for_matching(authority);
     let Some(vhost) = published.table.virtual_host(conn.listener, &host) else {
         unrouted();
+        if connect {
+            return LocalReply::ConnectRefused.into_response();
+        }
         return LocalReply::NoVirtualHost.into_response();
     };
     let Some(matched) = vhost.route_for(&view) else {
         unrouted();
+        if connect {
+            return LocalReply::ConnectRefused.into_response();
+        }
         return LocalReply::NoRoute.into_response();
     };
     let route = matched.route;
@@ -189,6 +213,15 @@ async fn proxy(
         line.record.subset = destination.cluster.subset.clone();
     }
 
+    if connect {
+        let to = SessionTo {
+            route,
+            destination,
+            started,
+        };
+        return session::tunneled(request, conn, published, to, line).await;
+    }
+
     let (mut parts, body) = request.into_parts();
     // Read before the hop-by-hop headers go: an upgrade keeps its two.
     let upgrade = upgrade::requested(&parts.headers, parts.version, !body.is_end_stream());
@@ -209,12 +242,12 @@ async fn proxy(
     destination.request_headers.apply(&mut parts.headers);
     if let Some(value) = upgrade {
         upgrade::restore(&mut parts.headers, value);
-        let to = UpgradeTo {
+        let to = SessionTo {
             route,
             destination,
             started,
         };
-        return upgraded(parts, conn, published, to, line).await;
+        return session::upgraded(parts, conn, published, to, line).await;
     }
 
     let has_body = !body.is_end_stream();
@@ -326,91 +359,6 @@ async fn proxy(
             reply.into_response()
         }
     }
-}
-
-/// Where an upgrade request goes.
-struct UpgradeTo<'a> {
-    route: &'a Route,
-    destination: &'a Destination,
-    started: Instant,
-}
-
-/// An upgrade request: sent upstream on a connection of its own (and to the
-/// sampled mirrors); a 101 is passed to the client and the two upgraded
-/// connections are spliced by a task of their own. No retries: the request
-/// is a session's start, not an idempotent exchange to repeat.
-async fn upgraded(
-    mut parts: http::request::Parts,
-    conn: &Arc<Connection>,
-    published: &Published,
-    to: UpgradeTo<'_>,
-    line: Option<&mut PendingLine>,
-) -> Response<ResponseBody> {
-    let UpgradeTo {
-        route,
-        destination,
-        started,
-    } = to;
-    let client = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let idle_ms = published.limits.idle_timeout_ms;
-    let cx = splice::Context {
-        connect_timeout: published.upstreams.mirror.settings.connect_timeout,
-        idle_timeout: (idle_ms > 0).then(|| std::time::Duration::from_millis(idle_ms)),
-        gauges: &conn.shared.connections,
-        budget: &conn.shared.mirror_budget,
-    };
-    // Noise copies exist for compared answers, which a session has none of.
-    let feeds: Vec<_> = route
-        .mirrors
-        .iter()
-        .filter(|m| m.compare.as_ref().is_none_or(|c| c.noise_for.is_none()))
-        .filter_map(|m| m.upgrade_feed(&parts, &cx))
-        .collect();
-    if let Some(line) = line {
-        line.record.mirrored = !feeds.is_empty();
-    }
-    let result = upgrade::send(
-        &published.upstreams.primary,
-        &destination.cluster,
-        parts,
-        route.timeout,
-    )
-    .await;
-    destination.stats.duration.record(started.elapsed());
-    let mut response = match result {
-        Ok(response) => response,
-        Err(reply) => {
-            destination.stats.responses.record(reply.status().as_u16());
-            return reply.into_response();
-        }
-    };
-    destination
-        .stats
-        .responses
-        .record(response.status().as_u16());
-    let mut response = if upgrade::accepted(&response) {
-        let Some(client) = client else {
-            return LocalReply::UpstreamProtocol.into_response();
-        };
-        let session = Session {
-            client,
-            upstream: hyper::upgrade::on(&mut response),
-            feeds,
-            idle: cx.idle_timeout,
-            stats: destination.upgrades.clone(),
-            hold: conn.hold.clone(),
-        };
-        tokio::spawn(session.run());
-        // Its Connection and Upgrade headers are the client's to see.
-        response.map(|_| ResponseBody::default())
-    } else {
-        // Refused: an ordinary response, and the mirrors' feeds end here.
-        headers::strip_hop_by_hop(response.headers_mut());
-        response.map(|body| ResponseBody::Upstream(UpstreamBody::unpooled(body)))
-    };
-    route.response_headers.apply(response.headers_mut());
-    destination.response_headers.apply(response.headers_mut());
-    response
 }
 
 impl Default for ResponseBody {

@@ -400,7 +400,7 @@ impl Drop for Decrement<'_> {
     }
 }
 
-async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, ()> {
+pub(crate) async fn connect(authority: &str, timeout: Duration) -> Result<TcpStream, ()> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
         .await
         .map_err(drop)?

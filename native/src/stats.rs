@@ -458,7 +458,10 @@ pub struct StatsReport {
 
 fn spliced_report(map: &HashMap<StatsKey, Arc<TcpStats>>, only_used: bool) -> Vec<TcpReport> {
     map.iter()
-        .filter(|(_, s)| !only_used || s.connections_total.load(Relaxed) > 0)
+        .filter(|(_, s)| {
+            // A tunnel that could not be opened counts as a try.
+            !only_used || s.connections_total.load(Relaxed) + s.connect_failed.load(Relaxed) > 0
+        })
         .map(|(key, s)| TcpReport {
             key: key.clone(),
             connections_total: s.connections_total.load(Relaxed),
@@ -507,14 +510,17 @@ mod tests {
         let mut registry = StatsRegistry::default();
         let used = registry.upgrade(key("used"));
         let _idle = registry.upgrade(key("idle"));
+        let refused = registry.upgrade(key("refused"));
         let mirror = registry.upgrade_mirror(key("used"));
         assert!(registry.upgrade_report().0.is_empty());
         used.connections_total.fetch_add(1, Relaxed);
+        refused.connect_failed.fetch_add(1, Relaxed);
         mirror.opened.fetch_add(1, Relaxed);
         mirror.cut(TcpCutReason::NotUpgraded);
-        let (sessions, mirrors) = registry.upgrade_report();
-        assert_eq!(sessions.len(), 1);
-        assert_eq!(sessions[0].key.route, "used");
+        let (mut sessions, mirrors) = registry.upgrade_report();
+        sessions.sort_by(|a, b| a.key.route.cmp(&b.key.route));
+        let routes: Vec<_> = sessions.iter().map(|s| s.key.route.as_str()).collect();
+        assert_eq!(routes, ["refused", "used"], "a failed tunnel is a try");
         assert_eq!(mirrors[0].cut["not_upgraded"], 1);
         assert!(
             registry.tcp_report().0.is_empty(),

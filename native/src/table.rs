@@ -74,6 +74,10 @@ pub struct Matched<'a> {
 impl Route {
     fn matched(&self, req: &RequestView<'_>) -> Option<Matched<'_>> {
         if self.matchers.is_empty() {
+            // A route without conditions takes every request but a CONNECT.
+            if req.method == crate::matcher::CONNECT {
+                return None;
+            }
             return Some(Matched {
                 route: self,
                 uri: None,
@@ -458,6 +462,23 @@ mod tests {
         assert_eq!(vh.route_for(&view(&h)).unwrap().route.name, "default");
         h.insert("end-user", "jason".parse().unwrap());
         assert_eq!(vh.route_for(&view(&h)).unwrap().route.name, "jason");
+    }
+
+    #[test]
+    fn a_route_without_conditions_takes_no_connect() {
+        let t = RouteTable::compile(
+            &seed(""),
+            &mut StatsRegistry::default(),
+            &EndpointIds::default(),
+        )
+        .unwrap();
+        let vh = t.virtual_host(0, "reviews").unwrap();
+        let h = HeaderMap::new();
+        let connect = RequestView {
+            method: "CONNECT",
+            ..view(&h)
+        };
+        assert!(vh.route_for(&connect).is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! HTTP/1.1 Upgrade (WebSocket): the upgrade request goes upstream on a
 //! connection of its own (never pooled: once upgraded it is no longer HTTP),
 //! and after a 101 both upgraded connections are spliced through `splice`,
-//! mirror feeds included.
+//! mirror feeds included. A CONNECT tunnel (`tunnel`) runs as the same session.
 
 use std::time::Duration;
 
@@ -137,10 +137,19 @@ pub async fn send(
     }
 }
 
-/// An accepted upgrade: the two sides to splice once both are handed over.
+/// The upstream side of a session.
+pub enum Upstream {
+    /// An upstream that answered the Upgrade with 101: hyper hands it over.
+    Upgraded(OnUpgrade),
+    /// A CONNECT tunnel's connection, opened by the proxy itself.
+    Tunnel(crate::tunnel::Opened),
+}
+
+/// An accepted upgrade (or CONNECT): the two sides to splice once both are
+/// handed over.
 pub struct Session {
     pub client: OnUpgrade,
-    pub upstream: OnUpgrade,
+    pub upstream: Upstream,
     pub feeds: Vec<Feed>,
     pub idle: Option<Duration>,
     pub stats: std::sync::Arc<TcpStats>,
@@ -162,18 +171,24 @@ impl Session {
         } = self;
         use std::sync::atomic::Ordering::Relaxed;
         stats.connections_total.fetch_add(1, Relaxed);
-        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        let Ok(client) = client.await else {
             return;
         };
-        stats.connections_active.fetch_add(1, Relaxed);
-        let idle_ended = splice::splice_io(
-            TokioIo::new(client),
-            TokioIo::new(upstream),
-            &mut feeds,
-            idle,
-            &stats,
-        )
-        .await;
+        let client = TokioIo::new(client);
+        let idle_ended = match upstream {
+            Upstream::Upgraded(upstream) => {
+                let Ok(upstream) = upstream.await else {
+                    return;
+                };
+                stats.connections_active.fetch_add(1, Relaxed);
+                let upstream = TokioIo::new(upstream);
+                splice::splice_io(client, upstream, &mut feeds, idle, &stats).await
+            }
+            Upstream::Tunnel(opened) => {
+                stats.connections_active.fetch_add(1, Relaxed);
+                splice::splice_io(client, opened.stream, &mut feeds, idle, &stats).await
+            }
+        };
         stats.connections_active.fetch_sub(1, Relaxed);
         if idle_ended {
             stats.idle_timeouts.fetch_add(1, Relaxed);

@@ -1,0 +1,53 @@
+//! CONNECT, served only to destinations the config names: a route whose match
+//! says `method: {exact: CONNECT}` takes the tunnel to one endpoint of its
+//! destination. The authority the client asked for only selects the virtual
+//! service, as a Host does: the proxy never dials what a client names. After
+//! the 200 the bytes are spliced both ways, as on a tcp route.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::cluster::{Cluster, Unavailable};
+use crate::error::LocalReply;
+use crate::retry::TryOutcome;
+use crate::splice;
+use crate::upstream::{ConnectionGauges, GaugeHold, Role};
+
+/// The proxy's end of a tunnel: its connection to the destination, counted
+/// among the open upstream connections while it lasts.
+#[derive(Debug)]
+pub struct Opened {
+    pub stream: TcpStream,
+    _open: GaugeHold,
+}
+
+/// Connects to one endpoint of `cluster` (its connection limit and outlier
+/// detection apply as to any request); the error is the client's answer.
+pub async fn open(
+    cluster: &Cluster,
+    connect_timeout: Duration,
+    gauges: &ConnectionGauges,
+) -> Result<Opened, LocalReply> {
+    let lease = match cluster.acquire() {
+        Ok(lease) => lease,
+        Err(Unavailable::NoEndpoint | Unavailable::Ejected) => return Err(LocalReply::NoEndpoint),
+        Err(Unavailable::Overflow) => return Err(LocalReply::Overflow),
+    };
+    let endpoint = lease.endpoint();
+    let authority = endpoint.authority.as_str();
+    match splice::connect(authority, connect_timeout).await {
+        Ok(stream) => {
+            // Connected: what outlier detection counts as an answer.
+            cluster.record(endpoint, TryOutcome::Status(200));
+            Ok(Opened {
+                stream,
+                _open: GaugeHold::new(gauges.gauge(Role::Primary, authority)),
+            })
+        }
+        Err(()) => {
+            cluster.record(endpoint, TryOutcome::ConnectFailure);
+            Err(LocalReply::UpstreamConnect)
+        }
+    }
+}
