@@ -17,7 +17,14 @@ from .config.model import Config, VirtualService
 from .config.types import format_duration
 from .config.validate import vs_subject
 from .errors import PymirrorError
-from .resolve import build_snapshot, cluster_label, describe_route, mirror_guards_text
+from .resolve import (
+    build_snapshot,
+    cluster_label,
+    describe_route,
+    mirror_guards_text,
+    tcp_note,
+    written_protocols,
+)
 
 
 @dataclass
@@ -27,6 +34,8 @@ class Report:
     loaded: Loaded
     snapshot: snap.Snapshot | None = None
     problems: list[Problem] = field(default_factory=list)
+    #: `--listen` addresses, which replace the configured listeners' addresses.
+    listen: Sequence[str] = ()
 
     @property
     def errors(self) -> list[Problem]:
@@ -43,7 +52,7 @@ def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> 
     from .engine import validate  # the compiled core: imported only where it is needed
 
     loaded = load(*sources, strict=False)
-    report = Report(loaded, problems=list(loaded.problems))
+    report = Report(loaded, problems=list(loaded.problems), listen=tuple(listen or ()))
     if loaded.config is None:
         return report
     if not (listen or loaded.config.listeners):
@@ -99,7 +108,7 @@ def as_text(report: Report) -> list[str]:
     lines: list[str] = []
     shown: set[str] = set()
     if config is not None and s is not None:
-        lines += _listeners(config, s)
+        lines += _listeners(config, s, report.listen)
         for i, vs in enumerate(config.virtual_services):
             subject = vs_subject(vs)
             shown.add(subject)
@@ -119,13 +128,16 @@ def as_text(report: Report) -> list[str]:
     return [*lines, "", f"ok: config version {s['version']} ({summary})"]
 
 
-def _listeners(config: Config, s: snap.Snapshot) -> list[str]:
+def _listeners(config: Config, s: snap.Snapshot, listen: Sequence[str]) -> list[str]:
     lines = []
-    for listener in s["listeners"]:
+    written = written_protocols(config, listen)
+    for i, listener in enumerate(s["listeners"]):
         default = listener.get("default_virtual_host")
         extra = (
             f" (default host {s['virtual_hosts'][default]['name']})" if default is not None else ""
         )
+        if listener.get("protocol") == "tcp":
+            extra = tcp_note(config, listener["address"], written[i])
         lines.append(f"listener {listener['address']}{extra}")
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
@@ -151,7 +163,7 @@ def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> 
         return [
             "hosts: " + ", ".join(vs.hosts),
             "no HTTP route"
-            + (f"; {len(vs.tcp)} tcp route(s) on `protocol: tcp` listeners" if vs.tcp else "")
+            + (f"; {len(vs.tcp)} tcp route(s) on tcp listeners" if vs.tcp else "")
             + ("; tls routes are not served yet" if vs.tls else ""),
         ]
     extra = [d for d in vh["domains"] if d not in vs.hosts]

@@ -28,8 +28,8 @@ from .config.model import (
     Service,
     VirtualService,
 )
-from .config.types import check_listen_address, duration_ms, format_duration
-from .config.validate import check_references, locate
+from .config.types import check_listen_address, duration_ms, format_duration, split_host_port
+from .config.validate import check_references, locate, port_origin, protocol_conflict
 from .delegates import merge_matches
 
 __all__ = ["build_snapshot", "describe", "per_million"]
@@ -44,15 +44,26 @@ def build_snapshot(
     """Resolve ``config`` into a Snapshot for the core.
 
     ``listen`` (``--listen``) replaces the configured listeners' addresses; they keep the
-    default host of the first configured listener. Raises `ConfigError` when the config
-    does not resolve (for instance: no listener at all). ``strict=False`` (what `pymirror
-    check` shows) needs no listener and resolves what may still be missing (a subset whose
-    endpoints are in a file not given) to empty endpoint lists.
+    default host of the first configured listener, and its `protocol` when it writes one
+    (else each address takes its own port's, see `Config.listener_protocol`). Raises
+    `ConfigError` when the config does not resolve (for instance: no listener at all).
+    ``strict=False`` (what `pymirror check` shows) needs no listener and resolves what may
+    still be missing (a subset whose endpoints are in a file not given) to empty endpoint
+    lists.
     """
     problems = [
         Problem("--listen", None, None, (), str(exc))
         for address in listen or ()
         for exc in _address_error(address)
+    ]
+    # A `--listen` address takes its protocol from its own port unless the first
+    # configured listener writes one: service ports that disagree there need it written.
+    written = config.listeners[0].protocol if listen and config.listeners else None
+    problems += [
+        Problem("--listen", None, None, (), f"{address}: {conflict}")
+        for address in listen or ()
+        if written is None and not _address_error(address)
+        if (conflict := protocol_conflict(config, split_host_port(address)[1]))
     ]
     issues = check_references(config, need_listener=strict and not listen, strict=strict)
     problems += locate(config, [i for i in issues if i.severity == "error"])
@@ -94,11 +105,18 @@ class _Resolver:
         ]
         if listen:
             first = config.listeners[0] if config.listeners else None
-            host = first.host if first else None
-            protocol = first.protocol if first else "http"
-            triples = [(address, host, protocol) for address in listen]
+            host, written = (first.host, first.protocol) if first else (None, None)
+            protocols = [config.listener_protocol(address, written) for address in listen]
+            # A tcp listener routes no requests, so it has no default host.
+            triples = [
+                (address, host if protocol == "http" else None, protocol)
+                for address, protocol in zip(listen, protocols, strict=True)
+            ]
         else:
-            triples = [(lst.address, lst.host, lst.protocol) for lst in config.listeners]
+            triples = [
+                (lst.address, lst.host, config.listener_protocol(lst.address, lst.protocol))
+                for lst in config.listeners
+            ]
         # `protocol` and `tcp_routes` are written only when used, so that an HTTP-only
         # config keeps the snapshot (and version) it had before tcp routes existed.
         listeners: list[snap.Listener] = []
@@ -412,11 +430,12 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
     s = build_snapshot(config, listen=listen)
     lines = []
     hosts = [lst.host for lst in config.listeners]
+    written = written_protocols(config, listen)
     for i, listener in enumerate(s["listeners"]):
         host = (hosts[0] if hosts else None) if listen else hosts[i]
         extra = f" (default host {host})" if host else ""
         if listener.get("protocol") == "tcp":
-            extra = " (tcp)"
+            extra = tcp_note(config, listener["address"], written[i])
         lines.append(f"listener {listener['address']}{extra}")
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
@@ -426,6 +445,21 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
     for tcp in s.get("tcp_routes", []):
         lines.append(f"{tcp['virtual_service']}/tcp/{tcp['name']}: {describe_tcp_route(s, tcp)}")
     return lines
+
+
+def written_protocols(config: Config, listen: Sequence[str] | None) -> list[str | None]:
+    """The `protocol` written for each snapshot listener (None: taken from its port)."""
+    if listen:
+        return [config.listeners[0].protocol if config.listeners else None] * len(listen)
+    return [lst.protocol for lst in config.listeners]
+
+
+def tcp_note(config: Config, address: str, written: str | None) -> str:
+    """How a tcp listener is labelled: ` (tcp)`, with the service port that made it tcp
+    when it writes no `protocol`."""
+    if written is not None:
+        return " (tcp)"
+    return f" (tcp: {port_origin(config, split_host_port(address)[1])})"
 
 
 def describe_tcp_route(s: snap.Snapshot, route: snap.TcpRoute) -> str:

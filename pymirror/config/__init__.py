@@ -17,6 +17,7 @@ from .errors import ConfigError, Problem
 from .findings import config_warnings, resource_warnings
 from .merge import merge_native
 from .model import Config
+from .protocols import tcp_listener_in
 from .references import check_references as check_resource_references
 from .resources import is_resource, read_resources
 from .services import compile_resources
@@ -45,13 +46,10 @@ class Loaded:
 
 
 def _has_tcp_listener(documents: list[Document]) -> bool:
-    """Whether any listener written is `protocol: tcp` (then `tcp` routes are served)."""
-    for d in documents:
-        listeners = d.data.get("listeners") if isinstance(d.data, dict) else None
-        for listener in listeners if isinstance(listeners, list) else ():
-            if isinstance(listener, dict) and listener.get("protocol") == "tcp":
-                return True
-    return False
+    """Whether any listener serves tcp (then `tcp` routes are served): written `protocol:
+    tcp`, or none written on a port that the services (native, or compiled from
+    ServiceEntries) declare TCP-family."""
+    return tcp_listener_in(d.data for d in documents)
 
 
 def load(*sources: Source, strict: bool = True) -> Loaded:
@@ -68,16 +66,16 @@ def load(*sources: Source, strict: bool = True) -> Loaded:
     native = [d for d in documents if not is_resource(d)]
     resources = read_resources(d for d in documents if is_resource(d))
     compiled = compile_resources(resources, _native_services(native))
-    tcp_served = _has_tcp_listener([*native, *resources.proxies])
+    merged = [*native, *resources.proxies]
+    if compiled.document is not None:
+        merged.append(compiled.document)
+    tcp_served = _has_tcp_listener(merged)
     problems = [
         *resources.problems,
         *compiled.catalog.problems,
         *check_resource_references(compiled.catalog, strict=strict, tcp_served=tcp_served),
         *resource_warnings(resources),
     ]
-    merged = [*native, *resources.proxies]
-    if compiled.document is not None:
-        merged.append(compiled.document)
     try:
         data, origin = merge_native(merged)
         config = Config.model_validate(data)

@@ -33,7 +33,9 @@ def _warn(path: Path, message: str, code: str, *, at_key: bool = True) -> Issue:
 def config_warnings(config: Config) -> list[Issue]:
     """Warnings on what the model holds (both the native and the resource form)."""
     issues: list[Issue] = []
-    tcp_listener = any(lst.protocol == "tcp" for lst in config.listeners)
+    tcp_listener = any(
+        config.listener_protocol(lst.address, lst.protocol) == "tcp" for lst in config.listeners
+    )
     for i, vs in enumerate(config.virtual_services):
         issues += _virtual_service(("virtualServices", i), vs, tcp_listener)
         issues += unreachable(("virtualServices", i), vs)
@@ -62,8 +64,9 @@ def _virtual_service(here: Path, vs: VirtualService, tcp_listener: bool) -> Iter
     if vs.tcp and not tcp_listener:
         yield _warn(
             (*here, "tcp"),
-            "`tcp` routes serve connections on listeners with `protocol: tcp`, and no "
-            "listener has it: these routes take no connection",
+            "`tcp` routes serve connections on listeners with `protocol: tcp` (written, or "
+            "from a service port declared TCP), and no listener has it: these routes take no "
+            "connection",
             "not-served",
         )
     for j, tcp in enumerate(vs.tcp):

@@ -38,6 +38,7 @@ from .istio import (
     VirtualService,
 )
 from .matches import Destination, Headers, HTTPMatchRequest, Percent, PortSelector, StringMatch
+from .protocols import Family, decide, family, listen_port
 from .traffic import TrafficPolicy
 from .types import (
     BindAuthority,
@@ -110,7 +111,9 @@ class ServicePort(_Model):
     name: str | None = None
     """Its name, which endpoint `ports` refer to."""
     protocol: str | None = None
-    """Accepted as written (pymirror speaks HTTP/1.1)."""
+    """Istio's protocol name (`HTTP`, `TCP`, `REDIS`...). A listener that does not write its
+    `protocol` and listens on this port number is `tcp` when it is `TCP`, `MONGO`, `MYSQL`
+    or `REDIS` (any case); other values are accepted and decide nothing."""
     target_port: int | None = Field(default=None, ge=1, le=65535)
     """The port endpoints listen on. Default: `number`."""
 
@@ -208,11 +211,13 @@ class Listener(_Model):
     """`ip:port` to listen on; port 0 picks a free port."""
     host: HostName | None = None
     """The host that a request whose Host matches no virtual service is routed as.
-    Default: such requests get 404. Not with `protocol: tcp`."""
-    protocol: Literal["http", "tcp"] = "http"
+    Default: such requests get 404. Not on a `tcp` listener."""
+    protocol: Literal["http", "tcp"] | None = None
     """`http`: requests are routed by the virtual services' `http` routes. `tcp`: each
     connection goes where the first matching `tcp` route (of any virtual service) sends
-    it, and its bytes are spliced through unread. Default: `http`."""
+    it, and its bytes are spliced through unread. Default: as Istio's sidecar, from the
+    service ports with the listener's port number: `tcp` when they declare `TCP`, `MONGO`,
+    `MYSQL` or `REDIS`, else `http` (see `Config.listener_protocol`)."""
 
     @model_validator(mode="after")
     def _check(self) -> Listener:
@@ -339,6 +344,26 @@ class Config(_Model):
     def warnings(self) -> list[Any]:
         """The warnings found while loading (`Problem`s), for logs and `pymirror check`."""
         return list(self._warnings)
+
+    def port_protocols(self, number: int) -> list[tuple[str, int, Family]]:
+        """The service ports numbered ``number`` whose protocol decides a listener's: each
+        as (service name, index in its `ports`, `tcp` or `http`)."""
+        return [
+            (name, i, found)
+            for name, service in self.services.items()
+            for i, port in enumerate(service.ports)
+            if port.number == number and (found := family(port.protocol))
+        ]
+
+    def listener_protocol(self, address: str, written: Family | None = None) -> Family:
+        """The protocol a listener on ``address`` serves: ``written`` (its `protocol`) when
+        given; else `tcp` when the service ports with its port number declare a TCP-family
+        protocol and none an HTTP-family one (disagreeing ports are a validation error);
+        else `http`. A listener on port 0 is `http` unless it writes `tcp`."""
+        if written is not None:
+            return written
+        port = listen_port(address)
+        return decide(f for _, _, f in self.port_protocols(port)) if port else "http"
 
     def source(self, index: int) -> str | None:
         """The resource virtual service ``index`` came from (`VirtualService ns/name`), or

@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 from .errors import ConfigError, Path, Problem
 from .hosts import domains, host_matches
 from .merge import Origin, describe_value
-from .model import Config, Destination, VirtualService
+from .model import Config, Destination, Listener, VirtualService
 from .types import split_host_port
 
 
@@ -266,8 +266,11 @@ class _Checker:
                 for j, route in enumerate(vs.http)
                 for path, dest in route.destinations()
             ]
-            # `tcp` routes are served only where a listener is `protocol: tcp`.
-            tcp_served = any(lst.protocol == "tcp" for lst in self.config.listeners)
+            # `tcp` routes are served only where a listener is tcp.
+            tcp_served = any(
+                self.config.listener_protocol(lst.address, lst.protocol) == "tcp"
+                for lst in self.config.listeners
+            )
             for j, tcp in enumerate(vs.tcp if tcp_served else ()):
                 found += [
                     (("tcp", j, "route", k, "destination"), d.destination)
@@ -442,6 +445,8 @@ class _Checker:
                         f"{self.where(bound[listener.address])}",
                     )
                 bound.setdefault(listener.address, (*here, "address"))
+            if listener.protocol is None:
+                yield from self.listener_protocol(here, listener)
             host = listener.host
             if host is None or host in config.services:
                 continue
@@ -456,3 +461,48 @@ class _Checker:
                     f"no virtual service serves host `{host}` and no "
                     "service has that name, so requests for it could go nowhere",
                 )
+
+    def listener_protocol(self, here: Path, listener: Listener) -> Iterator[Issue]:
+        """A listener that takes its protocol from the service ports: they agree, and a
+        `tcp` one has no `host`."""
+        port = split_host_port(listener.address)[1]
+        if conflict := protocol_conflict(self.config, port):
+            yield Issue((*here, "address"), conflict, code="protocol-conflict")
+        elif listener.host is not None and self.config.listener_protocol(listener.address) == "tcp":
+            yield Issue(
+                (*here, "host"),
+                f"this listener is tcp ({port_origin(self.config, port)}), with no requests "
+                "to route by host: remove `host`, or write `protocol: http`",
+                True,
+            )
+
+
+def _declaration(config: Config, name: str, index: int) -> str:
+    """`ServiceEntry default/redis port `tcp-redis` (TCP) at file:line:col`."""
+    service = config.services[name]
+    port = service.ports[index]
+    origin: Origin = config._origin or Origin()
+    p = origin.problem(("services", name, "ports", index, "protocol"), "")
+    where = f"{p.file}:{p.line}:{p.column}" if p.line else p.file
+    label = f" `{port.name}`" if port.name else ""
+    return f"{service._source or f'service `{name}`'} port{label} ({port.protocol}) at {where}"
+
+
+def port_origin(config: Config, port: int) -> str:
+    """Why a listener on ``port`` that writes no `protocol` is tcp: the first declaration."""
+    name, index, _ = config.port_protocols(port)[0]
+    return f"port {port} is declared by {_declaration(config, name, index)}"
+
+
+def protocol_conflict(config: Config, port: int) -> str | None:
+    """Why a listener on ``port`` needs its `protocol` written: service ports with that
+    number declare a TCP-family and an HTTP-family protocol. None when they agree."""
+    found = config.port_protocols(port) if port else []
+    tcp = next(((n, i) for n, i, f in found if f == "tcp"), None)
+    http = next(((n, i) for n, i, f in found if f == "http"), None)
+    if tcp is None or http is None:
+        return None
+    return (
+        f"port {port} is declared by {_declaration(config, *tcp)} and by "
+        f"{_declaration(config, *http)}: write this listener's `protocol` (`tcp` or `http`)"
+    )

@@ -451,3 +451,48 @@ def test_an_idle_tcp_connection_is_closed_and_counted() -> None:
                 time.sleep(0.01)
     finally:
         a.close()
+
+
+@needs_redis
+def test_a_service_entry_tcp_port_makes_the_listener_tcp() -> None:
+    """Istio's form: the MirrorProxy listener writes no `protocol`; the ServiceEntry port
+    with its number says TCP. The rule needs the real port, so pick it first."""
+    redis = Redis()
+    port = free_port()
+    config = f"""\
+apiVersion: pymirror.dev/v1alpha1
+kind: MirrorProxy
+metadata: {{name: proxy, namespace: default}}
+spec:
+  listeners: [{{address: 127.0.0.1:{port}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: cache, namespace: default}}
+spec:
+  hosts: [cache.internal]
+  ports: [{{number: {port}, name: tcp-redis, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp-redis: {redis.port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: cache, namespace: default}}
+spec:
+  hosts: [cache.internal]
+  tcp:
+  - route: [{{destination: {{host: cache.internal}}}}]
+"""
+    try:
+        with Proxy(config) as proxy:
+            snapshot = proxy.snapshot
+            assert snapshot is not None and snapshot["listeners"][0].get("protocol") == "tcp"
+            with Resp(f"127.0.0.1:{port}") as client:
+                assert client.call("SET", "via", "service-entry") == "OK"
+                assert client.call("GET", "via") == b"service-entry"
+            [route] = proxy.stats()["tcp"]
+        # Spliced to the real Redis, which holds the value.
+        assert redis.get("via") == b"service-entry"
+    finally:
+        redis.stop()
+    assert route["connections_total"] == 1

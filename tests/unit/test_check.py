@@ -94,7 +94,8 @@ def test_text_has_one_block_per_virtual_service(
         f"  {path}:18:5: warning: spec.http[0].mirrorPercent: `mirrorPercent` is deprecated "
         "(by Istio); use `mirrorPercentage: {value: ...}`",
         f"  {path}:22:3: warning: spec.tcp: `tcp` routes serve connections on listeners with "
-        "`protocol: tcp`, and no listener has it: these routes take no connection",
+        "`protocol: tcp` (written, or from a service port declared TCP), and no listener "
+        "has it: these routes take no connection",
         f"  {path}:23:34: warning: spec.tcp[0].route[0].destination.host: host `db` is "
         "declared by no ServiceEntry or Service visible from namespace `default` (in a route "
         "not served)",

@@ -332,7 +332,8 @@ def test_tcp_routes_without_a_tcp_listener_are_reported_at_check_and_at_run(
     text = "---\n".join([PROXY, tcp, DR, SE])
     expected = [
         "<string>:14:3: warning: spec.tcp: `tcp` routes serve connections on listeners with "
-        "`protocol: tcp`, and no listener has it: these routes take no connection"
+        "`protocol: tcp` (written, or from a service port declared TCP), and no listener "
+        "has it: these routes take no connection"
     ]
     not_served = [str(p) for p in load(text, strict=False).warnings if p.code == "not-served"]
     assert not_served == expected
