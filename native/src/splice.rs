@@ -631,7 +631,7 @@ fn start_mirror(mirror: &TcpMirror, cx: &Context<'_>) -> Option<Feed> {
 
 /// What one mirror feed is opened with.
 pub struct FeedSpec<'a> {
-    pub cluster: &'a Cluster,
+    pub cluster: &'a Arc<Cluster>,
     pub buffer_bytes: usize,
     /// Bounds the upgrade handshake, and the rest once the client has ended.
     pub timeout: Duration,
@@ -654,7 +654,8 @@ pub fn start_feed(spec: FeedSpec<'_>, cx: &Context<'_>) -> Option<Feed> {
         rx,
         ended_rx,
         MirrorTarget {
-            authority: endpoint.authority.as_str().to_owned(),
+            cluster: spec.cluster.clone(),
+            endpoint: endpoint.index,
             connect_timeout: cx.connect_timeout,
             finish_timeout: spec.timeout,
             handshake: spec.handshake,
@@ -679,7 +680,10 @@ enum MirrorEnd {
 /// and discards the mirror's answers. Once the client's side has ended
 /// (`ended` fires), the rest must be written within `finish_timeout`.
 struct MirrorTarget {
-    authority: String,
+    /// The endpoint is `cluster.endpoint(endpoint)`: its connect back-off
+    /// learns from each attempt, so a dead mirror costs one try per back-off.
+    cluster: Arc<Cluster>,
+    endpoint: usize,
     connect_timeout: Duration,
     finish_timeout: Duration,
     handshake: Option<Bytes>,
@@ -693,7 +697,8 @@ async fn run_mirror(
     stats: Arc<TcpMirrorStats>,
 ) {
     let MirrorTarget {
-        authority,
+        cluster,
+        endpoint,
         connect_timeout,
         finish_timeout,
         handshake,
@@ -710,10 +715,14 @@ async fn run_mirror(
                 .fetch_add(state.queued.load(Relaxed) as u64, Relaxed);
         }
     };
-    let Ok(mut stream) = connect(&authority, connect_timeout).await else {
+    let endpoint = cluster.endpoint(endpoint);
+    let backoff = &endpoint.health.backoff;
+    let Ok(mut stream) = connect(endpoint.authority.as_str(), connect_timeout).await else {
+        backoff.connect_failed();
         give_up(TcpCutReason::ConnectFailed);
         return;
     };
+    backoff.connected();
     let _open = GaugeHold::new(gauge);
     if let Some(head) = handshake {
         match tokio::time::timeout(finish_timeout, upgrade_handshake(&mut stream, &head)).await {

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import most_connect_attempts
 from prometheus_client.parser import text_string_to_metric_families
 from support.backend import closed_port
 
@@ -211,6 +212,23 @@ def test_a_killed_mirror_changes_nothing_for_the_client(redis_pair) -> None:
     assert primary.get("after99") == b"x" * 1000
     assert stats["cut"]["failed"] == 1
     assert stats["cut"]["connect_failed"] == 1
+
+
+@needs_redis
+def test_a_dead_mirror_is_backed_off_not_dialled_per_connection(redis_pair) -> None:
+    primary, _ = redis_pair
+    n = 30
+    with Proxy(tcp_config(primary.address, closed_port())) as proxy:
+        started = time.monotonic()
+        for i in range(n):
+            with Resp(proxy.addresses[0]) as client:
+                assert client.call("SET", f"dead{i}", "x") == "OK"
+        elapsed = time.monotonic() - started
+        stats = mirror_stats(proxy)
+    assert primary.get(f"dead{n - 1}") == b"x"
+    cut = stats["cut"]
+    assert stats["opened"] == cut["connect_failed"] + cut["no_endpoint"] == n, stats
+    assert 1 <= cut["connect_failed"] <= most_connect_attempts(elapsed), (stats, elapsed)
 
 
 @needs_redis
