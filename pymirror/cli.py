@@ -19,6 +19,17 @@ from pymirror.logs import FORMATS
 from pymirror.logs import configure as configure_logging
 
 
+def _mebibytes(text: str) -> int:
+    """A whole number of MiB, at least 1, as bytes."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MiB, got {text!r}") from None
+    if not 1 <= value <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected 1 to {1 << 20} MiB, got {value}")
+    return value << 20
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pymirror",
@@ -91,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
         default=ServerOptions.header_read_timeout,
         metavar="SECONDS",
         help="time a client has to finish a request head once begun (default: %(default)g)",
+    )
+
+    run.add_argument(
+        "--mirror-buffer-budget",
+        type=_mebibytes,
+        default=ServerOptions.mirror_buffer_budget,
+        metavar="MIB",
+        help="MiB queued for all mirrors together (copies' bodies, tcp and upgraded "
+        "sessions' mirror buffers); past it a copy or mirror connection is cut and counted "
+        f"(default: {ServerOptions.mirror_buffer_budget >> 20})",
     )
 
     check = commands.add_parser("check", help="validate configuration and print what would run")
@@ -170,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         worker_threads=max(0, args.workers),
         header_read_timeout=args.header_read_timeout,
         access_log=args.access_log,
+        mirror_buffer_budget=args.mirror_buffer_budget,
     )
     supervisor = Supervisor(
         args.files,

@@ -454,7 +454,8 @@ def _listeners(stats: Stats) -> list[Metric]:
     )
     unrouted = CounterMetricFamily(
         "pymirror_listener_unrouted_requests",
-        "Requests answered 404 because no virtual service or route matched.",
+        "Requests that no virtual service or route took (404; 405 for a CONNECT), and "
+        "connections on a tcp listener that no tcp route took (closed at once).",
         labels=["listener"],
     )
     for lst in stats["listeners"]:

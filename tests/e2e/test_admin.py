@@ -288,3 +288,32 @@ def test_embedded_admin_under_trio(backend) -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_the_mirror_buffer_budget_flag_bounds_what_copies_may_hold(
+    backend, run_pymirror, tmp_path: Path
+) -> None:
+    """With `afterPrimarySuccess` a copy's whole body waits queued until the primary has
+    answered: 3 MiB fits the copy's own 4 MiB bound and the 256 MiB default budget, but
+    not `--mirror-buffer-budget 1`, where the copy is dropped as `buffer_budget`."""
+    v1, v2 = backend("v1"), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        seed_config(v1.address, v2.address) + "mirrorDefaults: {afterPrimarySuccess: true}\n"
+    )
+    body = b"z" * (3 << 20)
+    for flags, copied in (((), 1), (("--mirror-buffer-budget", "1"), 0)):
+        proc = run_pymirror(routes, *flags)
+        with Client(proc.address) as client:
+            assert client.request("POST", "/big", body=body).status == 200
+        deadline = time.monotonic() + 10
+        while True:
+            [mirror] = json.loads(get(proc.admin_address, "/stats")[1])["mirrors"]
+            if mirror["in_flight"] == 0:
+                break
+            assert time.monotonic() < deadline, mirror
+            time.sleep(0.02)
+        assert (mirror["answered"], mirror["dropped"]["buffer_budget"]) == (copied, 1 - copied)
+        proc.stop()
+    assert [s.body == body for s in v1.seen] == [True, True]
+    assert [s.body == body for s in v2.seen] == [True]
