@@ -279,7 +279,8 @@ pub struct StatsRegistry {
     mirrors: HashMap<StatsKey, Arc<MirrorStats>>,
     tcp: HashMap<StatsKey, Arc<TcpStats>>,
     tcp_mirrors: HashMap<StatsKey, Arc<TcpMirrorStats>>,
-    /// Upgraded (WebSocket) sessions of HTTP routes, by destination and mirror.
+    /// Upgraded sessions (WebSocket and other upgrades, CONNECT tunnels) of
+    /// HTTP routes, by destination and mirror.
     upgrades: HashMap<StatsKey, Arc<TcpStats>>,
     upgrade_mirrors: HashMap<StatsKey, Arc<TcpMirrorStats>>,
 }
@@ -448,8 +449,9 @@ pub struct StatsReport {
     /// Tcp routes, one entry per destination.
     pub tcp: Vec<TcpReport>,
     pub tcp_mirrors: Vec<TcpMirrorReport>,
-    /// Upgraded (WebSocket) sessions of HTTP routes, as for tcp routes: only
-    /// destinations and mirrors that have seen one.
+    /// Upgraded sessions (WebSocket and other upgrades, CONNECT tunnels) of
+    /// HTTP routes, as for tcp routes: only destinations and mirrors that have
+    /// seen one.
     pub upgrades: Vec<TcpReport>,
     pub upgrade_mirrors: Vec<TcpMirrorReport>,
     /// Compared pairs waiting for the control plane to drain them.

@@ -31,7 +31,8 @@ pub struct Destination {
     pub stats: Arc<DestinationStats>,
     pub request_headers: HeaderOps,
     pub response_headers: HeaderOps,
-    /// Upgraded (WebSocket) sessions spliced to this destination.
+    /// Upgraded sessions (WebSocket and other upgrades, CONNECT tunnels)
+    /// spliced to this destination.
     pub upgrades: Arc<crate::stats::TcpStats>,
 }
 

@@ -1,4 +1,4 @@
-//! HTTP/1.1 Upgrade (WebSocket): the upgrade request goes upstream on a
+//! HTTP/1.1 Upgrade (WebSocket and others): the upgrade request goes upstream on a
 //! connection of its own (never pooled: once upgraded it is no longer HTTP),
 //! and after a 101 both upgraded connections are spliced through `splice`,
 //! mirror feeds included. A CONNECT tunnel (`tunnel`) runs as the same session.
@@ -24,9 +24,11 @@ use crate::splice::{self, Feed};
 use crate::stats::TcpStats;
 use crate::upstream::{origin_uri, Counted};
 
-/// The `Upgrade` value of a WebSocket upgrade request (HTTP/1.1, `Connection`
-/// naming `upgrade`, no body), to be put back after hop-by-hop headers go.
-/// Other protocols (h2c...) are not spliced: they lose the headers as before.
+/// The `Upgrade` value of an upgrade request to splice (HTTP/1.1, `Connection`
+/// naming `upgrade`, no body): WebSocket, or any protocol the upstream agrees
+/// to with a 101 (`spdy/3.1` of `kubectl exec`, a custom one). Not `h2c`: its
+/// upgraded connection is HTTP/2, whose requests this proxy would no longer
+/// route; such a request loses its upgrade headers and is served as HTTP/1.1.
 pub fn requested(headers: &HeaderMap, version: Version, has_body: bool) -> Option<HeaderValue> {
     if version != Version::HTTP_11 || has_body {
         return None;
@@ -38,11 +40,20 @@ pub fn requested(headers: &HeaderMap, version: Version, has_body: bool) -> Optio
         })
     });
     let upgrade = headers.get(header::UPGRADE)?;
-    let websocket = upgrade.to_str().is_ok_and(|v| {
-        v.split(',')
-            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    let spliceable = upgrade.to_str().is_ok_and(|v| {
+        let protocols: Vec<&str> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        let h2c = |p: &&str| {
+            p.split('/')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case("h2c"))
+        };
+        !protocols.is_empty() && !protocols.iter().any(h2c)
     });
-    (connection_upgrade && websocket).then(|| upgrade.clone())
+    (connection_upgrade && spliceable).then(|| upgrade.clone())
 }
 
 /// Puts the upgrade headers back on a request whose hop-by-hop headers went.
@@ -220,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn only_websocket_upgrades_on_http_11_without_a_body() {
+    fn upgrades_on_http_11_without_a_body_but_h2c() {
         let ws = headers(&[
             ("connection", "keep-alive, Upgrade"),
             ("upgrade", "WebSocket"),
@@ -233,6 +244,15 @@ mod tests {
         assert!(requested(&ws, Version::HTTP_11, true).is_none());
         let h2c = headers(&[("connection", "upgrade"), ("upgrade", "h2c")]);
         assert!(requested(&h2c, Version::HTTP_11, false).is_none());
+        let offered = headers(&[("connection", "upgrade"), ("upgrade", "websocket, H2C")]);
+        assert!(requested(&offered, Version::HTTP_11, false).is_none());
+        let spdy = headers(&[("connection", "Upgrade"), ("upgrade", "SPDY/3.1")]);
+        assert_eq!(
+            requested(&spdy, Version::HTTP_11, false).unwrap(),
+            "SPDY/3.1"
+        );
+        let empty = headers(&[("connection", "upgrade"), ("upgrade", " , ")]);
+        assert!(requested(&empty, Version::HTTP_11, false).is_none());
         let no_token = headers(&[("connection", "keep-alive"), ("upgrade", "websocket")]);
         assert!(requested(&no_token, Version::HTTP_11, false).is_none());
     }
