@@ -43,8 +43,9 @@ def config(route: Route, listen: str) -> str:
     )
 
 
-def _run(render: Callable[[str], str], workdir: Path) -> Process:
-    """`pymirror run` on the configuration `render(listen_address)` writes."""
+def _run(render: Callable[[str], str], workdir: Path, *extra: str) -> Process:
+    """`pymirror run` on the configuration `render(listen_address)` writes, with `extra`
+    flags."""
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     path = workdir / "routes.yaml"
@@ -52,7 +53,7 @@ def _run(render: Callable[[str], str], workdir: Path) -> Process:
     argv = [
         sys.executable, "-m", "pymirror.cli", "--log-level", "warning",
         "run", str(path), "--workers", str(WORKERS), "--admin", "127.0.0.1:0",
-        "--drain-timeout", "2",
+        "--drain-timeout", "2", *extra,
     ]  # fmt: skip
     return start(argv, address, workdir)
 
@@ -70,8 +71,11 @@ def reload_pymirror(peer: Process, route: Route) -> None:
 #: A client sending at GB/s on a loopback shared by client, proxy and two sinks outruns
 #: the mirror's copy by far more than 4 MiB, and pymirror then cuts the mirror connection
 #: (by design: the mirror never slows the client). The bench wants every byte at the
-#: mirror sink, so it lets the copy queue up to the engine-wide mirror budget (256 MiB).
+#: mirror sink, so it lets each connection's copy queue up to 256 MiB, and the engine-wide
+#: mirror budget (`--mirror-buffer-budget`, default 256 MiB for all of them together) hold
+#: that for each of the scenario's 4 connections.
 TCP_MIRROR_BUFFER = "256MiB"
+TCP_MIRROR_BUDGET_MIB = 4 * 256
 
 _TCP_CONFIG = """\
 {defaults}listeners:
@@ -108,4 +112,5 @@ def tcp_config(route: Route, listen: str) -> str:
 
 def start_pymirror_tcp(route: Route, workdir: Path) -> Process:
     """pymirror with one `protocol: tcp` listener and a tcp route (mirrored if asked)."""
-    return _run(lambda listen: tcp_config(route, listen), workdir)
+    extra = () if route.mirror is None else ("--mirror-buffer-budget", str(TCP_MIRROR_BUDGET_MIB))
+    return _run(lambda listen: tcp_config(route, listen), workdir, *extra)
