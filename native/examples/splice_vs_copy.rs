@@ -1,5 +1,6 @@
 //! Bulk throughput of a spliced TCP connection over loopback: the core's copy
-//! loop (`splice::splice`, userspace buffers) against splice(2) through a pipe
+//! loop (`splice::splice`, userspace buffers growing to 256 KiB) against
+//! `tokio::io::copy_bidirectional` (8 KiB buffers) and splice(2) through a pipe
 //! (zero copy into userspace), and a direct connection as the floor.
 //!
 //! `cargo run --release --example splice_vs_copy -- [GiB]`. Client, proxy and
@@ -72,6 +73,27 @@ fn copy_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
             let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
             let stats = TcpStats::default();
             splice::splice(&mut client, &mut up, &mut [], None, &stats).await;
+        });
+    });
+    addr
+}
+
+/// One connection proxied by `tokio::io::copy_bidirectional` (8 KiB buffers),
+/// the issue's baseline, on a current-thread runtime.
+fn bidirectional_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
         });
     });
     addr
@@ -162,10 +184,13 @@ fn main() {
     println!("{gib} GiB over loopback, client + proxy + sink in one process");
     let direct = run("direct (no proxy)", bytes, |sink| sink);
     let copy = run("copy loop (splice::splice)", bytes, copy_proxy);
+    let bidi = run("tokio copy_bidirectional", bytes, bidirectional_proxy);
     let pipe = run("splice(2) through a pipe", bytes, pipe_proxy);
     println!(
-        "proxy CPU per GB (minus direct): copy loop {:.2} s, splice(2) {:.2} s",
+        "proxy CPU per GB (minus direct): copy loop {:.2} s, copy_bidirectional {:.2} s, \
+         splice(2) {:.2} s",
         copy - direct,
+        bidi - direct,
         pipe - direct
     );
 }
