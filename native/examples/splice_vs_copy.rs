@@ -57,8 +57,9 @@ fn send(to: std::net::SocketAddr, bytes: u64) {
     s.read_to_end(&mut rest).unwrap();
 }
 
-/// One connection proxied by the core's copy loop on a current-thread runtime.
-fn copy_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+/// One connection proxied on a current-thread runtime, by the core's copy loop
+/// or by `tokio::io::copy_bidirectional` (8 KiB buffers, the baseline).
+fn tokio_proxy(upstream: std::net::SocketAddr, core_loop: bool) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -71,32 +72,23 @@ fn copy_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             let (mut client, _) = listener.accept().await.unwrap();
             let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
-            let stats = TcpStats::default();
-            splice::splice(&mut client, &mut up, &mut [], None, &stats).await;
+            if core_loop {
+                let stats = TcpStats::default();
+                splice::splice(&mut client, &mut up, &mut [], None, &stats).await;
+            } else {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            }
         });
     });
     addr
 }
 
-/// One connection proxied by `tokio::io::copy_bidirectional` (8 KiB buffers),
-/// the baseline, on a current-thread runtime.
+fn copy_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
+    tokio_proxy(upstream, true)
+}
+
 fn bidirectional_proxy(upstream: std::net::SocketAddr) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let (mut client, _) = listener.accept().await.unwrap();
-            let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-        });
-    });
-    addr
+    tokio_proxy(upstream, false)
 }
 
 /// splice(2): socket -> pipe -> socket, one blocking thread per direction.
