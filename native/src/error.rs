@@ -68,6 +68,17 @@ pub enum LocalReply {
     UpstreamTimeout,
 }
 
+/// What the client is told when no endpoint of the destination can take it.
+impl From<crate::cluster::Unavailable> for LocalReply {
+    fn from(why: crate::cluster::Unavailable) -> Self {
+        use crate::cluster::Unavailable;
+        match why {
+            Unavailable::NoEndpoint | Unavailable::Ejected => Self::NoEndpoint,
+            Unavailable::Overflow => Self::Overflow,
+        }
+    }
+}
+
 impl LocalReply {
     pub fn status(self) -> StatusCode {
         match self {

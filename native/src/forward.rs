@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::{Request, Response, Version};
 
 use crate::body::RequestBody;
-use crate::cluster::{Cluster, Unavailable};
+use crate::cluster::Cluster;
 use crate::error::LocalReply;
 use crate::headers::strip_hop_by_hop;
 use crate::pool::{Pool, PooledResponse, SendError};
@@ -83,10 +83,7 @@ async fn try_once(
 ) -> (Option<TryOutcome>, Tried) {
     let lease = match f.cluster.acquire() {
         Ok(lease) => lease,
-        Err(Unavailable::NoEndpoint | Unavailable::Ejected) => {
-            return (None, Err(LocalReply::NoEndpoint))
-        }
-        Err(Unavailable::Overflow) => return (None, Err(LocalReply::Overflow)),
+        Err(why) => return (None, Err(why.into())),
     };
     parts.uri = origin_uri(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;

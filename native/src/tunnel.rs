@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::cluster::{Cluster, Unavailable};
+use crate::cluster::Cluster;
 use crate::error::LocalReply;
 use crate::retry::TryOutcome;
 use crate::splice;
@@ -29,11 +29,7 @@ pub async fn open(
     connect_timeout: Duration,
     gauges: &ConnectionGauges,
 ) -> Result<Opened, LocalReply> {
-    let lease = match cluster.acquire() {
-        Ok(lease) => lease,
-        Err(Unavailable::NoEndpoint | Unavailable::Ejected) => return Err(LocalReply::NoEndpoint),
-        Err(Unavailable::Overflow) => return Err(LocalReply::Overflow),
-    };
+    let lease = cluster.acquire().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     let authority = endpoint.authority.as_str();
     match splice::connect(authority, connect_timeout).await {

@@ -16,7 +16,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::cluster::{Cluster, Unavailable};
+use crate::cluster::Cluster;
 use crate::error::LocalReply;
 use crate::pool::Pool;
 use crate::retry::TryOutcome;
@@ -87,11 +87,7 @@ pub async fn send(
     mut parts: Parts,
     timeout: Option<Duration>,
 ) -> Result<Response<Incoming>, LocalReply> {
-    let lease = match cluster.acquire() {
-        Ok(lease) => lease,
-        Err(Unavailable::NoEndpoint | Unavailable::Ejected) => return Err(LocalReply::NoEndpoint),
-        Err(Unavailable::Overflow) => return Err(LocalReply::Overflow),
-    };
+    let lease = cluster.acquire().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     parts.uri = origin_uri(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
