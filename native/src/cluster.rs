@@ -3,6 +3,7 @@
 //! endpoints passive health has taken out of the pick.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
 
 use http::uri::Authority;
 
@@ -222,6 +223,22 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `acquire` for a spliced session (WebSocket, CONNECT): the hold outlives
+    /// the request that took it, so the limit and least-request picks count
+    /// the session for its whole life, as a tcp-route connection counts.
+    pub fn acquire_held(self: &Arc<Self>) -> Result<HeldLease, Unavailable> {
+        let lease = self.acquire()?;
+        let endpoint = lease.endpoint.index;
+        // Its counts pass to the held lease, which gives them back on drop.
+        std::mem::forget(lease);
+        Ok(HeldLease {
+            cluster: self.clone(),
+            endpoint,
+        })
+    }
+}
+
 fn random(weights: &[u32]) -> Picker {
     // An empty cluster never picks; any picker will do.
     Picker::Random(
@@ -275,6 +292,30 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         self.endpoint.active.fetch_sub(1, Relaxed);
+        self.cluster.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A `Lease` that owns its cluster: held by a session's task.
+#[derive(Debug)]
+pub struct HeldLease {
+    cluster: Arc<Cluster>,
+    endpoint: usize,
+}
+
+impl HeldLease {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.cluster.endpoints[self.endpoint]
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.endpoint().active.fetch_sub(1, Relaxed);
         self.cluster.in_flight.fetch_sub(1, Relaxed);
     }
 }
@@ -348,6 +389,20 @@ mod tests {
         let empty = cluster(&[], &[], LoadBalancer::RoundRobin, None);
         assert_eq!(empty.acquire().unwrap_err(), Unavailable::NoEndpoint);
         assert_eq!(empty.in_flight.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_held_lease_counts_until_its_session_ends() {
+        let c = Arc::new(cluster(&["a:1"], &[], LoadBalancer::RoundRobin, Some(2)));
+        let held = c.acquire_held().unwrap();
+        let other = c.acquire().unwrap();
+        assert_eq!(c.acquire_held().unwrap_err(), Unavailable::Overflow);
+        assert_eq!(held.endpoint().active.load(Relaxed), 2);
+        drop(other);
+        assert_eq!(c.acquire().map(|_| ()), Ok(()), "one slot given back");
+        drop(held);
+        assert_eq!(c.in_flight.load(Relaxed), 0);
+        assert_eq!(c.endpoint(0).active.load(Relaxed), 0);
     }
 
     fn with_outliers(endpoints: &[&str], max_percent: u32) -> Cluster {

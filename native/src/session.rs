@@ -58,8 +58,8 @@ pub async fn upgraded(
     )
     .await;
     destination.stats.duration.record(started.elapsed());
-    let mut response = match result {
-        Ok(response) => response,
+    let (mut response, lease) = match result {
+        Ok(answered) => answered,
         Err(reply) => {
             destination.stats.responses.record(reply.status().as_u16());
             return reply.into_response();
@@ -75,7 +75,7 @@ pub async fn upgraded(
         };
         let session = Session {
             client,
-            upstream: upgrade::Upstream::Upgraded(hyper::upgrade::on(&mut response)),
+            upstream: upgrade::Upstream::Upgraded(hyper::upgrade::on(&mut response), lease),
             feeds,
             idle: cx.idle_timeout,
             stats: destination.upgrades.clone(),

@@ -4,11 +4,12 @@
 //! service, as a Host does: the proxy never dials what a client names. After
 //! the 200 the bytes are spliced both ways, as on a tcp route.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, HeldLease};
 use crate::error::LocalReply;
 use crate::retry::TryOutcome;
 use crate::splice;
@@ -20,25 +21,29 @@ use crate::upstream::{ConnectionGauges, GaugeHold, Role};
 pub struct Opened {
     pub stream: TcpStream,
     _open: GaugeHold,
+    /// The destination's connection limit counts the tunnel for its life.
+    _lease: HeldLease,
 }
 
 /// Connects to one endpoint of `cluster` (its connection limit and outlier
 /// detection apply as to any request); the error is the client's answer.
 pub async fn open(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     connect_timeout: Duration,
     gauges: &ConnectionGauges,
 ) -> Result<Opened, LocalReply> {
-    let lease = cluster.acquire().map_err(LocalReply::from)?;
+    let lease = cluster.acquire_held().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     let authority = endpoint.authority.as_str();
     match splice::connect(authority, connect_timeout).await {
         Ok(stream) => {
             // Connected: what outlier detection counts as an answer.
             cluster.record(endpoint, TryOutcome::Status(200));
+            let open = GaugeHold::new(gauges.gauge(Role::Primary, authority));
             Ok(Opened {
                 stream,
-                _open: GaugeHold::new(gauges.gauge(Role::Primary, authority)),
+                _open: open,
+                _lease: lease,
             })
         }
         Err(()) => {

@@ -3,6 +3,7 @@
 //! and after a 101 both upgraded connections are spliced through `splice`,
 //! mirror feeds included. A CONNECT tunnel (`tunnel`) runs as the same session.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,7 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, HeldLease};
 use crate::error::LocalReply;
 use crate::pool::Pool;
 use crate::retry::TryOutcome;
@@ -80,14 +81,15 @@ pub fn head_bytes(parts: &Parts) -> Bytes {
     head.freeze()
 }
 
-/// Sends the upgrade request to one endpoint of `cluster` on a new connection.
+/// Sends the upgrade request to one endpoint of `cluster` on a new connection;
+/// with the answer comes the hold on that endpoint, for the session to keep.
 pub async fn send(
     pool: &Pool,
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     mut parts: Parts,
     timeout: Option<Duration>,
-) -> Result<Response<Incoming>, LocalReply> {
-    let lease = cluster.acquire().map_err(LocalReply::from)?;
+) -> Result<(Response<Incoming>, HeldLease), LocalReply> {
+    let lease = cluster.acquire_held().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     parts.uri = origin_uri(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
@@ -135,7 +137,7 @@ pub async fn send(
     match result {
         Ok(response) => {
             cluster.record(endpoint, TryOutcome::Status(response.status().as_u16()));
-            Ok(response)
+            Ok((response, lease))
         }
         Err((outcome, reply)) => {
             cluster.record(endpoint, outcome);
@@ -147,7 +149,8 @@ pub async fn send(
 /// The upstream side of a session.
 pub enum Upstream {
     /// An upstream that answered the Upgrade with 101: hyper hands it over.
-    Upgraded(OnUpgrade),
+    /// The lease keeps the session counted by the destination's limit.
+    Upgraded(OnUpgrade, HeldLease),
     /// A CONNECT tunnel's connection, opened by the proxy itself.
     Tunnel(crate::tunnel::Opened),
 }
@@ -183,7 +186,7 @@ impl Session {
         };
         let client = TokioIo::new(client);
         let idle_ended = match upstream {
-            Upstream::Upgraded(upstream) => {
+            Upstream::Upgraded(upstream, _lease) => {
                 let Ok(upstream) = upstream.await else {
                     return;
                 };

@@ -155,3 +155,29 @@ def wait_for_session_end(proxy: Proxy, timeout: float = 10.0) -> dict:
             return sessions[0]
         time.sleep(0.02)
     raise AssertionError(f"tunnel still open: {proxy.stats()['upgrades']}")
+
+
+def test_an_open_tunnel_holds_its_place_in_the_destinations_connection_limit(backend) -> None:
+    v1, v2 = backend("v1", body=b"from v1"), backend("v2")
+    config = subsets_config(v1.address, v2.address, TUNNEL_ROUTE).replace(
+        "    subsets: {v1: {version: v1}, v2: {version: v2}}",
+        "    subsets: {v1: {version: v1}, v2: {version: v2}}\n"
+        "    trafficPolicy: {connectionPool: {tcp: {maxConnections: 1}}}",
+    )
+    assert "maxConnections" in config
+    with Proxy(config) as proxy:
+        first = tunneled_client(proxy)
+        try:
+            first.request("GET", "/")
+            assert first.getresponse().read() == b"from v1"
+            # While the tunnel is open, a second one overflows.
+            assert raw_connect(proxy, "reviews:9080").startswith(b"HTTP/1.1 503 ")
+        finally:
+            first.close()
+        wait_for_session_end(proxy)
+        again = tunneled_client(proxy)
+        try:
+            again.request("GET", "/")
+            assert again.getresponse().read() == b"from v1"
+        finally:
+            again.close()

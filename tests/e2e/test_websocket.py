@@ -208,3 +208,35 @@ def test_shutdown_waits_for_an_open_session_up_to_the_drain_deadline() -> None:
             # Cut: the client sees its connection end.
             with pytest.raises(ConnectionClosed):
                 ws.recv(timeout=5)
+
+
+def test_an_open_session_holds_its_place_in_the_destinations_connection_limit() -> None:
+    """`connectionPool.tcp.maxConnections: 1`: while one session is open a second upgrade
+    overflows (503) instead of opening a second upstream connection; once it closes, the
+    place is free again."""
+    with ws_server(echo) as v1:
+        config = f"""
+listeners: [{{address: 127.0.0.1:0, host: reviews}}]
+services:
+  reviews:
+    endpoints: [{{address: {v1}}}]
+    trafficPolicy: {{connectionPool: {{tcp: {{maxConnections: 1}}}}}}
+virtualServices:
+  - name: reviews
+    hosts: [reviews]
+    http:
+      - route: [{{destination: {{host: reviews}}}}]
+"""
+        with Proxy(config) as proxy:
+            with client(proxy.addresses[0]) as first:
+                first.send("one")
+                assert first.recv(timeout=10) == "one"
+                with pytest.raises(Exception) as refused:
+                    client(proxy.addresses[0])
+                assert "503" in str(refused.value)
+            deadline = time.monotonic() + 10
+            while _settled(proxy)["upgrades"][0]["connections_active"]:
+                assert time.monotonic() < deadline
+            with client(proxy.addresses[0]) as again:
+                again.send("two")
+                assert again.recv(timeout=10) == "two"
