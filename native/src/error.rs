@@ -49,6 +49,8 @@ pub enum LocalReply {
     UnsupportedTransferEncoding,
     /// An HTTP/1.1 request without Host, or with more than one (RFC 9112 3.2).
     BadHost,
+    /// A CONNECT whose target is not `host:port` (RFC 9110 9.3.6).
+    BadConnectTarget,
     /// A CONNECT no route takes: only a match that names CONNECT opens a
     /// tunnel, and only to its route's destination.
     ConnectRefused,
@@ -86,6 +88,7 @@ impl LocalReply {
             | Self::RepeatedContentLength
             | Self::UnsupportedTransferEncoding
             | Self::BadHost
+            | Self::BadConnectTarget
             | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -107,6 +110,7 @@ impl LocalReply {
                 "transfer-encoding other than a single chunked is refused\n"
             }
             Self::BadHost => "a request needs exactly one host header\n",
+            Self::BadConnectTarget => "a CONNECT names its target as host:port\n",
             Self::ConnectRefused => {
                 "CONNECT is served only by a route matching `method: {exact: CONNECT}`\n"
             }
@@ -132,6 +136,7 @@ impl LocalReply {
                 | Self::RepeatedContentLength
                 | Self::UnsupportedTransferEncoding
                 | Self::BadHost
+                | Self::BadConnectTarget
                 | Self::BadRequestBody
                 | Self::HeadersTooLarge
                 | Self::ConnectRefused

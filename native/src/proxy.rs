@@ -169,6 +169,9 @@ async fn route_and_forward(
             .fetch_add(1, Relaxed)
     };
     let connect = request.method() == Method::CONNECT;
+    if connect && absolute.as_ref().and_then(|a| a.port_u16()).is_none() {
+        return LocalReply::BadConnectTarget.into_response();
+    }
     let host = headers::host_for_matching(authority);
     let Some(vhost) = published.table.virtual_host(conn.listener, &host) else {
         unrouted();

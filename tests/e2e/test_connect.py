@@ -127,6 +127,23 @@ def test_a_tunnel_goes_only_to_the_routes_destination(backend) -> None:
         bystander.stop()
 
 
+@pytest.mark.parametrize("target", ["reviews", "/orders"])
+def test_a_connect_target_must_be_host_and_port(backend, target: str) -> None:
+    """RFC 9110 9.3.6: `CONNECT host:port`. A bare host, or a path with the host in a
+    Host header, is refused as malformed, not tunnelled somewhere guessed."""
+    v1, v2 = backend("v1"), backend("v2")
+    with Proxy(subsets_config(v1.address, v2.address, TUNNEL_ROUTE)) as proxy:
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: reviews\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert b"host:port" in answer
+        assert proxy.stats()["upgrades"] == []
+
+
 def test_a_refused_destination_answers_the_connect_with_502(backend) -> None:
     v2 = backend("v2")
     with Proxy(subsets_config(closed_port(), v2.address, TUNNEL_ROUTE)) as proxy:
