@@ -34,11 +34,13 @@ def tunneled_client(proxy: Proxy, target: str = "reviews:9080") -> http.client.H
     return conn
 
 
-def raw_connect(proxy: Proxy, target: str) -> bytes:
-    """Sends one CONNECT and returns the proxy's whole answer up to its close."""
+def raw_connect(proxy: Proxy, target: str, host_header: str | None = None) -> bytes:
+    """Sends one CONNECT (Host: the target unless given) and returns the proxy's whole
+    answer up to its close."""
     host, port = proxy.addresses[0].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {host_header or target}\r\n\r\n"
+        sock.sendall(head.encode())
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -133,12 +135,7 @@ def test_a_connect_target_must_be_host_and_port(backend, target: str) -> None:
     Host header, is refused as malformed, not tunnelled somewhere guessed."""
     v1, v2 = backend("v1"), backend("v2")
     with Proxy(subsets_config(v1.address, v2.address, TUNNEL_ROUTE)) as proxy:
-        host, port = proxy.addresses[0].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: reviews\r\n\r\n".encode())
-            answer = b""
-            while chunk := sock.recv(65536):
-                answer += chunk
+        answer = raw_connect(proxy, target, host_header="reviews")
         assert answer.startswith(b"HTTP/1.1 400 "), answer
         assert b"host:port" in answer
         assert proxy.stats()["upgrades"] == []
