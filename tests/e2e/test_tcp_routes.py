@@ -471,6 +471,30 @@ def test_an_idle_tcp_connection_is_closed_and_counted() -> None:
         a.close()
 
 
+def test_an_upstream_that_never_answers_the_connect_is_given_up_after_the_timeout() -> None:
+    """A listener whose accept queue is full drops further SYNs: a connect to it hangs, as
+    to a host that blackholes them. `upstream.connectTimeout` (2 s here, the default is 1 s)
+    ends the wait; the client's connection is closed and the failure counted."""
+    blackhole = socket.create_server(("127.0.0.1", 0), backlog=0)
+    host, port = blackhole.getsockname()[:2]
+    filler = socket.create_connection((host, port), timeout=5)  # takes the one queue place
+    try:
+        config = tcp_config(f"{host}:{port}", None, extra="upstream: {connectTimeout: 2s}")
+        with Proxy(config) as proxy:
+            proxy_host, proxy_port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((proxy_host, int(proxy_port)), timeout=10) as s:
+                started = time.monotonic()
+                with contextlib.suppress(ConnectionResetError):
+                    assert s.recv(10) == b""
+                waited = time.monotonic() - started
+            assert 1.9 <= waited < 10, waited
+            [route] = proxy.stats()["tcp"]
+            assert (route["connect_failed"], route["connections_active"]) == (1, 0)
+    finally:
+        filler.close()
+        blackhole.close()
+
+
 @needs_redis
 def test_a_service_entry_tcp_port_makes_the_listener_tcp() -> None:
     """Istio's form: the MirrorProxy listener writes no `protocol`; the ServiceEntry port
