@@ -256,10 +256,12 @@ class _Resolver:
         for vs in self.config.virtual_services:
             for i, route in enumerate(vs.tcp):
                 mirrors: list[snap.TcpMirror] = []
-                if route.mirror is not None and (rate := per_million(route.mirror_rate)) > 0:
+                # Written on the route or given by `tcpMirrors`: served the same way.
+                found = self.config.tcp_mirror(vs, i)
+                if found is not None and (rate := per_million(found[1])) > 0:
                     mirrors.append(
                         {
-                            "cluster": self.cluster(route.mirror),
+                            "cluster": self.cluster(found[0]),
                             "per_million": rate,
                             "buffer_bytes": max(1, limits.max_body_bytes),
                             "timeout_ms": duration_ms(limits.timeout),

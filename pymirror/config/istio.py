@@ -364,7 +364,8 @@ class L4MatchAttributes(_Model):
 
 class TCPRoute(_Model):
     """Istio TCPRoute: connections that match go to one destination, by weight, for their
-    whole life. `mirror` and `mirrorPercentage` are pymirror extensions."""
+    whole life. `mirror` and `mirrorPercentage` are pymirror extensions (which Istio
+    refuses: a MirrorProxy's `tcpMirrors` keeps a VirtualService resource Istio's)."""
 
     match: list[L4MatchAttributes] = Field(default_factory=list)
     """Conditions, any of which selects this route (OR). Default: every connection."""
@@ -466,6 +467,14 @@ class VirtualService(_Model):
     @property
     def is_delegate(self) -> bool:
         return not self.hosts
+
+    def is_named(self, ref: str) -> bool:
+        """Whether ``ref`` names this virtual service: `namespace/name`, or `name` in any
+        namespace (a MirrorProxy qualifies its bare names first)."""
+        namespace, _, name = ref.rpartition("/")
+        if not namespace:
+            return self.name == name
+        return (self.namespace, self.name) == (namespace, name)
 
     @property
     def serves_http(self) -> bool:

@@ -1,9 +1,10 @@
 """Merging native-format documents into one mapping, keeping every value's origin.
 
-Several files (or a folder) make one configuration: `listeners` and `virtualServices`
-lists are concatenated in file order, `services` mappings are united (a service is
-declared once), and every other top-level key may be set by one file only. Resources
-arrive here already compiled to this form (`pymirror.config.services`).
+Several files (or a folder) make one configuration: `listeners`, `virtualServices`,
+`mirrorPolicies` and `tcpMirrors` lists are concatenated in file order, `services`
+mappings are united (a service is declared once), and every other top-level key may be
+set by one file only. Resources arrive here already compiled to this form
+(`pymirror.config.services`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from .errors import ConfigError, Path, Problem
 from .source import Document, Loc
 
-_LISTS = ("listeners", "virtualServices", "mirrorPolicies")
+_LISTS = ("listeners", "virtualServices", "mirrorPolicies", "tcpMirrors")
 _MAPS = ("services",)
 _NATIVE_KEYS = "`listeners`, `services` and `virtualServices`"
 

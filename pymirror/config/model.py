@@ -39,6 +39,7 @@ from .istio import (
 )
 from .matches import Destination, Headers, HTTPMatchRequest, Percent, PortSelector, StringMatch
 from .protocols import Family, decide, family, listen_port
+from .tcp_mirrors import TcpMirrorPolicy, effective_mirror
 from .traffic import TrafficPolicy
 from .types import (
     BindAuthority,
@@ -82,6 +83,7 @@ __all__ = [
     "ServicePort",
     "StringMatch",
     "TCPRoute",
+    "TcpMirrorPolicy",
     "TrafficPolicy",
     "Upstream",
     "VirtualService",
@@ -297,10 +299,7 @@ class MirrorPolicy(MirrorOptions):
     Default: every route of the virtual service."""
 
     def selects(self, vs: VirtualService) -> bool:
-        namespace, _, name = self.virtual_service.rpartition("/")
-        if not namespace:
-            return vs.name == name
-        return (vs.namespace, vs.name) == (namespace, name)
+        return vs.is_named(self.virtual_service)
 
     def route_index(self, vs: VirtualService) -> int | None:
         """The index in `vs.http` of the route this names (None: not found, or no route)."""
@@ -332,6 +331,9 @@ class Config(_Model):
     mirror_policies: list[MirrorPolicy] = Field(default_factory=list)
     """pymirror extension: guards and copy-only header operations for the mirrors of
     named virtual services and routes (what a MirrorProxy says for Istio resources)."""
+    tcp_mirrors: list[TcpMirrorPolicy] = Field(default_factory=list)
+    """pymirror extension: mirrors for the tcp routes of named virtual services (what a
+    MirrorProxy says for Istio resources, whose TCPRoute has no mirror)."""
 
     # Where each value was written (a `pymirror.config.merge.Origin`), for error messages.
     _origin: Any = PrivateAttr(default=None)
@@ -364,6 +366,23 @@ class Config(_Model):
             return written
         port = listen_port(address)
         return decide(f for _, _, f in self.port_protocols(port)) if port else "http"
+
+    def tcp_mirror_policies(
+        self, vs: VirtualService, index: int
+    ) -> list[tuple[int, TcpMirrorPolicy]]:
+        """The `tcpMirrors` entries (with their index) that select tcp route ``index`` of
+        ``vs``."""
+        return [
+            (i, p)
+            for i, p in enumerate(self.tcp_mirrors)
+            if vs.is_named(p.virtual_service) and index in p.route_indexes(vs)
+        ]
+
+    def tcp_mirror(self, vs: VirtualService, index: int) -> tuple[Destination, float] | None:
+        """The mirror of tcp route ``index`` of ``vs`` and its percentage, whether the route
+        writes it or a `tcpMirrors` entry gives it; None without one."""
+        policies = [p for _, p in self.tcp_mirror_policies(vs, index)]
+        return effective_mirror(vs.tcp[index], policies)
 
     def source(self, index: int) -> str | None:
         """The resource virtual service ``index`` came from (`VirtualService ns/name`), or

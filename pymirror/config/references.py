@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from .errors import Path, Problem
-from .resources import Resource
+from .resources import Resource, tcp_mirror_entries
 from .services import Catalog
 
 #: Codes of the findings about references (what Istio's analyzers call
@@ -27,14 +27,29 @@ def _labels(labels: dict[str, str]) -> str:
 
 
 def check_references(catalog: Catalog, *, strict: bool, tcp_served: bool = False) -> list[Problem]:
-    """Findings for every destination of every VirtualService resource. ``tcp_served``:
-    a listener is `protocol: tcp`, so findings in `tcp` routes can stop a run."""
+    """Findings for every destination of every VirtualService resource, and of every
+    MirrorProxy's `tcpMirrors`. ``tcp_served``: a listener is `protocol: tcp`, so findings
+    in `tcp` routes can stop a run."""
     return [
         problem
         for r in catalog.resources.written_virtual_services
         for path, dest, served in _destinations(r.spec, tcp_served)
         for problem in _Destination(catalog, r, path, dest, served, strict).check()
-    ]
+    ] + list(_tcp_mirrors(catalog, strict=strict, tcp_served=tcp_served))
+
+
+def _tcp_mirrors(catalog: Catalog, *, strict: bool, tcp_served: bool) -> Iterator[Problem]:
+    """A `tcpMirrors` mirror is checked as if its virtual service wrote it on a tcp route
+    (that resource's namespace and `exportTo`), and reported where it was written."""
+    resources = catalog.resources
+    by_name = {f"{r.namespace}/{r.name}": r for r in resources.written_virtual_services}
+    for proxy in resources.written_proxies:
+        for path, ref, mirror in tcp_mirror_entries(proxy):
+            if (vs := by_name.get(ref)) is not None:
+                at: Path = ("spec", *path)
+                yield from _Destination(
+                    catalog, vs, at, mirror, tcp_served, strict, written_in=proxy
+                ).check()
 
 
 def _destinations(spec: Any, tcp_served: bool) -> Iterator[tuple[Path, dict[str, Any], bool]]:
@@ -76,6 +91,7 @@ class _Destination:
         dest: dict[str, Any],
         served: bool,
         strict: bool,
+        written_in: Resource | None = None,
     ) -> None:
         self.catalog, self.r, self.path, self.served, self.strict = (
             catalog,
@@ -87,6 +103,8 @@ class _Destination:
         self.host: str = dest["host"]
         subset = dest.get("subset")
         self.subset = subset if isinstance(subset, str) else None
+        # Where the destination was written, when not in ``r`` (a MirrorProxy's).
+        self.written_in = written_in or r
         port = dest.get("port")
         number = port.get("number") if isinstance(port, dict) else None
         self.port = number if isinstance(number, int) else None
@@ -103,7 +121,7 @@ class _Destination:
             # Routes not served (tls; tcp without a tcp listener): findings cannot stop a run.
             severity, message = "warning", f"{message} (in a route not served)"
         path = (*self.path, field) if field else self.path
-        return self.r.problem(path, message, severity=severity, code=code)
+        return self.written_in.problem(path, message, severity=severity, code=code)
 
     def check(self) -> Iterator[Problem]:
         if self.host in self.catalog.native:

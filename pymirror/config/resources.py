@@ -9,7 +9,7 @@ Service still tells reference checks that its host exists, as in Istio's analyze
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -33,7 +33,17 @@ DEFAULT_NAMESPACE = "default"
 _SERVED = ("VirtualService", "DestinationRule", "ServiceEntry")
 _TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 #: What a MirrorProxy spec holds: the native format's keys outside Istio's resources.
-PROXY_KEYS = ("listeners", "admin", "upstream", "mirrorDefaults", "mirrorPolicies", "limits")
+PROXY_KEYS = (
+    "listeners",
+    "admin",
+    "upstream",
+    "mirrorDefaults",
+    "mirrorPolicies",
+    "tcpMirrors",
+    "limits",
+)
+#: The MirrorProxy lists whose entries name a `virtualService`.
+_NAMING_KEYS = ("mirrorPolicies", "tcpMirrors")
 #: pymirror's fields on a mirror, which a VirtualService resource leaves to a MirrorProxy.
 _MIRROR_EXTENSIONS = {
     name: camel for camel in MIRROR_EXTENSIONS for name in (camel, to_snake(camel))
@@ -117,6 +127,8 @@ class Resources:
     kube_services: list[Declaration] = field(default_factory=list)
     #: MirrorProxy specs, as native-format documents for `merge_native`.
     proxies: list[Document] = field(default_factory=list)
+    #: The MirrorProxy resources as written, in the order of `proxies`.
+    written_proxies: list[Resource] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
 
@@ -321,25 +333,54 @@ def _proxy(resource: Resource, out: Resources) -> None:
                 )
             )
             return
-    policies = spec.get("mirrorPolicies", spec.get("mirror_policies"))
-    if isinstance(policies, list):
-        # A bare virtual service name is one of the MirrorProxy's own namespace.
-        key = "mirrorPolicies" if "mirrorPolicies" in spec else "mirror_policies"
-        spec = {**spec, key: [_qualified(p, resource.namespace) for p in policies]}
+    for camel in _NAMING_KEYS:
+        key = written_key(spec, camel)
+        if isinstance(entries := spec.get(key), list):
+            # A bare virtual service name is one of the MirrorProxy's own namespace.
+            spec = {**spec, key: [_qualified(p, resource.namespace) for p in entries]}
+    out.written_proxies.append(resource)
     origin = resource.origin()
     doc = Document(resource.doc.file, spec, origin.roots[0], 0, dict(origin.values))
     doc.keys = dict(origin.keys)
     out.proxies.append(doc)
 
 
+def written_key(raw: dict[str, Any], camel: str) -> str:
+    """The key a field was written under: Istio's camelCase, or protobuf's snake_case."""
+    return camel if camel in raw else to_snake(camel)
+
+
 def _qualified(policy: object, namespace: str) -> object:
     if not isinstance(policy, dict):
         return policy
-    key = "virtualService" if "virtualService" in policy else "virtual_service"
+    key = written_key(policy, "virtualService")
     name = policy.get(key)
-    if isinstance(name, str) and name and "/" not in name:
-        return {**policy, key: f"{namespace}/{name}"}
+    if isinstance(name, str) and name:
+        return {**policy, key: qualify(name, namespace)}
     return policy
+
+
+def qualify(name: str, namespace: str) -> str:
+    """A MirrorProxy's `virtualService`: `namespace/name`, or a name in its own namespace."""
+    return name if "/" in name else f"{namespace}/{name}"
+
+
+def tcp_mirror_entries(proxy: Resource) -> Iterator[tuple[Path, str, dict[str, Any]]]:
+    """Each `tcpMirrors` entry of a MirrorProxy, as written, that names a virtual service
+    and a mirror host: (the mirror's path below `spec`, the virtual service's
+    `namespace/name`, the mirror). Malformed ones are left to validation."""
+    spec = proxy.spec
+    key = written_key(spec, "tcpMirrors")
+    entries = spec.get(key)
+    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+        if not isinstance(entry, dict):
+            continue
+        ref = entry.get(written_key(entry, "virtualService"))
+        mirror = entry.get("mirror")
+        if not isinstance(mirror, dict) or not isinstance(mirror.get("host"), str):
+            continue
+        if isinstance(ref, str) and ref:
+            yield (key, i, "mirror"), qualify(ref, proxy.namespace), mirror
 
 
 def declared_ports(spec: ServiceEntrySpec) -> tuple[int, ...]:

@@ -15,12 +15,10 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic.alias_generators import to_snake
-
 from .destination_rule import DestinationRuleSpec
 from .errors import Path, Problem
 from .hosts import Declaration, Registry, fqdn, host_matches
-from .resources import Resource, Resources, entry_declarations
+from .resources import Resource, Resources, entry_declarations, tcp_mirror_entries, written_key
 from .service_entry import ServiceEntrySpec
 from .source import Document, Loc
 
@@ -173,7 +171,7 @@ class _Compiler:
                 self.values.setdefault(at, r.doc.values[("spec", "subsets", j)])
                 self.keys.setdefault(at, r.doc.values[("spec", "subsets", j, "name")])
                 if s.traffic_policy is not None:
-                    written = _key(raw_subset, "trafficPolicy")
+                    written = written_key(raw_subset, "trafficPolicy")
                     policies[s.name] = copy.deepcopy(raw_subset[written])
                     self.copy(
                         r,
@@ -183,7 +181,7 @@ class _Compiler:
             if policies:
                 service["subsetPolicies"] = policies
         if spec.traffic_policy is not None:
-            written = _key(raw, "trafficPolicy")
+            written = written_key(raw, "trafficPolicy")
             service["trafficPolicy"] = copy.deepcopy(raw[written])
             self.copy(r, ("spec", written), ("services", key, "trafficPolicy"))
 
@@ -240,6 +238,7 @@ def compile_resources(resources: Resources, native: Collection[str]) -> Compiled
             compiler.copy(r, written, ("virtualServices", k, field_))
         entries.append(entry)
         sources.append(r.subject)
+    _tcp_mirror_hosts(resources, compiler)
     data: dict[str, Any] = {}
     if entries:
         data["virtualServices"] = entries
@@ -253,9 +252,18 @@ def compile_resources(resources: Resources, native: Collection[str]) -> Compiled
     return Compiled(doc, sources, catalog, compiler.sources)
 
 
-def _key(raw: dict[str, Any], camel: str) -> str:
-    """The key a field was written under: Istio's camelCase, or protobuf's snake_case."""
-    return camel if camel in raw else to_snake(camel)
+def _tcp_mirror_hosts(resources: Resources, compiler: _Compiler) -> None:
+    """A MirrorProxy's `tcpMirrors` host is looked up as if its virtual service wrote it
+    (its namespace, its `exportTo`), and rewritten to the service key, as theirs are."""
+    by_name = {f"{r.namespace}/{r.name}": vs for r, vs, _ in resources.virtual_services}
+    for proxy, doc in zip(resources.written_proxies, resources.proxies, strict=True):
+        doc.data = copy.deepcopy(doc.data)  # the resource's spec stays as written
+        for (key, i, _), ref, mirror in tcp_mirror_entries(proxy):
+            if (vs := by_name.get(ref)) is None:
+                continue  # validation names the missing virtual service
+            target = compiler.target(mirror["host"], vs.namespace or "", list(vs.export_to))
+            if target is not None:
+                doc.data[key][i]["mirror"]["host"] = target
 
 
 def _first_resource(resources: Resources) -> Resource:

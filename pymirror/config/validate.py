@@ -220,6 +220,7 @@ class _Checker:
         yield from self.virtual_services()
         yield from self.delegates()
         yield from self.mirror_policies()
+        yield from self.tcp_mirrors()
         yield from self.listeners(need_listener)
 
     def services(self) -> Iterator[Issue]:
@@ -266,12 +267,7 @@ class _Checker:
                 for j, route in enumerate(vs.http)
                 for path, dest in route.destinations()
             ]
-            # `tcp` routes are served only where a listener is tcp.
-            tcp_served = any(
-                self.config.listener_protocol(lst.address, lst.protocol) == "tcp"
-                for lst in self.config.listeners
-            )
-            for j, tcp in enumerate(vs.tcp if tcp_served else ()):
+            for j, tcp in enumerate(vs.tcp if self.tcp_served else ()):
                 found += [
                     (("tcp", j, "route", k, "destination"), d.destination)
                     for k, d in enumerate(tcp.route)
@@ -283,6 +279,14 @@ class _Checker:
                 # (`references`), unless they name a native service.
                 if not resource or self.native(dest.host):
                     yield from self.destination((*here, *path), dest)
+
+    @property
+    def tcp_served(self) -> bool:
+        """`tcp` routes are served only where a listener is tcp."""
+        return any(
+            self.config.listener_protocol(lst.address, lst.protocol) == "tcp"
+            for lst in self.config.listeners
+        )
 
     def native(self, host: str) -> bool:
         service = self.config.services.get(host)
@@ -334,26 +338,11 @@ class _Checker:
         seen: dict[tuple[int, str | None], Path] = {}
         for i, policy in enumerate(self.config.mirror_policies):
             here: Path = ("mirrorPolicies", i)
-            ref = policy.virtual_service
-            matched = [k for k, vs in enumerate(vss) if policy.selects(vs)]
-            if not matched:
-                known = ", ".join(f"`{vs_label(vs)}`" for vs in vss) or "none"
-                yield Issue(
-                    (*here, "virtualService"),
-                    f"no virtual service `{ref}` in the files given (known: {known})",
-                    severity="error" if self.strict else "warning",
-                    code="unknown-virtual-service",
-                )
+            found, issue = self.named(here, policy.virtual_service)
+            if issue is not None:
+                yield issue
                 continue
-            if len(matched) > 1:
-                names = ", ".join(f"`{vs_label(vss[k])}`" for k in matched)
-                yield Issue(
-                    (*here, "virtualService"),
-                    f"`{ref}` names several virtual services ({names}): write `namespace/name`",
-                    code="ambiguous-virtual-service",
-                )
-                continue
-            vs = vss[matched[0]]
+            vs = vss[found]
             index = policy.route_index(vs)
             if policy.route is not None and index is None:
                 routes = ", ".join(f"`{r.name or j}`" for j, r in enumerate(vs.http)) or "none"
@@ -364,7 +353,7 @@ class _Checker:
                     code="unknown-route",
                 )
                 continue
-            key = (matched[0], policy.route)
+            key = (found, policy.route)
             if key in seen:
                 yield Issue(
                     here,
@@ -385,6 +374,76 @@ class _Checker:
                     severity="warning",
                     code="policy-without-mirror",
                 )
+
+    def named(self, here: Path, ref: str) -> tuple[int, Issue | None]:
+        """The index of the one virtual service that ``ref`` (the `virtualService` of the
+        entry at ``here``) names; else why not."""
+        vss = self.config.virtual_services
+        matched = [k for k, vs in enumerate(vss) if vs.is_named(ref)]
+        if not matched:
+            known = ", ".join(f"`{vs_label(vs)}`" for vs in vss) or "none"
+            return -1, Issue(
+                (*here, "virtualService"),
+                f"no virtual service `{ref}` in the files given (known: {known})",
+                severity="error" if self.strict else "warning",
+                code="unknown-virtual-service",
+            )
+        if len(matched) > 1:
+            names = ", ".join(f"`{vs_label(vss[k])}`" for k in matched)
+            return -1, Issue(
+                (*here, "virtualService"),
+                f"`{ref}` names several virtual services ({names}): write `namespace/name`",
+                code="ambiguous-virtual-service",
+            )
+        return matched[0], None
+
+    def tcp_mirrors(self) -> Iterator[Issue]:
+        """Each of `tcpMirrors` names a virtual service with tcp routes (and one of them),
+        gives no tcp route a second mirror, and names a mirror destination that resolves."""
+        vss = self.config.virtual_services
+        # Where each tcp route (virtual service, route) got a mirror from `tcpMirrors`.
+        given: dict[tuple[int, int], Path] = {}
+        for i, policy in enumerate(self.config.tcp_mirrors):
+            here: Path = ("tcpMirrors", i)
+            found, issue = self.named(here, policy.virtual_service)
+            if issue is not None:
+                yield issue
+                continue
+            vs = vss[found]
+            if not vs.tcp:
+                yield Issue(
+                    (*here, "virtualService"),
+                    f"virtual service `{vs_label(vs)}` has no tcp routes to mirror",
+                    code="no-tcp-route",
+                )
+                continue
+            if not policy.route_indexes(vs):
+                yield Issue(
+                    (*here, "route"),
+                    f"virtual service `{vs_label(vs)}` has no tcp route {policy.route} (its "
+                    f"tcp routes: 0 to {len(vs.tcp) - 1})",
+                    code="unknown-route",
+                )
+                continue
+            for j in policy.route_indexes(vs):
+                route: Path = ("virtualServices", found, "tcp", j)
+                if vs.tcp[j].mirror is not None:
+                    other = f"its own `mirror` at {self.where((*route, 'mirror'))}"
+                elif (found, j) in given:
+                    other = f"the `tcpMirrors` entry at {self.where(given[(found, j)])}"
+                else:
+                    given[(found, j)] = (*here, "virtualService")
+                    continue
+                yield Issue(
+                    here,
+                    f"tcp route {j} of `{vs_label(vs)}` already has a mirror, from {other}: "
+                    "declare it in one place",
+                    code="duplicate-tcp-mirror",
+                )
+            # As a mirror written on the route: a resource's is checked by `references`.
+            resource = self.config.source(found) is not None
+            if self.tcp_served and (not resource or self.native(policy.mirror.host)):
+                yield from self.destination((*here, "mirror"), policy.mirror)
 
     def destination(self, path: Path, dest: Destination) -> Iterator[Issue]:
         service = self.config.services.get(dest.host)

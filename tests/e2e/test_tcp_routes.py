@@ -538,3 +538,52 @@ spec:
     finally:
         redis.stop()
     assert route["connections_total"] == 1
+
+
+@needs_redis
+def test_a_mirror_proxy_tcp_mirror_copies_writes_to_the_mirror_redis(redis_pair) -> None:
+    """Istio's form with the VirtualService as Istio accepts it (its TCPRoute has no
+    mirror): the MirrorProxy's `tcpMirrors` gives the route its mirror."""
+    primary, mirror = redis_pair
+    config = f"""\
+apiVersion: pymirror.dev/v1alpha1
+kind: MirrorProxy
+metadata: {{name: proxy, namespace: default}}
+spec:
+  listeners: [{{address: 127.0.0.1:0, protocol: tcp}}]
+  tcpMirrors:
+  - virtualService: cache
+    mirror: {{host: cache-next}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: cache, namespace: default}}
+spec:
+  hosts: [cache]
+  ports: [{{number: 6379, name: tcp-redis, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp-redis: {primary.port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: cache-next, namespace: default}}
+spec:
+  hosts: [cache-next]
+  ports: [{{number: 6379, name: tcp-redis, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp-redis: {mirror.port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: cache, namespace: default}}
+spec:
+  hosts: [cache]
+  tcp:
+  - route: [{{destination: {{host: cache}}}}]
+"""
+    with Proxy(config) as proxy:
+        with Resp(proxy.addresses[0]) as client:
+            assert client.call("SET", "via", "tcp-mirrors") == "OK"
+        stats = mirror_stats(proxy)
+    assert primary.get("via") == mirror.get("via") == b"tcp-mirrors"
+    assert stats["opened"] == stats["completed"] == 1

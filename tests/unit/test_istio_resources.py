@@ -302,8 +302,9 @@ def test_mirror_proxy_carries_listeners_admin_upstream_and_mirror_defaults() -> 
     assert config.limits.max_connections == 7
     assert messages(PROXY + "  services: {}\n") == [
         "<string>:7:3: spec.services: unknown field `services`; a MirrorProxy holds "
-        "`listeners`, `admin`, `upstream`, `mirrorDefaults`, `mirrorPolicies`, `limits` (routes "
-        "and services are VirtualService, DestinationRule and ServiceEntry resources)"
+        "`listeners`, `admin`, `upstream`, `mirrorDefaults`, `mirrorPolicies`, `tcpMirrors`, "
+        "`limits` (routes and services are VirtualService, DestinationRule and ServiceEntry "
+        "resources)"
     ]
     assert messages(PROXY.replace("127.0.0.1:8080", "localhost:8080")) == [
         "<string>:5:25: spec.listeners[0].address: expected an IP address and port to listen "
