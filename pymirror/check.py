@@ -194,6 +194,9 @@ def _route_lines(s: snap.Snapshot, route: snap.Route) -> list[str]:
         + mirror_guards_text(m)
         for m in route.get("mirrors", [])
     ]
+    if any((m.get("method") or {}).get("exact") == "CONNECT" for m in route.get("matches", [])):
+        # What the core does with a CONNECT this route takes: none of the HTTP extras apply.
+        lines.append("CONNECT tunnels: bytes spliced to the destination, no retries or rewrites")
     extras = []
     if timeout := route.get("timeout_ms"):
         extras.append(f"timeout {format_duration(timedelta(milliseconds=timeout))}")

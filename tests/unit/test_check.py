@@ -187,3 +187,30 @@ def test_missing_files_are_errors(capsys: pytest.CaptureFixture[str], tmp_path: 
     code, _, err = run(capsys, str(tmp_path / "nope.yaml"))
     assert code == 1
     assert f"{tmp_path / 'nope.yaml'}: no such file or folder" in err
+
+
+def test_a_connect_route_says_what_its_tunnels_get(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        """\
+listeners: [{address: 127.0.0.1:8080}]
+services:
+  reviews: {endpoints: [{address: 127.0.0.1:9080}]}
+virtualServices:
+  - name: reviews
+    hosts: [reviews]
+    http:
+      - name: tunnel
+        match: [{method: {exact: CONNECT}}]
+        route: [{destination: {host: reviews}}]
+      - name: plain
+        route: [{destination: {host: reviews}}]
+"""
+    )
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    tunnel, plain = out.split("route tunnel: CONNECT\n")[1].split("route plain: *\n")
+    assert "CONNECT tunnels: bytes spliced to the destination, no retries or rewrites" in tunnel
+    assert "CONNECT" not in plain
