@@ -204,3 +204,8 @@ class Engine:
         Returns True when every in-flight request finished in time.
         """
         return self._native.shutdown(max(0.0, drain))
+
+    def cut_drain(self) -> None:
+        """Ends the drain in progress (a `shutdown` blocked in another thread), or the next
+        one, at once: open connections are closed instead of waited for."""
+        self._native.cut_drain()

@@ -1,5 +1,6 @@
-"""Lifecycle under trio: start, signals (reload on SIGHUP, drain on SIGINT/SIGTERM),
-and the async embedding API. Blocking core calls run in worker threads."""
+"""Lifecycle under trio: start, signals (reload on SIGHUP, drain on SIGINT/SIGTERM, and
+a second SIGINT/SIGTERM cuts the drain short), and the async embedding API. Blocking
+core calls run in worker threads."""
 
 from __future__ import annotations
 
@@ -132,10 +133,14 @@ class Supervisor:
                     break
                 # /readyz answers 503 from here on, so orchestrators send traffic elsewhere.
                 admin.draining = True
+                cut = trio.Event()
+                nursery.start_soon(_cut_on_second_signal, signals, proxy, cut)
                 drained = await trio.to_thread.run_sync(proxy.close, self.drain)
                 nursery.cancel_scope.cancel()
         if drained:
             log.info("stopped: every in-flight request completed")
+        elif cut.is_set():
+            log.warning("stopped: drain cut short, the connections still open were closed")
         else:
             log.warning(
                 "stopped: drain deadline of %.1fs passed with requests in flight", self.drain
@@ -168,3 +173,17 @@ class Supervisor:
         log.info("reloaded: now serving config version %s", proxy.version)
         if self._admin_address(config) != admin_before:
             log.warning("the admin address changed; it takes effect on restart")
+
+
+async def _cut_on_second_signal(signals: AsyncIterator[int], proxy: Proxy, cut: trio.Event) -> None:
+    """While draining, a second SIGINT or SIGTERM (Ctrl-C twice, an impatient supervisor)
+    ends the drain at once; SIGHUP is ignored, there is nothing left to reload."""
+    async for signum in signals:
+        if signum == signal.SIGHUP:
+            continue
+        log.warning(
+            "%s again: cutting the drain, closing open connections", signal.Signals(signum).name
+        )
+        cut.set()
+        proxy.cut_drain()
+        return

@@ -67,6 +67,13 @@ class Proxy:
             return True
         return self._engine.shutdown(drain)
 
+    def cut_drain(self) -> None:
+        """Ends a `close` that is draining (in another thread) at once, closing the
+        connections still open; a later `close` then drains no more. Harmless when the
+        proxy is not running."""
+        if self._engine is not None:
+            self._engine.cut_drain()
+
     def __enter__(self) -> Self:
         return self.start()
 

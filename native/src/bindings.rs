@@ -130,6 +130,10 @@ impl PyEngine {
             .map_err(|_| PyValueError::new_err("drain_seconds must be a non-negative number"))?;
         Ok(py.detach(|| self.inner.shutdown(drain)))
     }
+
+    fn cut_drain(&self) {
+        self.inner.cut_drain();
+    }
 }
 
 fn side<'py>(py: Python<'py>, c: &Captured) -> PyResult<Bound<'py, PyDict>> {

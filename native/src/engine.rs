@@ -20,7 +20,7 @@ use crate::snapshot::{Protocol, Snapshot};
 use crate::stats::{ListenerStats, StatsRegistry, StatsReport, BUCKET_BOUNDS_SECONDS};
 use crate::table::RouteTable;
 use crate::upstream::{ConnectionGauges, Upstreams};
-use crate::workers::{self, Workers};
+use crate::workers::{self, DrainCut, Workers};
 
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
@@ -52,6 +52,8 @@ pub struct Engine {
     listener_specs: Vec<String>,
     addresses: Vec<SocketAddr>,
     running: Mutex<Option<Running>>,
+    /// Outside `running`: `shutdown` holds the workers while it waits.
+    drain_cut: DrainCut,
 }
 
 impl Engine {
@@ -141,6 +143,7 @@ impl Engine {
             }
         };
         let workers = Workers::start(per_worker, serve)?;
+        let drain_cut = workers.cut_handle();
         Ok(Self {
             shared,
             registry: Mutex::new(registry),
@@ -148,6 +151,7 @@ impl Engine {
             listener_specs: listener_specs(snapshot),
             addresses,
             running: Mutex::new(Some(Running { workers })),
+            drain_cut,
         })
     }
 
@@ -245,6 +249,12 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
+    }
+
+    /// Ends the drain in progress (or the next one) at once: `shutdown` stops
+    /// waiting for open connections and closes them. From any thread.
+    pub fn cut_drain(&self) {
+        self.drain_cut.cut();
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `drain`, then

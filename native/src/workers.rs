@@ -5,6 +5,7 @@
 //! upstream pool is reused by the same thread that filled it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -52,7 +53,20 @@ pub fn bind_shared(address: &str, count: usize) -> Result<Vec<std::net::TcpListe
 /// The running workers.
 pub struct Workers {
     drain: watch::Sender<Option<Duration>>,
+    /// Set while draining to end the drain at once (a second SIGTERM).
+    cut: Arc<watch::Sender<bool>>,
     threads: Vec<JoinHandle<bool>>,
+}
+
+/// Ends a drain in progress at once, from any thread: every worker stops
+/// waiting for its open connections, which are then closed.
+#[derive(Clone)]
+pub struct DrainCut(Arc<watch::Sender<bool>>);
+
+impl DrainCut {
+    pub fn cut(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 impl Workers {
@@ -69,6 +83,7 @@ impl Workers {
         Fut: std::future::Future<Output = ()> + 'static,
     {
         let (drain, signal) = watch::channel(None);
+        let (cut, cut_signal) = watch::channel(false);
         let mut threads = Vec::with_capacity(per_worker.len());
         for (index, listeners) in per_worker.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -77,6 +92,7 @@ impl Workers {
                 .map_err(EngineError::Runtime)?;
             let serve = serve.clone();
             let mut signal = signal.clone();
+            let mut cut_signal = cut_signal.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("pymirror-worker-{index}"))
                 .spawn(move || {
@@ -100,7 +116,10 @@ impl Workers {
                                 changed.map_or(Duration::ZERO, |d| d.unwrap_or_default())
                             }
                         };
-                        tokio::time::timeout(deadline, serving).await.is_ok()
+                        tokio::select! {
+                            done = tokio::time::timeout(deadline, serving) => done.is_ok(),
+                            _ = cut_signal.wait_for(|cut| *cut) => false,
+                        }
                     });
                     // Copies still in flight to mirrors are abandoned here.
                     runtime.shutdown_timeout(Duration::from_millis(250));
@@ -109,7 +128,16 @@ impl Workers {
                 .map_err(EngineError::Runtime)?;
             threads.push(thread);
         }
-        Ok(Self { drain, threads })
+        Ok(Self {
+            drain,
+            cut: Arc::new(cut),
+            threads,
+        })
+    }
+
+    /// The handle that ends a drain early; usable while `drain` blocks.
+    pub fn cut_handle(&self) -> DrainCut {
+        DrainCut(self.cut.clone())
     }
 
     /// Tells every worker to drain within `deadline`, waits for them, and
@@ -169,6 +197,24 @@ mod tests {
         })
         .unwrap();
         assert!(workers.drain(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_cut_ends_the_drain_before_its_deadline() {
+        let sockets = bind_shared("127.0.0.1:0", 1).unwrap();
+        let per_worker = sockets.into_iter().map(|s| vec![s]).collect();
+        // A worker whose connections never finish.
+        let workers = Workers::start(per_worker, |_listeners, _drain| async move {
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        let cut = workers.cut_handle();
+        let started = std::time::Instant::now();
+        let draining = std::thread::spawn(move || workers.drain(Duration::from_secs(60)));
+        cut.cut();
+        // Joins long before the deadline, and reports the connections it cut.
+        assert!(!draining.join().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(30));
     }
 
     #[test]

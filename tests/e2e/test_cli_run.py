@@ -117,6 +117,37 @@ def test_sigterm_lets_in_flight_requests_complete(backend, run_pymirror, tmp_pat
     proc.wait_for(r"every in-flight request completed")
 
 
+def test_a_second_sigterm_cuts_the_drain(backend, run_pymirror, tmp_path: Path) -> None:
+    """v1 holds its answer for 8 s and the drain would wait 10 s for it; a second SIGTERM
+    ends the drain at once: pymirror exits before v1 has answered, and the in-flight
+    request is cut, not answered."""
+    v1, v2 = backend("v1", delay=8.0), backend("v2")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(seed_config(v1.address, v2.address, mirror=None))
+    proc = run_pymirror(routes)
+    results: list[object] = []
+
+    def call() -> None:
+        try:
+            with Client(proc.address) as client:
+                results.append(client.request("GET", "/slow").status)
+        except OSError as exc:
+            results.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert v1.wait_for_arrivals(1) == 1
+    proc.signal(signal.SIGTERM)
+    proc.wait_for(r"draining")
+    proc.signal(signal.SIGTERM)
+    proc.wait_for(r"SIGTERM again: cutting the drain")
+    assert proc.wait() == 0
+    proc.wait_for(r"drain cut short")
+    caller.join(timeout=15)
+    # Without the cut, the drain waits for v1's answer and the client gets 200.
+    assert len(results) == 1 and not isinstance(results[0], int), results
+
+
 def test_check_prints_the_plan_and_exit_1_on_errors(backend, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(seed_config("127.0.0.1:9081", "127.0.0.1:9082"))
