@@ -114,6 +114,13 @@ class TcpMirrorStats(TypedDict):
     cut: dict[str, int]  # reason -> count
 
 
+class OutlierStats(TypedDict):
+    host: str
+    subset: str | None
+    ejected: int  # endpoints out of the pick now
+    ejections_total: int  # since the configuration was applied (starts over on reload)
+
+
 class Stats(TypedDict):
     version: str
     bucket_bounds_seconds: list[float]
@@ -129,6 +136,7 @@ class Stats(TypedDict):
     upgrades: list[TcpStats]
     upgrade_mirrors: list[TcpMirrorStats]
     compare_queue_depth: int  # compared pairs waiting for `drain_compared`
+    outliers: list[OutlierStats]  # clusters with outlier detection
 
 
 @dataclass(frozen=True)

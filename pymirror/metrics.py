@@ -85,6 +85,7 @@ def families(scrape: Scrape) -> list[Metric]:
     out += _mirrors(stats["mirrors"], bounds)
     out += _upstream(stats, scrape.snapshot)
     out += _listeners(stats)
+    out += _outliers(stats)
     out += _tcp(stats)
     out += _upgrades(stats)
     out.append(_compare(stats, scrape.compare))
@@ -434,6 +435,30 @@ def _compare(stats: Stats, compared: Mapping[tuple[str, str, str], Mapping[str, 
     for (vs, route), n in sorted(skipped.items()):
         family.add_metric([vs, route, "", "skipped"], n)
     return family
+
+
+def _outliers(stats: Stats) -> list[Metric]:
+    ejections = CounterMetricFamily(
+        "pymirror_outlier_ejections",
+        "Endpoints ejected by outlier detection, by destination, since the configuration "
+        "was applied (starts over on reload).",
+        labels=["host", "subset"],
+    )
+    ejected = GaugeMetricFamily(
+        "pymirror_outlier_ejected_endpoints",
+        "Endpoints of the destination out of the pick now (outlier detection).",
+        labels=["host", "subset"],
+    )
+    # Summed per label set: a valid exposition has each once, whatever the core lists.
+    totals: dict[tuple[str, str], list[int]] = {}
+    for row in stats.get("outliers", []):
+        sums = totals.setdefault((row["host"], row["subset"] or ""), [0, 0])
+        sums[0] += row["ejections_total"]
+        sums[1] += row["ejected"]
+    for labels, (total, now) in totals.items():
+        ejections.add_metric(list(labels), total)
+        ejected.add_metric(list(labels), now)
+    return [ejections, ejected]
 
 
 def _listeners(stats: Stats) -> list[Metric]:

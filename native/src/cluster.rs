@@ -148,6 +148,18 @@ impl Cluster {
         }
     }
 
+    /// Its outlier detection state; `None` without outlier detection.
+    pub fn outlier_report(&self) -> Option<crate::stats::OutlierReport> {
+        self.outliers.as_ref()?;
+        let (ejected, ejections_total) = self.ejections();
+        Some(crate::stats::OutlierReport {
+            host: self.host.clone(),
+            subset: self.subset.clone(),
+            ejected,
+            ejections_total,
+        })
+    }
+
     /// Endpoints ejected by outlier detection now, and ejections so far.
     pub fn ejections(&self) -> (u32, u64) {
         self.outliers.as_ref().map_or((0, 0), |o| {

@@ -210,8 +210,15 @@ impl Engine {
                 registry.upgrade_report(),
             )
         };
+        let published = self.shared.published.load();
         StatsReport {
-            version: self.shared.published.load().table.version.clone(),
+            version: published.table.version.clone(),
+            outliers: published
+                .table
+                .clusters
+                .iter()
+                .filter_map(|c| c.outlier_report())
+                .collect(),
             bucket_bounds_seconds: &BUCKET_BOUNDS_SECONDS,
             listeners: self
                 .shared

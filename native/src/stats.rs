@@ -456,6 +456,19 @@ pub struct StatsReport {
     pub upgrade_mirrors: Vec<TcpMirrorReport>,
     /// Compared pairs waiting for the control plane to drain them.
     pub compare_queue_depth: u64,
+    /// Outlier detection, per cluster that has it (it starts over on reload).
+    pub outliers: Vec<OutlierReport>,
+}
+
+/// One cluster's outlier detection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierReport {
+    pub host: String,
+    pub subset: Option<String>,
+    /// Endpoints out of the pick now.
+    pub ejected: u32,
+    /// Ejections since the configuration was applied.
+    pub ejections_total: u64,
 }
 
 fn spliced_report(map: &HashMap<StatsKey, Arc<TcpStats>>, only_used: bool) -> Vec<TcpReport> {

@@ -161,6 +161,8 @@ pub struct RouteTable {
     listener_defaults: Vec<Option<usize>>,
     /// Routes for connections on `tcp` listeners.
     pub tcp: TcpRoutes,
+    /// Every cluster, in snapshot order: their outlier state is reported.
+    pub clusters: Vec<Arc<Cluster>>,
 }
 
 impl RouteTable {
@@ -235,6 +237,7 @@ impl RouteTable {
             .collect::<Result<_, _>>()?;
         let tcp = TcpRoutes::compile(&snap.tcp_routes, &cluster, registry)?;
         Ok(Self {
+            clusters,
             version: snap.version.clone(),
             hosts,
             virtual_hosts,

@@ -11,6 +11,7 @@ from support.backend import closed_port
 from support.client import Client
 
 from pymirror import Proxy
+from pymirror.metrics import Scrape, render
 
 pytestmark = pytest.mark.e2e
 
@@ -44,8 +45,13 @@ def test_an_endpoint_answering_500s_is_ejected(backend) -> None:
     config = two_endpoint_config(good.address, bad.address, policy=OUTLIERS)
     with Proxy(config) as proxy, Client(proxy.addresses[0]) as client:
         statuses = [client.request("GET", f"/{i}").status for i in range(12)]
+        outliers = proxy.stats()["outliers"]
+        text = render(Scrape(proxy.stats(), proxy.snapshot))
     # Round robin alternates until the second 500 in a row ejects `bad`; then only
     # `good` answers.
+    assert outliers == [{"host": "reviews", "subset": "v1", "ejected": 1, "ejections_total": 1}]
+    assert 'pymirror_outlier_ejections_total{host="reviews",subset="v1"} 1.0' in text
+    assert 'pymirror_outlier_ejected_endpoints{host="reviews",subset="v1"} 1.0' in text
     assert statuses.count(500) == 2
     last_failure = max(i for i, s in enumerate(statuses) if s == 500)
     assert set(statuses[last_failure + 1 :]) == {200}
@@ -60,6 +66,7 @@ def test_without_outlier_detection_nothing_is_ejected(backend) -> None:
         Client(proxy.addresses[0]) as client,
     ):
         statuses = [client.request("GET", f"/{i}").status for i in range(12)]
+        assert proxy.stats()["outliers"] == []
     assert statuses.count(500) == 6
     assert bad.heads == 6
 

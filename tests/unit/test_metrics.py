@@ -74,6 +74,12 @@ STATS: Any = {
         {"role": "primary", "endpoint": "10.0.0.2:9080", "open": 7, "opened_total": 7},
     ],
     "access_log": {"written": 20, "dropped": 3},
+    "outliers": [
+        {"host": "reviews", "subset": "v1", "ejected": 1, "ejections_total": 3},
+        {"host": "ratings.example", "subset": None, "ejected": 0, "ejections_total": 0},
+        # The same label set again: summed, never repeated.
+        {"host": "reviews", "subset": "v1", "ejected": 0, "ejections_total": 1},
+    ],
 }
 
 SNAPSHOT: Any = {
@@ -172,6 +178,10 @@ def test_exposition_is_exact() -> None:
         line("pymirror_listener_connections_active", listener, 1),
         line("pymirror_listener_connections_refused_total", listener, 0),
         line("pymirror_listener_unrouted_requests_total", listener, 2),
+        line("pymirror_outlier_ejections_total", {"host": "reviews", "subset": "v1"}, 4),
+        line("pymirror_outlier_ejections_total", {"host": "ratings.example", "subset": ""}, 0),
+        line("pymirror_outlier_ejected_endpoints", {"host": "reviews", "subset": "v1"}, 1),
+        line("pymirror_outlier_ejected_endpoints", {"host": "ratings.example", "subset": ""}, 0),
         line("pymirror_access_log_lines_total", {"result": "written"}, 20),
         line("pymirror_access_log_lines_total", {"result": "dropped"}, 3),
     ]
@@ -196,6 +206,8 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_listener_connections_active": "gauge",
         "pymirror_listener_connections_refused": "counter",
         "pymirror_listener_unrouted_requests": "counter",
+        "pymirror_outlier_ejections": "counter",
+        "pymirror_outlier_ejected_endpoints": "gauge",
         "pymirror_tcp_connections": "counter",
         "pymirror_tcp_connections_active": "gauge",
         "pymirror_tcp_connect_failures": "counter",
