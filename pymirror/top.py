@@ -1,7 +1,9 @@
 """`pymirror top`: a live terminal view of a running pymirror, polled from its admin `/stats`.
 
 Per route: request rate, primary status mix and latency; per mirror: copy rate, outcomes
-and latency. Rates, mixes and percentiles are over the last refresh period (over the
+and latency; for spliced streams (tcp routes, upgraded sessions, CONNECT tunnels), once
+there are any: connections and bytes per second each way, and their mirrors' cuts.
+Rates, mixes and percentiles are over the last refresh period (over the
 whole run on the first frame). Percentiles are estimated from the core's histogram
 buckets the way Prometheus' `histogram_quantile` does (linear within a bucket).
 """
@@ -23,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pymirror.engine import DestinationStats, MirrorStats, Stats
+from pymirror.engine import DestinationStats, MirrorStats, Stats, TcpMirrorStats, TcpStats
 
 __all__ = ["Unreachable", "fetch", "quantile", "render", "run_top"]
 
@@ -117,7 +119,7 @@ class _Window:
 _Key = tuple[str, str, str, str]
 
 
-def _key(row: DestinationStats | MirrorStats) -> _Key:
+def _key(row: DestinationStats | MirrorStats | TcpStats | TcpMirrorStats) -> _Key:
     return (row["virtual_service"], row["route"], row["host"], row["subset"] or "")
 
 
@@ -240,7 +242,79 @@ def render(
             _ms(quantile(0.99, bounds, w.buckets), bounds),
         )
     parts.append(mirrors)
+    parts += _spliced(current, previous, elapsed)
     return Group(*parts)
+
+
+# === spliced streams: tcp routes, upgraded sessions, CONNECT tunnels ===
+
+
+@dataclass
+class _Streams:
+    """A label set's spliced-stream counters, summed (the core may list one twice)."""
+
+    connections: int = 0
+    active: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def add(self, row: TcpStats) -> None:
+        self.connections += row["connections_total"]
+        self.active += row["connections_active"]
+        self.failed += row["connect_failed"]
+        self.bytes_in += row["bytes_received"]
+        self.bytes_out += row["bytes_sent"]
+
+
+def _streams(rows: Sequence[TcpStats]) -> dict[_Key, _Streams]:
+    out: dict[_Key, _Streams] = {}
+    for row in rows:
+        out.setdefault(_key(row), _Streams()).add(row)
+    return out
+
+
+def _bytes_rate(now: int, before: int | None, elapsed: float | None) -> str:
+    if not elapsed or before is None:
+        return "-"
+    n = now - before if now >= before else now  # went down: a restart, all of it is new
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n / elapsed >= size:
+            return f"{n / elapsed / size:.3g} {unit}/s"
+    return f"{n / elapsed:.3g} B/s"
+
+
+def _spliced(current: Stats, previous: Stats | None, elapsed: float | None) -> list[Table]:
+    """Tables for spliced streams and their mirrors, once there is any."""
+    streams = _table("spliced: tcp routes, upgrades, tunnels", "route", "destination", "kind",
+                     "connections", "active", "in/s", "out/s", "connect failed")  # fmt: skip
+    mirrors = _table("spliced mirrors", "route", "mirror", "kind", "opened", "active",
+                     "completed", "cut", "bytes dropped")  # fmt: skip
+    kinds = (
+        ("tcp", current.get("tcp", []), previous.get("tcp", []) if previous else None,
+         current.get("tcp_mirrors", [])),
+        ("upgrade", current.get("upgrades", []), previous.get("upgrades", []) if previous else None,
+         current.get("upgrade_mirrors", [])),
+    )  # fmt: skip
+    for kind, rows, previous_rows, mirror_rows in kinds:
+        before = _streams(previous_rows) if previous_rows is not None else {}
+        for key, n in sorted(_streams(rows).items()):
+            # New since the last frame: all of its bytes are in the window.
+            b = before.get(key, _Streams()) if previous_rows is not None else None
+            vs, route, host, subset = key
+            streams.add_row(
+                f"{vs}/{route}", f"{host} {subset}".strip(), kind, str(n.connections),
+                str(n.active), _bytes_rate(n.bytes_in, b.bytes_in if b else None, elapsed),
+                _bytes_rate(n.bytes_out, b.bytes_out if b else None, elapsed), str(n.failed),
+            )  # fmt: skip
+        for m in sorted(mirror_rows, key=_key):
+            cut = " ".join(f"{reason} {n}" for reason, n in sorted(m["cut"].items()) if n)
+            vs, route, host, subset = _key(m)
+            mirrors.add_row(
+                f"{vs}/{route}", f"{host} {subset}".strip(), kind, str(m["opened"]),
+                str(m["active"]), str(m["completed"]), cut or "-", str(m["bytes_dropped"]),
+            )  # fmt: skip
+    return [t for t in (streams, mirrors) if t.row_count]
 
 
 def run_top(admin: str, *, interval: float = 1.0, console: Console | None = None) -> int:

@@ -67,3 +67,33 @@ def test_a_counter_going_down_is_a_restart_not_a_negative_rate() -> None:
     line = next(r for r in text.splitlines() if "reviews/0" in r and "v1" in r)
     # 1 + the 2 of the second v1 row: the whole of it is the window.
     assert line.split()[3:6] == ["3", "3.0", "100%"]
+
+
+TCP_ROUTE = {"virtual_service": "cache", "route": "0", "host": "redis", "subset": None}
+
+
+def spliced_stats(bytes_in: int, bytes_out: int) -> dict:
+    stats = copy.deepcopy(STATS)
+    stats["tcp"] = [
+        {**TCP_ROUTE, "connections_total": 3, "connections_active": 1, "connect_failed": 1,
+         "bytes_received": bytes_in, "bytes_sent": bytes_out, "idle_timeouts": 0},
+    ]  # fmt: skip
+    stats["tcp_mirrors"] = [
+        {**TCP_ROUTE, "host": "redis-next", "opened": 2, "completed": 1, "active": 0,
+         "bytes_sent": 10, "bytes_dropped": 4096, "cut": {"buffer_full": 1, "timeout": 0}},
+    ]  # fmt: skip
+    return stats
+
+
+def test_spliced_streams_get_their_tables_once_there_are_any() -> None:
+    assert "spliced" not in text_of(render(STATS))
+    first = text_of(render(spliced_stats(1_000, 500)))
+    row = next(r for r in first.splitlines() if "cache/0" in r and "redis " in r + " ")
+    # connections, active, no rate on the first frame, connect failures.
+    assert row.split()[2:8] == ["tcp", "3", "1", "-", "-", "1"]
+    mirror = next(r for r in first.splitlines() if "redis-next" in r)
+    assert mirror.split()[2:] == ["tcp", "2", "0", "1", "buffer_full", "1", "4096"]
+    # 3 MB in and 1 MB out over 2 s.
+    later = text_of(render(spliced_stats(3_001_000, 1_000_500), spliced_stats(1_000, 500), 2.0))
+    row = next(r for r in later.splitlines() if "cache/0" in r and "redis-next" not in r)
+    assert "1.5 MB/s" in row and "500 kB/s" in row
