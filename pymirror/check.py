@@ -21,6 +21,7 @@ from .resolve import (
     build_snapshot,
     cluster_label,
     describe_route,
+    describe_tcp_route,
     mirror_guards_text,
     tcp_note,
     written_protocols,
@@ -162,9 +163,8 @@ def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> 
     if vh is None:
         return [
             "hosts: " + ", ".join(vs.hosts),
-            "no HTTP route"
-            + (f"; {len(vs.tcp)} tcp route(s) on tcp listeners" if vs.tcp else "")
-            + ("; tls routes are not served yet" if vs.tls else ""),
+            "no HTTP route" + ("; tls routes are not served yet" if vs.tls else ""),
+            *_tcp_lines(s, vs),
         ]
     extra = [d for d in vh["domains"] if d not in vs.hosts]
     lines = ["hosts: " + ", ".join(vs.hosts) + (f" (also {', '.join(extra)})" if extra else "")]
@@ -173,7 +173,18 @@ def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> 
         lines += ["  " + line for line in _route_lines(s, route)]
     if not vh["routes"]:
         lines.append("no HTTP route served")
-    return lines
+    return lines + _tcp_lines(s, vs)
+
+
+def _tcp_lines(s: snap.Snapshot, vs: VirtualService) -> list[str]:
+    """The virtual service's tcp routes as served (their mirrors included, whether written
+    on the route or given by `tcpMirrors`), or why they are not."""
+    if not vs.tcp:
+        return []
+    served = [t for t in s.get("tcp_routes", []) if t["virtual_service"] == vs.name]
+    if not served or not any(lst.get("protocol") == "tcp" for lst in s["listeners"]):
+        return [f"{len(vs.tcp)} tcp route(s), not served: no listener is tcp"]
+    return [f"tcp route {t['name']}: {describe_tcp_route(s, t)}" for t in served]
 
 
 _NO_OPS: snap.HeaderOps = {"set": [], "add": [], "remove": []}

@@ -91,6 +91,7 @@ def test_text_has_one_block_per_virtual_service(
         "  route 1: *",
         "    -> reviews v1 (127.0.0.1:9081)",
         "    timeout 2s",
+        "  1 tcp route(s), not served: no listener is tcp",
         f"  {path}:18:5: warning: spec.http[0].mirrorPercent: `mirrorPercent` is deprecated "
         "(by Istio); use `mirrorPercentage: {value: ...}`",
         f"  {path}:22:3: warning: spec.tcp: `tcp` routes serve connections on listeners with "
@@ -214,3 +215,33 @@ virtualServices:
     tunnel, plain = out.split("route tunnel: CONNECT\n")[1].split("route plain: *\n")
     assert "CONNECT tunnels: bytes spliced to the destination, no retries or rewrites" in tunnel
     assert "CONNECT" not in plain
+
+
+def test_tcp_routes_are_shown_with_their_mirrors_however_declared(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        """\
+listeners: [{address: 127.0.0.1:6380, protocol: tcp}]
+services:
+  redis: {endpoints: [{address: 127.0.0.1:6379}]}
+  redis-next: {endpoints: [{address: 127.0.0.1:6381}]}
+virtualServices:
+  - name: redis
+    hosts: [redis]
+    tcp:
+      - match: [{port: 6380}]
+        route: [{destination: {host: redis}}]
+      - route: [{destination: {host: redis-next}}]
+tcpMirrors:
+  - {virtualService: redis, route: 0, mirror: {host: redis-next}, mirrorPercentage: {value: 25}}
+"""
+    )
+    code, out, _ = run(capsys, str(path))
+    assert code == 0
+    assert [line for line in out.splitlines() if "tcp route" in line] == [
+        "  tcp route 0: tcp port 6380 -> redis (127.0.0.1:6379); "
+        "mirror 25% -> redis-next (127.0.0.1:6381)",
+        "  tcp route 1: tcp * -> redis-next (127.0.0.1:6381)",
+    ]
