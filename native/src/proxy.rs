@@ -100,9 +100,9 @@ async fn proxy(
     line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
     if request.method() != Method::CONNECT {
-        return route_and_forward(request, conn, published, line).await;
+        return route_and_forward(request, false, conn, published, line).await;
     }
-    let mut response = route_and_forward(request, conn, published, line).await;
+    let mut response = route_and_forward(request, true, conn, published, line).await;
     if !response.status().is_success() {
         // The client may already be sending what it meant for the tunnel:
         // none of it may be read as a next request.
@@ -113,8 +113,10 @@ async fn proxy(
     response
 }
 
+/// `connect`: the request is a CONNECT (decided once, by `proxy`).
 async fn route_and_forward(
     request: Request<Incoming>,
+    connect: bool,
     conn: &Arc<Connection>,
     published: &Published,
     mut line: Option<&mut PendingLine>,
@@ -168,7 +170,6 @@ async fn route_and_forward(
             .unrouted
             .fetch_add(1, Relaxed)
     };
-    let connect = request.method() == Method::CONNECT;
     if connect && absolute.as_ref().and_then(|a| a.port_u16()).is_none() {
         return LocalReply::BadConnectTarget.into_response();
     }
