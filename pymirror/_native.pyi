@@ -18,6 +18,7 @@ class Engine:
         access_log: str | None = None,
         mirror_buffer_budget: int = 268435456,
         compare_queue_capacity: int = 4096,
+        compare_buffer_budget: int = 67108864,
     ) -> Engine: ...
     @property
     def addresses(self) -> list[str]: ...

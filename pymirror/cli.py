@@ -114,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
         f"(default: {ServerOptions.mirror_buffer_budget >> 20})",
     )
 
+    run.add_argument(
+        "--compare-buffer-budget",
+        type=_mebibytes,
+        default=ServerOptions.compare_buffer_budget,
+        metavar="MIB",
+        help="MiB that compared answers may hold together until compared; past it a pair "
+        f"is skipped and counted (default: {ServerOptions.compare_buffer_budget >> 20})",
+    )
+
     check = commands.add_parser("check", help="validate configuration and print what would run")
     check.add_argument("files", nargs="+", metavar="FILE", help="config files or folders")
     check.add_argument("--listen", action="append", metavar="HOST:PORT")
@@ -192,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
         header_read_timeout=args.header_read_timeout,
         access_log=args.access_log,
         mirror_buffer_budget=args.mirror_buffer_budget,
+        compare_buffer_budget=args.compare_buffer_budget,
     )
     supervisor = Supervisor(
         args.files,

@@ -28,7 +28,7 @@ class DestinationStats(TypedDict):
 class CompareStats(TypedDict):
     sampled: int  # copies chosen for comparison
     queued: int  # pairs handed to the control plane
-    skipped: dict[str, int]  # queue_full | primary_incomplete | mirror_failed -> count
+    skipped: dict[str, int]  # queue_full | primary_incomplete | mirror_failed | buffer_budget
 
 
 class CaptureSide(TypedDict):
@@ -37,9 +37,10 @@ class CaptureSide(TypedDict):
     status: int
     headers: list[tuple[str, str]]  # lower-case names, in order; values as Latin-1
     body: bytes  # the first `max_body_bytes` of the body
-    body_len: int  # the whole body's length
-    body_hash: int  # FNV-1a 64 of the whole body
+    body_len: int  # the body's length (of what was read, when `cut`)
+    body_hash: int  # FNV-1a 64 of the body (of what was read, when `cut`)
     truncated: bool  # body_len > len(body)
+    cut: bool  # reading stopped past the capture limit: the rest was never read
     latency: float  # seconds from the request's start to the body's end
 
 
@@ -58,8 +59,11 @@ class MirrorStats(TypedDict):
     route: str
     host: str
     subset: str | None
-    answered: int
+    answered: int  # read to the end within the drain limit
+    cut: int  # past the drain (or capture) limit: reading stopped, connection closed
     failed: int
+    failures: dict[str, int]  # connect | reset | protocol | framing | body_incomplete
+    answer_bytes: int  # body bytes read from the mirror's answers
     timed_out: int
     in_flight: int
     dropped: dict[str, int]  # reason -> count
@@ -136,6 +140,7 @@ class Stats(TypedDict):
     upgrades: list[TcpStats]
     upgrade_mirrors: list[TcpMirrorStats]
     compare_queue_depth: int  # compared pairs waiting for `drain_compared`
+    compare_buffer_held_bytes: int  # against ServerOptions.compare_buffer_budget
     outliers: list[OutlierStats]  # clusters with outlier detection
 
 
@@ -157,6 +162,11 @@ class ServerOptions:
     """Bytes of request body queued for all mirror copies together; past it a copy is
     cut and counted as dropped (`buffer_budget`). Bounds memory however many copies are
     slow at once."""
+    compare_buffer_budget: int = 64 * 1024 * 1024
+    """Bytes that compared answers may hold together (both sides' kept bodies and
+    headers), from capture until the comparator takes them; past it a pair is skipped
+    and counted (`buffer_budget`). Bounds comparison's memory in bytes, however large the
+    answers and however far the comparator falls behind."""
 
 
 def _dump(snapshot: Snapshot) -> str:
@@ -180,6 +190,7 @@ class Engine:
             max_header_bytes=opts.max_header_bytes,
             access_log=opts.access_log,
             mirror_buffer_budget=opts.mirror_buffer_budget,
+            compare_buffer_budget=opts.compare_buffer_budget,
         )
 
     @property

@@ -38,7 +38,7 @@ __all__ = ["Scrape", "StatsCollector", "families", "registry", "render"]
 #: Labels of every per-destination series, taken from the Snapshot's names.
 ROUTE_LABELS = ("virtual_service", "route", "host", "subset")
 #: Mirror outcomes other than `dropped`, as the core counts them.
-_OUTCOMES = ("answered", "failed", "timed_out")
+_OUTCOMES = ("answered", "cut", "failed", "timed_out")
 
 _Labels = tuple[str, ...]
 #: `le` as Prometheus' Go clients write it (`1.0`, `0.0005`); the library's own formatter.
@@ -89,6 +89,13 @@ def families(scrape: Scrape) -> list[Metric]:
     out += _tcp(stats)
     out += _upgrades(stats)
     out.append(_compare(stats, scrape.compare))
+    held = GaugeMetricFamily(
+        "pymirror_compare_buffer_bytes",
+        "Bytes held by compared answers now, waiting to be compared (bounded by "
+        "`--compare-buffer-budget`).",
+    )
+    held.add_metric([], stats.get("compare_buffer_held_bytes", 0))
+    out.append(held)
     access = CounterMetricFamily(
         "pymirror_access_log_lines",
         "Access log lines written, and dropped because the writer fell behind.",
@@ -143,6 +150,8 @@ class _Series:
     codes: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    answer_bytes: int = 0
     in_flight: int = 0
     buckets: list[int] = field(init=False)
     sum_seconds: float = 0.0
@@ -216,17 +225,34 @@ def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metri
         s = series[_labels(row)]
         s.outcomes.update({o: row[o] for o in _OUTCOMES})  # type: ignore[literal-required]
         s.dropped.update(row["dropped"])
+        s.failures.update(row.get("failures", {}))
+        s.answer_bytes += row.get("answer_bytes", 0)
         s.in_flight += row["in_flight"]
     outcomes = CounterMetricFamily(
         "pymirror_mirror_requests",
-        "Mirror copies by outcome: answered, failed (connect error, reset), timed_out, "
-        "dropped (never sent; see pymirror_mirror_dropped_total for why).",
+        "Mirror copies by outcome: answered (read to its end within the drain limit), cut "
+        "(past the drain limit: reading stopped, connection closed), failed (see "
+        "pymirror_mirror_failures_total for why), timed_out, dropped (never sent; see "
+        "pymirror_mirror_dropped_total for why).",
         labels=[*ROUTE_LABELS, "outcome"],
     )
     dropped = CounterMetricFamily(
         "pymirror_mirror_dropped",
         "Mirror copies dropped before or while being sent, by reason.",
         labels=[*ROUTE_LABELS, "reason"],
+    )
+    failures = CounterMetricFamily(
+        "pymirror_mirror_failures",
+        "Mirror copies failed, by reason: connect, reset (before the answer's head was "
+        "complete), protocol (a head that does not parse or is too large), framing (a "
+        "malformed or conflicting Content-Length), body_incomplete (the body ended short "
+        "of its framing).",
+        labels=[*ROUTE_LABELS, "reason"],
+    )
+    answer_bytes = CounterMetricFamily(
+        "pymirror_mirror_answer_bytes",
+        "Body bytes read from mirrors' answers (each copy reads at most its drain limit).",
+        labels=list(ROUTE_LABELS),
     )
     in_flight = GaugeMetricFamily(
         "pymirror_mirror_in_flight", "Mirror copies in flight now.", labels=list(ROUTE_LABELS)
@@ -237,10 +263,15 @@ def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metri
         outcomes.add_metric([*labels, "dropped"], sum(s.dropped.values()))
         for reason, count in sorted(s.dropped.items()):
             dropped.add_metric([*labels, reason], count)
+        for reason, count in sorted(s.failures.items()):
+            failures.add_metric([*labels, reason], count)
+        answer_bytes.add_metric(list(labels), s.answer_bytes)
         in_flight.add_metric(list(labels), s.in_flight)
     return [
         outcomes,
         dropped,
+        failures,
+        answer_bytes,
         in_flight,
         _codes("pymirror_mirror_responses", "Mirror responses by status code.", series),
         _histogram(

@@ -134,8 +134,9 @@ class Proxy:
 
     def compare_pending(self, max_pairs: int = 1024) -> int:
         """Drains up to `max_pairs` compared pairs from the core and compares them into
-        `comparator.store`; returns how many. `pymirror run` calls this every 20 ms;
-        an embedder calls it when it wants figures."""
+        `comparator.store`; returns how many. `pymirror run` and `pymirror.serve` call
+        it every 20 ms (`pymirror.lifecycle.compare_forever`); a `Proxy` used on its own
+        compares only when its owner calls this."""
         if self._engine is None:
             return 0
         return self.comparator.feed(self._engine.drain_compared(max_pairs), self._snapshot)

@@ -130,7 +130,7 @@ class _Resolver:
             listeners.append(listener)
         upstream: snap.UpstreamSettings = {
             "connect_timeout_ms": duration_ms(config.upstream.connect_timeout),
-            "pool_idle_timeout_ms": snap.POOL_IDLE_TIMEOUT_MS,
+            "pool_idle_timeout_ms": duration_ms(config.upstream.pool_idle_timeout),
             "pool_max_idle_per_endpoint": snap.POOL_MAX_IDLE_PER_ENDPOINT,
         }
         limits = config.limits
@@ -214,6 +214,7 @@ class _Resolver:
                 "max_in_flight": limits.max_in_flight,
                 "timeout_ms": duration_ms(limits.timeout),
                 "max_body_bytes": limits.max_body_bytes,
+                "max_drain_bytes": limits.max_drain_bytes,
                 "host_suffix": limits.host_suffix,
                 **self.mirror_guards(levels),
             }

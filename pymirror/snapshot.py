@@ -17,8 +17,11 @@ SCHEMA = 1
 MIRROR_MAX_IN_FLIGHT = 1024
 MIRROR_TIMEOUT_MS = 10_000
 MIRROR_MAX_BODY_BYTES = 4 * 1024 * 1024
+MIRROR_MAX_DRAIN_BYTES = 256 * 1024
 MIRROR_HOST_SUFFIX = "-shadow"
 COMPARE_MAX_BODY_BYTES = 64 * 1024
+#: The most `compare.maxBodyBytes` may say: a compared copy reads no more than this.
+COMPARE_MAX_BODY_BYTES_LIMIT = 16 * 1024 * 1024
 CONNECT_TIMEOUT_MS = 1_000
 POOL_IDLE_TIMEOUT_MS = 60_000
 POOL_MAX_IDLE_PER_ENDPOINT = 1024
@@ -157,6 +160,8 @@ class Mirror(TypedDict):
     max_in_flight: NotRequired[int]
     timeout_ms: NotRequired[int]
     max_body_bytes: NotRequired[int]
+    max_drain_bytes: NotRequired[int]
+    """Body bytes of the mirror's answer read and dropped; past it the copy is `cut`."""
     host_suffix: NotRequired[str]
     request_headers: NotRequired[HeaderOps]
     """Header operations on the copy alone."""

@@ -29,7 +29,7 @@ from pymirror.engine import DestinationStats, MirrorStats, Stats, TcpMirrorStats
 
 __all__ = ["Unreachable", "fetch", "quantile", "render", "run_top"]
 
-_OUTCOMES = ("answered", "failed", "timed_out", "dropped")
+_OUTCOMES = ("answered", "cut", "failed", "timed_out", "dropped")
 
 
 class Unreachable(Exception):
@@ -100,6 +100,7 @@ class _Window:
             m = cast(MirrorStats, row)
             finished = {
                 "answered": m["answered"],
+                "cut": m.get("cut", 0),
                 "failed": m["failed"],
                 "timed_out": m["timed_out"],
                 "dropped": sum(m["dropped"].values()),
@@ -161,7 +162,13 @@ def _share(part: int, whole: int) -> str:
 
 def _outcomes(outcomes: dict[str, int], total: int) -> str:
     """`ok 98% failed 2%`: the outcomes that happened, as shares of the copies."""
-    words = {"answered": "ok", "failed": "failed", "timed_out": "timeout", "dropped": "dropped"}
+    words = {
+        "answered": "ok",
+        "cut": "cut",
+        "failed": "failed",
+        "timed_out": "timeout",
+        "dropped": "dropped",
+    }
     shown = [f"{words[o]} {_share(outcomes.get(o, 0), total)}" for o in _OUTCOMES]
     return " ".join(t for t, o in zip(shown, _OUTCOMES, strict=True) if outcomes.get(o)) or "-"
 

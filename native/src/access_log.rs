@@ -136,9 +136,13 @@ pub struct Record {
     pub bytes_out: u64,
     /// Primary lines: whether copies of this request went to a mirror.
     pub mirrored: bool,
-    /// Mirror lines: answered, failed, timed_out or dropped.
+    /// Mirror lines: answered, cut, failed, timed_out or dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<&'static str>,
+    /// Mirror lines that failed: why (`connect`, `reset`, `protocol`,
+    /// `framing`, `body_incomplete`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 impl Record {
@@ -161,6 +165,7 @@ impl Record {
             bytes_out: 0,
             mirrored: false,
             outcome: None,
+            reason: None,
         }
     }
 }

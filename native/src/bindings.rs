@@ -47,7 +47,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::compare::DEFAULT_QUEUE_CAPACITY))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::compare::DEFAULT_BUFFER_BUDGET))]
     // Python's keyword arguments, one per option: a struct would only move the list.
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -59,6 +59,7 @@ impl PyEngine {
         access_log: Option<String>,
         mirror_buffer_budget: u64,
         compare_queue_capacity: usize,
+        compare_buffer_budget: u64,
     ) -> PyResult<Self> {
         let snapshot = parse(py, snapshot_json)?;
         let timeout = Duration::try_from_secs_f64(header_read_timeout)
@@ -72,6 +73,7 @@ impl PyEngine {
             access_log,
             mirror_buffer_budget,
             compare_queue_capacity,
+            compare_buffer_budget,
         };
         py.detach(|| Engine::start(&snapshot, options))
             .map(|inner| Self { inner })
@@ -140,10 +142,11 @@ fn side<'py>(py: Python<'py>, c: &Captured) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("status", c.status)?;
     d.set_item("headers", c.header_pairs())?;
-    d.set_item("body", PyBytes::new(py, &c.body_bytes()))?;
+    d.set_item("body", PyBytes::new(py, c.body_bytes()))?;
     d.set_item("body_len", c.body_len)?;
     d.set_item("body_hash", c.body_hash)?;
     d.set_item("truncated", c.truncated)?;
+    d.set_item("cut", c.cut)?;
     d.set_item("latency", c.latency.as_secs_f64())?;
     Ok(d)
 }

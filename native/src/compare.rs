@@ -2,9 +2,10 @@
 //! compared copy (bounded) and hands the pair to a bounded queue; the control
 //! plane drains the queue in batches and compares off the hot path.
 //!
-//! Capturing a chunk is a reference-count bump of its `Bytes` up to the body
-//! limit; past it only the length and a streaming hash are kept. The user's
-//! response never waits: when the queue is full the pair is dropped and counted.
+//! A capture copies the body into a buffer of its own up to the body limit
+//! (past it only the length and a streaming hash grow), charged against one
+//! engine-wide byte budget until the pair is drained. The user's response
+//! never waits: when the queue or the budget is full the pair is dropped and counted.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -74,72 +75,188 @@ impl Fnv {
     }
 }
 
-/// A body being captured: chunks kept up to `limit`, every byte hashed.
+/// The engine-wide bound, in bytes, on what comparison holds: every captured
+/// body and header section, from capture until the control plane drains the
+/// pair (or the pair is dropped). Past it a capture keeps nothing more and its
+/// pair is skipped (`buffer_budget`); the user's answer is never held back.
+#[derive(Debug)]
+pub struct CompareBudget {
+    limit: u64,
+    held: AtomicU64,
+}
+
+/// The budget unless the engine is told otherwise.
+pub const DEFAULT_BUFFER_BUDGET: u64 = 64 * 1024 * 1024;
+
+impl CompareBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            held: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes held now (a gauge).
+    pub fn held(&self) -> u64 {
+        self.held.load(Relaxed)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn try_charge(&self, bytes: u64) -> bool {
+        self.held
+            .fetch_update(Relaxed, Relaxed, |held| {
+                held.checked_add(bytes).filter(|&after| after <= self.limit)
+            })
+            .is_ok()
+    }
+}
+
+/// Bytes held against the budget, given back when dropped.
+#[derive(Debug)]
+struct Charge {
+    budget: Arc<CompareBudget>,
+    bytes: u64,
+}
+
+impl Charge {
+    fn try_add(&mut self, bytes: u64) -> bool {
+        let ok = self.budget.try_charge(bytes);
+        if ok {
+            self.bytes += bytes;
+        }
+        ok
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
+/// A body being captured: bytes copied into a buffer of the capture's own
+/// (a `Bytes` view of a read buffer would keep the whole read buffer alive),
+/// up to `limit` and within the budget; every byte pushed is hashed.
 #[derive(Debug)]
 pub struct BodyCapture {
     limit: u64,
-    chunks: Vec<Bytes>,
-    kept: u64,
+    kept: Vec<u8>,
     len: u64,
     hash: Fnv,
+    charge: Charge,
+    over_budget: bool,
 }
 
 impl BodyCapture {
-    pub fn new(limit: u64) -> Self {
+    pub fn new(limit: u64, budget: &Arc<CompareBudget>) -> Self {
         Self {
             limit,
-            chunks: Vec::new(),
-            kept: 0,
+            kept: Vec::new(),
             len: 0,
             hash: Fnv(Fnv::OFFSET),
+            charge: Charge {
+                budget: budget.clone(),
+                bytes: 0,
+            },
+            over_budget: false,
         }
     }
 
-    pub fn push(&mut self, chunk: &Bytes) {
+    pub fn push(&mut self, chunk: &[u8]) {
         self.len += chunk.len() as u64;
         self.hash.write(chunk);
-        let room = self.limit - self.kept;
-        if room == 0 || chunk.is_empty() {
+        let room = usize::try_from(self.limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.kept.len());
+        let take = chunk.len().min(room);
+        if take == 0 || self.over_budget {
             return;
         }
-        // `slice` shares the buffer: keeping a prefix copies nothing either.
-        let take = chunk.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        self.chunks.push(chunk.slice(..take));
-        self.kept += take as u64;
+        let need = self.kept.len() + take;
+        if need > self.kept.capacity() {
+            // Doubling, capped at the limit: what is charged is what is allocated.
+            let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+            let target = need.max(self.kept.capacity() * 2).min(limit);
+            let before = self.kept.capacity();
+            if !self.charge.try_add((target - before) as u64) {
+                self.over_budget = true;
+                return;
+            }
+            self.kept.reserve_exact(target - self.kept.len());
+            // reserve_exact may round up; the surplus is charged as held.
+            let surplus = self.kept.capacity().saturating_sub(target) as u64;
+            self.charge.budget.held.fetch_add(surplus, Relaxed);
+            self.charge.bytes += surplus;
+        }
+        self.kept.extend_from_slice(&chunk[..take]);
     }
 
-    pub fn finish(self, status: u16, headers: HeaderMap, latency: Duration) -> Captured {
+    /// Whether more bytes arrived than are kept.
+    pub fn past_limit(&self) -> bool {
+        self.len > self.limit
+    }
+
+    /// `cut`: the body was not read to its end (the capture stopped reading
+    /// past its limit), so the hash and length cover only what was read.
+    pub fn finish(
+        mut self,
+        status: u16,
+        headers: HeaderMap,
+        latency: Duration,
+        cut: bool,
+    ) -> Captured {
+        let header_bytes: u64 = headers
+            .iter()
+            .map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64)
+            .sum();
+        if !self.charge.try_add(header_bytes) {
+            self.over_budget = true;
+        }
         Captured {
             status,
             headers,
-            truncated: self.len > self.kept,
-            body: self.chunks,
+            truncated: self.len > self.kept.len() as u64,
+            cut,
+            over_budget: self.over_budget,
             body_len: self.len,
             body_hash: self.hash.0,
+            body: Bytes::from(self.kept),
             latency,
+            _charge: self.charge,
         }
     }
 }
 
-/// One side's answer, as kept for comparison.
-#[derive(Debug, Clone)]
+/// One side's answer, as kept for comparison. Its bytes count against the
+/// budget until it is dropped.
+#[derive(Debug)]
 pub struct Captured {
     pub status: u16,
     pub headers: HeaderMap,
     /// The body's first bytes (all of it unless `truncated`).
-    pub body: Vec<Bytes>,
+    pub body: Bytes,
+    /// Bytes of the body read (the whole body unless `cut`).
     pub body_len: u64,
-    /// FNV-1a 64 of the whole body, kept bytes or not.
+    /// FNV-1a 64 of the body bytes read, kept or not.
     pub body_hash: u64,
     pub truncated: bool,
+    /// Reading stopped past the capture limit: the rest of the body was never
+    /// read, and `body_len` and `body_hash` cover only what was.
+    pub cut: bool,
+    /// The compare budget ran out while this was captured: it is incomplete.
+    pub over_budget: bool,
     /// From the request's start to the body's end.
     pub latency: Duration,
+    _charge: Charge,
 }
 
 impl Captured {
-    /// The kept bytes in one piece (done off the hot path, when drained).
-    pub fn body_bytes(&self) -> Vec<u8> {
-        self.body.concat()
+    /// The kept bytes (done off the hot path, when drained).
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
     }
 
     /// Header fields in order, names lower-case, values as Latin-1 text.
@@ -174,16 +291,24 @@ pub enum SkipReason {
     PrimaryIncomplete,
     /// The copy failed, timed out or was dropped: nothing to compare.
     MirrorFailed,
+    /// The engine-wide compare budget (bytes held by captures) was spent.
+    BufferBudget,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 3] = [Self::QueueFull, Self::PrimaryIncomplete, Self::MirrorFailed];
+    pub const ALL: [SkipReason; 4] = [
+        Self::QueueFull,
+        Self::PrimaryIncomplete,
+        Self::MirrorFailed,
+        Self::BufferBudget,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::QueueFull => "queue_full",
             Self::PrimaryIncomplete => "primary_incomplete",
             Self::MirrorFailed => "mirror_failed",
+            Self::BufferBudget => "buffer_budget",
         }
     }
 }
@@ -197,16 +322,19 @@ pub struct CompareQueue {
     /// Pairs queued and not yet drained (a gauge).
     pub depth: AtomicU64,
     pub capacity: usize,
+    /// Bytes held by captures, queued or not yet.
+    pub budget: Arc<CompareBudget>,
 }
 
 impl CompareQueue {
-    pub fn new(capacity: usize) -> Arc<Self> {
+    pub fn new(capacity: usize, budget_bytes: u64) -> Arc<Self> {
         let (tx, rx) = sync_channel(capacity);
         Arc::new(Self {
             tx,
             rx: Mutex::new(rx),
             depth: AtomicU64::new(0),
             capacity,
+            budget: CompareBudget::new(budget_bytes),
         })
     }
 
@@ -247,13 +375,14 @@ pub type PrimaryReceiver = oneshot::Receiver<Arc<Captured>>;
 impl PrimaryCapture {
     pub fn new(
         limit: u64,
+        budget: &Arc<CompareBudget>,
         status: u16,
         headers: HeaderMap,
         started: Instant,
         waiting: Vec<oneshot::Sender<Arc<Captured>>>,
     ) -> Self {
         Self {
-            body: BodyCapture::new(limit),
+            body: BodyCapture::new(limit, budget),
             status,
             headers,
             started,
@@ -268,11 +397,11 @@ impl PrimaryCapture {
 
     /// The body ended: every copy waiting gets the same capture.
     pub fn finish(self) {
-        let captured = Arc::new(self.body.finish(
-            self.status,
-            self.headers,
-            self.started.elapsed(),
-        ));
+        let captured =
+            Arc::new(
+                self.body
+                    .finish(self.status, self.headers, self.started.elapsed(), false),
+            );
         for tx in self.waiting {
             let _ = tx.send(captured.clone());
         }
@@ -330,53 +459,100 @@ mod tests {
         assert_eq!(fnv(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
+    fn budget() -> Arc<CompareBudget> {
+        CompareBudget::new(DEFAULT_BUFFER_BUDGET)
+    }
+
     #[test]
-    fn a_body_within_the_limit_is_kept_whole_without_copying() {
-        let mut c = BodyCapture::new(100);
+    fn a_body_within_the_limit_is_kept_whole_in_its_own_buffer() {
+        let budget = budget();
+        let mut c = BodyCapture::new(100, &budget);
         let a = Bytes::from_static(b"hello ");
         let b = Bytes::from_static(b"world");
         c.push(&a);
         c.push(&b);
-        let got = c.finish(200, HeaderMap::new(), Duration::ZERO);
-        assert!(!got.truncated);
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO, false);
+        assert!(!got.truncated && !got.cut && !got.over_budget);
         assert_eq!(got.body_bytes(), b"hello world");
         assert_eq!(got.body_len, 11);
         assert_eq!(got.body_hash, fnv(b"hello world"));
-        // The kept chunk is the same buffer, not a copy.
-        assert_eq!(got.body[0].as_ptr(), a.as_ptr());
+        // Copied: the read buffer is not kept alive by the capture.
+        assert_ne!(got.body.as_ptr(), a.as_ptr());
+        // What is held is what was allocated, and it is given back on drop.
+        assert!(
+            budget.held() >= 11 && budget.held() <= 100,
+            "{}",
+            budget.held()
+        );
+        drop(got);
+        assert_eq!(budget.held(), 0);
     }
 
     #[test]
     fn past_the_limit_only_length_and_hash_grow() {
-        let mut c = BodyCapture::new(4);
+        let budget = budget();
+        let mut c = BodyCapture::new(4, &budget);
         for chunk in [&b"abc"[..], b"def", b"ghi"] {
-            c.push(&Bytes::copy_from_slice(chunk));
+            c.push(chunk);
         }
-        let got = c.finish(200, HeaderMap::new(), Duration::ZERO);
+        assert!(c.past_limit());
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO, false);
         assert!(got.truncated);
         assert_eq!(got.body_bytes(), b"abcd");
         assert_eq!(got.body_len, 9);
         // However the body was split, the hash is the whole body's.
         assert_eq!(got.body_hash, fnv(b"abcdefghi"));
+        // Never more than the limit is allocated for the body.
+        assert!(budget.held() <= 4 + 64, "{}", budget.held());
     }
 
     #[test]
     fn a_zero_limit_keeps_only_the_hash() {
-        let mut c = BodyCapture::new(0);
-        c.push(&Bytes::from_static(b"xyz"));
-        let got = c.finish(200, HeaderMap::new(), Duration::ZERO);
+        let budget = budget();
+        let mut c = BodyCapture::new(0, &budget);
+        c.push(b"xyz");
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO, false);
         assert!(got.truncated && got.body.is_empty());
         assert_eq!(got.body_hash, fnv(b"xyz"));
     }
 
+    #[test]
+    fn the_budget_bounds_what_captures_hold_together() {
+        let budget = CompareBudget::new(100_000);
+        let chunk = vec![7u8; 60 * 1024];
+        let first = {
+            let mut c = BodyCapture::new(64 * 1024, &budget);
+            c.push(&chunk);
+            c.finish(200, HeaderMap::new(), Duration::ZERO, false)
+        };
+        assert!(!first.over_budget);
+        let second = {
+            let mut c = BodyCapture::new(64 * 1024, &budget);
+            c.push(&chunk);
+            c.finish(200, HeaderMap::new(), Duration::ZERO, false)
+        };
+        assert!(
+            second.over_budget,
+            "60 KiB twice does not fit 100,000 bytes"
+        );
+        assert!(second.body.is_empty());
+        assert_eq!(second.body_len, chunk.len() as u64);
+        assert!(budget.held() <= budget.limit());
+        drop(first);
+        drop(second);
+        assert_eq!(budget.held(), 0, "every charge is given back");
+    }
+
     fn pair(key: &Arc<CompareKey>, n: u16) -> ComparedPair {
-        let captured = BodyCapture::new(10).finish(n, HeaderMap::new(), Duration::ZERO);
+        let budget = budget();
+        let captured =
+            || BodyCapture::new(10, &budget).finish(n, HeaderMap::new(), Duration::ZERO, false);
         ComparedPair {
             key: key.clone(),
             method: Method::GET,
             path: "/".into(),
-            primary: Arc::new(captured.clone()),
-            mirror: captured,
+            primary: Arc::new(captured()),
+            mirror: captured(),
         }
     }
 
@@ -387,7 +563,7 @@ mod tests {
             route: "0".into(),
             mirror: 0,
         });
-        let q = CompareQueue::new(2);
+        let q = CompareQueue::new(2, DEFAULT_BUFFER_BUDGET);
         assert!(q.offer(pair(&key, 200)));
         assert!(q.offer(pair(&key, 201)));
         assert!(!q.offer(pair(&key, 202)), "full: dropped, never waits");
@@ -405,7 +581,14 @@ mod tests {
     fn every_waiting_copy_gets_the_primary_capture() {
         let (tx1, mut rx1) = oneshot::channel();
         let (tx2, mut rx2) = oneshot::channel();
-        let mut p = PrimaryCapture::new(8, 200, HeaderMap::new(), Instant::now(), vec![tx1, tx2]);
+        let mut p = PrimaryCapture::new(
+            8,
+            &budget(),
+            200,
+            HeaderMap::new(),
+            Instant::now(),
+            vec![tx1, tx2],
+        );
         p.push(&Bytes::from_static(b"body"));
         p.finish();
         let a = rx1.try_recv().unwrap();
@@ -417,7 +600,14 @@ mod tests {
     #[test]
     fn an_unfinished_primary_leaves_the_copy_with_nothing() {
         let (tx, mut rx) = oneshot::channel();
-        let p = PrimaryCapture::new(8, 200, HeaderMap::new(), Instant::now(), vec![tx]);
+        let p = PrimaryCapture::new(
+            8,
+            &budget(),
+            200,
+            HeaderMap::new(),
+            Instant::now(),
+            vec![tx],
+        );
         drop(p);
         assert!(rx.try_recv().is_err());
     }

@@ -34,6 +34,9 @@ pub struct EngineOptions {
     /// Compared pairs waiting for the control plane; past it a pair is
     /// skipped and counted. 0: `compare::DEFAULT_QUEUE_CAPACITY`.
     pub compare_queue_capacity: usize,
+    /// Bytes that captured pairs may hold together (see `compare::CompareBudget`).
+    /// 0: `compare::DEFAULT_BUFFER_BUDGET`.
+    pub compare_buffer_budget: u64,
 }
 
 /// 256 MiB: with the per-copy 4 MiB buffer, 64 slow large copies at once.
@@ -111,16 +114,24 @@ impl Engine {
             connections,
             access_log,
             mirror_budget: MirrorBudget::new(options.mirror_buffer_budget),
-            compare_queue: CompareQueue::new(match options.compare_queue_capacity {
-                0 => crate::compare::DEFAULT_QUEUE_CAPACITY,
-                n => n,
-            }),
+            compare_queue: CompareQueue::new(
+                match options.compare_queue_capacity {
+                    0 => crate::compare::DEFAULT_QUEUE_CAPACITY,
+                    n => n,
+                },
+                match options.compare_buffer_budget {
+                    0 => crate::compare::DEFAULT_BUFFER_BUDGET,
+                    n => n,
+                },
+            ),
         });
         let protocols: Vec<Protocol> = snapshot.listeners.iter().map(|l| l.protocol).collect();
         let serve = {
             let shared = shared.clone();
             let settings = options.server.clone();
             move |listeners: Vec<tokio::net::TcpListener>, drain: workers::DrainSignal| {
+                // Not awaited: it ends with the worker's runtime.
+                tokio::spawn(crate::pool::sweep_idle_forever());
                 let serving: Vec<_> = listeners
                     .into_iter()
                     .enumerate()
@@ -243,6 +254,7 @@ impl Engine {
             upgrades,
             upgrade_mirrors,
             compare_queue_depth: self.shared.compare_queue.depth.load(Relaxed),
+            compare_buffer_held_bytes: self.shared.compare_queue.budget.held(),
         }
     }
 

@@ -49,6 +49,9 @@ pub enum LocalReply {
     UnsupportedTransferEncoding,
     /// An HTTP/1.1 request without Host, or with more than one (RFC 9112 3.2).
     BadHost,
+    /// A Host that is not a valid authority (RFC 3986 3.2): refused before
+    /// any routing, so that no such value reaches a hop or a copy.
+    InvalidHost,
     /// A CONNECT whose target is not `host:port` (RFC 9110 9.3.6).
     BadConnectTarget,
     /// A CONNECT no route takes: only a match that names CONNECT opens a
@@ -67,6 +70,8 @@ pub enum LocalReply {
     UpstreamReset,
     /// The upstream answered bytes that do not parse as an HTTP/1.1 response.
     UpstreamProtocol,
+    /// The upstream's Content-Length is malformed, or lists differing values.
+    UpstreamFraming,
     UpstreamTimeout,
 }
 
@@ -88,15 +93,17 @@ impl LocalReply {
             | Self::RepeatedContentLength
             | Self::UnsupportedTransferEncoding
             | Self::BadHost
+            | Self::InvalidHost
             | Self::BadConnectTarget
             | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            Self::UpstreamConnect | Self::UpstreamReset | Self::UpstreamProtocol => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UpstreamConnect
+            | Self::UpstreamReset
+            | Self::UpstreamProtocol
+            | Self::UpstreamFraming => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -110,6 +117,7 @@ impl LocalReply {
                 "transfer-encoding other than a single chunked is refused\n"
             }
             Self::BadHost => "a request needs exactly one host header\n",
+            Self::InvalidHost => "the host header is not a valid authority\n",
             Self::BadConnectTarget => "a CONNECT names its target as host:port\n",
             Self::ConnectRefused => {
                 "CONNECT is served only by a route matching `method: {exact: CONNECT}`\n"
@@ -123,6 +131,9 @@ impl LocalReply {
             Self::UpstreamConnect => "upstream connection refused or failed\n",
             Self::UpstreamReset => "upstream reset the connection before answering\n",
             Self::UpstreamProtocol => "upstream answered with something that is not HTTP\n",
+            Self::UpstreamFraming => {
+                "upstream answered with a malformed or conflicting content-length\n"
+            }
             Self::UpstreamTimeout => "upstream did not answer within the route timeout\n",
         }
     }

@@ -10,7 +10,7 @@ use http::{Request, Response, Version};
 use crate::body::RequestBody;
 use crate::cluster::Cluster;
 use crate::error::LocalReply;
-use crate::headers::strip_hop_by_hop;
+use crate::headers::{response_framing, strip_hop_by_hop};
 use crate::pool::{Pool, PooledResponse, SendError};
 use crate::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::origin_uri;
@@ -39,6 +39,7 @@ pub async fn send(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
         None => exchange.await,
     };
     let mut response = result?;
+    response_framing(response.headers_mut())?;
     strip_hop_by_hop(response.headers_mut());
     Ok(response)
 }

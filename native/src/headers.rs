@@ -27,7 +27,8 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers, including every header that `Connection` names.
+/// Removes hop-by-hop headers, including every header that `Connection` names,
+/// except those the proxy itself depends on (see `connection_may_remove`).
 /// `Transfer-Encoding` goes too: hyper re-frames the body on the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(connection) = headers.get(&header::CONNECTION) {
@@ -36,6 +37,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .unwrap_or("")
             .split(',')
             .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(connection_may_remove)
             .collect();
         for name in named {
             headers.remove(name);
@@ -46,6 +48,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a name listed in `Connection` may be removed. Host, the framing
+/// headers, the request id and the proxy's own `x-forwarded-*` may not: a
+/// client could otherwise strip the Host from what reaches the primary, the
+/// request id that links a copy to its primary, or the Content-Length that
+/// frames the body (the class of Apache's CVE-2022-31813). The header
+/// `Connection` itself still goes.
+fn connection_may_remove(name: &HeaderName) -> bool {
+    let protected = name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == X_REQUEST_ID
+        || name.as_str().starts_with("x-forwarded-");
+    !protected
 }
 
 /// Marks a body of unknown length (the client sent it chunked) as chunked on
@@ -86,6 +103,46 @@ pub fn framing_problem(headers: &HeaderMap, version: http::Version) -> Option<Lo
     }
 }
 
+/// What the proxy passes on of an upstream response's framing (RFC 9112
+/// 6.3). hyper decodes a body by Transfer-Encoding when both headers are
+/// present and accepts a Content-Length list of equal values, but leaves the
+/// headers as they came: passed on, a stale `Content-Length: 3` beside a
+/// chunked body would make the client take a truncated answer for a complete
+/// one. With Transfer-Encoding (`chunked`: the body is re-framed on the next
+/// hop) Content-Length is dropped; a list of equal values becomes one value;
+/// differing or malformed values are refused (the caller answers 502).
+/// Call before `strip_hop_by_hop`, which removes Transfer-Encoding.
+pub fn response_framing(headers: &mut HeaderMap) -> Result<(), LocalReply> {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        return Ok(());
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(());
+    }
+    let mut length: Option<u64> = None;
+    let mut single = true;
+    for (n, value) in headers.get_all(header::CONTENT_LENGTH).iter().enumerate() {
+        let text = value.to_str().map_err(|_| LocalReply::UpstreamFraming)?;
+        for (m, item) in text.split(',').enumerate() {
+            let item = item.trim_matches([' ', '\t']);
+            if item.is_empty() || item.len() > 19 || !item.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(LocalReply::UpstreamFraming);
+            }
+            let parsed: u64 = item.parse().map_err(|_| LocalReply::UpstreamFraming)?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(LocalReply::UpstreamFraming);
+            }
+            single &= n == 0 && m == 0 && item.len() == text.len();
+            length = Some(parsed);
+        }
+    }
+    if let (Some(length), false) = (length, single) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(())
+}
+
 /// Appends the client's address to `x-forwarded-for` and states the scheme it used.
 pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     let client = client.to_canonical().to_string();
@@ -118,17 +175,82 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
 
 /// The Host a mirror copy carries: the suffix goes on the host name, before
 /// any port (`reviews:8080` -> `reviews-shadow:8080`), so that the result is
-/// still a valid Host. IPv6 literals are left alone: no suffix keeps them valid.
-pub fn shadow_host(host: &str, suffix: &str) -> String {
-    if host.starts_with('[') {
-        return host.to_owned();
+/// still a valid Host. A host that cannot take the suffix and stay valid (an IP
+/// literal, a bracketed one, a name that is not a DNS name) is replaced by
+/// `fallback`, the mirror destination's own name, with the suffix: no client
+/// input can make a copy look like production traffic.
+pub fn shadow_host(host: &str, suffix: &str, fallback: &str) -> String {
+    let (name, port) = split_port(host);
+    let name = if is_dns_name(name) { name } else { fallback };
+    match port {
+        Some(port) => format!("{name}{suffix}:{port}"),
+        None => format!("{name}{suffix}"),
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{name}{suffix}:{port}")
+}
+
+/// `name:port` -> (`name`, `port`); a bracketed IPv6 literal keeps its brackets.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let name = strip_port(authority);
+    match authority[name.len()..].strip_prefix(':') {
+        Some(port) if !port.is_empty() => (name, Some(port)),
+        _ => (name, None),
+    }
+}
+
+/// A name made of DNS labels (letters, digits, `-`, `_`, each label 1..=63
+/// bytes, not starting or ending with `-`), that is not an IPv4 address.
+fn is_dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 || name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return false;
+    }
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Whether a Host value is a valid authority (RFC 9110 7.2, RFC 3986 3.2):
+/// a bracketed IPv6 address, or a reg-name / IPv4 address of unreserved,
+/// sub-delims and percent-encoded bytes; then an optional `:port` of digits.
+/// An empty Host is allowed (RFC 9112 3.2: the target has no authority).
+pub fn valid_authority(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let (name, port) = split_port(text);
+    if name.len() + port.map_or(0, |p| p.len() + 1) != text.len() {
+        // A colon with nothing after it, or bytes after a bracketed literal.
+        return text.len() == name.len() + 1 && text.ends_with(':');
+    }
+    if port.is_some_and(|p| p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    if let Some(inner) = name.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
         }
-        _ => format!("{host}{suffix}"),
     }
+    true
 }
 
 /// An authority without its port (`reviews:8080` -> `reviews`, `[::1]:80` -> `[::1]`).
@@ -301,13 +423,133 @@ mod tests {
 
     #[test]
     fn shadow_suffix_goes_before_the_port() {
-        assert_eq!(shadow_host("reviews", "-shadow"), "reviews-shadow");
+        let shadow = |host| shadow_host(host, "-shadow", "reviews");
+        assert_eq!(shadow("reviews"), "reviews-shadow");
+        assert_eq!(shadow("reviews:8080"), "reviews-shadow:8080");
+        assert_eq!(shadow_host("a.b.svc:80", "-v2", "x"), "a.b.svc-v2:80");
+        assert_eq!(shadow("my_svc.local"), "my_svc.local-shadow");
+    }
+
+    #[test]
+    fn a_host_that_cannot_take_the_suffix_becomes_the_mirror_name() {
+        let shadow = |host| shadow_host(host, "-shadow", "reviews");
+        // IP literals, bracketed anything, non-DNS names: the marker stays.
+        assert_eq!(shadow("[::1]:8080"), "reviews-shadow:8080");
+        assert_eq!(shadow("[reviews]:9080"), "reviews-shadow:9080");
+        assert_eq!(shadow("[anything]"), "reviews-shadow");
+        assert_eq!(shadow("127.0.0.1:8080"), "reviews-shadow:8080");
+        assert_eq!(shadow("10.1.2.3"), "reviews-shadow");
+        assert_eq!(shadow("a..b"), "reviews-shadow");
+        assert_eq!(shadow("-a"), "reviews-shadow");
+        assert_eq!(shadow("a!b:1"), "reviews-shadow:1");
+        assert_eq!(shadow("reviews.:80"), "reviews-shadow:80");
+        assert_eq!(shadow(""), "reviews-shadow");
+    }
+
+    #[test]
+    fn authorities_are_validated() {
+        for good in [
+            "reviews",
+            "reviews:9080",
+            "a.b-c_d~e",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "x%41y",
+            "",
+            "reviews:",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "[reviews]:9080",
+            "[anything]",
+            "[::1",
+            "[::1]x",
+            "[::1]:80:80",
+            "a:b",
+            "a:123456",
+            "r\u{e9}views",
+            "a b",
+            "a/b",
+            "a@b",
+            "x%4",
+            "x%zz",
+            "a:80:80",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad:?}");
+        }
+        assert!(!valid_authority(b"\xff"));
+    }
+
+    #[test]
+    fn connection_cannot_name_what_the_proxy_depends_on() {
+        let mut h = map(&[
+            (
+                "connection",
+                "host, content-length, transfer-encoding, x-request-id, x-forwarded-for, x-forwarded-proto, x-other",
+            ),
+            ("host", "reviews"),
+            ("content-length", "5"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-other", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
         assert_eq!(
-            shadow_host("reviews:8080", "-shadow"),
-            "reviews-shadow:8080"
+            left,
+            [
+                "content-length",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-request-id",
+            ]
         );
-        assert_eq!(shadow_host("a.b.svc:80", "-v2"), "a.b.svc-v2:80");
-        assert_eq!(shadow_host("[::1]:8080", "-shadow"), "[::1]:8080");
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        // Transfer-Encoding wins; Content-Length goes.
+        let mut h = map(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
+        assert_eq!(response_framing(&mut h), Ok(()));
+        assert!(!h.contains_key("content-length"));
+        // Equal values, as a list or as lines, become one.
+        for pairs in [
+            &[("content-length", "2, 2")][..],
+            &[("content-length", "2"), ("content-length", "2")],
+            &[("content-length", " 2 ")],
+        ] {
+            let mut h = map(pairs);
+            assert_eq!(response_framing(&mut h), Ok(()), "{pairs:?}");
+            let all: Vec<_> = h.get_all("content-length").iter().collect();
+            assert_eq!(all, ["2"], "{pairs:?}");
+        }
+        let mut h = map(&[("content-length", "7")]);
+        assert_eq!(response_framing(&mut h), Ok(()));
+        assert_eq!(h["content-length"], "7");
+        for bad in [
+            &[("content-length", "2, 3")][..],
+            &[("content-length", "2"), ("content-length", "3")],
+            &[("content-length", "2x")],
+            &[("content-length", "")],
+            &[("content-length", "-1")],
+            &[("content-length", "+2")],
+            &[("content-length", "99999999999999999999")],
+        ] {
+            let mut h = map(bad);
+            assert_eq!(
+                response_framing(&mut h),
+                Err(LocalReply::UpstreamFraming),
+                "{bad:?}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        assert_eq!(response_framing(&mut h), Ok(()));
     }
 
     #[test]

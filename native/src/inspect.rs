@@ -15,7 +15,7 @@ use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct Findings {
     verdict: AtomicU8,
     /// Requests the service has taken so far.
     taken: AtomicU32,
+    /// Set once the connection is upgraded (101): what follows is no request.
+    stopped: AtomicBool,
 }
 
 impl Findings {
@@ -58,6 +60,13 @@ impl Findings {
         let number = self.taken.fetch_add(1, Relaxed) + 1;
         (self.refused.load(Relaxed) == number)
             .then(|| VERDICTS[usize::from(self.verdict.load(Relaxed))])
+    }
+
+    /// The connection was upgraded: its bytes leave the inspector's path,
+    /// and the header-read deadline no longer applies (the session's idle
+    /// timeout does).
+    pub fn stop_inspecting(&self) {
+        self.stopped.store(true, Relaxed);
     }
 
     fn refuse(&self, number: u32, verdict: Verdict) {
@@ -362,6 +371,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inspected<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.tracker.findings.stopped.load(Relaxed) {
+            this.deadline = None;
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {

@@ -1,6 +1,8 @@
-//! Mirroring: sample, admit within bounds, build the copy, send it, drain and
-//! drop the answer (or, for a compared copy, keep it bounded and queue it with
-//! the primary's), count the outcome. Nothing here ever delays the primary.
+//! Mirroring: sample, admit within bounds, build the copy, send it, read and
+//! drop the answer within the drain limit (or, for a compared copy, keep it
+//! within the capture limit and the compare budget and queue it with the
+//! primary's), count the outcome. Nothing here ever delays the primary, and
+//! what a copy costs does not grow with what the mirror sends.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -17,17 +19,18 @@ use crate::access_log::PendingLine;
 use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
 use crate::cluster::{Cluster, Unavailable};
 use crate::compare::{
-    BodyCapture, CompareKey, CompareQueue, CompareSpec, ComparedPair, PrimaryReceiver, SkipReason,
+    BodyCapture, Captured, CompareBudget, CompareKey, CompareQueue, CompareSpec, ComparedPair,
+    PrimaryReceiver, SkipReason,
 };
 use crate::header_ops::HeaderOps;
-use crate::headers::shadow_host;
+use crate::headers::{self, shadow_host};
 use crate::pool::{Pool, PooledResponse, SendError};
 use crate::retry::TryOutcome;
 use crate::sampling::Sampler;
 use crate::snapshot;
 use crate::splice;
 use crate::stats::TcpMirrorStats;
-use crate::stats::{DropReason, MirrorStats};
+use crate::stats::{DropReason, FailReason, MirrorStats};
 use crate::upstream::origin_uri;
 
 /// One route's mirror: where copies go, what share, and their bounds.
@@ -38,6 +41,7 @@ pub struct MirrorPolicy {
     in_flight: Arc<Semaphore>,
     timeout: Duration,
     max_body_bytes: u64,
+    max_drain_bytes: u64,
     host_suffix: String,
     request_headers: HeaderOps,
     only_idempotent: bool,
@@ -72,6 +76,7 @@ impl MirrorPolicy {
             in_flight: Arc::new(Semaphore::new(spec.max_in_flight as usize)),
             timeout: Duration::from_millis(spec.timeout_ms),
             max_body_bytes: spec.max_body_bytes,
+            max_drain_bytes: spec.max_drain_bytes,
             host_suffix: spec.host_suffix.clone(),
             request_headers: HeaderOps::compile(&spec.request_headers)?,
             only_idempotent: spec.only_idempotent,
@@ -142,7 +147,9 @@ impl MirrorPolicy {
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or(&self.cluster.host);
-        if let Ok(shadow) = HeaderValue::from_str(&shadow_host(host, &self.host_suffix)) {
+        if let Ok(shadow) =
+            HeaderValue::from_str(&shadow_host(host, &self.host_suffix, &self.cluster.host))
+        {
             request.headers_mut().insert(HOST, shadow);
         }
         self.request_headers.apply(request.headers_mut());
@@ -202,7 +209,9 @@ impl MirrorPolicy {
         *request.uri_mut() = origin_uri(parts.uri.path_and_query());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = parts.headers.clone();
-        if let Ok(shadow) = HeaderValue::from_str(&shadow_host(host, &self.host_suffix)) {
+        if let Ok(shadow) =
+            HeaderValue::from_str(&shadow_host(host, &self.host_suffix, &self.cluster.host))
+        {
             request.headers_mut().insert(HOST, shadow);
         }
         self.request_headers.apply(request.headers_mut());
@@ -219,6 +228,7 @@ impl MirrorPolicy {
             index: admission.index,
             permit: admission.permit,
             timeout: self.timeout,
+            max_drain_bytes: self.max_drain_bytes,
             stats: self.stats.clone(),
             cluster: self.cluster.clone(),
             line: None,
@@ -248,6 +258,8 @@ pub struct MirrorCopy {
     index: usize,
     permit: OwnedSemaphorePermit,
     timeout: Duration,
+    /// Body bytes of the answer read and dropped; past it the copy is cut.
+    max_drain_bytes: u64,
     stats: Arc<MirrorStats>,
     cluster: Arc<Cluster>,
     line: Option<PendingLine>,
@@ -302,8 +314,9 @@ impl MirrorCopy {
         ));
     }
 
-    /// Sends the copy, drains and drops the answer, and counts the outcome.
-    /// The in-flight permit is held until the exchange is over.
+    /// Sends the copy, reads its answer within the drain limit (or keeps it
+    /// for comparison), and counts the outcome. The in-flight permit is held
+    /// until the exchange is over.
     pub async fn run(self, pool: Pool) {
         let Self {
             request,
@@ -312,14 +325,13 @@ impl MirrorCopy {
             index,
             permit,
             timeout,
+            max_drain_bytes,
             stats,
             cluster,
-            line,
+            mut line,
             gate,
             compare,
-            ..
         } = self;
-        let target = cluster.endpoint(index);
         if let Some(gate) = gate {
             if !gate.await.unwrap_or(false) {
                 stats.dropped(DropReason::PrimaryFailed);
@@ -336,110 +348,243 @@ impl MirrorCopy {
         }
         let tap = request.body().state();
         let method = request.method().clone();
-        let limit = compare.as_ref().map(|c| c.max_body_bytes);
         let started = Instant::now();
-        let exchange = async {
-            let sent = pool.send(endpoint, &authority, request).await;
-            // A refused connection backs this endpoint off for the next copies;
-            // any connection made ends the back-off.
-            match &sent {
-                Err(SendError::Connect) => target.health.backoff.connect_failed(),
-                _ => target.health.backoff.connected(),
-            }
-            let (response, loan) = sent.inspect_err(|e| {
-                let outcome = match e {
-                    SendError::Connect => TryOutcome::ConnectFailure,
-                    SendError::Exchange(_) => TryOutcome::Reset,
-                };
-                cluster.record(target, outcome);
-            })?;
-            let status = response.status().as_u16();
-            cluster.record(target, TryOutcome::Status(status));
-            let (parts, body) = response.into_parts();
-            let mut body = PooledResponse::new(body, loan);
-            let mut bytes = 0u64;
-            // Read and drop, unless compared: then kept up to the bound.
-            let mut capture = limit.map(BodyCapture::new);
-            let mut complete = true;
-            while let Some(frame) = body.frame().await {
-                match frame {
-                    Ok(frame) => {
-                        if let Some(data) = frame.data_ref() {
-                            bytes += data.len() as u64;
-                            if let Some(c) = capture.as_mut() {
-                                c.push(data);
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        complete = false;
-                        break;
-                    }
-                }
-            }
-            let captured = capture
-                .filter(|_| complete)
-                .map(|c| c.finish(status, parts.headers, started.elapsed()));
-            Ok::<_, crate::pool::SendError>((status, bytes, captured))
+        let reading = Reading {
+            limit: compare
+                .as_ref()
+                .map_or(max_drain_bytes, |c| c.max_body_bytes),
+            budget: compare.as_ref().map(|c| c.queue.budget.clone()),
+            stats: &stats,
+            started,
         };
-        let mut mine = None;
-        let (outcome, status, bytes_out) = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((status, bytes, captured))) => {
-                mine = captured;
-                stats.answered.fetch_add(1, Relaxed);
-                stats.responses.record(status);
-                stats.duration.record(started.elapsed());
-                ("answered", status, bytes)
-            }
-            Ok(Err(_)) => match tap.and_then(|t| t.cut_reason()) {
-                Some(reason) => {
-                    stats.dropped(reason);
-                    ("dropped", 0, 0)
-                }
-                None => {
-                    stats.failed.fetch_add(1, Relaxed);
-                    ("failed", 0, 0)
-                }
-            },
+        let target = cluster.endpoint(index);
+        let exchange = exchange(
+            &pool, &cluster, target, endpoint, &authority, request, reading,
+        );
+        let ended = match tokio::time::timeout(timeout, exchange).await {
+            Ok(ended) => ended,
             Err(_) => {
                 cluster.record(target, TryOutcome::Timeout);
-                stats.timed_out.fetch_add(1, Relaxed);
-                ("timed_out", 0, 0)
+                Ended::TimedOut
             }
         };
+        // A copy whose request body was cut is dropped for that reason, whatever came back.
+        let mut ended = match (ended, tap.and_then(|t| t.cut_reason())) {
+            (Ended::Failed(_), Some(reason)) => Ended::Dropped(reason),
+            (ended, _) => ended,
+        };
+        let (status, bytes, mine) = ended.count(&stats, started);
         if let Some(slot) = compare {
-            // Waiting for the primary's body is bounded by what is left of
-            // the copy's deadline; the permit is held meanwhile, as the copy
-            // is not over until its pair is handed on.
-            let left = timeout.saturating_sub(started.elapsed());
-            let primary = tokio::time::timeout(left, slot.primary).await;
-            match (mine, primary) {
-                (None, _) => stats.compare.skipped(SkipReason::MirrorFailed),
-                (Some(_), Err(_) | Ok(Err(_))) => {
-                    stats.compare.skipped(SkipReason::PrimaryIncomplete);
-                }
-                (Some(mirror), Ok(Ok(primary))) => {
-                    let pair = ComparedPair {
-                        key: slot.key,
-                        method,
-                        path: slot.path,
-                        primary,
-                        mirror,
-                    };
-                    if slot.queue.offer(pair) {
-                        stats.compare.queued.fetch_add(1, Relaxed);
-                    } else {
-                        stats.compare.skipped(SkipReason::QueueFull);
-                    }
-                }
+            slot.hand_over(
+                mine,
+                method,
+                &stats,
+                timeout.saturating_sub(started.elapsed()),
+            )
+            .await;
+        }
+        if let Some(line) = line.as_mut() {
+            line.record.status = status;
+            line.record.outcome = Some(ended.label());
+            if let Ended::Failed(reason) = ended {
+                line.record.reason = Some(reason.label());
             }
         }
-        if let Some(mut line) = line {
-            line.record.status = status;
-            line.record.outcome = Some(outcome);
-            line.finish(bytes_out);
+        if let Some(line) = line {
+            line.finish(bytes);
         }
         stats.in_flight.fetch_sub(1, Relaxed);
         drop(permit);
+    }
+}
+
+/// How a copy's answer is read: up to `limit` body bytes, kept within the
+/// compare budget when the copy is compared.
+struct Reading<'a> {
+    limit: u64,
+    budget: Option<Arc<CompareBudget>>,
+    stats: &'a MirrorStats,
+    /// When the copy started: a capture's latency runs from here.
+    started: Instant,
+}
+
+/// How one copy ended, as counted.
+#[derive(Debug)]
+enum Ended {
+    /// Read to its end within the limit.
+    Answered(Answer),
+    /// Past the limit: reading stopped and the connection was closed.
+    Cut(Answer),
+    Failed(FailReason),
+    TimedOut,
+    Dropped(DropReason),
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    bytes: u64,
+    captured: Option<Captured>,
+}
+
+impl Ended {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Answered(_) => "answered",
+            Self::Cut(_) => "cut",
+            Self::Failed(_) => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Dropped(_) => "dropped",
+        }
+    }
+
+    /// Counts the outcome; returns the status, the body bytes read and the capture.
+    fn count(&mut self, stats: &MirrorStats, started: Instant) -> (u16, u64, Option<Captured>) {
+        let counter = match self {
+            Self::Answered(_) => &stats.answered,
+            _ => &stats.cut,
+        };
+        match self {
+            Self::Answered(answer) | Self::Cut(answer) => {
+                counter.fetch_add(1, Relaxed);
+                stats.responses.record(answer.status);
+                stats.duration.record(started.elapsed());
+                (answer.status, answer.bytes, answer.captured.take())
+            }
+            Self::Failed(reason) => {
+                stats.failed(*reason);
+                (0, 0, None)
+            }
+            Self::TimedOut => {
+                stats.timed_out.fetch_add(1, Relaxed);
+                (0, 0, None)
+            }
+            Self::Dropped(reason) => {
+                stats.dropped(*reason);
+                (0, 0, None)
+            }
+        }
+    }
+}
+
+/// Sends the copy and reads its answer as `reading` says. Every byte read is
+/// counted; a body past the limit is left unread and its connection closed
+/// (dropping it unfinished keeps it out of the pool), so the worker's time on
+/// a copy does not grow with what the mirror sends.
+async fn exchange(
+    pool: &Pool,
+    cluster: &Cluster,
+    target: &crate::cluster::Endpoint,
+    endpoint: u32,
+    authority: &Authority,
+    request: Request<MirrorBody>,
+    reading: Reading<'_>,
+) -> Ended {
+    let sent = pool.send(endpoint, authority, request).await;
+    // A refused connection backs this endpoint off for the next copies; any
+    // connection made ends the back-off.
+    match &sent {
+        Err(SendError::Connect) => target.health.backoff.connect_failed(),
+        _ => target.health.backoff.connected(),
+    }
+    let (mut response, loan) = match sent {
+        Ok(sent) => sent,
+        Err(SendError::Connect) => {
+            cluster.record(target, TryOutcome::ConnectFailure);
+            return Ended::Failed(FailReason::Connect);
+        }
+        Err(SendError::Exchange(e)) => {
+            cluster.record(target, TryOutcome::Reset);
+            let reason = if e.is_parse() || e.is_parse_too_large() {
+                FailReason::Protocol
+            } else {
+                FailReason::Reset
+            };
+            return Ended::Failed(reason);
+        }
+    };
+    let status = response.status().as_u16();
+    cluster.record(target, TryOutcome::Status(status));
+    if headers::response_framing(response.headers_mut()).is_err() {
+        return Ended::Failed(FailReason::Framing);
+    }
+    let started = reading.started;
+    let (parts, body) = response.into_parts();
+    let mut body = PooledResponse::new(body, loan);
+    let mut capture = reading
+        .budget
+        .as_ref()
+        .map(|budget| BodyCapture::new(reading.limit, budget));
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Ended::Failed(FailReason::BodyIncomplete);
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        bytes += data.len() as u64;
+        reading
+            .stats
+            .answer_bytes
+            .fetch_add(data.len() as u64, Relaxed);
+        if let Some(c) = capture.as_mut() {
+            c.push(data);
+        }
+        if bytes > reading.limit {
+            drop(body);
+            let captured =
+                capture.map(|c| c.finish(status, parts.headers, started.elapsed(), true));
+            return Ended::Cut(Answer {
+                status,
+                bytes,
+                captured,
+            });
+        }
+    }
+    let captured = capture.map(|c| c.finish(status, parts.headers, started.elapsed(), false));
+    Ended::Answered(Answer {
+        status,
+        bytes,
+        captured,
+    })
+}
+
+impl CompareSlot {
+    /// Pairs the copy's capture with the primary's and queues the pair. Waiting
+    /// for the primary's body is bounded by what is left of the copy's
+    /// deadline; the permit is held meanwhile, as the copy is not over until
+    /// its pair is handed on.
+    async fn hand_over(
+        self,
+        mine: Option<Captured>,
+        method: Method,
+        stats: &MirrorStats,
+        left: Duration,
+    ) {
+        let Some(mirror) = mine else {
+            stats.compare.skipped(SkipReason::MirrorFailed);
+            return;
+        };
+        let Ok(Ok(primary)) = tokio::time::timeout(left, self.primary).await else {
+            stats.compare.skipped(SkipReason::PrimaryIncomplete);
+            return;
+        };
+        if mirror.over_budget || primary.over_budget {
+            stats.compare.skipped(SkipReason::BufferBudget);
+            return;
+        }
+        let pair = ComparedPair {
+            key: self.key,
+            method,
+            path: self.path,
+            primary,
+            mirror,
+        };
+        if self.queue.offer(pair) {
+            stats.compare.queued.fetch_add(1, Relaxed);
+        } else {
+            stats.compare.skipped(SkipReason::QueueFull);
+        }
     }
 }

@@ -39,7 +39,8 @@ impl EndpointIds {
 
 struct IdleConn<B> {
     sender: SendRequest<B>,
-    since: Instant,
+    /// When the pool's idle timeout closes it, checked out or not.
+    expires: Instant,
 }
 
 /// One thread's idle connections, by endpoint id.
@@ -90,6 +91,40 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint and worker thread.
     pub max_idle_per_endpoint: usize,
+    /// Bytes an answer's head may take (hyper's read buffer bound); `None`:
+    /// hyper's default. Set for mirrors, whose answers nobody waits for.
+    pub max_head_bytes: Option<usize>,
+}
+
+/// How often each worker closes its idle connections past their timeout.
+pub const IDLE_SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// Closes this thread's idle connections whose idle timeout has passed and
+/// those their peer has closed, so that a burst's connections do not stay
+/// open until the next checkout. Run by each worker every `IDLE_SWEEP_PERIOD`.
+pub fn sweep_idle() {
+    sweep::<RequestBody>();
+    sweep::<MirrorBody>();
+}
+
+fn sweep<B: PooledBody>() {
+    let now = Instant::now();
+    B::idle().with(|idle| {
+        for list in &mut idle.borrow_mut().by_endpoint {
+            // Dropping the last sender ends hyper's connection task: the socket closes.
+            list.retain(|conn| conn.expires > now && !conn.sender.is_closed());
+        }
+    });
+}
+
+/// The sweep, forever, on the calling worker's runtime.
+pub async fn sweep_idle_forever() {
+    let mut ticks = tokio::time::interval(IDLE_SWEEP_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        sweep_idle();
+    }
 }
 
 /// Why a request got no response.
@@ -107,6 +142,7 @@ pub struct Loan<B: PooledBody> {
     sender: SendRequest<B>,
     endpoint: u32,
     max_idle: usize,
+    idle_timeout: Duration,
 }
 
 impl<B: PooledBody> Loan<B> {
@@ -118,6 +154,7 @@ impl<B: PooledBody> Loan<B> {
             sender,
             endpoint,
             max_idle,
+            idle_timeout,
         } = self;
         B::idle().with(|idle| {
             let mut idle = idle.borrow_mut();
@@ -129,7 +166,7 @@ impl<B: PooledBody> Loan<B> {
             if list.len() < max_idle {
                 list.push(IdleConn {
                     sender,
-                    since: Instant::now(),
+                    expires: Instant::now() + idle_timeout,
                 });
             }
         });
@@ -165,6 +202,7 @@ impl Pool {
                         sender,
                         endpoint,
                         max_idle: self.settings.max_idle_per_endpoint,
+                        idle_timeout: self.settings.idle_timeout,
                     };
                     return Ok((response, loan));
                 }
@@ -178,7 +216,7 @@ impl Pool {
     }
 
     fn checkout<B: PooledBody>(&self, endpoint: u32) -> Option<SendRequest<B>> {
-        let oldest = Instant::now().checked_sub(self.settings.idle_timeout);
+        let now = Instant::now();
         B::idle().with(|idle| {
             let mut idle = idle.borrow_mut();
             let list = idle.by_endpoint.get_mut(endpoint as usize)?;
@@ -187,7 +225,7 @@ impl Pool {
             let mut found = None;
             let mut busy = Vec::new();
             while let Some(mut conn) = list.pop() {
-                if oldest.is_some_and(|o| conn.since < o) {
+                if conn.expires <= now {
                     list.clear();
                     break;
                 }
@@ -230,10 +268,12 @@ impl Pool {
             TokioIo::new(stream),
             self.gauges.gauge(self.role, authority.as_str()),
         );
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(SendError::Exchange)?;
+        let mut builder = http1::Builder::new();
+        if let Some(max) = self.settings.max_head_bytes {
+            // hyper's floor for its read buffer is 8 KiB.
+            builder.max_buf_size(max.max(8192));
+        }
+        let (sender, connection) = builder.handshake(io).await.map_err(SendError::Exchange)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });

@@ -156,6 +156,14 @@ async fn route_and_forward(
             .and_then(|h| h.to_str().ok())
             .unwrap_or(""),
     };
+    // No Host that is not a valid authority reaches routing, a hop or a copy.
+    let host_value = request.headers().get(HOST).map(HeaderValue::as_bytes);
+    if absolute.is_none() && host_value.is_some_and(|h| !headers::valid_authority(h)) {
+        return LocalReply::InvalidHost.into_response();
+    }
+    if absolute.is_some() && !headers::valid_authority(authority.as_bytes()) {
+        return LocalReply::InvalidHost.into_response();
+    }
     let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let view = RequestView {
         method: request.method().as_str(),
@@ -342,6 +350,7 @@ async fn route_and_forward(
                 // operations: the mirror's answer gets none either.
                 let capture = PrimaryCapture::new(
                     capture_limit,
+                    &conn.shared.compare_queue.budget,
                     status,
                     response.headers().clone(),
                     started,
@@ -358,7 +367,9 @@ async fn route_and_forward(
             if !compared.is_empty() {
                 // The proxy answered for the primary (502, 504...): its status
                 // is what the user saw, and what the copy is compared with.
-                PrimaryCapture::new(0, status, http::HeaderMap::new(), started, compared).finish();
+                let budget = &conn.shared.compare_queue.budget;
+                PrimaryCapture::new(0, budget, status, http::HeaderMap::new(), started, compared)
+                    .finish();
             }
             reply.into_response()
         }

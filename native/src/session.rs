@@ -81,11 +81,17 @@ pub async fn upgraded(
             stats: destination.upgrades.clone(),
             hold: conn.hold.clone(),
         };
+        // From the 101 on, the client's bytes are the protocol's, not request
+        // heads: the head inspector (and its header-read deadline) lets them by.
+        conn.findings.stop_inspecting();
         tokio::spawn(session.run());
         // Its Connection and Upgrade headers are the client's to see.
         response.map(|_| ResponseBody::default())
     } else {
         // Refused: an ordinary response, and the mirrors' feeds end here.
+        if let Err(reply) = headers::response_framing(response.headers_mut()) {
+            return reply.into_response();
+        }
         headers::strip_hop_by_hop(response.headers_mut());
         response.map(|body| ResponseBody::Upstream(UpstreamBody::unpooled(body)))
     };

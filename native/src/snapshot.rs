@@ -393,6 +393,10 @@ pub struct Mirror {
     /// Bytes of request body buffered for the copy; past it the copy is cut and dropped.
     #[serde(default = "defaults::mirror_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Body bytes of the mirror's answer read and dropped; past it reading
+    /// stops, the connection is closed and the copy counts as `cut`.
+    #[serde(default = "defaults::mirror_max_drain_bytes")]
+    pub max_drain_bytes: u64,
     /// Appended to the Host name, before any port.
     #[serde(default = "defaults::mirror_host_suffix")]
     pub host_suffix: String,
@@ -537,6 +541,11 @@ pub mod defaults {
     }
     pub fn mirror_max_body_bytes() -> u64 {
         4 * 1024 * 1024
+    }
+    /// Enough for ordinary answers to keep their keep-alive connection;
+    /// closing after each would fill TIME_WAIT at a few hundred copies a second.
+    pub fn mirror_max_drain_bytes() -> u64 {
+        256 * 1024
     }
     pub fn compare_max_body_bytes() -> u64 {
         64 * 1024

@@ -153,13 +153,56 @@ impl DropReason {
     }
 }
 
+/// Why a copy failed: what went wrong with the mirror's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// No connection could be opened.
+    Connect,
+    /// The connection was reset or closed before the answer's head was complete.
+    Reset,
+    /// The answer's head does not parse as HTTP/1.1, or is larger than allowed.
+    Protocol,
+    /// The answer's Content-Length is malformed or lists differing values.
+    Framing,
+    /// The body ended (closed or reset) short of what its framing announced.
+    BodyIncomplete,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 5] = [
+        Self::Connect,
+        Self::Reset,
+        Self::Protocol,
+        Self::Framing,
+        Self::BodyIncomplete,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Reset => "reset",
+            Self::Protocol => "protocol",
+            Self::Framing => "framing",
+            Self::BodyIncomplete => "body_incomplete",
+        }
+    }
+}
+
 /// What became of one mirror policy's copies.
 #[derive(Debug, Default)]
 pub struct MirrorStats {
-    /// The mirror answered (any status); its response was drained and dropped.
+    /// The mirror answered (any status) and its body was read to its end
+    /// within the drain limit, then dropped (or compared).
     pub answered: AtomicU64,
-    /// Connecting or exchanging with the mirror failed.
+    /// The mirror answered, but its body went past the drain limit (or a
+    /// compared copy's capture limit): reading stopped and the connection
+    /// was closed, so that what v2 sends costs a bounded amount.
+    pub cut: AtomicU64,
+    /// Connecting or exchanging with the mirror failed (see `failures`).
     pub failed: AtomicU64,
+    failures: [AtomicU64; FailReason::ALL.len()],
+    /// Body bytes read from the mirror's answers.
+    pub answer_bytes: AtomicU64,
     /// The mirror did not finish within the mirror timeout.
     pub timed_out: AtomicU64,
     /// Copies admitted and not yet finished (a gauge).
@@ -175,6 +218,11 @@ impl MirrorStats {
     #[inline]
     pub fn dropped(&self, reason: DropReason) {
         self.dropped[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn failed(&self, reason: FailReason) {
+        self.failed.fetch_add(1, Relaxed);
+        self.failures[reason as usize].fetch_add(1, Relaxed);
     }
 }
 
@@ -342,7 +390,13 @@ impl StatsRegistry {
             .map(|(key, s)| MirrorReport {
                 key: key.clone(),
                 answered: s.answered.load(Relaxed),
+                cut: s.cut.load(Relaxed),
                 failed: s.failed.load(Relaxed),
+                failures: FailReason::ALL
+                    .iter()
+                    .map(|&r| (r.label().to_owned(), s.failures[r as usize].load(Relaxed)))
+                    .collect(),
+                answer_bytes: s.answer_bytes.load(Relaxed),
                 timed_out: s.timed_out.load(Relaxed),
                 in_flight: s.in_flight.load(Relaxed),
                 dropped: DropReason::ALL
@@ -381,7 +435,10 @@ pub struct MirrorReport {
     #[serde(flatten)]
     pub key: StatsKey,
     pub answered: u64,
+    pub cut: u64,
     pub failed: u64,
+    pub failures: HashMap<String, u64>,
+    pub answer_bytes: u64,
     pub timed_out: u64,
     pub in_flight: u64,
     pub dropped: HashMap<String, u64>,
@@ -456,6 +513,8 @@ pub struct StatsReport {
     pub upgrade_mirrors: Vec<TcpMirrorReport>,
     /// Compared pairs waiting for the control plane to drain them.
     pub compare_queue_depth: u64,
+    /// Bytes held by compare captures now, against the engine's compare budget.
+    pub compare_buffer_held_bytes: u64,
     /// Outlier detection, per cluster that has it (it starts over on reload).
     pub outliers: Vec<OutlierReport>,
 }

@@ -19,6 +19,11 @@ use tokio::net::TcpStream;
 use crate::pool::{Pool, PoolSettings};
 use crate::snapshot::UpstreamSettings;
 
+/// Bytes a mirror's answer head may take, as a request head may by default
+/// (`limits.maxHeaderBytes`): past it the copy fails (`protocol`) instead of
+/// the worker reading endless headers for a response nobody waits for.
+pub const MIRROR_MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// The two pool sets, shared across snapshots while their settings hold.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
@@ -35,6 +40,7 @@ impl Upstreams {
                 connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
                 idle_timeout: Duration::from_millis(settings.pool_idle_timeout_ms),
                 max_idle_per_endpoint: settings.pool_max_idle_per_endpoint as usize,
+                max_head_bytes: (role == Role::Mirror).then_some(MIRROR_MAX_HEAD_BYTES),
             },
             gauges: gauges.clone(),
         };

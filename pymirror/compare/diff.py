@@ -2,7 +2,8 @@
 
 A pair is what the core hands over (`Engine.drain_compared`): two sides, each with
 `status`, `headers` (lower-case name, value), `body` (the kept bytes), `body_len`,
-`body_hash` (of the whole body), `truncated` and `latency` (seconds).
+`body_hash` (of the body read), `truncated`, `cut` (the body was not read to its end:
+the mirror's, past the capture limit) and `latency` (seconds).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Difference:
 class Outcome:
     result: str
     differences: tuple[Difference, ...] = ()
+    truncated: bool = False
+    """A side was cut at the capture limit: only the kept prefixes were compared."""
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
@@ -133,7 +136,8 @@ def compare(pair: Mapping[str, Any], settings: Settings | None = None) -> Outcom
     ignore = s.ignore_headers | ({"content-length"} if structural else set())
     diffs += _headers(primary["headers"], mirror["headers"], ignore)
     diffs += body_diffs
-    return Outcome(result_of(diffs), tuple(diffs))
+    cut = bool(primary.get("cut") or mirror.get("cut"))
+    return Outcome(result_of(diffs), tuple(diffs), truncated=cut)
 
 
 def result_of(diffs: Iterable[Difference]) -> str:
@@ -178,6 +182,14 @@ def _body(
     primary: Mapping[str, Any], mirror: Mapping[str, Any], s: Settings
 ) -> tuple[list[Difference], bool]:
     """The body's differences, and whether the bodies were compared as JSON."""
+    if primary.get("cut") or mirror.get("cut"):
+        # A side read only up to the capture limit: its length and hash cover only what
+        # was read, so the kept prefixes are all that can be compared.
+        a, b = primary["body"], mirror["body"]
+        n = min(len(a), len(b))
+        if a[:n] == b[:n]:
+            return [], False
+        return [Difference("body", "body", "body", _text(a[:n]), _text(b[:n]))], False
     if primary["truncated"] or mirror["truncated"]:
         # Past the capture bound only the whole body's length and hash are known.
         a = (primary["body_len"], primary["body_hash"])

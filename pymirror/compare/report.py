@@ -70,6 +70,11 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(f"{e['endpoint']}  ({e['virtual_service']} / route {e['route']})")
         summary = ", ".join(f"{k} {v} ({v / n:.1%})" for k, v in sorted(res.items()))
         lines.append(f"  compared {n}: {summary}")
+        if e.get("truncated"):
+            lines.append(
+                f"  truncated {e['truncated']}: the mirror's answer went past the capture "
+                "limit; only the kept prefixes were compared"
+            )
         if e["status_agreement"] is not None:
             lines.append(f"  status agreement {e['status_agreement']:.1%}")
         for s in e["statuses"]:

@@ -58,6 +58,8 @@ class Figures:
     max_samples: int
     max_fields: int
     compared: int = 0
+    truncated: int = 0
+    """Pairs compared on their kept prefixes only: a side was cut at the capture limit."""
     results: Counter[str] = field(default_factory=Counter)
     fields: Counter[str] = field(default_factory=Counter)
     statuses: Counter[tuple[int, int]] = field(default_factory=Counter)
@@ -89,6 +91,7 @@ class Figures:
         regressions = [d for name, d in by_field.items() if self.field_class(name) == REGRESSION]
         result = result_of(regressions) if regressions or not by_field else "noise_only"
         self.compared += 1
+        self.truncated += outcome.truncated
         self.results[result] += 1
         p, m = pair["primary"], pair["mirror_response"]
         self.statuses[(p["status"], m["status"])] += 1
@@ -252,6 +255,7 @@ class Store:
                 "route": route,
                 "endpoint": endpoint,
                 "compared": f.compared,
+                "truncated": f.truncated,
                 "results": dict(f.results),
                 "fields": fields,
                 "statuses": [

@@ -103,8 +103,12 @@ class CompareOptions(_Model):
     """Share of the mirror's copies compared, apart from the mirror's own percentage
     (`mirrorPercentage: 10` and `compare: {percentage: {value: 1}}` compare 0.1% of
     requests). Default: 100%."""
-    max_body_bytes: ByteSize = Field(default=defaults.COMPARE_MAX_BODY_BYTES, ge=0)
-    """Body bytes kept of each answer; past it only the length and a hash are compared.
+    max_body_bytes: ByteSize = Field(
+        default=defaults.COMPARE_MAX_BODY_BYTES, ge=0, le=defaults.COMPARE_MAX_BODY_BYTES_LIMIT
+    )
+    """Body bytes kept of each answer, at most 16 MiB. Past it, the primary's answer is
+    compared by length and hash; the mirror's is read no further (its connection is
+    closed), and the pair is marked truncated: only the kept prefixes are compared.
     Default: 64 KiB."""
     ignore_headers: list[str] = Field(default_factory=list)
     """Response headers not compared, on top of the default list (`date`, `server`,

@@ -260,6 +260,10 @@ class Upstream(_Model):
 
     connect_timeout: Duration = timedelta(milliseconds=defaults.CONNECT_TIMEOUT_MS)
     """Deadline for opening a connection to an endpoint. Default: 1s."""
+    pool_idle_timeout: Duration = timedelta(milliseconds=defaults.POOL_IDLE_TIMEOUT_MS)
+    """How long a kept-alive upstream connection (primary or mirror) may stay idle in the
+    pool; each worker closes those past it within a second, so a burst's connections do not
+    stay open. Default: 60s."""
 
 
 class MirrorDefaults(_Model):
@@ -273,8 +277,17 @@ class MirrorDefaults(_Model):
     """Request body bytes a copy may hold queued while the mirror reads slower than the
     primary (a number or `4MiB`, `512KiB`); past it the copy is cut and counted as
     dropped (`body_buffer`), never sent short. Default: 4 MiB."""
+    max_drain_bytes: ByteSize = Field(default=defaults.MIRROR_MAX_DRAIN_BYTES, ge=0)
+    """Body bytes of a mirror's answer read and dropped (a number or `256KiB`): answers
+    within it keep their keep-alive connection; past it reading stops, the mirror
+    connection is closed and the copy is counted as `cut`, so that a mirror answering
+    huge or endless bodies costs each copy a bounded amount. A compared copy reads up to
+    its `compare.maxBodyBytes` instead. Default: 256 KiB."""
     host_suffix: HostSuffix = defaults.MIRROR_HOST_SUFFIX
-    """Appended to the copy's Host name, before any port. Default: `-shadow`."""
+    """Appended to the copy's Host name, before any port. A Host that cannot take it and
+    stay valid (an IP address, a bracketed literal, a name that is not a DNS name) is
+    replaced on the copy by the mirror destination's own name with the suffix.
+    Default: `-shadow`."""
     only_idempotent: bool = False
     """Copy only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), for every
     mirror that does not say otherwise. Default: every method."""

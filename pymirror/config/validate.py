@@ -92,7 +92,9 @@ def _message(kind: str, msg: str, value: Any, ctx: dict[str, Any]) -> str:
     }
     if kind in bounds:
         bound = ctx[{">=": "ge", "<=": "le", ">": "gt", "<": "lt"}[bounds[kind]]]
-        return f"must be {bounds[kind]} {bound:g} (got {value})"
+        # Integers as they are (a byte bound reads 16777216, not 1.67772e+07).
+        shown = str(bound) if isinstance(bound, int) else f"{bound:g}"
+        return f"must be {bounds[kind]} {shown} (got {value})"
     if kind == "too_short":
         need = ctx.get("min_length", 1)
         return "must not be empty" if need == 1 else f"needs at least {need} entries"

@@ -355,3 +355,18 @@ def test_a_forbidden_character_is_placed() -> None:
     assert problems('listeners:\n  - {address: "a\x00b"}\n') == [
         "<string>:2:17: invalid YAML: character U+0000 is not allowed"
     ]
+
+
+def test_compare_body_bound_has_an_upper_limit() -> None:
+    text = SERVICES + HEAD.replace(
+        "        mirror: {host: reviews, subset: v2}\n",
+        "        mirror: {host: reviews, subset: v2, compare: {maxBodyBytes: 17MiB}}\n",
+    )
+    [problem] = problems(text)
+    assert problem.startswith("<string>:15:69: "), problem
+    assert "maxBodyBytes" in problem and "16777216" in problem, problem
+
+
+def test_mirror_drain_limit_is_read_with_units() -> None:
+    config = load_config(route("") + "mirrorDefaults: {maxDrainBytes: 8KiB}\n")
+    assert config.mirror_defaults.max_drain_bytes == 8 * 1024

@@ -54,7 +54,10 @@ STATS: Any = {
         {
             **route_labels("reviews", "0", "reviews", "v2"),
             "answered": 6,
+            "cut": 2,
             "failed": 1,
+            "failures": {"connect": 0, "reset": 0, "protocol": 0, "body_incomplete": 1},
+            "answer_bytes": 4096,
             "timed_out": 1,
             "in_flight": 2,
             "dropped": {
@@ -154,6 +157,7 @@ def test_exposition_is_exact() -> None:
         # No subset: subset="". No traffic yet: the series exists, at zero.
         *buckets("pymirror_request_duration_seconds", RATINGS, [0, 0, 0, 0], 0.0),
         line("pymirror_mirror_requests_total", V2, 6, outcome="answered"),
+        line("pymirror_mirror_requests_total", V2, 2, outcome="cut"),
         line("pymirror_mirror_requests_total", V2, 1, outcome="failed"),
         line("pymirror_mirror_requests_total", V2, 1, outcome="timed_out"),
         # Dropped: the sum of the reasons, 3 + 1.
@@ -162,6 +166,11 @@ def test_exposition_is_exact() -> None:
         line("pymirror_mirror_dropped_total", V2, 3, reason="in_flight_limit"),
         line("pymirror_mirror_dropped_total", V2, 0, reason="no_endpoint"),
         line("pymirror_mirror_dropped_total", V2, 0, reason="request_aborted"),
+        line("pymirror_mirror_failures_total", V2, 1, reason="body_incomplete"),
+        line("pymirror_mirror_failures_total", V2, 0, reason="connect"),
+        line("pymirror_mirror_failures_total", V2, 0, reason="protocol"),
+        line("pymirror_mirror_failures_total", V2, 0, reason="reset"),
+        line("pymirror_mirror_answer_bytes_total", V2, 4096),
         line("pymirror_mirror_in_flight", V2, 2),
         line("pymirror_mirror_responses_total", V2, 5, code="200"),
         line("pymirror_mirror_responses_total", V2, 1, code="500"),
@@ -182,6 +191,7 @@ def test_exposition_is_exact() -> None:
         line("pymirror_outlier_ejections_total", {"host": "ratings.example", "subset": ""}, 0),
         line("pymirror_outlier_ejected_endpoints", {"host": "reviews", "subset": "v1"}, 1),
         line("pymirror_outlier_ejected_endpoints", {"host": "ratings.example", "subset": ""}, 0),
+        "pymirror_compare_buffer_bytes 0.0",
         line("pymirror_access_log_lines_total", {"result": "written"}, 20),
         line("pymirror_access_log_lines_total", {"result": "dropped"}, 3),
     ]
@@ -197,6 +207,8 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_request_duration_seconds": "histogram",
         "pymirror_mirror_requests": "counter",
         "pymirror_mirror_dropped": "counter",
+        "pymirror_mirror_failures": "counter",
+        "pymirror_mirror_answer_bytes": "counter",
         "pymirror_mirror_in_flight": "gauge",
         "pymirror_mirror_responses": "counter",
         "pymirror_mirror_request_duration_seconds": "histogram",
@@ -228,6 +240,7 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_upgrade_mirror_bytes": "counter",
         "pymirror_access_log_lines": "counter",
         "pymirror_compare": "counter",
+        "pymirror_compare_buffer_bytes": "gauge",
     }
     for name in ("pymirror_request_duration_seconds", "pymirror_mirror_request_duration_seconds"):
         by_series: dict[tuple[tuple[str, str], ...], list[float]] = {}

@@ -44,8 +44,9 @@ def test_first_frame_shows_totals_since_start() -> None:
     # 10 requests: 9 answered 200, 1 answered 503; no rate without an interval.
     assert row.split()[3:9] == ["10", "-", "90%", "-", "-", "10%"]
     mirror = next(r for r in text.splitlines() if "reviews/0" in r and "v2" in r)
-    # 12 copies: 6 answered, 1 failed, 1 timed out, 4 dropped.
-    assert "12" in mirror.split() and "ok 50% failed 8.33% timeout 8.33% dropped 33.3%" in mirror
+    # 14 copies: 6 answered, 2 cut, 1 failed, 1 timed out, 4 dropped.
+    shares = "ok 42.9% cut 14.3% failed 7.14% timeout 7.14% dropped 28.6%"
+    assert "14" in mirror.split() and shares in mirror
 
 
 def test_later_frames_show_the_last_interval() -> None:

@@ -1,0 +1,301 @@
+"""Nothing reaches a hop that the client did not send, and nothing the proxy depends on can
+be taken away by a client: exact bytes from a raw client on one side, hostile upstreams on
+the other, and what each hop received asserted as recorded there.
+
+- `Connection` may not name Host, the framing headers, the request id or x-forwarded-*;
+- an upstream's framing is passed on strictly (RFC 9112 6.3), primary and mirror side;
+- no Host can remove the copy's shadow marker, and a Host that is not a valid authority
+  is refused before routing;
+- after a 101 the head inspector is out of the byte path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+
+import pytest
+from conftest import seed_config, settle
+from support.hostile import (
+    CL_AND_TE_BODY,
+    HostilePeer,
+    cl_and_te,
+    cl_conflict,
+    cl_list_equal,
+    cl_malformed,
+    healthy,
+)
+from support.upgrade_peer import UpgradeEcho
+
+from pymirror import Proxy
+from pymirror.engine import ServerOptions
+
+pytestmark = pytest.mark.e2e
+
+
+def send_raw(address: str, data: bytes) -> http.client.HTTPResponse:
+    """Sends `data` as it is on a new connection; returns the read response."""
+    host, port = address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    try:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        response.read()
+        return response
+    finally:
+        sock.close()
+
+
+def head(request_line: str, *lines: str, body: bytes = b"") -> bytes:
+    return ("\r\n".join([request_line, *lines]) + "\r\n\r\n").encode("latin-1") + body
+
+
+def one_request(peer: HostilePeer) -> dict[str, list[bytes]]:
+    [request] = peer.wait_requests(1)
+    return {name: request.header(name) for name in ("host", "content-length", "x-request-id")}
+
+
+# === Connection cannot remove what the proxy depends on ===
+
+
+def test_connection_host_does_not_strip_the_host() -> None:
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        got = send_raw(
+            proxy.addresses[0], head("GET / HTTP/1.1", "Host: reviews", "Connection: host")
+        )
+        settle(proxy)
+        assert got.status == 200
+        assert one_request(v1)["host"] == [b"reviews"]
+        assert one_request(v2)["host"] == [b"reviews-shadow"]
+
+
+def test_connection_x_request_id_keeps_one_id_on_every_hop() -> None:
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        send_raw(
+            proxy.addresses[0],
+            head(
+                "GET / HTTP/1.1",
+                "Host: reviews",
+                "X-Request-Id: abc-123",
+                "Connection: x-request-id, x-forwarded-for",
+            ),
+        )
+        settle(proxy)
+        for peer in (v1, v2):
+            [request] = peer.wait_requests(1)
+            assert request.header("x-request-id") == [b"abc-123"], peer.name
+            assert request.header("x-forwarded-for") == [b"127.0.0.1"], peer.name
+
+
+def test_connection_content_length_keeps_the_framing_on_both_hops() -> None:
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        got = send_raw(
+            proxy.addresses[0],
+            head(
+                "POST / HTTP/1.1",
+                "Host: reviews",
+                "Content-Length: 5",
+                "Connection: content-length, transfer-encoding",
+                body=b"hello",
+            ),
+        )
+        settle(proxy)
+        assert got.status == 200
+        for peer in (v1, v2):
+            [request] = peer.wait_requests(1)
+            assert request.header("content-length") == [b"5"], peer.name
+            assert request.header("transfer-encoding") == [], peer.name
+            assert request.body == b"hello", peer.name
+
+
+def test_connection_still_removes_what_it_names_otherwise() -> None:
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        send_raw(
+            proxy.addresses[0],
+            head("GET / HTTP/1.1", "Host: reviews", "X-Secret: 1", "Connection: x-secret"),
+        )
+        settle(proxy)
+        for peer in (v1, v2):
+            [request] = peer.wait_requests(1)
+            assert request.header("x-secret") == [] and request.header("connection") == []
+
+
+# === an upstream's framing, primary side ===
+
+
+def through(primary: HostilePeer) -> tuple[http.client.HTTPResponse, bytes]:
+    with (
+        healthy(b"v2") as v2,
+        Proxy(seed_config(primary.address, v2.address, mirror=None)) as proxy,
+    ):
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", "/", headers={"Host": "reviews"})
+            response = conn.getresponse()
+            return response, response.read()
+        finally:
+            conn.close()
+
+
+def test_transfer_encoding_wins_over_content_length_from_the_primary() -> None:
+    """The primary sends `Content-Length: 3` with a chunked 10-byte body: the user gets all
+    10 bytes, never `Content-Length: 3` (a truncated answer that looks complete)."""
+    with cl_and_te() as v1:
+        response, body = through(v1)
+    assert response.status == 200
+    assert body == CL_AND_TE_BODY
+    assert response.getheader("content-length") in (None, "10")
+
+
+def test_an_equal_content_length_list_from_the_primary_becomes_one_value() -> None:
+    with cl_list_equal() as v1:
+        response, body = through(v1)
+    assert response.status == 200 and body == b"ok"
+    assert response.headers.get_all("content-length") == ["2"]
+
+
+@pytest.mark.parametrize("peer", [cl_conflict, cl_malformed], ids=lambda p: p.__name__)
+def test_a_conflicting_or_malformed_content_length_from_the_primary_is_a_502(peer) -> None:
+    with peer() as v1:
+        response, body = through(v1)
+    assert response.status == 502, body
+    assert b"ok" not in body
+
+
+# === an upstream's framing, mirror side ===
+
+
+def test_a_mirror_answer_with_both_lengths_is_read_by_its_chunks() -> None:
+    with (
+        healthy(b"v1") as v1,
+        cl_and_te() as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        send_raw(proxy.addresses[0], head("GET / HTTP/1.1", "Host: reviews"))
+        mirror = settle(proxy)
+    assert mirror["answered"] == 1
+    assert mirror["answer_bytes"] == len(CL_AND_TE_BODY)
+
+
+@pytest.mark.parametrize(
+    ("peer", "outcome"),
+    [(cl_list_equal, "answered"), (cl_conflict, "failed"), (cl_malformed, "failed")],
+    ids=["equal", "conflict", "malformed"],
+)
+def test_a_mirror_answer_framing_is_judged_as_the_primarys(peer, outcome) -> None:
+    with (
+        healthy(b"v1") as v1,
+        peer() as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        got = send_raw(proxy.addresses[0], head("GET / HTTP/1.1", "Host: reviews"))
+        mirror = settle(proxy)
+    assert got.status == 200
+    assert mirror[outcome] == 1, mirror
+    if outcome == "failed":
+        assert mirror["failures"]["protocol"] + mirror["failures"]["framing"] == 1
+
+
+# === the shadow marker and the Host ===
+
+
+@pytest.mark.parametrize(
+    ("host", "shadow"),
+    [
+        ("[::1]:80", b"reviews-shadow:80"),
+        ("127.0.0.1:8080", b"reviews-shadow:8080"),
+        ("127.0.0.1", b"reviews-shadow"),
+        ("reviews.", b"reviews-shadow"),
+        ("reviews:9080", b"reviews-shadow:9080"),
+    ],
+)
+def test_no_host_removes_the_shadow_marker(host: str, shadow: bytes) -> None:
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        got = send_raw(proxy.addresses[0], head("GET / HTTP/1.1", f"Host: {host}"))
+        settle(proxy)
+        assert got.status == 200
+        assert one_request(v1)["host"] == [host.encode()], "the primary gets the Host as sent"
+        assert one_request(v2)["host"] == [shadow]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"[reviews]:9080", b"[anything]", b"r\xc3\xa9views", b"a b", b"reviews:80:80", b"a@b"],
+)
+def test_a_host_that_is_not_an_authority_is_refused_before_routing(host: bytes) -> None:
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        got = send_raw(proxy.addresses[0], b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        stats = proxy.stats()
+        assert got.status == 400
+        assert v1.requests() == [] and v2.requests() == []
+        assert stats["mirrors"][0]["answered"] == 0
+
+
+# === after 101, the bytes are the protocol's ===
+
+
+def test_a_text_protocol_pausing_after_101_is_not_cut_by_the_header_timeout() -> None:
+    """Bytes that look like the start of a request head (`PING`), then a pause longer than
+    the header-read timeout: the session goes on (the idle timeout applies, not the
+    header-read one)."""
+    v1, v2 = UpgradeEcho().start(), UpgradeEcho().start()
+    options = ServerOptions(header_read_timeout=0.3)
+    try:
+        with Proxy(seed_config(v1.address, v2.address), options=options) as proxy:
+            host, port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(
+                    b"GET / HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\n"
+                    b"Upgrade: echo/1\r\n\r\n"
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    chunk = sock.recv(1)
+                    assert chunk, answer
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 101 ")
+                sock.sendall(b"PING")
+                assert recv_exactly(sock, 4) == b"PING"
+                time.sleep(1.0)  # > the 0.3 s header-read timeout
+                sock.sendall(b" PONG\r\n")
+                assert recv_exactly(sock, 7) == b" PONG\r\n", "the session was cut"
+    finally:
+        v1.stop()
+        v2.stop()
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
