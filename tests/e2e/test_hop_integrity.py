@@ -14,12 +14,14 @@ from __future__ import annotations
 import http.client
 import socket
 import time
+from dataclasses import dataclass
 
 import pytest
 from conftest import seed_config, settle
 from support.hostile import (
     CL_AND_TE_BODY,
     HostilePeer,
+    Request,
     cl_and_te,
     cl_conflict,
     cl_list_equal,
@@ -52,90 +54,73 @@ def head(request_line: str, *lines: str, body: bytes = b"") -> bytes:
     return ("\r\n".join([request_line, *lines]) + "\r\n\r\n").encode("latin-1") + body
 
 
-def one_request(peer: HostilePeer) -> dict[str, list[bytes]]:
-    [request] = peer.wait_requests(1)
-    return {name: request.header(name) for name in ("host", "content-length", "x-request-id")}
+@dataclass(frozen=True)
+class Hops:
+    """What one raw request became: the user's status and what each hop received."""
+
+    status: int
+    primary: Request
+    mirror: Request
+
+
+def both_hops(raw: bytes) -> Hops:
+    """Sends `raw` through a proxy mirroring 100% from a healthy v1 to a healthy v2."""
+    with (
+        healthy(b"v1") as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address)) as proxy,
+    ):
+        got = send_raw(proxy.addresses[0], raw)
+        settle(proxy)
+        [primary], [mirror] = v1.wait_requests(1), v2.wait_requests(1)
+    return Hops(got.status, primary, mirror)
 
 
 # === Connection cannot remove what the proxy depends on ===
 
 
 def test_connection_host_does_not_strip_the_host() -> None:
-    with (
-        healthy(b"v1") as v1,
-        healthy(b"v2") as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        got = send_raw(
-            proxy.addresses[0], head("GET / HTTP/1.1", "Host: reviews", "Connection: host")
-        )
-        settle(proxy)
-        assert got.status == 200
-        assert one_request(v1)["host"] == [b"reviews"]
-        assert one_request(v2)["host"] == [b"reviews-shadow"]
+    hops = both_hops(head("GET / HTTP/1.1", "Host: reviews", "Connection: host"))
+    assert hops.status == 200
+    assert hops.primary.header("host") == [b"reviews"]
+    assert hops.mirror.header("host") == [b"reviews-shadow"]
 
 
 def test_connection_x_request_id_keeps_one_id_on_every_hop() -> None:
-    with (
-        healthy(b"v1") as v1,
-        healthy(b"v2") as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        send_raw(
-            proxy.addresses[0],
-            head(
-                "GET / HTTP/1.1",
-                "Host: reviews",
-                "X-Request-Id: abc-123",
-                "Connection: x-request-id, x-forwarded-for",
-            ),
+    hops = both_hops(
+        head(
+            "GET / HTTP/1.1",
+            "Host: reviews",
+            "X-Request-Id: abc-123",
+            "Connection: x-request-id, x-forwarded-for",
         )
-        settle(proxy)
-        for peer in (v1, v2):
-            [request] = peer.wait_requests(1)
-            assert request.header("x-request-id") == [b"abc-123"], peer.name
-            assert request.header("x-forwarded-for") == [b"127.0.0.1"], peer.name
+    )
+    for request in (hops.primary, hops.mirror):
+        assert request.header("x-request-id") == [b"abc-123"]
+        assert request.header("x-forwarded-for") == [b"127.0.0.1"]
 
 
 def test_connection_content_length_keeps_the_framing_on_both_hops() -> None:
-    with (
-        healthy(b"v1") as v1,
-        healthy(b"v2") as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        got = send_raw(
-            proxy.addresses[0],
-            head(
-                "POST / HTTP/1.1",
-                "Host: reviews",
-                "Content-Length: 5",
-                "Connection: content-length, transfer-encoding",
-                body=b"hello",
-            ),
+    hops = both_hops(
+        head(
+            "POST / HTTP/1.1",
+            "Host: reviews",
+            "Content-Length: 5",
+            "Connection: content-length, transfer-encoding",
+            body=b"hello",
         )
-        settle(proxy)
-        assert got.status == 200
-        for peer in (v1, v2):
-            [request] = peer.wait_requests(1)
-            assert request.header("content-length") == [b"5"], peer.name
-            assert request.header("transfer-encoding") == [], peer.name
-            assert request.body == b"hello", peer.name
+    )
+    assert hops.status == 200
+    for request in (hops.primary, hops.mirror):
+        assert request.header("content-length") == [b"5"]
+        assert request.header("transfer-encoding") == []
+        assert request.body == b"hello"
 
 
 def test_connection_still_removes_what_it_names_otherwise() -> None:
-    with (
-        healthy(b"v1") as v1,
-        healthy(b"v2") as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        send_raw(
-            proxy.addresses[0],
-            head("GET / HTTP/1.1", "Host: reviews", "X-Secret: 1", "Connection: x-secret"),
-        )
-        settle(proxy)
-        for peer in (v1, v2):
-            [request] = peer.wait_requests(1)
-            assert request.header("x-secret") == [] and request.header("connection") == []
+    hops = both_hops(head("GET / HTTP/1.1", "Host: reviews", "X-Secret: 1", "Connection: x-secret"))
+    for request in (hops.primary, hops.mirror):
+        assert request.header("x-secret") == [] and request.header("connection") == []
 
 
 # === an upstream's framing, primary side ===
@@ -229,16 +214,10 @@ def test_a_mirror_answer_framing_is_judged_as_the_primarys(peer, outcome) -> Non
     ],
 )
 def test_no_host_removes_the_shadow_marker(host: str, shadow: bytes) -> None:
-    with (
-        healthy(b"v1") as v1,
-        healthy(b"v2") as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        got = send_raw(proxy.addresses[0], head("GET / HTTP/1.1", f"Host: {host}"))
-        settle(proxy)
-        assert got.status == 200
-        assert one_request(v1)["host"] == [host.encode()], "the primary gets the Host as sent"
-        assert one_request(v2)["host"] == [shadow]
+    hops = both_hops(head("GET / HTTP/1.1", f"Host: {host}"))
+    assert hops.status == 200
+    assert hops.primary.header("host") == [host.encode()], "the primary gets the Host as sent"
+    assert hops.mirror.header("host") == [shadow]
 
 
 @pytest.mark.parametrize(

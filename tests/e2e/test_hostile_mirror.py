@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import seed_config, settle
 from support.client import Client
 from support.hostile import (
+    Connection,
+    HostilePeer,
     endless_chunked,
     endless_headers,
     healthy,
@@ -26,7 +29,7 @@ from support.hostile import (
 )
 
 from pymirror import Proxy
-from pymirror.engine import ServerOptions
+from pymirror.engine import MirrorStats, ServerOptions
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +39,6 @@ DRAIN = 256 * 1024
 #: The most one read of a mirror's answer hands over: its read buffer is bounded at 64 KiB,
 #: but hyper reads into the buffer's whole spare capacity, which its allocation may double.
 FRAME = 128 * 1024
-#: The most a mirror's answer head may take before the copy fails (`protocol`).
-MAX_HEAD = 64 * 1024
 
 
 def users(proxy: Proxy, n: int = N) -> list[tuple[int, bytes]]:
@@ -45,69 +46,67 @@ def users(proxy: Proxy, n: int = N) -> list[tuple[int, bytes]]:
         return [(r.status, r.body) for r in (client.request("GET", f"/{i}") for i in range(n))]
 
 
-@pytest.mark.parametrize("peer", [huge_body, endless_chunked], ids=lambda p: p.__name__)
-def test_an_endless_answer_is_read_to_the_drain_limit_then_cut(peer) -> None:
+@dataclass(frozen=True)
+class Run:
+    replies: list[tuple[int, bytes]]
+    mirror: MirrorStats
+    connections: list[Connection]
+    """The hostile mirror's connections, once each copy's has ended."""
+
+
+def mirrored_to(peer: HostilePeer, extra: str = "") -> Run:
+    """`N` sequential keep-alive GETs through a proxy serving a healthy v1 and mirroring
+    every request to `peer`."""
     with (
         healthy(b"v1") as v1,
-        peer() as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
+        peer as v2,
+        Proxy(seed_config(v1.address, v2.address) + extra) as proxy,
     ):
         replies = users(proxy)
         mirror = settle(proxy)
-        connections = v2.wait_ended(N)
-    assert set(replies) == {(200, b"v1")}
-    assert (mirror["cut"], mirror["answered"], mirror["failed"]) == (N, 0, 0)
-    assert mirror["responses"] == {"200": N}
+        return Run(replies, mirror, v2.wait_ended(N))
+
+
+@pytest.mark.parametrize("peer", [huge_body, endless_chunked], ids=lambda p: p.__name__)
+def test_an_endless_answer_is_read_to_the_drain_limit_then_cut(peer) -> None:
+    run = mirrored_to(peer())
+    assert set(run.replies) == {(200, b"v1")}
+    assert (run.mirror["cut"], run.mirror["answered"], run.mirror["failed"]) == (N, 0, 0)
+    assert run.mirror["responses"] == {"200": N}
     # Each copy read past the drain limit, then stopped within one read.
-    assert N * DRAIN < mirror["answer_bytes"] <= N * (DRAIN + FRAME), mirror["answer_bytes"]
+    read = run.mirror["answer_bytes"]
+    assert N * DRAIN < read <= N * (DRAIN + FRAME), read
     # And closed its connection: none is left for the pool.
-    assert len(connections) == N
-    assert all(c.closed_by_peer for c in connections), [c.end for c in connections]
+    assert len(run.connections) == N
+    assert all(c.closed_by_peer for c in run.connections), [c.end for c in run.connections]
 
 
 def test_a_small_drain_limit_cuts_sooner() -> None:
-    with healthy(b"v1") as v1, huge_body() as v2:
-        config = seed_config(v1.address, v2.address) + "mirrorDefaults: {maxDrainBytes: 8KiB}\n"
-        with Proxy(config) as proxy:
-            replies = users(proxy)
-            mirror = settle(proxy)
-    assert set(replies) == {(200, b"v1")}
-    assert mirror["cut"] == N
-    assert mirror["answer_bytes"] <= N * (8 * 1024 + FRAME)
+    run = mirrored_to(huge_body(), "mirrorDefaults: {maxDrainBytes: 8KiB}\n")
+    assert set(run.replies) == {(200, b"v1")}
+    assert run.mirror["cut"] == N
+    assert run.mirror["answer_bytes"] <= N * (8 * 1024 + FRAME)
 
 
 def test_endless_headers_fail_the_copy_at_the_head_limit() -> None:
-    with (
-        healthy(b"v1") as v1,
-        endless_headers() as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        replies = users(proxy)
-        mirror = settle(proxy)
-        connections = v2.wait_ended(N)
-    assert set(replies) == {(200, b"v1")}
-    assert (mirror["failed"], mirror["answered"], mirror["cut"]) == (N, 0, 0)
-    assert mirror["failures"]["protocol"] == N
-    assert mirror["answer_bytes"] == 0
-    # The proxy stopped reading at the head limit and closed: what the peer could write is
-    # that, plus what the two kernels' socket buffers took.
-    assert all(c.closed_by_peer for c in connections)
+    """The proxy stops reading an answer head at 64 KiB (as it does a request head): the
+    copy fails (`protocol`) and its connection is closed; no body byte is counted."""
+    run = mirrored_to(endless_headers())
+    assert set(run.replies) == {(200, b"v1")}
+    assert (run.mirror["failed"], run.mirror["answered"], run.mirror["cut"]) == (N, 0, 0)
+    assert run.mirror["failures"]["protocol"] == N
+    assert run.mirror["answer_bytes"] == 0
+    assert all(c.closed_by_peer for c in run.connections)
 
 
 def test_a_body_cut_short_by_a_reset_is_failed_not_answered() -> None:
     """`Content-Length: 100000`, 1,000 bytes, then a reset: the copy is `failed`
     (`body_incomplete`), never `answered`."""
-    with (
-        healthy(b"v1") as v1,
-        short_body_reset() as v2,
-        Proxy(seed_config(v1.address, v2.address)) as proxy,
-    ):
-        replies = users(proxy)
-        mirror = settle(proxy)
-    assert set(replies) == {(200, b"v1")}
-    assert (mirror["failed"], mirror["answered"]) == (N, 0)
-    assert mirror["failures"]["body_incomplete"] == N
-    assert mirror["answer_bytes"] <= N * 1000
+    run = mirrored_to(short_body_reset())
+    assert set(run.replies) == {(200, b"v1")}
+    assert (run.mirror["failed"], run.mirror["answered"]) == (N, 0)
+    assert run.mirror["failures"]["body_incomplete"] == N
+    assert run.mirror["answer_bytes"] <= N * 1000
 
 
 def worker_cpu_seconds() -> float:
