@@ -3,7 +3,7 @@
 //! `tokio::io::copy_bidirectional` (8 KiB buffers) and splice(2) through a pipe
 //! (zero copy into userspace), and a direct connection as the floor.
 //!
-//! `cargo run --release --example splice_vs_copy -- [GiB]`. Client, proxy and
+//! `cargo run --release --features internals --example splice_vs_copy -- [GiB]`. Client, proxy and
 //! sink run in this one process; the proxy's CPU is the process's CPU minus
 //! what the direct run (client and sink alone) took for the same bytes.
 //! Measurement only: the core itself stays free of `unsafe`.
@@ -13,8 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use pymirror_native::splice;
-use pymirror_native::stats::TcpStats;
+use pymirror_native::internals::{splice, Stream, TcpStats};
 
 const BLOCK: usize = 1 << 20;
 
@@ -74,7 +73,8 @@ fn tokio_proxy(upstream: std::net::SocketAddr, core_loop: bool) -> std::net::Soc
             let mut up = tokio::net::TcpStream::connect(upstream).await.unwrap();
             if core_loop {
                 let stats = TcpStats::default();
-                splice::splice(&mut client, &mut up, &mut [], None, &stats).await;
+                let (mut client, mut up) = (Stream::tcp(client), Stream::tcp(up));
+                splice(&mut client, &mut up, &mut [], None, &stats).await;
             } else {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
             }

@@ -7,11 +7,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::compare::Captured;
+use crate::body::capture::Captured;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::error::EngineError;
-use crate::server::ServerSettings;
+use crate::listen::ServerSettings;
 use crate::snapshot::{Snapshot, SCHEMA};
 
 /// Raises the matching class of `pymirror.errors` (one `PymirrorError` tree,
@@ -47,7 +47,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::compare::DEFAULT_BUFFER_BUDGET))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::mirror::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::body::capture::DEFAULT_BUFFER_BUDGET))]
     // Python's keyword arguments, one per option: a struct would only move the list.
     #[allow(clippy::too_many_arguments)]
     fn new(

@@ -1,42 +1,55 @@
 //! pymirror's data plane: listeners, routing, forwarding and mirroring, in plain Rust.
 //!
-//! The Python control plane hands over a [`snapshot::Snapshot`]; [`engine::Engine`]
-//! compiles it into a [`table::RouteTable`] and serves it. `bindings` (feature
-//! `python`) is the only module that knows about Python.
+//! The Python control plane hands over a [`Snapshot`]; [`Engine`] compiles it into a
+//! route table and serves it. The modules follow a request's way, each depending
+//! only on those above it in this list (a test, `tests/layering.rs`, keeps it so):
+//! the leaves (`snapshot`, `sampling`, `transport`, `error`), `telemetry`, `http`,
+//! `upstream`, `body`, `splice`, `mirror`, `route`, `proxy`, `listen`, `engine`,
+//! and `bindings` (feature `python`), the only module that knows about Python.
 #![forbid(unsafe_code)]
 
-pub mod access_log;
-pub mod body;
-pub mod cluster;
-pub mod compare;
-pub mod engine;
-pub mod error;
-pub mod fault;
-pub mod forward;
-pub mod header_ops;
-pub mod headers;
-pub mod inspect;
-pub mod matcher;
-pub mod mirror;
-pub mod outlier;
-pub mod pool;
-pub mod proxy;
-pub mod retry;
-pub mod rewrite;
-pub mod sampling;
-pub mod server;
-pub mod session;
-pub mod snapshot;
-pub mod splice;
-pub mod stats;
-pub mod table;
-pub mod tunnel;
-pub mod upgrade;
-pub mod upstream;
-pub mod workers;
+mod error;
+mod sampling;
+mod snapshot;
+mod transport;
+
+mod telemetry;
+
+mod http;
+
+mod upstream;
+
+mod body;
+
+mod splice;
+
+mod mirror;
+
+mod route;
+
+mod proxy;
+
+mod listen;
+
+mod engine;
 
 #[cfg(feature = "python")]
 mod bindings;
+
+pub use body::capture::Captured;
+pub use engine::{Engine, EngineOptions, StatsReport};
+pub use error::EngineError;
+pub use listen::ServerSettings;
+pub use mirror::compare::ComparedPair;
+pub use snapshot::Snapshot;
+
+/// What the examples measure of the internals (feature `internals`; not an API).
+#[cfg(feature = "internals")]
+pub mod internals {
+    pub use crate::splice::relay::splice;
+    pub use crate::telemetry::TcpStats;
+    pub use crate::transport::Stream;
+}
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

@@ -13,14 +13,15 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    #[cfg(test)]
+    pub fn per_million(self) -> u32 {
+        self.per_million
+    }
+
     pub fn new(per_million: u32) -> Self {
         Self {
             per_million: per_million.min(MILLION),
         }
-    }
-
-    pub fn per_million(self) -> u32 {
-        self.per_million
     }
 
     #[inline]

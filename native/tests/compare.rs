@@ -6,8 +6,8 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pymirror_native::engine::{Engine, EngineOptions};
-use pymirror_native::snapshot::Snapshot;
+use pymirror_native::Snapshot;
+use pymirror_native::{Engine, EngineOptions};
 
 /// Answers every request on `listener` with `status` and `body`, forever.
 fn backend(status: u16, body: &'static str) -> String {
@@ -72,7 +72,7 @@ fn engine(snapshot: &Snapshot) -> Engine {
     Engine::start(snapshot, options).unwrap()
 }
 
-fn drain_until(engine: &Engine, n: usize) -> Vec<pymirror_native::compare::ComparedPair> {
+fn drain_until(engine: &Engine, n: usize) -> Vec<pymirror_native::ComparedPair> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {

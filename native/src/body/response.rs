@@ -1,0 +1,195 @@
+//! The response body handed back to the client: an upstream's (or a captured
+//! one, for comparison), or the proxy's own; logged when it ends.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+
+use super::capture::PrimaryCapture;
+use super::RequestBody;
+use crate::telemetry::access_log::PendingLine;
+use crate::upstream::pool::PooledResponse;
+
+/// The primary's response body: it returns its connection to the pool once read.
+pub type UpstreamBody = PooledResponse<RequestBody>;
+
+// === impl ClientBody ===
+
+/// The body the client receives, writing the request's access-log line when
+/// it ends (or when it is dropped because the client went away).
+#[derive(Debug)]
+pub struct ClientBody {
+    inner: ResponseBody,
+    line: Option<Box<PendingLine>>,
+    bytes_out: u64,
+}
+
+impl ClientBody {
+    pub fn plain(inner: ResponseBody) -> Self {
+        Self {
+            inner,
+            line: None,
+            bytes_out: 0,
+        }
+    }
+
+    pub fn logged(inner: ResponseBody, line: PendingLine) -> Self {
+        Self {
+            inner,
+            line: Some(Box::new(line)),
+            bytes_out: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(line) = self.line.take() {
+            line.finish(self.bytes_out);
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if this.line.is_some() {
+            match &frame {
+                Some(Ok(f)) => this.bytes_out += f.data_ref().map_or(0, |d| d.len() as u64),
+                _ => this.finish(),
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+// === impl ResponseBody ===
+
+/// What the client receives: the upstream's body streamed through, or the
+/// proxy's own short reply.
+#[derive(Debug)]
+pub enum ResponseBody {
+    Upstream(UpstreamBody),
+    /// The upstream's body, also captured for comparison with mirror copies.
+    Captured(Box<CapturedBody>),
+    Local(Full<Bytes>),
+}
+
+/// A primary's body streamed to the client and captured on the way (a
+/// reference-count bump per chunk up to the bound; see `compare`).
+#[derive(Debug)]
+pub struct CapturedBody {
+    inner: UpstreamBody,
+    capture: Option<PrimaryCapture>,
+}
+
+impl CapturedBody {
+    pub fn new(inner: UpstreamBody, capture: PrimaryCapture) -> Self {
+        Self {
+            inner,
+            capture: Some(capture),
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(c)) = (f.data_ref(), self.capture.as_mut()) {
+                    c.push(data);
+                }
+            }
+            None => {
+                if let Some(c) = self.capture.take() {
+                    c.finish();
+                }
+            }
+            // A broken body is not an answer to compare: the copy is told so
+            // when the capture is dropped unfinished.
+            Some(Err(_)) => self.capture = None,
+        }
+        Poll::Ready(frame)
+    }
+}
+
+impl Drop for CapturedBody {
+    fn drop(&mut self) {
+        // An empty body may never be polled: it is complete all the same.
+        if self.inner.is_end_stream() {
+            if let Some(c) = self.capture.take() {
+                c.finish();
+            }
+        }
+    }
+}
+
+impl From<Full<Bytes>> for ResponseBody {
+    fn from(body: Full<Bytes>) -> Self {
+        Self::Local(body)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Self::Captured(body) => body.poll_frame(cx),
+            Self::Local(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(body) => body.is_end_stream(),
+            Self::Captured(body) => body.inner.is_end_stream(),
+            Self::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Upstream(body) => body.size_hint(),
+            Self::Captured(body) => body.inner.size_hint(),
+            Self::Local(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Default for ResponseBody {
+    fn default() -> Self {
+        Self::Local(Full::new(Bytes::new()))
+    }
+}

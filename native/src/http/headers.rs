@@ -1,0 +1,562 @@
+//! Header rules applied to every forwarded request and response.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::http::local_reply::LocalReply;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy ones proxies still see).
+/// Named once, so removing them parses nothing per request.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::UPGRADE,
+    &header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including every header that `Connection` names,
+/// except those the proxy itself depends on (see `connection_may_remove`).
+/// `Transfer-Encoding` goes too: hyper re-frames the body on the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(&header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(connection_may_remove)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Whether a name listed in `Connection` may be removed. Host, the framing
+/// headers, the request id and the proxy's own `x-forwarded-*` may not: a
+/// client could otherwise strip the Host from what reaches the primary, the
+/// request id that links a copy to its primary, or the Content-Length that
+/// frames the body (the class of Apache's CVE-2022-31813). The header
+/// `Connection` itself still goes.
+fn connection_may_remove(name: &HeaderName) -> bool {
+    let protected = name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == X_REQUEST_ID
+        || name.as_str().starts_with("x-forwarded-");
+    !protected
+}
+
+/// Marks a body of unknown length (the client sent it chunked) as chunked on
+/// the next hop. `strip_hop_by_hop` removed the client's `Transfer-Encoding`,
+/// and without it hyper's client sends a GET, HEAD or CONNECT of unknown
+/// length with no body at all (it assumes those have none); a proxy forwards
+/// the body it got (RFC 9110 9.3.1 allows one on a GET). Called before the
+/// mirror copies are made, so that they are framed alike. A sized body keeps
+/// its Content-Length; an empty one needs no framing.
+pub fn keep_chunked(headers: &mut HeaderMap, body: &impl http_body::Body) {
+    if body.size_hint().exact().is_none() && !body.is_end_stream() {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+}
+
+/// What hyper accepts and a proxy must not pass on: a transfer coding other
+/// than one `chunked` (hyper only checks the last), Content-Length beside
+/// Transfer-Encoding (hyper drops it; checked again here in case that
+/// changes), and a missing or repeated Host on HTTP/1.1 (RFC 9112 3.2: 400).
+pub fn framing_problem(headers: &HeaderMap, version: http::Version) -> Option<LocalReply> {
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        if codings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Some(LocalReply::UnsupportedTransferEncoding);
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Some(LocalReply::AmbiguousFraming);
+        }
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Some(LocalReply::BadHost),
+        (None, _) if version == http::Version::HTTP_11 => Some(LocalReply::BadHost),
+        _ => None,
+    }
+}
+
+/// What the proxy passes on of an upstream response's framing (RFC 9112
+/// 6.3). hyper decodes a body by Transfer-Encoding when both headers are
+/// present and accepts a Content-Length list of equal values, but leaves the
+/// headers as they came: passed on, a stale `Content-Length: 3` beside a
+/// chunked body would make the client take a truncated answer for a complete
+/// one. With Transfer-Encoding (`chunked`: the body is re-framed on the next
+/// hop) Content-Length is dropped; a list of equal values becomes one value;
+/// differing or malformed values are refused (the caller answers 502).
+/// Call before `strip_hop_by_hop`, which removes Transfer-Encoding.
+pub fn response_framing(headers: &mut HeaderMap) -> Result<(), LocalReply> {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        return Ok(());
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(());
+    }
+    let mut length: Option<u64> = None;
+    let mut single = true;
+    for (n, value) in headers.get_all(header::CONTENT_LENGTH).iter().enumerate() {
+        let text = value.to_str().map_err(|_| LocalReply::UpstreamFraming)?;
+        for (m, item) in text.split(',').enumerate() {
+            let item = item.trim_matches([' ', '\t']);
+            if item.is_empty() || item.len() > 19 || !item.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(LocalReply::UpstreamFraming);
+            }
+            let parsed: u64 = item.parse().map_err(|_| LocalReply::UpstreamFraming)?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(LocalReply::UpstreamFraming);
+            }
+            single &= n == 0 && m == 0 && item.len() == text.len();
+            length = Some(parsed);
+        }
+    }
+    if let (Some(length), false) = (length, single) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    Ok(())
+}
+
+/// Appends the client's address to `x-forwarded-for` and states the scheme it used.
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let client = client.to_canonical().to_string();
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+/// Keeps a usable `x-request-id` or sets a fresh UUID v4, so that the primary
+/// request and every copy carry the same one.
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    let usable = headers
+        .get(&X_REQUEST_ID)
+        .is_some_and(|v| !v.is_empty() && v.len() <= 256);
+    if !usable {
+        let id = uuid::Uuid::new_v4();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut buf);
+        headers.insert(
+            X_REQUEST_ID.clone(),
+            HeaderValue::from_str(text).expect("a UUID is a valid header value"),
+        );
+    }
+}
+
+/// The Host a mirror copy carries: the suffix goes on the host name, before
+/// any port (`reviews:8080` -> `reviews-shadow:8080`), so that the result is
+/// still a valid Host. A host that cannot take the suffix and stay valid (an IP
+/// literal, a bracketed one, a name that is not a DNS name) is replaced by
+/// `fallback`, the mirror destination's own name, with the suffix: no client
+/// input can make a copy look like production traffic.
+pub fn shadow_host(host: &str, suffix: &str, fallback: &str) -> String {
+    let (name, port) = split_port(host);
+    let name = if is_dns_name(name) { name } else { fallback };
+    match port {
+        Some(port) => format!("{name}{suffix}:{port}"),
+        None => format!("{name}{suffix}"),
+    }
+}
+
+/// `name:port` -> (`name`, `port`); a bracketed IPv6 literal keeps its brackets.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let name = strip_port(authority);
+    match authority[name.len()..].strip_prefix(':') {
+        Some(port) if !port.is_empty() => (name, Some(port)),
+        _ => (name, None),
+    }
+}
+
+/// A name made of DNS labels (letters, digits, `-`, `_`, each label 1..=63
+/// bytes, not starting or ending with `-`), that is not an IPv4 address.
+fn is_dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 || name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return false;
+    }
+    name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Whether a Host value is a valid authority (RFC 9110 7.2, RFC 3986 3.2):
+/// a bracketed IPv6 address, or a reg-name / IPv4 address of unreserved,
+/// sub-delims and percent-encoded bytes; then an optional `:port` of digits.
+/// An empty Host is allowed (RFC 9112 3.2: the target has no authority).
+pub fn valid_authority(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let (name, port) = split_port(text);
+    if name.len() + port.map_or(0, |p| p.len() + 1) != text.len() {
+        // A colon with nothing after it, or bytes after a bracketed literal.
+        return text.len() == name.len() + 1 && text.ends_with(':');
+    }
+    if port.is_some_and(|p| p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    if let Some(inner) = name.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// An authority without its port (`reviews:8080` -> `reviews`, `[::1]:80` -> `[::1]`).
+pub fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        // IPv6 literal: keep the brackets, drop the port.
+        return match rest.find(']') {
+            Some(end) => &authority[..end + 2],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => authority,
+    }
+}
+
+/// The request's host name for virtual-host matching: no port, lower case.
+/// Borrowed when it already is (the common case): no allocation.
+pub fn host_for_matching(authority: &str) -> std::borrow::Cow<'_, str> {
+    let name = strip_port(authority);
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("x-kept", "yes"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_stays_chunked() {
+        use bytes::Bytes;
+        use http_body_util::{Empty, Full};
+
+        let mut h = map(&[("host", "a")]);
+        keep_chunked(&mut h, &Chunked);
+        assert_eq!(h["transfer-encoding"], "chunked");
+
+        // Sized or empty: left to Content-Length (or to nothing).
+        for body in [Full::new(Bytes::from("hello")), Full::new(Bytes::new())] {
+            let mut h = map(&[("content-length", "5")]);
+            keep_chunked(&mut h, &body);
+            assert!(!h.contains_key("transfer-encoding"));
+        }
+        let mut h = HeaderMap::new();
+        keep_chunked(&mut h, &Empty::<Bytes>::new());
+        assert!(h.is_empty());
+    }
+
+    /// A body of unknown length, not yet read: what hyper makes of a chunked one.
+    struct Chunked;
+
+    impl http_body::Body for Chunked {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(None)
+        }
+    }
+
+    #[test]
+    fn framing_and_host_problems_are_named() {
+        use http::Version;
+        let ok = map(&[("host", "a"), ("transfer-encoding", "chunked")]);
+        assert_eq!(framing_problem(&ok, Version::HTTP_11), None);
+        let ok = map(&[("host", "a"), ("transfer-encoding", "Chunked")]);
+        assert_eq!(framing_problem(&ok, Version::HTTP_11), None);
+        for te in [
+            &["gzip, chunked"][..],
+            &["chunked, chunked"],
+            &["chunked", "chunked"],
+        ] {
+            let mut h = map(&[("host", "a")]);
+            for v in te {
+                h.append("transfer-encoding", HeaderValue::from_static(v));
+            }
+            assert_eq!(
+                framing_problem(&h, Version::HTTP_11),
+                Some(LocalReply::UnsupportedTransferEncoding),
+                "{te:?}"
+            );
+        }
+        let both = map(&[
+            ("host", "a"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "1"),
+        ]);
+        assert_eq!(
+            framing_problem(&both, Version::HTTP_11),
+            Some(LocalReply::AmbiguousFraming)
+        );
+        let two_hosts = map(&[("host", "a"), ("host", "b")]);
+        assert_eq!(
+            framing_problem(&two_hosts, Version::HTTP_10),
+            Some(LocalReply::BadHost)
+        );
+        assert_eq!(
+            framing_problem(&HeaderMap::new(), Version::HTTP_11),
+            Some(LocalReply::BadHost)
+        );
+        assert_eq!(framing_problem(&HeaderMap::new(), Version::HTTP_10), None);
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_proto_is_set() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        append_forwarded(&mut h, "127.0.0.2".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        let mut h = HeaderMap::new();
+        append_forwarded(&mut h, "::ffff:127.0.0.1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut h = map(&[("x-request-id", "abc")]);
+        ensure_request_id(&mut h);
+        assert_eq!(h["x-request-id"], "abc");
+
+        let mut h = HeaderMap::new();
+        ensure_request_id(&mut h);
+        let id = h["x-request-id"].to_str().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+
+        let mut h = map(&[("x-request-id", "")]);
+        ensure_request_id(&mut h);
+        assert_eq!(h["x-request-id"].len(), 36);
+    }
+
+    #[test]
+    fn shadow_suffix_goes_before_the_port() {
+        let shadow = |host| shadow_host(host, "-shadow", "reviews");
+        assert_eq!(shadow("reviews"), "reviews-shadow");
+        assert_eq!(shadow("reviews:8080"), "reviews-shadow:8080");
+        assert_eq!(shadow_host("a.b.svc:80", "-v2", "x"), "a.b.svc-v2:80");
+        assert_eq!(shadow("my_svc.local"), "my_svc.local-shadow");
+    }
+
+    #[test]
+    fn a_host_that_cannot_take_the_suffix_becomes_the_mirror_name() {
+        let shadow = |host| shadow_host(host, "-shadow", "reviews");
+        // IP literals, bracketed anything, non-DNS names: the marker stays.
+        assert_eq!(shadow("[::1]:8080"), "reviews-shadow:8080");
+        assert_eq!(shadow("[reviews]:9080"), "reviews-shadow:9080");
+        assert_eq!(shadow("[anything]"), "reviews-shadow");
+        assert_eq!(shadow("127.0.0.1:8080"), "reviews-shadow:8080");
+        assert_eq!(shadow("10.1.2.3"), "reviews-shadow");
+        assert_eq!(shadow("a..b"), "reviews-shadow");
+        assert_eq!(shadow("-a"), "reviews-shadow");
+        assert_eq!(shadow("a!b:1"), "reviews-shadow:1");
+        assert_eq!(shadow("reviews.:80"), "reviews-shadow:80");
+        assert_eq!(shadow(""), "reviews-shadow");
+    }
+
+    #[test]
+    fn authorities_are_validated() {
+        for good in [
+            "reviews",
+            "reviews:9080",
+            "a.b-c_d~e",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::1]",
+            "x%41y",
+            "",
+            "reviews:",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "[reviews]:9080",
+            "[anything]",
+            "[::1",
+            "[::1]x",
+            "[::1]:80:80",
+            "a:b",
+            "a:123456",
+            "r\u{e9}views",
+            "a b",
+            "a/b",
+            "a@b",
+            "x%4",
+            "x%zz",
+            "a:80:80",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad:?}");
+        }
+        assert!(!valid_authority(b"\xff"));
+    }
+
+    #[test]
+    fn connection_cannot_name_what_the_proxy_depends_on() {
+        let mut h = map(&[
+            (
+                "connection",
+                "host, content-length, transfer-encoding, x-request-id, x-forwarded-for, x-forwarded-proto, x-other",
+            ),
+            ("host", "reviews"),
+            ("content-length", "5"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "http"),
+            ("x-other", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-request-id",
+            ]
+        );
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        // Transfer-Encoding wins; Content-Length goes.
+        let mut h = map(&[("content-length", "3"), ("transfer-encoding", "chunked")]);
+        assert_eq!(response_framing(&mut h), Ok(()));
+        assert!(!h.contains_key("content-length"));
+        // Equal values, as a list or as lines, become one.
+        for pairs in [
+            &[("content-length", "2, 2")][..],
+            &[("content-length", "2"), ("content-length", "2")],
+            &[("content-length", " 2 ")],
+        ] {
+            let mut h = map(pairs);
+            assert_eq!(response_framing(&mut h), Ok(()), "{pairs:?}");
+            let all: Vec<_> = h.get_all("content-length").iter().collect();
+            assert_eq!(all, ["2"], "{pairs:?}");
+        }
+        let mut h = map(&[("content-length", "7")]);
+        assert_eq!(response_framing(&mut h), Ok(()));
+        assert_eq!(h["content-length"], "7");
+        for bad in [
+            &[("content-length", "2, 3")][..],
+            &[("content-length", "2"), ("content-length", "3")],
+            &[("content-length", "2x")],
+            &[("content-length", "")],
+            &[("content-length", "-1")],
+            &[("content-length", "+2")],
+            &[("content-length", "99999999999999999999")],
+        ] {
+            let mut h = map(bad);
+            assert_eq!(
+                response_framing(&mut h),
+                Err(LocalReply::UpstreamFraming),
+                "{bad:?}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        assert_eq!(response_framing(&mut h), Ok(()));
+    }
+
+    #[test]
+    fn matching_host_drops_port_and_case() {
+        assert_eq!(host_for_matching("Reviews:8080"), "reviews");
+        assert_eq!(host_for_matching("REVIEWS"), "reviews");
+        assert_eq!(host_for_matching("[::1]:80"), "[::1]");
+        assert_eq!(host_for_matching("[::1]"), "[::1]");
+    }
+}

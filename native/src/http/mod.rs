@@ -1,0 +1,15 @@
+//! HTTP building blocks, each a pure function or a compiled rule of the
+//! snapshot: header rules, the proxy's own answers, framing inspection of the
+//! client's byte stream, matchers, header operations, rewrites, faults, the
+//! retry policy and upgrade detection. Nothing here holds a connection.
+
+pub mod fault;
+pub mod header_ops;
+pub mod headers;
+pub mod inspect;
+pub mod local_reply;
+pub mod matcher;
+pub mod retry;
+pub mod rewrite;
+pub mod target;
+pub mod upgrade;

@@ -1,0 +1,370 @@
+//! One mirror copy, from send to count: held until the primary answers when
+//! the policy says so, sent, its answer read within the drain limit (or kept
+//! within the capture limit and the compare budget), its outcome counted, and
+//! a compared copy's pair handed on. What a copy costs does not grow with what
+//! the mirror sends.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::HOST;
+use http::uri::Authority;
+use http::{Method, Request};
+use http_body_util::BodyExt;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::body::capture::{BodyCapture, Captured, CompareBudget, PrimaryReceiver};
+use crate::body::MirrorBody;
+use crate::http::headers::{self};
+use crate::http::retry::TryOutcome;
+use crate::mirror::compare::{CompareKey, CompareQueue, ComparedPair};
+use crate::telemetry::access_log::PendingLine;
+use crate::telemetry::gauge::{Field, Held};
+use crate::telemetry::SkipReason;
+use crate::telemetry::{ClosedList, DropReason, FailReason, MirrorStats};
+use crate::upstream::cluster::Cluster;
+use crate::upstream::pool::{Pool, PooledResponse, SendError};
+
+/// A copy's place in its mirror's in-flight gauge.
+pub type InFlight = Held<Field<MirrorStats>>;
+
+/// A copy ready to go; `run` it on its own task.
+#[derive(Debug)]
+pub struct MirrorCopy {
+    pub(super) request: Request<MirrorBody>,
+    pub(super) endpoint: u32,
+    pub(super) authority: Authority,
+    pub(super) index: usize,
+    pub(super) permit: OwnedSemaphorePermit,
+    pub(super) in_flight: InFlight,
+    pub(super) timeout: Duration,
+    /// Body bytes of the answer read and dropped; past it the copy is cut.
+    pub(super) max_drain_bytes: u64,
+    pub(super) stats: Arc<MirrorStats>,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) line: Option<PendingLine>,
+    /// With `after_primary_success`: opens once the primary's status is known.
+    pub(super) gate: Option<oneshot::Receiver<bool>>,
+    /// Set when this copy's answer is compared with the primary's.
+    pub(super) compare: Option<CompareSlot>,
+}
+
+/// What a compared copy needs: its bound, the primary's answer to come, and
+/// where the pair goes.
+#[derive(Debug)]
+pub struct CompareSlot {
+    pub primary: PrimaryReceiver,
+    pub max_body_bytes: u64,
+    pub key: Arc<CompareKey>,
+    pub path: String,
+    pub queue: Arc<CompareQueue>,
+}
+
+/// Lets a held copy go (or not) once the primary has answered. Dropped
+/// unopened (the primary never answered), the copy is dropped.
+#[derive(Debug)]
+pub struct Gate(pub(super) oneshot::Sender<bool>);
+
+impl Gate {
+    pub fn open_if(self, primary_status: u16) {
+        let _ = self.0.send((200..400).contains(&primary_status));
+    }
+}
+
+impl MirrorCopy {
+    /// Keeps this copy's answer for comparison with the primary's.
+    pub fn compare_with(&mut self, slot: CompareSlot) {
+        self.stats.compare.sampled.fetch_add(1, Relaxed);
+        self.compare = Some(slot);
+    }
+
+    /// Writes an access-log line for this copy, linked to the primary's by request id.
+    pub fn log_as(&mut self, primary: &PendingLine) {
+        let authority = self
+            .request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        self.line = Some(primary.for_mirror(
+            &self.cluster.host,
+            self.cluster.subset.as_deref(),
+            authority,
+        ));
+    }
+
+    /// Sends the copy, reads its answer within the drain limit (or keeps it
+    /// for comparison), and counts the outcome. The in-flight permit is held
+    /// until the exchange is over.
+    pub async fn run(self, pool: Pool) {
+        let Self {
+            request,
+            endpoint,
+            authority,
+            index,
+            permit,
+            in_flight: _in_flight,
+            timeout,
+            max_drain_bytes,
+            stats,
+            cluster,
+            mut line,
+            gate,
+            compare,
+        } = self;
+        if let Some(gate) = gate {
+            if !gate.await.unwrap_or(false) {
+                stats.dropped(DropReason::PrimaryFailed);
+                if compare.is_some() {
+                    stats.compare.skipped(SkipReason::MirrorFailed);
+                }
+                if let Some(mut line) = line {
+                    line.record.outcome = Some("dropped");
+                    line.finish(0);
+                }
+                return;
+            }
+        }
+        let tap = request.body().state();
+        let method = request.method().clone();
+        let started = Instant::now();
+        let reading = Reading {
+            limit: compare
+                .as_ref()
+                .map_or(max_drain_bytes, |c| c.max_body_bytes),
+            budget: compare.as_ref().map(|c| c.queue.budget.clone()),
+            stats: &stats,
+            started,
+        };
+        let target = cluster.endpoint(index);
+        let exchange = exchange(
+            &pool, &cluster, target, endpoint, &authority, request, reading,
+        );
+        let ended = match tokio::time::timeout(timeout, exchange).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                cluster.record(target, TryOutcome::Timeout);
+                Ended::TimedOut
+            }
+        };
+        // A copy whose request body was cut is dropped for that reason, whatever came back.
+        let mut ended = match (ended, tap.and_then(|t| t.cut_reason())) {
+            (Ended::Failed(_), Some(reason)) => Ended::Dropped(reason),
+            (ended, _) => ended,
+        };
+        let (status, bytes, mine) = ended.count(&stats, started);
+        if let Some(slot) = compare {
+            slot.hand_over(
+                mine,
+                method,
+                &stats,
+                timeout.saturating_sub(started.elapsed()),
+            )
+            .await;
+        }
+        if let Some(line) = line.as_mut() {
+            line.record.status = status;
+            line.record.outcome = Some(ended.label());
+            if let Ended::Failed(reason) = ended {
+                line.record.reason = Some(reason.label());
+            }
+        }
+        if let Some(line) = line {
+            line.finish(bytes);
+        }
+        drop(permit);
+    }
+}
+
+/// How a copy's answer is read: up to `limit` body bytes, kept within the
+/// compare budget when the copy is compared.
+struct Reading<'a> {
+    limit: u64,
+    budget: Option<Arc<CompareBudget>>,
+    stats: &'a MirrorStats,
+    /// When the copy started: a capture's latency runs from here.
+    started: Instant,
+}
+
+/// How one copy ended, as counted.
+#[derive(Debug)]
+enum Ended {
+    /// Read to its end within the limit.
+    Answered(Answer),
+    /// Past the limit: reading stopped and the connection was closed.
+    Cut(Answer),
+    Failed(FailReason),
+    TimedOut,
+    Dropped(DropReason),
+}
+
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    bytes: u64,
+    captured: Option<Captured>,
+}
+
+impl Ended {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Answered(_) => "answered",
+            Self::Cut(_) => "cut",
+            Self::Failed(_) => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Dropped(_) => "dropped",
+        }
+    }
+
+    /// Counts the outcome; returns the status, the body bytes read and the capture.
+    fn count(&mut self, stats: &MirrorStats, started: Instant) -> (u16, u64, Option<Captured>) {
+        let counter = match self {
+            Self::Answered(_) => &stats.answered,
+            _ => &stats.cut,
+        };
+        match self {
+            Self::Answered(answer) | Self::Cut(answer) => {
+                counter.fetch_add(1, Relaxed);
+                stats.responses.record(answer.status);
+                stats.duration.record(started.elapsed());
+                (answer.status, answer.bytes, answer.captured.take())
+            }
+            Self::Failed(reason) => {
+                stats.failed(*reason);
+                (0, 0, None)
+            }
+            Self::TimedOut => {
+                stats.timed_out.fetch_add(1, Relaxed);
+                (0, 0, None)
+            }
+            Self::Dropped(reason) => {
+                stats.dropped(*reason);
+                (0, 0, None)
+            }
+        }
+    }
+}
+
+/// Sends the copy and reads its answer as `reading` says. Every byte read is
+/// counted; a body past the limit is left unread and its connection closed
+/// (dropping it unfinished keeps it out of the pool), so the worker's time on
+/// a copy does not grow with what the mirror sends.
+async fn exchange(
+    pool: &Pool,
+    cluster: &Cluster,
+    target: &crate::upstream::cluster::Endpoint,
+    endpoint: u32,
+    authority: &Authority,
+    request: Request<MirrorBody>,
+    reading: Reading<'_>,
+) -> Ended {
+    let sent = pool.send(endpoint, authority, request).await;
+    // A refused connection backs this endpoint off for the next copies; any
+    // connection made ends the back-off.
+    match &sent {
+        Err(SendError::Connect) => target.health.backoff.connect_failed(),
+        _ => target.health.backoff.connected(),
+    }
+    let (mut response, loan) = match sent {
+        Ok(sent) => sent,
+        Err(SendError::Connect) => {
+            cluster.record(target, TryOutcome::ConnectFailure);
+            return Ended::Failed(FailReason::Connect);
+        }
+        Err(SendError::Exchange(e)) => {
+            cluster.record(target, TryOutcome::Reset);
+            let reason = if e.is_parse() || e.is_parse_too_large() {
+                FailReason::Protocol
+            } else {
+                FailReason::Reset
+            };
+            return Ended::Failed(reason);
+        }
+    };
+    let status = response.status().as_u16();
+    cluster.record(target, TryOutcome::Status(status));
+    if headers::response_framing(response.headers_mut()).is_err() {
+        return Ended::Failed(FailReason::Framing);
+    }
+    let started = reading.started;
+    let (parts, body) = response.into_parts();
+    let mut body = PooledResponse::new(body, loan);
+    let mut capture = reading
+        .budget
+        .as_ref()
+        .map(|budget| BodyCapture::new(reading.limit, budget));
+    let mut bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Ended::Failed(FailReason::BodyIncomplete);
+        };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        bytes += data.len() as u64;
+        reading
+            .stats
+            .answer_bytes
+            .fetch_add(data.len() as u64, Relaxed);
+        if let Some(c) = capture.as_mut() {
+            c.push(data);
+        }
+        if bytes > reading.limit {
+            drop(body);
+            let captured =
+                capture.map(|c| c.finish(status, parts.headers, started.elapsed(), true));
+            return Ended::Cut(Answer {
+                status,
+                bytes,
+                captured,
+            });
+        }
+    }
+    let captured = capture.map(|c| c.finish(status, parts.headers, started.elapsed(), false));
+    Ended::Answered(Answer {
+        status,
+        bytes,
+        captured,
+    })
+}
+
+impl CompareSlot {
+    /// Pairs the copy's capture with the primary's and queues the pair. Waiting
+    /// for the primary's body is bounded by what is left of the copy's
+    /// deadline; the permit is held meanwhile, as the copy is not over until
+    /// its pair is handed on.
+    async fn hand_over(
+        self,
+        mine: Option<Captured>,
+        method: Method,
+        stats: &MirrorStats,
+        left: Duration,
+    ) {
+        let Some(mirror) = mine else {
+            stats.compare.skipped(SkipReason::MirrorFailed);
+            return;
+        };
+        let Ok(Ok(primary)) = tokio::time::timeout(left, self.primary).await else {
+            stats.compare.skipped(SkipReason::PrimaryIncomplete);
+            return;
+        };
+        if mirror.over_budget || primary.over_budget {
+            stats.compare.skipped(SkipReason::BufferBudget);
+            return;
+        }
+        let pair = ComparedPair {
+            key: self.key,
+            method,
+            path: self.path,
+            primary,
+            mirror,
+        };
+        if self.queue.offer(pair) {
+            stats.compare.queued.fetch_add(1, Relaxed);
+        } else {
+            stats.compare.skipped(SkipReason::QueueFull);
+        }
+    }
+}

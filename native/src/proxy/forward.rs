@@ -1,0 +1,131 @@
+//! Primary forwarding: pick an endpoint, send within the per-try and route
+//! timeouts, retry as the route's policy says, and turn upstream failures into
+//! the proxy's own 502 / 503 / 504.
+
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response};
+
+use crate::body::RequestBody;
+use crate::http::headers::{response_framing, strip_hop_by_hop};
+use crate::http::local_reply::LocalReply;
+use crate::http::retry::{RetryPolicy, TryOutcome};
+use crate::upstream::cluster::Cluster;
+use crate::upstream::pool::{Pool, PooledResponse, SendError};
+use crate::upstream::protocol;
+
+pub use crate::body::UpstreamBody;
+
+/// Where and how one request is forwarded.
+#[derive(Clone, Copy)]
+pub struct Forward<'a> {
+    pub pool: &'a Pool,
+    pub cluster: &'a Cluster,
+    pub retries: Option<&'a RetryPolicy>,
+    /// Bounds every try together, back-offs included.
+    pub timeout: Option<Duration>,
+}
+
+type Tried = Result<Response<UpstreamBody>, LocalReply>;
+
+pub async fn send(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
+    let exchange = tries(f, parts, body);
+    let result = match f.timeout {
+        Some(limit) => tokio::time::timeout(limit, exchange)
+            .await
+            .map_err(|_| LocalReply::UpstreamTimeout)?,
+        None => exchange.await,
+    };
+    let mut response = result?;
+    response_framing(response.headers_mut())?;
+    strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+async fn tries(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
+    // Only a request without a body can be sent again: a streamed body is
+    // gone once the first try has consumed it.
+    let policy = f
+        .retries
+        .filter(|p| p.attempts > 0 && http_body::Body::is_end_stream(&body));
+    let Some(policy) = policy else {
+        return try_once(f, parts, body, f.retries.and_then(|p| p.per_try_timeout))
+            .await
+            .1;
+    };
+    let mut retried = 0;
+    loop {
+        let (outcome, result) = try_once(
+            f,
+            copy_parts(&parts),
+            RequestBody::empty(),
+            policy.per_try_timeout,
+        )
+        .await;
+        match outcome {
+            Some(outcome) if retried < policy.attempts && policy.should_retry(outcome) => {
+                retried += 1;
+                tokio::time::sleep(RetryPolicy::backoff(retried)).await;
+            }
+            _ => return result,
+        }
+    }
+}
+
+/// One try. The outcome is `None` when nothing was sent (no endpoint, or the
+/// cluster's limit is reached): retrying would only add load.
+async fn try_once(
+    f: Forward<'_>,
+    mut parts: Parts,
+    body: RequestBody,
+    per_try: Option<Duration>,
+) -> (Option<TryOutcome>, Tried) {
+    let lease = match f.cluster.acquire() {
+        Ok(lease) => lease,
+        Err(why) => return (None, Err(why.into())),
+    };
+    protocol::for_upstream(&mut parts);
+    let endpoint = lease.endpoint();
+    let exchange = f.pool.send(
+        endpoint.id,
+        &endpoint.authority,
+        Request::from_parts(parts, body),
+    );
+    let result = match per_try {
+        Some(limit) => match tokio::time::timeout(limit, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                f.cluster.record(endpoint, TryOutcome::Timeout);
+                return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout));
+            }
+        },
+        None => exchange.await,
+    };
+    let (outcome, result) = match result {
+        Ok((response, loan)) => (
+            TryOutcome::Status(response.status().as_u16()),
+            Ok(response.map(|body| PooledResponse::new(body, loan))),
+        ),
+        Err(SendError::Connect) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamConnect)),
+        // Retry policy treats both alike (Envoy's `reset`); the user is told which.
+        Err(SendError::Exchange(e)) if e.is_parse() => {
+            (TryOutcome::Reset, Err(LocalReply::UpstreamProtocol))
+        }
+        Err(SendError::Exchange(_)) => (TryOutcome::Reset, Err(LocalReply::UpstreamReset)),
+    };
+    // Passive health sees every try, retried or not.
+    f.cluster.record(endpoint, outcome);
+    drop(lease);
+    (Some(outcome), result)
+}
+
+/// A request head for another try (`Parts` itself is not `Clone`).
+fn copy_parts(parts: &Parts) -> Parts {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
+}

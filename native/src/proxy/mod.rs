@@ -1,0 +1,15 @@
+//! One request's way through the proxy, in named phases (`request`), over the
+//! state its connection shares (`shared`); the requests that become spliced
+//! sessions (`session`: upgrades and CONNECT tunnels); primary forwarding with
+//! retries (`forward`); and serving a tcp route's connection (`tcp`).
+
+pub mod forward;
+pub mod request;
+pub mod session;
+pub mod shared;
+pub mod tcp;
+pub mod tunnel;
+pub mod upgrade;
+
+pub use request::handle;
+pub use shared::{Connection, Published, Shared};

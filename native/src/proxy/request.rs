@@ -1,0 +1,453 @@
+//! One request's way through the proxy, in named phases: guard (what may not be
+//! forwarded at all), select (virtual host, route, fault, destination), prepare
+//! (the head that goes upstream), fan out (the sampled mirror copies), forward
+//! (to the primary) and respond (count, capture for comparison, response
+//! header rules). No Python, no lock.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::request::Parts;
+use http::uri::Authority;
+use http::{Method, Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use crate::body::capture::{Captured, PrimaryCapture};
+use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle};
+use crate::http::headers;
+use crate::http::inspect::Verdict;
+use crate::http::local_reply::{plain_response, LocalReply};
+use crate::http::matcher::{RequestView, StringMatcher};
+use crate::http::upgrade;
+use crate::mirror::{CompareSlot, Gate};
+use crate::proxy::forward::{self, Forward, UpstreamBody};
+use crate::proxy::session::{self, SessionTo};
+use crate::proxy::{Connection, Published};
+use crate::route::{Action, Destination, Route};
+use crate::telemetry::access_log::PendingLine;
+
+pub async fn handle(
+    mut request: Request<Incoming>,
+    conn: Arc<Connection>,
+) -> Result<Response<ClientBody>, Infallible> {
+    // Loaded once: this request finishes on this table even if a reload lands meanwhile.
+    let published = conn.shared.published.load_full();
+    // Every request gets an id, routed or not, so that log lines can name it.
+    headers::ensure_request_id(request.headers_mut());
+    let Some(log) = conn.shared.access_log.clone() else {
+        let response = proxy(request, &conn, &published, None).await;
+        return Ok(response.map(ClientBody::plain));
+    };
+    let (parts, body) = request.into_parts();
+    let mut line = PendingLine::start(log, &parts);
+    let request = Request::from_parts(parts, body);
+    let response = proxy(request, &conn, &published, Some(&mut line)).await;
+    line.record.status = response.status().as_u16();
+    Ok(response.map(|body| ClientBody::logged(body, line)))
+}
+
+async fn proxy(
+    request: Request<Incoming>,
+    conn: &Arc<Connection>,
+    published: &Published,
+    line: Option<&mut PendingLine>,
+) -> Response<ResponseBody> {
+    if request.method() != Method::CONNECT {
+        return route_and_forward(request, false, conn, published, line).await;
+    }
+    let mut response = route_and_forward(request, true, conn, published, line).await;
+    if !response.status().is_success() {
+        // The client may already be sending what it meant for the tunnel:
+        // none of it may be read as a next request.
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// `connect`: the request is a CONNECT (decided once, by `proxy`).
+async fn route_and_forward(
+    request: Request<Incoming>,
+    connect: bool,
+    conn: &Arc<Connection>,
+    published: &Published,
+    mut line: Option<&mut PendingLine>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    if let Err(reply) = guard(&request, conn) {
+        return reply.into_response();
+    }
+    let selected = match select(&request, connect, conn, published, line.as_deref_mut()).await {
+        Ok(selected) => selected,
+        Err(response) => return response,
+    };
+    let to = SessionTo {
+        route: selected.route,
+        destination: selected.destination,
+        started,
+    };
+    if connect {
+        return session::tunneled(request, conn, published, to, line).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    if let Some(value) = prepare(&mut parts, &body, conn, &selected) {
+        upgrade::restore(&mut parts.headers, value);
+        return session::upgraded(parts, conn, published, to, line).await;
+    }
+    let fanned = fan_out(
+        selected.route,
+        &parts,
+        &body,
+        conn,
+        published,
+        line.as_deref_mut(),
+    );
+    let forward = Forward {
+        pool: &published.upstreams.primary,
+        cluster: &selected.destination.cluster,
+        retries: selected.route.retries.as_ref(),
+        timeout: selected.route.timeout,
+    };
+    let mut body = RequestBody::new(body, fanned.taps);
+    if let Some(line) = &line {
+        body = body.counted(line.bytes_in.clone());
+    }
+    let (body, client_failed) = body.watched();
+    let result = forward::send(forward, parts, body).await;
+    let answered = Answered {
+        result,
+        client_failed: &client_failed,
+        started,
+    };
+    respond(answered, fanned.gates, fanned.compared, &selected, conn)
+}
+
+// === guard ===
+
+/// What may not be forwarded at all: framing the inspector refused on the
+/// byte stream, framing or Host problems in the parsed head, a head over the
+/// listener's limit, a Host that is not a valid authority.
+fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), LocalReply> {
+    // Taken for every request, in order, before anything else can answer.
+    if let Some(verdict) = conn.findings.take() {
+        return Err(match verdict {
+            Verdict::AmbiguousFraming => LocalReply::AmbiguousFraming,
+            Verdict::RepeatedContentLength => LocalReply::RepeatedContentLength,
+            Verdict::BadChunk => LocalReply::BadRequestBody,
+        });
+    }
+    if let Some(refused) = headers::framing_problem(request.headers(), request.version()) {
+        return Err(refused);
+    }
+    let head_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |pq| pq.as_str().len());
+    if head_bytes > conn.max_header_bytes {
+        return Err(LocalReply::HeadersTooLarge);
+    }
+    // No Host that is not a valid authority reaches routing, a hop or a copy
+    // (an absolute-form target's authority stands in for it, RFC 9112 3.2.2).
+    let host = match request.uri().authority() {
+        Some(absolute) => Some(absolute.as_str().as_bytes()),
+        None => request.headers().get(HOST).map(HeaderValue::as_bytes),
+    };
+    if host.is_some_and(|h| !headers::valid_authority(h)) {
+        return Err(LocalReply::InvalidHost);
+    }
+    Ok(())
+}
+
+// === select ===
+
+/// Where routing sent a request.
+struct Selected<'p> {
+    route: &'p Route,
+    destination: &'p Destination,
+    /// The route's URI match, for a prefix rewrite.
+    uri: Option<&'p StringMatcher>,
+    /// An absolute-form target's authority: it overrides Host (RFC 9112 3.2.2).
+    absolute: Option<Authority>,
+}
+
+/// Picks the virtual host, the route and a destination; answers what the
+/// route answers itself (fault abort, redirect, direct response) or what
+/// matched nothing.
+async fn select<'p>(
+    request: &Request<Incoming>,
+    connect: bool,
+    conn: &Connection,
+    published: &'p Published,
+    mut line: Option<&mut PendingLine>,
+) -> Result<Selected<'p>, Response<ResponseBody>> {
+    let absolute = request.uri().authority().cloned();
+    let authority = match &absolute {
+        Some(a) => a.as_str(),
+        None => request
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    if connect && absolute.as_ref().and_then(Authority::port_u16).is_none() {
+        return Err(LocalReply::BadConnectTarget.into_response());
+    }
+    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let view = RequestView {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        path_and_query,
+        authority,
+        headers: request.headers(),
+        port: conn.port,
+    };
+    let unrouted = |reply: LocalReply| {
+        conn.shared.listeners[conn.listener]
+            .unrouted
+            .fetch_add(1, Relaxed);
+        let reply = if connect {
+            LocalReply::ConnectRefused
+        } else {
+            reply
+        };
+        reply.into_response()
+    };
+    let host = headers::host_for_matching(authority);
+    let Some(vhost) = published.table.virtual_host(conn.listener, &host) else {
+        return Err(unrouted(LocalReply::NoVirtualHost));
+    };
+    let Some(matched) = vhost.route_for(&view) else {
+        return Err(unrouted(LocalReply::NoRoute));
+    };
+    let route = matched.route;
+    if let Some(line) = line.as_deref_mut() {
+        line.record.virtual_service = Some(vhost.name.clone());
+        line.record.route = Some(route.name.clone());
+    }
+    // Faults come first, as Envoy's fault filter sits before the router.
+    if let Some(fault) = &route.fault {
+        if let Some(delay) = fault.delay() {
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(status) = fault.abort() {
+            let body = Bytes::from_static(b"fault filter abort\n");
+            return Err(plain_response(status, body));
+        }
+    }
+    let destination = match &route.action {
+        Action::Forward {
+            picker,
+            destinations,
+        } => &destinations[picker.pick()],
+        Action::Redirect(redirect) => return Err(redirect.response(authority, path_and_query)),
+        Action::Respond { status, body } => return Err(plain_response(*status, body.clone())),
+    };
+    if let Some(line) = line {
+        line.record.destination = Some(destination.cluster.host.clone());
+        line.record.subset = destination.cluster.subset.clone();
+    }
+    Ok(Selected {
+        route,
+        destination,
+        uri: matched.uri,
+        absolute,
+    })
+}
+
+// === prepare ===
+
+/// Makes the head what goes upstream: hop-by-hop headers out, framing kept,
+/// x-forwarded-*, the Host an absolute-form target names, the route's rewrite
+/// and header rules. Done before the copies are made: a mirror receives what
+/// the primary receives, Host suffix aside. Returns the `Upgrade` value of an
+/// upgrade request (read before the hop-by-hop headers go).
+fn prepare(
+    parts: &mut Parts,
+    body: &Incoming,
+    conn: &Connection,
+    selected: &Selected<'_>,
+) -> Option<HeaderValue> {
+    let upgrade = upgrade::requested(&parts.headers, parts.version, !body.is_end_stream());
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::keep_chunked(&mut parts.headers, body);
+    headers::append_forwarded(&mut parts.headers, conn.peer.ip());
+    if let Some(a) = &selected.absolute {
+        if let Ok(value) = HeaderValue::from_str(a.as_str()) {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    if let Some(rewrite) = &selected.route.rewrite {
+        rewrite.apply(parts, selected.uri);
+    }
+    selected.route.request_headers.apply(&mut parts.headers);
+    selected
+        .destination
+        .request_headers
+        .apply(&mut parts.headers);
+    upgrade
+}
+
+// === fan out ===
+
+/// What the copies of one request need from the primary's side.
+#[derive(Default)]
+struct FannedOut {
+    /// Attached to the client's body: each copy gets every chunk.
+    taps: Vec<TapHandle>,
+    /// Copies held until the primary's status is known.
+    gates: Vec<Gate>,
+    /// Compared copies waiting for the primary's capture, and its bound.
+    compared: Compared,
+}
+
+#[derive(Default)]
+struct Compared {
+    waiting: Vec<oneshot::Sender<Arc<Captured>>>,
+    limit: u64,
+}
+
+/// Admits each mirror's sampled copy within its bounds and starts it on a
+/// task of its own. A noise copy (a second primary instance) goes only with a
+/// compared copy of the mirror it follows, to see the same request.
+fn fan_out(
+    route: &Route,
+    parts: &Parts,
+    body: &Incoming,
+    conn: &Connection,
+    published: &Published,
+    mut line: Option<&mut PendingLine>,
+) -> FannedOut {
+    let mut out = FannedOut::default();
+    let has_body = !body.is_end_stream();
+    // Bit i: mirror i's copy of this request is compared.
+    let mut compared_mirrors = 0u64;
+    for (i, policy) in route.mirrors.iter().enumerate() {
+        let noise_for = policy.compare.as_ref().and_then(|c| c.noise_for);
+        let admission = match noise_for {
+            Some(parent) if compared_mirrors & (1 << parent) == 0 => continue,
+            Some(_) => policy.admit_chosen(),
+            None => policy.admit(&parts.method),
+        };
+        let Some(admission) = admission else {
+            continue;
+        };
+        let (mut copy, tap, gate) =
+            policy.copy(admission, parts, has_body, &conn.shared.mirror_budget);
+        out.gates.extend(gate);
+        let spec = policy
+            .compare
+            .as_ref()
+            .filter(|c| c.noise_for.is_some() || c.sampler.sample());
+        if let Some(spec) = spec {
+            if i < 64 {
+                compared_mirrors |= 1 << i;
+            }
+            let (tx, rx) = oneshot::channel();
+            out.compared.waiting.push(tx);
+            out.compared.limit = out.compared.limit.max(spec.max_body_bytes);
+            copy.compare_with(CompareSlot {
+                primary: rx,
+                max_body_bytes: spec.max_body_bytes,
+                key: spec.key.clone(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str())
+                    .to_owned(),
+                queue: conn.shared.compare_queue.clone(),
+            });
+        }
+        if let Some(line) = line.as_deref_mut() {
+            line.record.mirrored = true;
+            copy.log_as(line);
+        }
+        out.taps.extend(tap);
+        tokio::spawn(copy.run(published.upstreams.mirror.clone()));
+    }
+    out
+}
+
+// === respond ===
+
+/// What forwarding to the primary gave.
+struct Answered<'a> {
+    result: Result<Response<UpstreamBody>, LocalReply>,
+    /// Set when the client's own body broke off (then it is the client's fault).
+    client_failed: &'a AtomicBool,
+    started: Instant,
+}
+
+/// Counts the primary's answer, opens or closes the held copies' gates, hands
+/// the compared copies the primary's capture, and applies the response rules.
+fn respond(
+    answered: Answered<'_>,
+    gates: Vec<Gate>,
+    compared: Compared,
+    selected: &Selected<'_>,
+    conn: &Connection,
+) -> Response<ResponseBody> {
+    let Answered {
+        mut result,
+        client_failed,
+        started,
+    } = answered;
+    if result.is_err() && client_failed.load(Relaxed) {
+        result = Err(LocalReply::BadRequestBody);
+    }
+    let destination = selected.destination;
+    destination.stats.duration.record(started.elapsed());
+    let status = match &result {
+        Ok(response) => response.status().as_u16(),
+        Err(reply) => reply.status().as_u16(),
+    };
+    destination.stats.responses.record(status);
+    for gate in gates {
+        gate.open_if(status);
+    }
+    let budget = &conn.shared.compare_queue.budget;
+    let response = match result {
+        Ok(response) if compared.waiting.is_empty() => response.map(ResponseBody::Upstream),
+        Ok(response) => {
+            // The upstream's own headers, before the route's response
+            // operations: the mirror's answer gets none either.
+            let headers = response.headers().clone();
+            let capture = PrimaryCapture::new(
+                compared.limit,
+                budget,
+                status,
+                headers,
+                started,
+                compared.waiting,
+            );
+            response.map(|b| ResponseBody::Captured(Box::new(CapturedBody::new(b, capture))))
+        }
+        Err(reply) => {
+            if !compared.waiting.is_empty() {
+                // The proxy answered for the primary (502, 504...): its status
+                // is what the user saw, and what the copy is compared with.
+                let headers = http::HeaderMap::new();
+                PrimaryCapture::new(0, budget, status, headers, started, compared.waiting).finish();
+            }
+            return reply.into_response();
+        }
+    };
+    let mut response = response;
+    selected
+        .route
+        .response_headers
+        .apply(response.headers_mut());
+    destination.response_headers.apply(response.headers_mut());
+    response
+}

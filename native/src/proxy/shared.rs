@@ -1,0 +1,55 @@
+//! The state every connection of an engine shares (what requests read, swapped
+//! whole on reload; the counters; the budgets), and one accepted connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::body::MirrorBudget;
+use crate::http::inspect::Findings;
+use crate::mirror::compare::CompareQueue;
+use crate::route::RouteTable;
+use crate::snapshot::Limits;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::ListenerStats;
+use crate::upstream::gauges::ConnectionGauges;
+use crate::upstream::Upstreams;
+
+/// What requests read: the route table and the client pools, swapped as one.
+#[derive(Debug)]
+pub struct Published {
+    pub table: RouteTable,
+    pub upstreams: Upstreams,
+    /// Applied to connections accepted while this is published.
+    pub limits: Limits,
+}
+
+/// State shared by every connection of an engine.
+#[derive(Debug)]
+pub struct Shared {
+    pub published: ArcSwap<Published>,
+    pub listeners: Vec<ListenerStats>,
+    pub connections: Arc<ConnectionGauges>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub mirror_budget: Arc<MirrorBudget>,
+    /// Compared pairs on their way to the control plane.
+    pub compare_queue: Arc<CompareQueue>,
+}
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Connection {
+    pub shared: Arc<Shared>,
+    pub listener: usize,
+    /// The listener's port (for `port` match conditions).
+    pub port: u16,
+    /// Request head bytes accepted (hyper bounds its read buffer, not the head).
+    pub max_header_bytes: usize,
+    pub peer: SocketAddr,
+    /// What the byte-stream side saw of each request head (see `inspect`).
+    pub findings: Arc<Findings>,
+    /// Dropped with the last holder: the connection's task, or the session
+    /// an upgrade spliced it into.
+    pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
+}

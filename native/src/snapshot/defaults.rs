@@ -1,0 +1,62 @@
+//! Defaults shared with `pymirror/snapshot.py`; keep the two in step (a
+//! Python test compares them).
+
+pub fn mirror_max_in_flight() -> u32 {
+    1024
+}
+pub fn mirror_timeout_ms() -> u64 {
+    10_000
+}
+pub fn mirror_max_body_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+/// Enough for ordinary answers to keep their keep-alive connection;
+/// closing after each would fill TIME_WAIT at a few hundred copies a second.
+pub fn mirror_max_drain_bytes() -> u64 {
+    256 * 1024
+}
+pub fn compare_max_body_bytes() -> u64 {
+    64 * 1024
+}
+pub fn mirror_host_suffix() -> String {
+    "-shadow".to_owned()
+}
+pub fn connect_timeout_ms() -> u64 {
+    1_000
+}
+pub fn pool_idle_timeout_ms() -> u64 {
+    60_000
+}
+/// As many as a mirror may have copies in flight, so that a slow mirror's
+/// connections are kept rather than reopened for every copy.
+pub fn pool_max_idle_per_endpoint() -> u32 {
+    1024
+}
+pub fn redirect_code() -> u16 {
+    301
+}
+/// Envoy's and hyper's default as well.
+pub fn max_request_headers() -> u32 {
+    100
+}
+pub fn idle_timeout_ms() -> u64 {
+    60_000
+}
+/// Far above what one proxy serves, far below the file-descriptor limits
+/// that would otherwise be the bound.
+pub fn max_connections() -> u32 {
+    10_000
+}
+/// Istio's defaults for outlierDetection.
+pub fn consecutive_5xx() -> u32 {
+    5
+}
+pub fn outlier_interval_ms() -> u64 {
+    10_000
+}
+pub fn base_ejection_time_ms() -> u64 {
+    30_000
+}
+pub fn max_ejection_percent() -> u32 {
+    10
+}

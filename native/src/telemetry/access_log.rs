@@ -1,0 +1,259 @@
+//! The access log: one JSON line per request and per mirror copy, written by
+//! a thread of its own. Requests hand lines over through a bounded channel and
+//! never wait: when the writer falls behind, lines are dropped and counted.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+/// Lines queued for the writer at most.
+const QUEUE_LINES: usize = 16 * 1024;
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Lines the writer took off the queue, written or not.
+    processed: AtomicU64,
+    written: AtomicU64,
+    /// Refused at a full queue, or failed to write.
+    dropped: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct AccessLog {
+    tx: SyncSender<Vec<u8>>,
+    counts: Arc<Counts>,
+    sent: AtomicU64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AccessLogReport {
+    pub written: u64,
+    pub dropped: u64,
+}
+
+impl AccessLog {
+    /// Opens `target` for appending (`-` is standard output) and starts the writer.
+    pub fn open(target: &str) -> io::Result<Self> {
+        let sink: Box<dyn Write + Send> = if target == "-" {
+            Box::new(io::stdout())
+        } else {
+            Box::new(OpenOptions::new().create(true).append(true).open(target)?)
+        };
+        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+        let counts = Arc::new(Counts::default());
+        let written = counts.clone();
+        std::thread::Builder::new()
+            .name("pymirror-access-log".into())
+            .spawn(move || {
+                let mut out = BufWriter::with_capacity(64 * 1024, sink);
+                // Write what is queued, flush once the queue is empty: lines show
+                // up promptly without a write call per line under load.
+                while let Ok(line) = rx.recv() {
+                    let mut next = Some(line);
+                    let mut batch = 0;
+                    while let Some(line) = next {
+                        if out.write_all(&line).is_ok() {
+                            written.written.fetch_add(1, Relaxed);
+                        } else {
+                            written.dropped.fetch_add(1, Relaxed);
+                        }
+                        batch += 1;
+                        next = rx.try_recv().ok();
+                    }
+                    let _ = out.flush();
+                    written.processed.fetch_add(batch, Relaxed);
+                }
+                let _ = out.flush();
+            })?;
+        Ok(Self {
+            tx,
+            counts,
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    pub fn write(&self, record: &Record) {
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        match self.tx.try_send(line) {
+            Ok(()) => {
+                self.sent.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counts.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Waits (bounded) until every line handed over so far is written.
+    pub fn settle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.counts.processed.load(Relaxed) < self.sent.load(Relaxed)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn report(&self) -> AccessLogReport {
+        AccessLogReport {
+            written: self.counts.written.load(Relaxed),
+            dropped: self.counts.dropped.load(Relaxed),
+        }
+    }
+}
+
+/// Which hop a line describes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Hop {
+    Primary,
+    Mirror,
+}
+
+/// One access-log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub time: String,
+    pub hop: Hop,
+    pub request_id: String,
+    pub method: String,
+    pub authority: String,
+    pub path: String,
+    pub virtual_service: Option<String>,
+    pub route: Option<String>,
+    pub destination: Option<String>,
+    pub subset: Option<String>,
+    /// 0 when no response came (a failed or timed-out mirror copy).
+    pub status: u16,
+    pub duration_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Primary lines: whether copies of this request went to a mirror.
+    pub mirrored: bool,
+    /// Mirror lines: answered, cut, failed, timed_out or dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
+    /// Mirror lines that failed: why (`connect`, `reset`, `protocol`,
+    /// `framing`, `body_incomplete`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+impl Record {
+    /// A line for a request that started at `started_at` (the line's time).
+    pub fn new(hop: Hop, started_at: SystemTime) -> Self {
+        Self {
+            time: humantime::format_rfc3339_millis(started_at).to_string(),
+            hop,
+            request_id: String::new(),
+            method: String::new(),
+            authority: String::new(),
+            path: String::new(),
+            virtual_service: None,
+            route: None,
+            destination: None,
+            subset: None,
+            status: 0,
+            duration_ms: 0.0,
+            bytes_in: 0,
+            bytes_out: 0,
+            mirrored: false,
+            outcome: None,
+            reason: None,
+        }
+    }
+}
+
+/// A line being filled in while its request is served; written when the
+/// response body ends (or is dropped, if the client went away).
+#[derive(Debug)]
+pub struct PendingLine {
+    log: Arc<AccessLog>,
+    pub record: Record,
+    started: Instant,
+    pub bytes_in: Arc<AtomicU64>,
+}
+
+impl PendingLine {
+    pub fn start(log: Arc<AccessLog>, request: &http::request::Parts) -> Self {
+        let mut record = Record::new(Hop::Primary, SystemTime::now());
+        let text = |v: Option<&http::HeaderValue>| {
+            v.and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+        };
+        record.request_id = text(request.headers.get("x-request-id"));
+        record.method = request.method.to_string();
+        record.authority = match request.uri.authority() {
+            Some(a) => a.to_string(),
+            None => text(request.headers.get(http::header::HOST)),
+        };
+        record.path = request
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), ToString::to_string);
+        Self {
+            log,
+            record,
+            started: Instant::now(),
+            bytes_in: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The line of a mirror copy of this request, to be finished by the copy.
+    pub fn for_mirror(&self, host: &str, subset: Option<&str>, authority: String) -> Self {
+        let mut record = self.record.clone();
+        record.hop = Hop::Mirror;
+        record.destination = Some(host.to_owned());
+        record.subset = subset.map(str::to_owned);
+        record.authority = authority;
+        record.mirrored = false;
+        Self {
+            log: self.log.clone(),
+            record,
+            started: Instant::now(),
+            bytes_in: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn finish(mut self, bytes_out: u64) {
+        self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.record.bytes_in = self.bytes_in.load(Relaxed);
+        self.record.bytes_out = bytes_out;
+        self.log.write(&self.record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_reach_the_file_as_json() {
+        let path = std::env::temp_dir().join(format!("pymirror-access-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let log = AccessLog::open(path.to_str().unwrap()).unwrap();
+        for i in 0..3 {
+            let mut r = Record::new(Hop::Primary, SystemTime::now());
+            r.request_id = format!("id-{i}");
+            r.status = 200;
+            log.write(&r);
+        }
+        log.settle(Duration::from_secs(5));
+        assert_eq!(log.report().written, 3);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[2]["request_id"], "id-2");
+        assert_eq!(lines[0]["hop"], "primary");
+        assert!(lines[0].get("outcome").is_none());
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -1,0 +1,130 @@
+//! Counters that are not a closed list: latency histograms with fixed
+//! buckets, and responses by status code. Atomics bumped with `Relaxed`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Upper bounds of the duration histogram buckets, in seconds (the last bucket is +Inf).
+pub const BUCKET_BOUNDS_SECONDS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+const BUCKET_BOUNDS_MICROS: [u64; 16] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// A fixed-bucket histogram. Bucket counts are not cumulative here; the
+/// exposition layer accumulates them.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 17],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    #[inline]
+    pub fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let index = BUCKET_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
+        self.buckets[index].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(micros, Relaxed);
+    }
+
+    pub fn report(&self) -> HistogramReport {
+        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        HistogramReport {
+            count: buckets.iter().sum(),
+            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            buckets,
+        }
+    }
+}
+
+/// Responses by status code, 100..=599; anything else lands in `other`.
+#[derive(Debug)]
+pub struct StatusCounts {
+    codes: Box<[AtomicU64]>,
+    other: AtomicU64,
+}
+
+impl Default for StatusCounts {
+    fn default() -> Self {
+        Self {
+            codes: (100..600).map(|_| AtomicU64::new(0)).collect(),
+            other: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StatusCounts {
+    #[inline]
+    pub fn record(&self, status: u16) {
+        match self.codes.get(usize::from(status).wrapping_sub(100)) {
+            Some(counter) => counter.fetch_add(1, Relaxed),
+            None => self.other.fetch_add(1, Relaxed),
+        };
+    }
+
+    pub fn report(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = self
+            .codes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then(|| ((i + 100).to_string(), n))
+            })
+            .collect();
+        let other = self.other.load(Relaxed);
+        if other > 0 {
+            out.insert("other".to_owned(), other);
+        }
+        out
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistogramReport {
+    pub count: u64,
+    pub sum_seconds: f64,
+    /// One count per bucket of `BUCKET_BOUNDS_SECONDS`, then the +Inf bucket.
+    pub buckets: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_by_upper_bound() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(500)); // on the bound: first bucket
+        h.record(Duration::from_micros(501));
+        h.record(Duration::from_secs(100)); // past every bound: +Inf
+        let r = h.report();
+        assert_eq!(r.count, 3);
+        assert_eq!(r.buckets[0], 1);
+        assert_eq!(r.buckets[1], 1);
+        assert_eq!(r.buckets[16], 1);
+        assert!((r.sum_seconds - 100.001001).abs() < 1e-9);
+    }
+
+    #[test]
+    fn status_counts_keep_codes_apart() {
+        let s = StatusCounts::default();
+        s.record(200);
+        s.record(200);
+        s.record(503);
+        s.record(99);
+        s.record(600);
+        let r = s.report();
+        assert_eq!(r["200"], 2);
+        assert_eq!(r["503"], 1);
+        assert_eq!(r["other"], 2);
+        assert_eq!(r.len(), 3);
+    }
+}

@@ -1,0 +1,307 @@
+//! Upstream connection pools: keep-alive HTTP/1.1 connections kept per worker
+//! thread and per endpoint, so taking and returning one touches no lock and
+//! hashes nothing (endpoints carry small integer ids). Primaries and mirrors
+//! have separate pools: a mirror can never take a primary's connection.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::thread::LocalKey;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use crate::upstream::dial::dial;
+use crate::upstream::gauges::{ConnectionGauges, Counted, Role};
+
+/// Stable small ids for endpoint authorities, shared by every snapshot of an
+/// engine so that a reload keeps its warm connections.
+#[derive(Debug, Default)]
+pub struct EndpointIds {
+    ids: Mutex<HashMap<String, u32>>,
+}
+
+impl EndpointIds {
+    pub fn id(&self, authority: &str) -> u32 {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = ids.len() as u32;
+        *ids.entry(authority.to_owned()).or_insert(next)
+    }
+}
+
+struct IdleConn<B> {
+    sender: SendRequest<B>,
+    /// When the pool's idle timeout closes it, checked out or not.
+    expires: Instant,
+}
+
+/// One thread's idle connections, by endpoint id.
+pub struct IdleLists<B> {
+    by_endpoint: Vec<Vec<IdleConn<B>>>,
+}
+
+impl<B> Default for IdleLists<B> {
+    fn default() -> Self {
+        Self {
+            by_endpoint: Vec::new(),
+        }
+    }
+}
+
+/// A request body type with its own per-thread pool.
+pub trait PooledBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + Sized
+    + 'static
+{
+    fn idle() -> &'static LocalKey<RefCell<IdleLists<Self>>>;
+}
+
+/// How upstream connections are opened and kept.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint and worker thread.
+    pub max_idle_per_endpoint: usize,
+    /// Bytes an answer's head may take (hyper's read buffer bound); `None`:
+    /// hyper's default. Set for mirrors, whose answers nobody waits for.
+    pub max_head_bytes: Option<usize>,
+}
+
+/// How often each worker closes its idle connections past their timeout.
+pub const IDLE_SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
+/// Closes this thread's idle connections of one body type whose idle timeout
+/// has passed and those their peer has closed.
+pub fn sweep<B: PooledBody>() {
+    let now = Instant::now();
+    B::idle().with(|idle| {
+        for list in &mut idle.borrow_mut().by_endpoint {
+            // Dropping the last sender ends hyper's connection task: the socket closes.
+            list.retain(|conn| conn.expires > now && !conn.sender.is_closed());
+        }
+    });
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened (refused, unreachable, timed out, DNS).
+    Connect,
+    /// The connection failed after the request was handed to it.
+    Exchange(hyper::Error),
+}
+
+/// A connection on loan to one exchange; it goes back to the pool of the
+/// thread that finishes reading the response.
+pub struct Loan<B: PooledBody> {
+    sender: SendRequest<B>,
+    endpoint: u32,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl<B: PooledBody> Loan<B> {
+    fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let Self {
+            sender,
+            endpoint,
+            max_idle,
+            idle_timeout,
+        } = self;
+        B::idle().with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let index = endpoint as usize;
+            if idle.by_endpoint.len() <= index {
+                idle.by_endpoint.resize_with(index + 1, Vec::new);
+            }
+            let list = &mut idle.by_endpoint[index];
+            if list.len() < max_idle {
+                list.push(IdleConn {
+                    sender,
+                    expires: Instant::now() + idle_timeout,
+                });
+            }
+        });
+    }
+}
+
+/// A pool user: one role's settings and gauges.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub role: Role,
+    pub settings: PoolSettings,
+    pub gauges: Arc<ConnectionGauges>,
+}
+
+impl Pool {
+    /// Sends `request` (origin-form target) to `authority`, on an idle
+    /// connection of this thread when there is one. A pooled connection that
+    /// turns out closed before the request went out is skipped transparently.
+    pub async fn send<B: PooledBody>(
+        &self,
+        endpoint: u32,
+        authority: &http::uri::Authority,
+        mut request: Request<B>,
+    ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
+        loop {
+            let (mut sender, reused) = match self.checkout::<B>(endpoint) {
+                Some(sender) => (sender, true),
+                None => (self.connect::<B>(authority).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let loan = Loan {
+                        sender,
+                        endpoint,
+                        max_idle: self.settings.max_idle_per_endpoint,
+                        idle_timeout: self.settings.idle_timeout,
+                    };
+                    return Ok((response, loan));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Never written: safe to send on another connection.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Exchange(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout<B: PooledBody>(&self, endpoint: u32) -> Option<SendRequest<B>> {
+        let now = Instant::now();
+        B::idle().with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let list = idle.by_endpoint.get_mut(endpoint as usize)?;
+            // Most recently used first: the warmest connection, and the
+            // stale ones age out at the bottom.
+            let mut found = None;
+            let mut busy = Vec::new();
+            while let Some(mut conn) = list.pop() {
+                if conn.expires <= now {
+                    list.clear();
+                    break;
+                }
+                let mut cx = Context::from_waker(Waker::noop());
+                match conn.sender.poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => {
+                        found = Some(conn.sender);
+                        break;
+                    }
+                    // Still finishing its last exchange (its task has not run
+                    // since the response ended): keep it for the next request
+                    // instead of closing a good connection.
+                    Poll::Pending => busy.push(conn),
+                    Poll::Ready(Err(_)) => {}
+                }
+            }
+            list.extend(busy.into_iter().rev());
+            found
+        })
+    }
+
+    async fn connect<B: PooledBody>(
+        &self,
+        authority: &http::uri::Authority,
+    ) -> Result<SendRequest<B>, SendError> {
+        let stream = dial(authority, self.settings.connect_timeout)
+            .await
+            .map_err(|_| SendError::Connect)?;
+        let io = Counted::new(
+            TokioIo::new(stream),
+            self.gauges.gauge(self.role, authority.as_str()),
+        );
+        let mut builder = http1::Builder::new();
+        if let Some(max) = self.settings.max_head_bytes {
+            // hyper's floor for its read buffer is 8 KiB.
+            builder.max_buf_size(max.max(8192));
+        }
+        let (sender, connection) = builder.handshake(io).await.map_err(SendError::Exchange)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// A response body that returns its connection to the pool once read to the end.
+pub struct PooledResponse<B: PooledBody> {
+    inner: Incoming,
+    loan: Option<Loan<B>>,
+}
+
+impl<B: PooledBody> PooledResponse<B> {
+    /// A body whose connection goes back to no pool (an upgrade's own connection).
+    pub fn unpooled(inner: Incoming) -> Self {
+        Self { inner, loan: None }
+    }
+
+    pub fn new(inner: Incoming, loan: Loan<B>) -> Self {
+        Self {
+            inner,
+            loan: Some(loan),
+        }
+    }
+}
+
+impl<B: PooledBody> std::fmt::Debug for PooledResponse<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledResponse").finish_non_exhaustive()
+    }
+}
+
+impl<B: PooledBody> Body for PooledResponse<B> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            None => {
+                if let Some(loan) = this.loan.take() {
+                    loan.give_back();
+                }
+            }
+            // A broken body leaves the connection unusable.
+            Some(Err(_)) => this.loan = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: PooledBody> Drop for PooledResponse<B> {
+    fn drop(&mut self) {
+        // An empty body may never be polled: it is complete all the same.
+        if self.inner.is_end_stream() {
+            if let Some(loan) = self.loan.take() {
+                loan.give_back();
+            }
+        }
+    }
+}
