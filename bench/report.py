@@ -18,10 +18,15 @@ CHART = HERE / "results" / "chart.png"
 ORDER = (
     "plain", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead", "post-1mib",
     "conns-1000", "reload", "compare-off", "compare-1", "compare-100",
-    "tcp-bulk", "tcp-bulk-mirror",
+    "tcp-bulk", "tcp-bulk-mirror", "hostile-mirror", "compare-flood",
 )  # fmt: skip
 #: Bulk TCP scenarios (bench/scenarios/test_tcp.py): their own table, not in the chart.
 BULK = ("tcp-bulk", "tcp-bulk-mirror")
+#: pymirror alone against hostile peers (bench/scenarios/test_hostile_mirror.py): their
+#: own tables, not in the chart.
+HOSTILE = ("hostile-mirror", "compare-flood")
+#: The hostile-mirror rows, in order: the healthy v2 (the baseline) first.
+HOSTILE_MIRRORS = ("healthy", "huge_body", "endless_chunked", "endless_headers")
 
 
 def _ordered(scenarios: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +177,86 @@ def _bulk_table(entry: dict[str, Any], plain: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _share(value: Any) -> str:
+    return f"{value:.0%}" if isinstance(value, int | float) else ""
+
+
+def _yes(value: Any) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
+def _hostile_table(entry: dict[str, Any]) -> list[str]:
+    """One row per v2 (healthy first): the user's latency against the healthy row and
+    issue 14's target, the proxy's CPU while users ran and after, what v2 wrote, how the
+    copies ended."""
+    lines = [
+        "| v2 | p50 ms | p99 ms | p99.9 ms | p99 vs healthy | p99 target ms | met "
+        "| CPU while users | CPU 0-1 s after | CPU 1-2 s after | idle in 1 s | peak RSS MiB "
+        "| v2 wrote MiB | v2 connections (closed by proxy) "
+        "| copies answered / failed / timed out / cut / in flight | user errors |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    found = entry["peers"]
+    for name in [*HOSTILE_MIRRORS, *(n for n in found if n not in HOSTILE_MIRRORS)]:
+        f = found.get(name)
+        if f is None:
+            continue
+        outcomes = " / ".join(
+            f"{f.get(f'copies_{k}', 0):,}"
+            for k in ("answered", "failed", "timed_out", "cut", "in_flight")
+        )
+        cells = [
+            name,
+            _num(f.get("p50_ms"), 2),
+            _num(f.get("p99_ms"), 2),
+            _num(f.get("p999_ms"), 2),
+            f"{f['p99_vs_healthy']:.1f}x" if "p99_vs_healthy" in f else "",
+            _num(f.get("p99_bound_ms"), 2),
+            _yes(f.get("p99_within_target")),
+            _share(f.get("cpu_share_users")),
+            _share(f.get("cpu_share_after_1s")),
+            _share(f.get("cpu_share_after_2s")),
+            _yes(f.get("idle_within_1s")),
+            _num(f.get("rss_mib")),
+            f"{f['v2_written_mib']:,.2f}" if "v2_written_mib" in f else "",
+            f"{f.get('v2_connections', 0):,} ({f.get('v2_closed_by_proxy', 0):,})",
+            outcomes,
+            f"{f.get('user_errors', 0):,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _flood_table(entry: dict[str, Any]) -> list[str]:
+    """The compare flood: requests, the proxy's peak RSS growth over its warm resident
+    set next to the compare byte budget, the queue, the pairs."""
+    lines = [
+        "| requests | req/s | warm RSS MiB | peak RSS MiB | growth MiB | budget MiB "
+        "| within | queue depth max | pairs queued | pairs skipped | user errors |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for f in entry["peers"].values():
+        skipped = f.get("pairs_skipped") or {}
+        cells = [
+            f"{f.get('requests', 0):,}",
+            _num(f.get("rps"), thousands=True),
+            _num(f.get("warm_rss_mib")),
+            _num(f.get("peak_rss_mib")),
+            _num(f.get("rss_growth_mib")),
+            f"{f.get('budget_mib', '')}" + ("" if f.get("budget_flag") else " (not set)"),
+            _yes(f.get("within_budget")),
+            f"{f.get('queue_depth_max', 0):,}",
+            f"{f.get('pairs_queued', 0):,}",
+            ", ".join(f"{k} {v:,}" for k, v in skipped.items() if v) or "0",
+            f"{f.get('user_errors', 0):,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        if f.get("budget_note"):
+            notes.append(f["budget_note"])
+    return lines + (["", *notes] if notes else [])
+
+
 def _targets(scenarios: dict[str, Any]) -> list[str]:
     lines = ["| target (issue 5) | pymirror/nginx | wanted | met |", "|---|---:|---:|---|"]
     for key, figure, label, op, bound in TARGETS:
@@ -273,6 +358,32 @@ def render(data: dict[str, Any], chart: str | None) -> str:
                 "",
             ]
             continue
+        if key == "hostile-mirror":
+            lines += [
+                "",
+                "pymirror only (the peers' mirrors read a copy's answer as they do; this is "
+                "issue 14's question). The v2 peers are tests/support/hostile.py in processes "
+                "of their own; the primary is the healthy one. **p99 target** is 1.2x the "
+                "healthy row's p99 + 0.5 ms; **CPU** is the proxy's user+system time (all "
+                "threads, from /proc) as a share of one core, while the user ran and in the "
+                "first and second second after it stopped (idle: <= 5%); **v2 wrote** is what "
+                "the v2 peer's kernel accepted (at most its buffers more than the proxy read).",
+                "",
+                *_hostile_table(entry),
+                "",
+            ]
+            continue
+        if key == "compare-flood":
+            lines += [
+                "",
+                "**growth** is the proxy's peak resident set (VmHWM) over its resident set "
+                "once warm (after 200 compared requests, the queue drained), next to the "
+                "compare byte budget (`--compare-buffer-budget`).",
+                "",
+                *_flood_table(entry),
+                "",
+            ]
+            continue
         if key == "reload":
             lines += [f"Fixed rate {entry['rate']:g} req/s.", "", *_reload_table(entry), ""]
             continue
@@ -288,7 +399,9 @@ def draw_chart(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenarios = {
-        k: e for k, e in _ordered(data["scenarios"]).items() if k != "reload" and k not in BULK
+        k: e
+        for k, e in _ordered(data["scenarios"]).items()
+        if k != "reload" and k not in BULK and k not in HOSTILE
     }
     panels = (
         ("rps", "throughput, req/s (wrk; log)"),

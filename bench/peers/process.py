@@ -76,8 +76,8 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICKS
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """VmHWM (peak resident set) summed over the process tree."""
+def _status_bytes(pid: int, name: str) -> int:
+    """A `/proc/PID/status` size field (`VmHWM`, `VmRSS`) summed over the process tree."""
     total = 0
     for member in process_tree(pid):
         try:
@@ -85,9 +85,19 @@ def peak_rss_bytes(pid: int) -> int:
         except OSError:
             continue
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{name}:"):
                 total += int(line.split()[1]) * 1024
     return total
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM (peak resident set) summed over the process tree."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS (resident set now) summed over the process tree."""
+    return _status_bytes(pid, "VmRSS")
 
 
 @dataclass

@@ -58,8 +58,9 @@ def _run(render: Callable[[str], str], workdir: Path, *extra: str) -> Process:
     return start(argv, address, workdir)
 
 
-def start_pymirror(route: Route, workdir: Path) -> Process:
-    return _run(lambda listen: config(route, listen), workdir)
+def start_pymirror(route: Route, workdir: Path, *extra: str) -> Process:
+    """`pymirror run` serving `route`, with `extra` command-line flags."""
+    return _run(lambda listen: config(route, listen), workdir, *extra)
 
 
 def reload_pymirror(peer: Process, route: Route) -> None:
