@@ -1,10 +1,14 @@
-"""Type stub of the compiled data plane (native/src/bindings.rs)."""
+"""Type stub of the compiled data plane (native/src/bindings.rs), checked against the built
+extension by `python3 -m mypy.stubtest pymirror._native`."""
 
-from typing import Any, Final
+from typing import Any, Final, final
+
+__all__ = ["SNAPSHOT_SCHEMA", "Engine", "__version__", "validate"]
 
 SNAPSHOT_SCHEMA: Final[int]
 __version__: Final[str]
 
+@final
 class Engine:
     """A running data plane: listeners bound, serving the snapshot it was given."""
 
@@ -16,9 +20,10 @@ class Engine:
         header_read_timeout: float = 30.0,
         max_header_bytes: int = 65536,
         access_log: str | None = None,
-        mirror_buffer_budget: int = 268435456,
-        compare_queue_capacity: int = 4096,
-        compare_buffer_budget: int = 67108864,
+        # The core's constants (the extension shows them as `...`): 256 MiB, 4096, 64 MiB.
+        mirror_buffer_budget: int = ...,
+        compare_queue_capacity: int = ...,
+        compare_buffer_budget: int = ...,
     ) -> Engine: ...
     @property
     def addresses(self) -> list[str]: ...

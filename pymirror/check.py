@@ -17,8 +17,8 @@ from .config.model import Config, VirtualService
 from .config.types import format_duration
 from .config.validate import vs_subject
 from .errors import PymirrorError
-from .resolve import (
-    build_snapshot,
+from .resolve import build_snapshot
+from .resolve.describe import (
     cluster_label,
     describe_route,
     describe_tcp_route,
@@ -73,7 +73,7 @@ def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> 
         report.snapshot = build_snapshot(loaded.config, listen=listen, strict=False)
         validate(report.snapshot)
     except ConfigError as exc:
-        # The load already reported most of these (the same checks run again here).
+        # The load already reported the reference errors that resolution refuses.
         report.problems += [p for p in exc.problems if p not in report.problems]
     except PymirrorError as exc:
         report.problems.append(Problem("<snapshot>", None, None, (), f"the core refuses: {exc}"))

@@ -1,8 +1,9 @@
 """The Snapshot: the plain data the control plane hands to the native core.
 
-These types mirror ``native/src/snapshot.rs`` field for field (serde's snake_case names);
+These types mirror ``native/src/snapshot/`` field for field (serde's snake_case names);
 the core rejects unknown fields, so the two must change together. ``NotRequired`` marks
-fields the core defaults when absent; `pymirror.resolve` always writes them.
+fields the core defaults when absent (to the values in `pymirror.defaults`);
+`pymirror.resolve` always writes them.
 """
 
 from __future__ import annotations
@@ -12,28 +13,6 @@ from typing import NotRequired, TypedDict
 #: The schema version the core understands (`snapshot::SCHEMA`). Bump both on any
 #: incompatible change.
 SCHEMA = 1
-
-# The core's defaults (`snapshot::defaults`); keep the two in step.
-MIRROR_MAX_IN_FLIGHT = 1024
-MIRROR_TIMEOUT_MS = 10_000
-MIRROR_MAX_BODY_BYTES = 4 * 1024 * 1024
-MIRROR_MAX_DRAIN_BYTES = 256 * 1024
-MIRROR_HOST_SUFFIX = "-shadow"
-COMPARE_MAX_BODY_BYTES = 64 * 1024
-#: The most `compare.maxBodyBytes` may say: a compared copy reads no more than this.
-COMPARE_MAX_BODY_BYTES_LIMIT = 16 * 1024 * 1024
-CONNECT_TIMEOUT_MS = 1_000
-POOL_IDLE_TIMEOUT_MS = 60_000
-POOL_MAX_IDLE_PER_ENDPOINT = 1024
-REDIRECT_CODE = 301
-MAX_REQUEST_HEADERS = 100
-IDLE_TIMEOUT_MS = 60_000
-MAX_CONNECTIONS = 10_000
-# Istio's outlierDetection defaults.
-CONSECUTIVE_5XX = 5
-OUTLIER_INTERVAL_MS = 10_000
-BASE_EJECTION_TIME_MS = 30_000
-MAX_EJECTION_PERCENT = 10
 
 #: Share of requests sampled is expressed out of this (Envoy's FractionalPercent MILLION).
 PER_MILLION = 1_000_000

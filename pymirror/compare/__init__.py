@@ -1,6 +1,7 @@
 """Comparing primary and mirror answers, in the control plane.
 
-The core captures compared copies and queues the pairs (`native/src/compare.rs`);
+The core captures compared copies and queues the pairs (`native/src/body/capture.rs`,
+`native/src/mirror/compare.rs`);
 `runner` drains them in batches off the request path; `diff` compares one pair;
 `store` keeps bounded figures and samples per endpoint; `report` renders them.
 Everything but `runner` is plain Python over plain data, tested without sockets.

@@ -1,9 +1,9 @@
 """Loading pymirror configuration: YAML with positions -> merged mapping -> typed model.
 
-Two forms compile to the same `Config`: the native format (one mapping per file) and
-Kubernetes-style resources (Istio's VirtualService, DestinationRule, ServiceEntry and
-pymirror's MirrorProxy, in multi-document streams). Every error names the file, line and
-column it comes from (see `ConfigError`).
+Two forms compile to the same `Config`: the routes format (`routes.yaml`: one mapping per
+file) and Kubernetes-style resources (Istio's VirtualService, DestinationRule,
+ServiceEntry and pymirror's MirrorProxy, in multi-document streams). Every error names the
+file, line and column it comes from (see `ConfigError`).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, Problem
 from .findings import config_warnings, resource_warnings
-from .merge import merge_native
+from .merge import merge_mappings
 from .model import Config
 from .protocols import tcp_listener_in
-from .references import check_references as check_resource_references
+from .references import check_references
 from .resources import is_resource, read_resources
-from .services import compile_resources
+from .services import Compiled, compile_resources
 from .source import Document, Source, read_sources
-from .validate import check_references, locate, problems_from
+from .validate import locate, problems_from
 
 __all__ = ["Config", "ConfigError", "Loaded", "Problem", "Source", "load", "load_config"]
 
@@ -47,8 +47,8 @@ class Loaded:
 
 def _has_tcp_listener(documents: list[Document]) -> bool:
     """Whether any listener serves tcp (then `tcp` routes are served): written `protocol:
-    tcp`, or none written on a port that the services (native, or compiled from
-    ServiceEntries) declare TCP-family."""
+    tcp`, or none written on a port that the services (the routes format's, or compiled
+    from ServiceEntries) declare TCP-family."""
     return tcp_listener_in(d.data for d in documents)
 
 
@@ -63,36 +63,48 @@ def load(*sources: Source, strict: bool = True) -> Loaded:
         documents = read_sources(*sources)
     except ConfigError as exc:
         return Loaded(None, exc.problems)
-    native = [d for d in documents if not is_resource(d)]
+    mappings = [d for d in documents if not is_resource(d)]
     resources = read_resources(d for d in documents if is_resource(d))
-    compiled = compile_resources(resources, _native_services(native))
-    merged = [*native, *resources.proxies]
+    compiled = compile_resources(resources, _declared_services(mappings))
+    merged = [*mappings, *resources.proxies]
     if compiled.document is not None:
         merged.append(compiled.document)
-    tcp_served = _has_tcp_listener(merged)
+    config, failures = _model(merged, compiled)
+    # The one reference check of this load, kept on the config for resolution.
+    references = check_references(
+        config, compiled.catalog, strict=strict, tcp_served=_has_tcp_listener(merged)
+    )
     problems = [
         *resources.problems,
         *compiled.catalog.problems,
-        *check_resource_references(compiled.catalog, strict=strict, tcp_served=tcp_served),
+        *references.written,
         *resource_warnings(resources),
     ]
-    try:
-        data, origin = merge_native(merged)
-        config = Config.model_validate(data)
-    except ConfigError as exc:
-        return Loaded(None, _sorted([*problems, *exc.problems]))
-    except ValidationError as exc:
-        return Loaded(None, _sorted([*problems, *problems_from(exc, origin)]))
-    config._origin = origin
-    native_count = len(config.virtual_services) - len(compiled.sources)
-    config._sources = (None,) * native_count + tuple(compiled.sources)
-    for key, subject in compiled.service_sources.items():
-        config.services[key]._source = subject
-    issues = check_references(config, need_listener=False, strict=strict)
-    problems += locate(config, [*issues, *config_warnings(config)])
+    if config is None:
+        return Loaded(None, _sorted([*problems, *failures]))
+    config._references = references
+    problems += [*references.model, *locate(config, config_warnings(config))]
     problems = _sorted(problems)
     config._warnings = tuple(p for p in problems if p.severity == "warning")
     return Loaded(config, problems)
+
+
+def _model(merged: list[Document], compiled: Compiled) -> tuple[Config | None, list[Problem]]:
+    """The model of the merged mappings, with where each value was written; else None and
+    why not."""
+    try:
+        data, origin = merge_mappings(merged)
+        config = Config.model_validate(data)
+    except ConfigError as exc:
+        return None, exc.problems
+    except ValidationError as exc:
+        return None, problems_from(exc, origin)
+    config._origin = origin
+    own_count = len(config.virtual_services) - len(compiled.sources)
+    config._sources = (None,) * own_count + tuple(compiled.sources)
+    for key, subject in compiled.service_sources.items():
+        config.services[key]._source = subject
+    return config, []
 
 
 def load_config(*sources: Source) -> Config:
@@ -116,7 +128,8 @@ def load_config(*sources: Source) -> Config:
     return loaded.config
 
 
-def _native_services(documents: list[Document]) -> set[str]:
+def _declared_services(documents: list[Document]) -> set[str]:
+    """The `services` the routes-format mappings declare."""
     return {
         str(name)
         for doc in documents

@@ -31,7 +31,7 @@ def _warn(path: Path, message: str, code: str, *, at_key: bool = True) -> Issue:
 
 
 def config_warnings(config: Config) -> list[Issue]:
-    """Warnings on what the model holds (both the native and the resource form)."""
+    """Warnings on what the model holds (both the routes format and resources)."""
     issues: list[Issue] = []
     tcp_listener = any(
         config.listener_protocol(lst.address, lst.protocol) == "tcp" for lst in config.listeners
@@ -259,7 +259,7 @@ def _match_key(match: Any) -> str:
 
 
 def resource_warnings(resources: Resources) -> list[Problem]:
-    """Warnings on resource fields that have no place in the native model."""
+    """Warnings on resource fields that have no place in the model."""
     found: list[Problem] = []
     for r, rule in resources.rules:
         if rule.workload_selector is not None:

@@ -63,7 +63,7 @@ def scopes_of(export_to: Sequence[str], namespace: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class Declaration:
-    """A host declared by a ServiceEntry, a Kubernetes Service or a native service."""
+    """A host declared by a ServiceEntry, a Kubernetes Service or a service of the routes format."""
 
     kind: str
     #: `namespace/name` of the declaring resource.

@@ -1,6 +1,6 @@
 """Istio's VirtualService (networking.istio.io), field for field, with Istio's validation.
 
-The same models read the native format's `virtualServices` entries and the `spec` of
+The same models read the routes format's `virtualServices` entries and the `spec` of
 VirtualService resources. Fields pymirror accepts without serving (mesh-only conditions,
 `corsPolicy`, `tls`) are kept as written so `pymirror check` and `run` report them
 (see `pymirror.config.findings`); none is dropped silently.
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from .. import snapshot as defaults
+from .. import defaults
 from .actions import (
     HTTPDirectResponse,
     HTTPFaultInjection,

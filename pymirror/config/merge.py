@@ -1,4 +1,4 @@
-"""Merging native-format documents into one mapping, keeping every value's origin.
+"""Merging routes-format documents (`routes.yaml`) into one mapping, keeping every value's origin.
 
 Several files (or a folder) make one configuration: `listeners`, `virtualServices`,
 `mirrorPolicies` and `tcpMirrors` lists are concatenated in file order, `services`
@@ -18,7 +18,7 @@ from .source import Document, Loc
 
 _LISTS = ("listeners", "virtualServices", "mirrorPolicies", "tcpMirrors")
 _MAPS = ("services",)
-_NATIVE_KEYS = "`listeners`, `services` and `virtualServices`"
+_TOP_KEYS = "`listeners`, `services` and `virtualServices`"
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class Origin:
         return Problem(loc.file, loc.line, loc.column, (*loc.path, *path[depth:]), message)
 
 
-def merge_native(documents: Sequence[Document]) -> tuple[dict[str, Any], Origin]:
-    """Merge native-format documents; raises `ConfigError` on shape errors and conflicts."""
+def merge_mappings(documents: Sequence[Document]) -> tuple[dict[str, Any], Origin]:
+    """Merge routes-format documents; raises `ConfigError` on shape errors and conflicts."""
     merged: dict[str, Any] = {}
     values: dict[Path, Loc] = {}
     keys: dict[Path, Loc] = {}
@@ -74,7 +74,7 @@ def merge_native(documents: Sequence[Document]) -> tuple[dict[str, Any], Origin]
             at(
                 doc,
                 (),
-                f"expected a mapping with {_NATIVE_KEYS} at the top of the file, "
+                f"expected a mapping with {_TOP_KEYS} at the top of the file, "
                 f"got {describe_value(data)}",
                 key=False,
             )

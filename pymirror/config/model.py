@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
-from .. import snapshot as defaults
+from .. import defaults
 from .actions import (
     HTTPDirectResponse,
     HTTPFaultInjection,
@@ -306,7 +306,7 @@ class MirrorPolicy(MirrorOptions):
 
     virtual_service: str = Field(min_length=1)
     """The virtual service whose mirrors this applies to: `namespace/name`, or `name` (in a
-    MirrorProxy: the MirrorProxy's namespace; in the native format: any namespace)."""
+    MirrorProxy: the MirrorProxy's namespace; in the routes format: any namespace)."""
     route: str | None = Field(default=None, min_length=1)
     """The http route (its `name`, or its index when unnamed) whose mirrors this applies to.
     Default: every route of the virtual service."""
@@ -354,6 +354,9 @@ class Config(_Model):
     _warnings: Any = PrivateAttr(default=())
     # For each virtual service compiled from a resource: `VirtualService ns/name`.
     _sources: Any = PrivateAttr(default=())
+    # The reference check its load ran (`pymirror.config.references.References`), which
+    # resolution reuses; None for a Config built in code.
+    _references: Any = PrivateAttr(default=None)
 
     @property
     def warnings(self) -> list[Any]:
@@ -399,6 +402,6 @@ class Config(_Model):
 
     def source(self, index: int) -> str | None:
         """The resource virtual service ``index`` came from (`VirtualService ns/name`), or
-        None for the native format."""
+        None for the routes format."""
         sources: tuple[str | None, ...] = tuple(self._sources)
         return sources[index] if index < len(sources) else None

@@ -3,7 +3,7 @@ listener's protocol from the service port, a port that the services declare `TCP
 `MONGO`, `MYSQL` or `REDIS` (opaque TCP to pymirror) is served as `tcp`; otherwise `http`.
 
 `Config.listener_protocol` applies this to the model; `tcp_listener_in` applies it to
-native-format mappings before the model exists (to decide whether `tcp` routes are served).
+routes-format mappings before the model exists (to decide whether `tcp` routes are served).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def listen_port(address: str) -> int:
 
 
 def tcp_listener_in(documents: Iterable[Any]) -> bool:
-    """Whether a listener of these native-format mappings serves tcp: written
+    """Whether a listener of these routes-format mappings serves tcp: written
     `protocol: tcp`, or none written and its port declared TCP-family by their `services`."""
     families: dict[int, list[Family]] = {}
     listeners: list[dict[str, Any]] = []

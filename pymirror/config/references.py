@@ -1,216 +1,344 @@
-"""Istio's reference checks on VirtualService resources: do the destination hosts, ports
-and subsets they name exist (Istio's DestinationHost and DestinationRule analyzers).
+"""The reference check: do the names a configuration uses exist, and agree.
 
-They read each resource as written, so a resource with a schema error still has its
-references checked. A host nobody declares is a warning (pymirror resolves it by DNS);
-a subset that no rule in the files given defines, or whose endpoints no ServiceEntry
-gives, is an error for `run` and a warning for `check` (it may live in a file not given).
+One check, run once per load (`pymirror.config.load` keeps its result on the `Config`,
+and resolution reuses it): Istio's analyzers on the resources as written
+(`pymirror.config.analyzers`: destination hosts, ports and subsets), then what no single
+object of the model can check (subsets select endpoints, names are unique, delegates,
+`mirrorPolicies` and `tcpMirrors` name what exists, listeners make sense). A reference
+that may point into a file not given is an error when ``strict`` (what `run` needs) and a
+warning for `check`. Errors in the model's own references stop resolution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from dataclasses import dataclass
 
+from .analyzers import analyze
 from .errors import Path, Problem
-from .resources import Resource, tcp_mirror_entries
+from .hosts import domains
+from .listeners import listener_issues
+from .model import Config, Destination
 from .services import Catalog
-
-#: Codes of the findings about references (what Istio's analyzers call
-#: ReferencedResourceNotFound and VirtualServiceDestinationPortSelectorRequired).
-HOST_CODES = frozenset({"unknown-host", "unknown-port", "port-required"})
-SUBSET_CODES = frozenset({"unknown-subset", "no-destination-rule"})
+from .validate import Issue, locate, position, vs_label
 
 
-def _labels(labels: dict[str, str]) -> str:
-    return "{" + ", ".join(f"{k}: {v}" for k, v in labels.items()) + "}"
+@dataclass(frozen=True)
+class References:
+    """What the reference check found, located."""
+
+    strict: bool
+    """Whether a reference that may point into a file not given was an error."""
+    written: tuple[Problem, ...] = ()
+    """On the resources as written (Istio's analyzers)."""
+    model: tuple[Problem, ...] = ()
+    """Across the model's objects; errors here stop resolution."""
+
+    @property
+    def errors(self) -> list[Problem]:
+        """The model's errors: what resolution refuses."""
+        return [p for p in self.model if p.severity == "error"]
 
 
-def check_references(catalog: Catalog, *, strict: bool, tcp_served: bool = False) -> list[Problem]:
-    """Findings for every destination of every VirtualService resource, and of every
-    MirrorProxy's `tcpMirrors`. ``tcp_served``: a listener is `protocol: tcp`, so findings
-    in `tcp` routes can stop a run."""
-    return [
-        problem
-        for r in catalog.resources.written_virtual_services
-        for path, dest, served in _destinations(r.spec, tcp_served)
-        for problem in _Destination(catalog, r, path, dest, served, strict).check()
-    ] + list(_tcp_mirrors(catalog, strict=strict, tcp_served=tcp_served))
+def check_references(
+    config: Config | None,
+    catalog: Catalog | None = None,
+    *,
+    strict: bool = True,
+    tcp_served: bool = False,
+) -> References:
+    """Check the references of the resources in ``catalog`` (as written; ``tcp_served``: a
+    listener is tcp, so findings in `tcp` routes can stop a run) and of ``config`` (None
+    when it did not validate)."""
+    written = analyze(catalog, strict=strict, tcp_served=tcp_served) if catalog else []
+    model = locate(config, list(_Checker(config, strict).run())) if config is not None else []
+    return References(strict, tuple(written), tuple(model))
 
 
-def _tcp_mirrors(catalog: Catalog, *, strict: bool, tcp_served: bool) -> Iterator[Problem]:
-    """A `tcpMirrors` mirror is checked as if its virtual service wrote it on a tcp route
-    (that resource's namespace and `exportTo`), and reported where it was written."""
-    resources = catalog.resources
-    by_name = {f"{r.namespace}/{r.name}": r for r in resources.written_virtual_services}
-    for proxy in resources.written_proxies:
-        for path, ref, mirror in tcp_mirror_entries(proxy):
-            if (vs := by_name.get(ref)) is not None:
-                at: Path = ("spec", *path)
-                yield from _Destination(
-                    catalog, vs, at, mirror, tcp_served, strict, written_in=proxy
-                ).check()
+def references_of(config: Config, *, strict: bool = True) -> References:
+    """``config``'s reference check: the one its load ran at this strictness, else (a
+    Config built in code) one run now and kept."""
+    done: References | None = config._references
+    if done is None or done.strict != strict:
+        done = config._references = check_references(config, strict=strict)
+    return done
 
 
-def _destinations(spec: Any, tcp_served: bool) -> Iterator[tuple[Path, dict[str, Any], bool]]:
-    """(path, destination, served) of each destination written, skipping malformed ones."""
-    if not isinstance(spec, dict):
-        return
-    for kind in ("http", "tcp", "tls"):
-        routes = spec.get(kind)
-        for i, route in enumerate(routes if isinstance(routes, list) else ()):
-            if not isinstance(route, dict):
-                continue
-            at: Path = ("spec", kind, i)
-            found: list[tuple[Path, Any]] = []
-            if isinstance(route.get("route"), list):
+class _Checker:
+    """The model's own references: what no single object can check."""
+
+    def __init__(self, config: Config, strict: bool = True) -> None:
+        self.config = config
+        self.strict = strict
+
+    def where(self, path: Path) -> str:
+        return position(self.config, path)
+
+    def run(self) -> Iterator[Issue]:
+        yield from self.services()
+        yield from self.virtual_services()
+        yield from self.delegates()
+        yield from self.mirror_policies()
+        yield from self.tcp_mirrors()
+        yield from listener_issues(self.config)
+
+    def services(self) -> Iterator[Issue]:
+        for name, service in self.config.services.items():
+            if service._source is not None:
+                continue  # a resource's: `analyzers` checks it as Istio does
+            for subset in service.subsets:
+                if not service.select(subset):
+                    labels = ", ".join(f"{k}: {v}" for k, v in service.subsets[subset].items())
+                    yield Issue(
+                        ("services", name, "subsets", subset),
+                        f"subset `{subset}` of service `{name}` selects no endpoint: none "
+                        f"has all the labels {{{labels}}}",
+                        True,
+                    )
+
+    def virtual_services(self) -> Iterator[Issue]:
+        names: dict[tuple[str | None, str], Path] = {}
+        hosts: dict[str, Path] = {}
+        for i, vs in enumerate(self.config.virtual_services):
+            here: Path = ("virtualServices", i)
+            name = (vs.namespace, vs.name)
+            if name in names:
+                yield Issue(
+                    (*here, "name"),
+                    f"virtual service `{vs.name}` is already defined at {self.where(names[name])}",
+                )
+            names.setdefault(name, (*here, "name"))
+            # Only HTTP routes are served: tcp- or tls-only hosts claim no request host.
+            for j, host in enumerate(vs.hosts if vs.serves_http else ()):
+                for domain in domains(host, vs.namespace):
+                    if domain.lower() in hosts:
+                        yield Issue(
+                            (*here, "hosts", j),
+                            f"host `{domain}` is already served by the "
+                            f"virtual service at {self.where(hosts[domain.lower()])}",
+                        )
+                        break
+                for domain in domains(host, vs.namespace):
+                    hosts.setdefault(domain.lower(), (*here, "hosts", j))
+            resource = self.config.source(i) is not None
+            found = [
+                (("http", j, *path), dest)
+                for j, route in enumerate(vs.http)
+                for path, dest in route.destinations()
+            ]
+            for j, tcp in enumerate(vs.tcp if self.tcp_served else ()):
                 found += [
-                    ((*at, "route", j, "destination"), d.get("destination"))
-                    for j, d in enumerate(route["route"])
-                    if isinstance(d, dict)
+                    (("tcp", j, "route", k, "destination"), d.destination)
+                    for k, d in enumerate(tcp.route)
                 ]
-            if kind in ("http", "tcp"):
-                found.append(((*at, "mirror"), route.get("mirror")))
-            if kind == "http" and isinstance(route.get("mirrors"), list):
-                found += [
-                    ((*at, "mirrors", j, "destination"), m.get("destination"))
-                    for j, m in enumerate(route["mirrors"])
-                    if isinstance(m, dict)
-                ]
+                if tcp.mirror is not None:
+                    found.append((("tcp", j, "mirror"), tcp.mirror))
             for path, dest in found:
-                if isinstance(dest, dict) and isinstance(dest.get("host"), str):
-                    yield path, dest, kind == "http" or (kind == "tcp" and tcp_served)
+                # A resource's destinations are checked as Istio's analyzer does
+                # (`analyzers`), unless they name a service of the routes format.
+                if not resource or self.own_service(dest.host):
+                    yield from self.destination((*here, *path), dest)
 
-
-class _Destination:
-    def __init__(
-        self,
-        catalog: Catalog,
-        r: Resource,
-        path: Path,
-        dest: dict[str, Any],
-        served: bool,
-        strict: bool,
-        written_in: Resource | None = None,
-    ) -> None:
-        self.catalog, self.r, self.path, self.served, self.strict = (
-            catalog,
-            r,
-            path,
-            served,
-            strict,
-        )
-        self.host: str = dest["host"]
-        subset = dest.get("subset")
-        self.subset = subset if isinstance(subset, str) else None
-        # Where the destination was written, when not in ``r`` (a MirrorProxy's).
-        self.written_in = written_in or r
-        port = dest.get("port")
-        number = port.get("number") if isinstance(port, dict) else None
-        self.port = number if isinstance(number, int) else None
-        spec = r.spec if isinstance(r.spec, dict) else {}
-        export_to = spec.get("exportTo", spec.get("export_to"))
-        self.export_to = (
-            [e for e in export_to if isinstance(e, str)] if isinstance(export_to, list) else []
+    @property
+    def tcp_served(self) -> bool:
+        """`tcp` routes are served only where a listener is tcp."""
+        return any(
+            self.config.listener_protocol(lst.address, lst.protocol) == "tcp"
+            for lst in self.config.listeners
         )
 
-    def finding(
-        self, field: str, message: str, code: str, severity: Literal["error", "warning"]
-    ) -> Problem:
-        if not self.served:
-            # Routes not served (tls; tcp without a tcp listener): findings cannot stop a run.
-            severity, message = "warning", f"{message} (in a route not served)"
-        path = (*self.path, field) if field else self.path
-        return self.written_in.problem(path, message, severity=severity, code=code)
+    def own_service(self, host: str) -> bool:
+        """Whether ``host`` is a service the routes format declares (not a resource's)."""
+        service = self.config.services.get(host)
+        return service is not None and service._source is None
 
-    def check(self) -> Iterator[Problem]:
-        if self.host in self.catalog.native:
-            return
-        yield from self.check_host()
-        if self.subset is not None:
-            yield from self.check_subset()
+    def delegates(self) -> Iterator[Issue]:
+        """`delegate` names a virtual service without hosts; every such one is named."""
+        vss = self.config.virtual_services
+        by_name = {(vs.namespace, vs.name): i for i, vs in enumerate(vss)}
+        used: set[int] = set()
+        for i, vs in enumerate(vss):
+            for j, route in enumerate(vs.http):
+                if route.delegate is None:
+                    continue
+                at: Path = ("virtualServices", i, "http", j, "delegate")
+                namespace = route.delegate.namespace or vs.namespace
+                target = by_name.get((namespace, route.delegate.name))
+                if target is None:
+                    where = f" in namespace `{namespace}`" if namespace else ""
+                    yield Issue(
+                        (*at, "name"),
+                        f"no virtual service `{route.delegate.name}`{where} in the files given: "
+                        "this entry serves nothing",
+                        severity="error" if self.strict else "warning",
+                        code="unknown-delegate",
+                    )
+                elif vss[target].hosts:
+                    yield Issue(
+                        (*at, "name"),
+                        f"virtual service `{route.delegate.name}` has `hosts`, so it is not a "
+                        "delegate (a delegate has none)",
+                        code="not-a-delegate",
+                    )
+                else:
+                    used.add(target)
+        for i, vs in enumerate(vss):
+            if vs.is_delegate and i not in used:
+                yield Issue(
+                    ("virtualServices", i, "name"),
+                    "not served: a virtual service without `hosts` is a delegate, and no "
+                    "`delegate` names it",
+                    severity="warning",
+                    code="unused-delegate",
+                )
 
-    def check_host(self) -> Iterator[Problem]:
-        ns = self.r.namespace
-        decl = self.catalog.host(self.host, ns, self.export_to)
-        if decl is None:
-            seen = f"namespace `{ns}`"
-            if self.export_to:
-                seen = "this virtual service (exportTo: " + ", ".join(self.export_to) + ")"
-            dns = ""
-            if self.served and self.subset is None:
-                dns = f"; pymirror resolves it by DNS ({self.host}:{self.port or 80})"
-            yield self.finding(
-                "host",
-                f"host `{self.host}` is declared by no ServiceEntry or Service visible from "
-                f"{seen}{dns}",
-                "unknown-host",
-                "warning",
-            )
-            return
-        ports = ", ".join(str(p) for p in decl.ports)
-        if self.port is not None and decl.ports and self.port not in decl.ports:
-            yield self.finding(
-                "port",
-                f"{decl.kind} {decl.name} gives `{decl.host}` no port {self.port} "
-                f"(its ports: {ports})",
-                "unknown-port",
-                "error",
-            )
-        elif self.port is None and len(decl.ports) > 1:
-            yield self.finding(
-                "",
-                f"`{decl.host}` has several ports ({ports}): set `port.number`",
-                "port-required",
-                "error",
-            )
+    def mirror_policies(self) -> Iterator[Issue]:
+        """Each of `mirrorPolicies` names one virtual service (and route) that exists."""
+        vss = self.config.virtual_services
+        seen: dict[tuple[int, str | None], Path] = {}
+        for i, policy in enumerate(self.config.mirror_policies):
+            here: Path = ("mirrorPolicies", i)
+            found, issue = self.named(here, policy.virtual_service)
+            if issue is not None:
+                yield issue
+                continue
+            vs = vss[found]
+            index = policy.route_index(vs)
+            if policy.route is not None and index is None:
+                routes = ", ".join(f"`{r.name or j}`" for j, r in enumerate(vs.http)) or "none"
+                yield Issue(
+                    (*here, "route"),
+                    f"virtual service `{vs_label(vs)}` has no http route `{policy.route}` "
+                    f"(its routes: {routes})",
+                    code="unknown-route",
+                )
+                continue
+            key = (found, policy.route)
+            if key in seen:
+                yield Issue(
+                    here,
+                    f"`{vs_label(vs)}`"
+                    + (f" route `{policy.route}`" if policy.route is not None else "")
+                    + f" already has a mirror policy at {self.where(seen[key])}",
+                    code="duplicate-mirror-policy",
+                )
+                continue
+            seen[key] = (*here, "virtualService")
+            routes_ = [vs.http[index]] if index is not None else vs.http
+            if not any(r.mirror_policies for r in routes_):
+                yield Issue(
+                    here,
+                    "applies to no mirror: "
+                    + (f"route `{policy.route}`" if policy.route is not None else "no route")
+                    + f" of `{vs_label(vs)}` has `mirror` or `mirrors`",
+                    severity="warning",
+                    code="policy-without-mirror",
+                )
 
-    def check_subset(self) -> Iterator[Problem]:
-        ns = self.r.namespace
-        rule = self.catalog.rule(self.host, ns)
-        maybe_elsewhere: Literal["error", "warning"] = "error" if self.strict else "warning"
-        if rule is None:
-            yield self.finding(
-                "subset",
-                f"no DestinationRule for host `{self.host}` in the files given defines "
-                f"subset `{self.subset}`",
-                "no-destination-rule",
-                maybe_elsewhere,
+    def named(self, here: Path, ref: str) -> tuple[int, Issue | None]:
+        """The index of the one virtual service that ``ref`` (the `virtualService` of the
+        entry at ``here``) names; else why not."""
+        vss = self.config.virtual_services
+        matched = [k for k, vs in enumerate(vss) if vs.is_named(ref)]
+        if not matched:
+            known = ", ".join(f"`{vs_label(vs)}`" for vs in vss) or "none"
+            return -1, Issue(
+                (*here, "virtualService"),
+                f"no virtual service `{ref}` in the files given (known: {known})",
+                severity="error" if self.strict else "warning",
+                code="unknown-virtual-service",
             )
-            return
-        r, spec = rule
-        subset = spec.subset(self.subset or "")
-        if subset is None:
-            known = ", ".join(f"`{s.name}`" for s in spec.subsets) or "none"
-            yield self.finding(
-                "subset",
-                f"DestinationRule {r.namespace}/{r.name} (host `{spec.host}`) has no subset "
-                f"`{self.subset}` (its subsets: {known})",
-                "unknown-subset",
-                "error",
+        if len(matched) > 1:
+            names = ", ".join(f"`{vs_label(vss[k])}`" for k in matched)
+            return -1, Issue(
+                (*here, "virtualService"),
+                f"`{ref}` names several virtual services ({names}): write `namespace/name`",
+                code="ambiguous-virtual-service",
             )
-            return
-        if not self.served:
-            return
-        decl = self.catalog.host(self.host, ns, self.export_to)
-        if decl is None or decl.kind != "ServiceEntry":
-            yield self.finding(
-                "subset",
-                f"subset `{subset.name}` needs endpoints labelled {_labels(subset.labels)}, and "
-                f"no ServiceEntry in the files given declares endpoints for `{self.host}` "
-                "(pymirror does not read Kubernetes endpoints)",
-                "no-endpoints",
-                maybe_elsewhere,
+        return matched[0], None
+
+    def tcp_mirrors(self) -> Iterator[Issue]:
+        """Each of `tcpMirrors` names a virtual service with tcp routes (and one of them),
+        gives no tcp route a second mirror, and names a mirror destination that resolves."""
+        vss = self.config.virtual_services
+        # Where each tcp route (virtual service, route) got a mirror from `tcpMirrors`.
+        given: dict[tuple[int, int], Path] = {}
+        for i, policy in enumerate(self.config.tcp_mirrors):
+            here: Path = ("tcpMirrors", i)
+            found, issue = self.named(here, policy.virtual_service)
+            if issue is not None:
+                yield issue
+                continue
+            vs = vss[found]
+            if not vs.tcp:
+                yield Issue(
+                    (*here, "virtualService"),
+                    f"virtual service `{vs_label(vs)}` has no tcp routes to mirror",
+                    code="no-tcp-route",
+                )
+                continue
+            if not policy.route_indexes(vs):
+                yield Issue(
+                    (*here, "route"),
+                    f"virtual service `{vs_label(vs)}` has no tcp route {policy.route} (its "
+                    f"tcp routes: 0 to {len(vs.tcp) - 1})",
+                    code="unknown-route",
+                )
+                continue
+            for j in policy.route_indexes(vs):
+                route: Path = ("virtualServices", found, "tcp", j)
+                if vs.tcp[j].mirror is not None:
+                    other = f"its own `mirror` at {self.where((*route, 'mirror'))}"
+                elif (found, j) in given:
+                    other = f"the `tcpMirrors` entry at {self.where(given[(found, j)])}"
+                else:
+                    given[(found, j)] = (*here, "virtualService")
+                    continue
+                yield Issue(
+                    here,
+                    f"tcp route {j} of `{vs_label(vs)}` already has a mirror, from {other}: "
+                    "declare it in one place",
+                    code="duplicate-tcp-mirror",
+                )
+            # As a mirror written on the route: a resource's is checked by `analyzers`.
+            resource = self.config.source(found) is not None
+            if self.tcp_served and (not resource or self.own_service(policy.mirror.host)):
+                yield from self.destination((*here, "mirror"), policy.mirror)
+
+    def destination(self, path: Path, dest: Destination) -> Iterator[Issue]:
+        service = self.config.services.get(dest.host)
+        if service is not None and service.endpoints:
+            if dest.port is not None and not service.ports:
+                yield Issue(
+                    (*path, "port"),
+                    f"`port` only applies to hosts resolved by DNS; the "
+                    f"endpoints of service `{dest.host}` carry their own ports",
+                    True,
+                )
+            elif service.ports and service.port(dest.port.number if dest.port else None) is None:
+                ports = ", ".join(str(p.number) for p in service.ports)
+                yield Issue(
+                    (*path, "port") if dest.port else path,
+                    f"service `{dest.host}` has no port {dest.port.number} (its ports: {ports})"
+                    if dest.port
+                    else f"service `{dest.host}` has several ports ({ports}): set `port.number`",
+                    code="unknown-port" if dest.port else "port-required",
+                )
+            if dest.subset is not None and dest.subset not in service.subsets:
+                known = ", ".join(f"`{s}`" for s in service.subsets) or "none"
+                yield Issue(
+                    (*path, "subset"),
+                    f"service `{dest.host}` has no subset `{dest.subset}` (its subsets: {known})",
+                    code="unknown-subset",
+                )
+        elif dest.subset is not None:
+            why = (
+                "declares no endpoints"
+                if service is not None
+                else "is not declared under `services`"
             )
-            return
-        _, entry, _ = decl.payload
-        wanted = subset.labels.items()
-        endpoints = [e.labels for e in entry.endpoints] or [{}]  # DNS: the host, unlabelled
-        if not any(wanted <= labels.items() for labels in endpoints):
-            yield self.finding(
-                "subset",
-                f"subset `{subset.name}` selects no endpoint: no endpoint of ServiceEntry "
-                f"{decl.name} has the labels {_labels(subset.labels)}",
-                "empty-subset",
-                "error",
+            yield Issue(
+                (*path, "subset"),
+                f"`{dest.host}` {why}, so it is resolved by DNS and has no subset `{dest.subset}`",
+                code="unknown-subset",
             )

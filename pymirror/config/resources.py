@@ -32,7 +32,7 @@ PYMIRROR_API = "pymirror.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"
 _SERVED = ("VirtualService", "DestinationRule", "ServiceEntry")
 _TOP = ("apiVersion", "kind", "metadata", "spec", "status")
-#: What a MirrorProxy spec holds: the native format's keys outside Istio's resources.
+#: What a MirrorProxy spec holds: the routes format's keys outside Istio's resources.
 PROXY_KEYS = (
     "listeners",
     "admin",
@@ -125,7 +125,7 @@ class Resources:
     entries: list[tuple[Resource, ServiceEntrySpec]] = field(default_factory=list)
     #: Hosts that Kubernetes Services declare (for reference checks only).
     kube_services: list[Declaration] = field(default_factory=list)
-    #: MirrorProxy specs, as native-format documents for `merge_native`.
+    #: MirrorProxy specs, as routes-format documents for `merge_mappings`.
     proxies: list[Document] = field(default_factory=list)
     #: The MirrorProxy resources as written, in the order of `proxies`.
     written_proxies: list[Resource] = field(default_factory=list)

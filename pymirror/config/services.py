@@ -1,5 +1,5 @@
-"""ServiceEntries and DestinationRules compiled into the native `services`, and the
-resources' VirtualServices into native `virtualServices` entries: one model for both forms.
+"""ServiceEntries and DestinationRules compiled into the routes format's `services`, and
+the resources' VirtualServices into its `virtualServices` entries: one model for both forms.
 
 A destination host is looked up as Istio does (its namespace qualifies a short name;
 `exportTo` decides what it sees) and rewritten to the service key it refers to. Keys are
@@ -34,7 +34,8 @@ class Catalog:
     """The hosts the resources declare and the rules for them, as destinations see them."""
 
     resources: Resources
-    native: Collection[str] = ()
+    # The services the routes format declares: destinations naming them are served by them.
+    routes_services: Collection[str] = ()
     registry: Registry = field(default_factory=Registry)
     rules: dict[str, Rule] = field(default_factory=dict)
     wildcard_rules: list[Rule] = field(default_factory=list)
@@ -85,7 +86,7 @@ class Catalog:
             written.setdefault(name, rule.host)
         uses = Counter(written.values())
         return {
-            name: label if uses[label] == 1 and label not in self.native else name
+            name: label if uses[label] == 1 and label not in self.routes_services else name
             for name, label in written.items()
         }
 
@@ -107,7 +108,7 @@ class Catalog:
 
 @dataclass
 class Compiled:
-    """The resources as one native-format document, ready for `merge_native`."""
+    """The resources as one routes-format document, ready for `merge_mappings`."""
 
     document: Document | None
     #: `VirtualService ns/name` of each virtual service entry, in order.
@@ -195,7 +196,7 @@ class _Compiler:
     def target(self, host: str, namespace: str, export_to: list[str]) -> str | None:
         """The service key a destination host is served by, or None: resolved by DNS."""
         catalog = self.catalog
-        if host in catalog.native:
+        if host in catalog.routes_services:
             return host
         decl = catalog.host(host, namespace, export_to)
         key: str | None = None
@@ -212,9 +213,9 @@ class _Compiler:
         return key
 
 
-def compile_resources(resources: Resources, native: Collection[str]) -> Compiled:
-    """Every served resource as native-format data (with where each value was written)."""
-    catalog = Catalog(resources, native)
+def compile_resources(resources: Resources, routes_services: Collection[str]) -> Compiled:
+    """Every served resource as routes-format data (with where each value was written)."""
+    catalog = Catalog(resources, routes_services)
     compiler = _Compiler(catalog)
     # Every declared host becomes a service, used or not, so `check` shows it.
     for decl in catalog.registry.declarations:

@@ -1,7 +1,7 @@
 """pymirror extension: tcp mirrors declared apart from the virtual service.
 
 Istio's TCPRoute has no mirror, so a VirtualService resource that writes one is refused
-by Istio. A MirrorProxy's `tcpMirrors` (or the native format's) names the virtual
+by Istio. A MirrorProxy's `tcpMirrors` (or the routes format's) names the virtual
 service and tcp route instead, and the route is served as if it wrote the mirror.
 """
 
@@ -20,7 +20,7 @@ class TcpMirrorPolicy(_Model):
 
     virtual_service: str = Field(min_length=1)
     """The virtual service whose tcp routes get the mirror: `namespace/name`, or `name` (in
-    a MirrorProxy: the MirrorProxy's namespace; in the native format: any namespace)."""
+    a MirrorProxy: the MirrorProxy's namespace; in the routes format: any namespace)."""
     route: int | None = Field(default=None, ge=0)
     """The index of the tcp route in the virtual service's `tcp` list. Default: every one."""
     mirror: Destination

@@ -1,6 +1,6 @@
 """Istio's TrafficPolicy (a DestinationRule's, or a subset's): what pymirror serves of it
 (load balancing, request limits, outlier detection) and what it accepts and reports as not
-served yet."""
+served yet. The model only: `pymirror.resolve.clusters` turns it into the core's settings."""
 
 from __future__ import annotations
 
@@ -8,20 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .. import snapshot as snap
 from .base import U32_MAX, _Model
-from .types import Duration, duration_ms
-
-#: Istio's simple load balancers -> the core's `Cluster.load_balancer`. LEAST_CONN is
-#: Istio's deprecated name for LEAST_REQUEST; PASSTHROUGH is not served (reported).
-SIMPLE_LB = {
-    "UNSPECIFIED": None,
-    "ROUND_ROBIN": "round_robin",
-    "LEAST_REQUEST": "least_request",
-    "LEAST_CONN": "least_request",
-    "RANDOM": "random",
-    "PASSTHROUGH": None,
-}
+from .types import Duration
 
 
 class LoadBalancer(_Model):
@@ -119,28 +107,6 @@ class OutlierDetection(_Model):
     consecutive_local_origin_failures: int | None = Field(default=None, ge=0)
     """Accepted, not served yet (reported)."""
 
-    def resolved(self) -> snap.OutlierDetection:
-        """The core's settings, with Istio's defaults and translation (Istio's
-        `applyOutlierDetection`)."""
-        deprecated = self.consecutive_errors or 0
-        c5xx = self.consecutive_5xx_errors
-        if c5xx is None:
-            c5xx = 0 if deprecated else snap.CONSECUTIVE_5XX
-        gateway = self.consecutive_gateway_errors
-        if gateway is None:
-            gateway = deprecated
-        return {
-            "consecutive_5xx": c5xx,
-            "consecutive_gateway_errors": gateway,
-            "interval_ms": duration_ms(self.interval)
-            if self.interval is not None
-            else snap.OUTLIER_INTERVAL_MS,
-            "base_ejection_time_ms": duration_ms(self.base_ejection_time)
-            if self.base_ejection_time is not None
-            else snap.BASE_EJECTION_TIME_MS,
-            "max_ejection_percent": self.max_ejection_percent or snap.MAX_EJECTION_PERCENT,
-        }
-
 
 class TrafficPolicy(_Model):
     """Istio TrafficPolicy."""
@@ -166,12 +132,6 @@ class TrafficPolicy(_Model):
         if subset is None:
             return self
         return self.model_copy(update={k: getattr(subset, k) for k in subset.model_fields_set})
-
-    @property
-    def balancer(self) -> str | None:
-        """The core's load balancer name, None for the default."""
-        lb = self.load_balancer
-        return SIMPLE_LB[lb.simple] if lb is not None and lb.simple is not None else None
 
     @property
     def max_requests(self) -> int | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pymirror.check import check
-from pymirror.config.references import HOST_CODES, SUBSET_CODES
+from pymirror.config.analyzers import HOST_CODES, SUBSET_CODES
 
 CONFORMANCE = (Path(__file__).resolve().parents[2] / "../shared/conformance/istio").resolve()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pymirror import defaults
 from pymirror import snapshot as snap
 from pymirror.config import ConfigError, load_config
 from pymirror.resolve import build_snapshot, describe, per_million
@@ -404,9 +405,9 @@ def test_describe_matches_weights_and_timeouts() -> None:
     )
 
 
-# === the contract with native/src/snapshot.rs ===
+# === the contract with native/src/snapshot/ (the types, and `defaults.rs`) ===
 
-RUST = (ROOT / "native" / "src" / "snapshot.rs").read_text()
+RUST = "\n".join(p.read_text() for p in sorted((ROOT / "native" / "src" / "snapshot").glob("*.rs")))
 
 
 def _rust_structs() -> dict[str, set[str]]:
@@ -429,31 +430,31 @@ def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
         typing.get_type_hints(snap.StringMatch)
     )
     assert int(re.search(r"pub const SCHEMA: u32 = (\d+);", RUST)[1]) == snap.SCHEMA  # type: ignore[index]
-    defaults = dict(re.findall(r"pub fn (\w+)\(\) -> \w+ \{\s*(.*?)\s*\}", RUST, re.S))
-    assert defaults == {
-        "mirror_max_in_flight": str(snap.MIRROR_MAX_IN_FLIGHT),
+    rust = dict(re.findall(r"pub fn (\w+)\(\) -> \w+ \{\s*(.*?)\s*\}", RUST, re.S))
+    assert rust == {
+        "mirror_max_in_flight": str(defaults.MIRROR_MAX_IN_FLIGHT),
         "mirror_timeout_ms": "10_000",
         "mirror_max_body_bytes": "4 * 1024 * 1024",
         "mirror_max_drain_bytes": "256 * 1024",
-        "mirror_host_suffix": f'"{snap.MIRROR_HOST_SUFFIX}".to_owned()',
+        "mirror_host_suffix": f'"{defaults.MIRROR_HOST_SUFFIX}".to_owned()',
         "connect_timeout_ms": "1_000",
         "pool_idle_timeout_ms": "60_000",
-        "pool_max_idle_per_endpoint": str(snap.POOL_MAX_IDLE_PER_ENDPOINT),
-        "redirect_code": str(snap.REDIRECT_CODE),
-        "max_request_headers": str(snap.MAX_REQUEST_HEADERS),
+        "pool_max_idle_per_endpoint": str(defaults.POOL_MAX_IDLE_PER_ENDPOINT),
+        "redirect_code": str(defaults.REDIRECT_CODE),
+        "max_request_headers": str(defaults.MAX_REQUEST_HEADERS),
         "idle_timeout_ms": "60_000",
         "max_connections": "10_000",
-        "consecutive_5xx": str(snap.CONSECUTIVE_5XX),
+        "consecutive_5xx": str(defaults.CONSECUTIVE_5XX),
         "outlier_interval_ms": "10_000",
         "base_ejection_time_ms": "30_000",
-        "max_ejection_percent": str(snap.MAX_EJECTION_PERCENT),
+        "max_ejection_percent": str(defaults.MAX_EJECTION_PERCENT),
         "compare_max_body_bytes": "64 * 1024",
     }
-    assert snap.COMPARE_MAX_BODY_BYTES == 64 * 1024
-    assert (snap.IDLE_TIMEOUT_MS, snap.MAX_CONNECTIONS) == (60_000, 10_000)
-    assert (snap.OUTLIER_INTERVAL_MS, snap.BASE_EJECTION_TIME_MS) == (10_000, 30_000)
-    assert (snap.MIRROR_TIMEOUT_MS, snap.MIRROR_MAX_BODY_BYTES) == (10_000, 4 * 1024 * 1024)
-    assert (snap.CONNECT_TIMEOUT_MS, snap.POOL_IDLE_TIMEOUT_MS) == (1_000, 60_000)
+    assert defaults.COMPARE_MAX_BODY_BYTES == 64 * 1024
+    assert (defaults.IDLE_TIMEOUT_MS, defaults.MAX_CONNECTIONS) == (60_000, 10_000)
+    assert (defaults.OUTLIER_INTERVAL_MS, defaults.BASE_EJECTION_TIME_MS) == (10_000, 30_000)
+    assert (defaults.MIRROR_TIMEOUT_MS, defaults.MIRROR_MAX_BODY_BYTES) == (10_000, 4 * 1024 * 1024)
+    assert (defaults.CONNECT_TIMEOUT_MS, defaults.POOL_IDLE_TIMEOUT_MS) == (1_000, 60_000)
 
 
 def test_the_native_core_accepts_the_snapshots() -> None:

@@ -1,4 +1,4 @@
-//! Defaults shared with `pymirror/snapshot.py`; keep the two in step (a
+//! Defaults shared with `pymirror/defaults.py`; keep the two in step (a
 //! Python test compares them).
 
 pub fn mirror_max_in_flight() -> u32 {

@@ -531,7 +531,7 @@ impl Default for UpstreamSettings {
     }
 }
 
-/// Defaults shared with `pymirror/snapshot.py`; keep the two in step.
+/// Defaults shared with `pymirror/defaults.py`; keep the two in step.
 pub mod defaults;
 
 impl Snapshot {

@@ -4,17 +4,18 @@ redirects, direct responses, rewrites, retries and faults (Istio's translation t
 
 from __future__ import annotations
 
-from . import snapshot as snap
-from .config.actions import (
+from .. import defaults
+from .. import snapshot as snap
+from ..config.actions import (
     HTTPDirectResponse,
     HTTPFaultInjection,
     HTTPRedirect,
     HTTPRetry,
     HTTPRewrite,
 )
-from .config.findings import RETRY_NOT_SERVED
-from .config.matches import IGNORED_HEADER_KEYS, Headers, HTTPMatchRequest, StringMatch
-from .config.types import duration_ms
+from ..config.findings import RETRY_NOT_SERVED
+from ..config.matches import IGNORED_HEADER_KEYS, Headers, HTTPMatchRequest, StringMatch
+from ..config.types import duration_ms
 
 #: Istio's retry policy for a route that sets none, or sets no `retryOn`
 #: (`retry.DefaultPolicy`): its `retriable-status-codes` is 503, which the core takes as a
@@ -99,7 +100,7 @@ def redirect(r: HTTPRedirect | None) -> snap.Redirect | None:
         "authority": r.authority,
         "port": port,
         "scheme": r.scheme,
-        "code": r.redirect_code or snap.REDIRECT_CODE,
+        "code": r.redirect_code or defaults.REDIRECT_CODE,
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config.model import HTTPMatchRequest, StringMatch
+from ..config.model import HTTPMatchRequest, StringMatch
 
 
 def merge_matches(

@@ -1,0 +1,34 @@
+"""Model -> Snapshot: every name resolved to an index, every subset to endpoint addresses.
+
+The result is the plain, JSON-serialisable data that the native core compiles once
+(see `pymirror.snapshot` and ``native/src/snapshot/``). One job per module: `build` (the
+whole Snapshot), `routes` (http and tcp routes, mirrors), `route_parts` (one route's
+matches, header operations, redirects, retries...), `delegates` (Istio's delegation),
+`clusters` (destinations -> clusters) and `describe` (the text `pymirror check` prints).
+"""
+
+from __future__ import annotations
+
+from .build import build_snapshot
+from .describe import (
+    cluster_label,
+    describe,
+    describe_route,
+    describe_tcp_route,
+    mirror_guards_text,
+    tcp_note,
+    written_protocols,
+)
+from .route_parts import per_million
+
+__all__ = [
+    "build_snapshot",
+    "cluster_label",
+    "describe",
+    "describe_route",
+    "describe_tcp_route",
+    "mirror_guards_text",
+    "per_million",
+    "tcp_note",
+    "written_protocols",
+]

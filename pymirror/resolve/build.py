@@ -1,0 +1,173 @@
+"""Model -> Snapshot: the whole Snapshot, its listeners, settings and version.
+
+Routes and clusters are built by `routes` and `clusters`; this module puts them together
+and refuses a model that does not resolve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from .. import defaults
+from .. import snapshot as snap
+from ..config.errors import ConfigError, Problem
+from ..config.hosts import domains, host_matches
+from ..config.listeners import protocol_conflict
+from ..config.model import Config, HTTPRoute, VirtualService
+from ..config.references import references_of
+from ..config.types import check_listen_address, duration_ms, split_host_port
+from ..config.validate import Issue, locate
+from .clusters import Clusters
+from .routes import Routes
+
+
+def build_snapshot(
+    config: Config, *, listen: Sequence[str] | None = None, strict: bool = True
+) -> snap.Snapshot:
+    """Resolve ``config`` into a Snapshot for the core.
+
+    ``listen`` (``--listen``) replaces the configured listeners' addresses; they keep the
+    default host of the first configured listener, and its `protocol` when it writes one
+    (else each address takes its own port's, see `Config.listener_protocol`). Raises
+    `ConfigError` when the config does not resolve (for instance: no listener at all).
+    ``strict=False`` (what `pymirror check` shows) needs no listener and resolves what may
+    still be missing (a subset whose endpoints are in a file not given) to empty endpoint
+    lists.
+    """
+    problems = [
+        Problem("--listen", None, None, (), str(exc))
+        for address in listen or ()
+        for exc in _address_error(address)
+    ]
+    # A `--listen` address takes its protocol from its own port unless the first
+    # configured listener writes one: service ports that disagree there need it written.
+    written = config.listeners[0].protocol if listen and config.listeners else None
+    problems += [
+        Problem("--listen", None, None, (), f"{address}: {conflict}")
+        for address in listen or ()
+        if written is None and not _address_error(address)
+        if (conflict := protocol_conflict(config, split_host_port(address)[1]))
+    ]
+    # The reference check its load ran (run here only for a Config built in code).
+    problems += references_of(config, strict=strict).errors
+    if strict and not listen and not config.listeners:
+        problems += locate(config, [_NO_LISTENER])
+    if problems:
+        raise ConfigError(problems)
+    return _Resolver(config).snapshot(listen)
+
+
+_NO_LISTENER = Issue(
+    ("listeners",),
+    "no listener: add `listeners: [{address: 0.0.0.0:8080}]` or pass `--listen`",
+    True,
+)
+
+
+def _address_error(address: str) -> list[ValueError]:
+    try:
+        check_listen_address(address)
+    except ValueError as exc:
+        return [exc]
+    return []
+
+
+def virtual_host_domains(vs: VirtualService) -> list[str]:
+    """The request hosts a virtual service answers: its hosts, and for short names in a
+    namespace, the names Kubernetes' DNS gives them there."""
+    found: list[str] = []
+    for host in vs.hosts:
+        found += [d for d in domains(host, vs.namespace) if d not in found]
+    return found
+
+
+class _Resolver:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.clusters = Clusters(config)
+        self.routes = Routes(config, self.clusters)
+        self.virtual_hosts: list[snap.VirtualHost] = []
+        self.served = [vs for vs in config.virtual_services if vs.serves_http]
+
+    def snapshot(self, listen: Sequence[str] | None) -> snap.Snapshot:
+        config = self.config
+        self.virtual_hosts = [
+            {"name": vs.name, "domains": virtual_host_domains(vs), "routes": self.routes.http(vs)}
+            for vs in self.served
+        ]
+        if listen:
+            first = config.listeners[0] if config.listeners else None
+            host, written = (first.host, first.protocol) if first else (None, None)
+            protocols = [config.listener_protocol(address, written) for address in listen]
+            # A tcp listener routes no requests, so it has no default host.
+            triples = [
+                (address, host if protocol == "http" else None, protocol)
+                for address, protocol in zip(listen, protocols, strict=True)
+            ]
+        else:
+            triples = [
+                (lst.address, lst.host, config.listener_protocol(lst.address, lst.protocol))
+                for lst in config.listeners
+            ]
+        # `protocol` and `tcp_routes` are written only when used, so that an HTTP-only
+        # config keeps the snapshot (and version) it had before tcp routes existed.
+        listeners: list[snap.Listener] = []
+        for address, host, protocol in triples:
+            listener: snap.Listener = {
+                "address": address,
+                "default_virtual_host": self.default_host(host),
+            }
+            if protocol == "tcp":
+                listener["protocol"] = "tcp"
+            listeners.append(listener)
+        upstream: snap.UpstreamSettings = {
+            "connect_timeout_ms": duration_ms(config.upstream.connect_timeout),
+            "pool_idle_timeout_ms": duration_ms(config.upstream.pool_idle_timeout),
+            "pool_max_idle_per_endpoint": defaults.POOL_MAX_IDLE_PER_ENDPOINT,
+        }
+        limits = config.limits
+        result: snap.Snapshot = {
+            "schema": snap.SCHEMA,
+            "version": "",
+            "listeners": listeners,
+            "virtual_hosts": self.virtual_hosts,
+            "clusters": self.clusters.clusters,
+            "upstream": upstream,
+            "limits": {
+                "max_request_headers": limits.max_request_headers,
+                "idle_timeout_ms": duration_ms(limits.idle_timeout),
+                "max_connections": limits.max_connections,
+            },
+        }
+        if tcp_routes := self.routes.tcp():
+            result["tcp_routes"] = tcp_routes
+        # The version labels what the core runs: equal snapshots get equal versions.
+        canonical = json.dumps({**result, "version": None}, sort_keys=True, separators=(",", ":"))
+        result["version"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return result
+
+    def default_host(self, host: str | None) -> int | None:
+        """The virtual host serving ``host``: exact domain first, then the longest wildcard;
+        else an implicit one for the service of that name (validation ensured one exists)."""
+        if host is None:
+            return None
+        best: tuple[int, int] | None = None  # (specificity, index)
+        for i, vh in enumerate(self.virtual_hosts):
+            for domain in vh["domains"]:
+                if host_matches(domain, host):
+                    rank = 1 << 16 if "*" not in domain else len(domain)
+                    if best is None or rank > best[0]:
+                        best = (rank, i)
+        if best is not None:
+            return best[1]
+        implicit = len(self.served)
+        for i, vh in enumerate(self.virtual_hosts[implicit:]):
+            if vh["domains"] == [host]:
+                return implicit + i
+        route = HTTPRoute.model_validate({"route": [{"destination": {"host": host}}]})
+        self.virtual_hosts.append(
+            {"name": host, "domains": [host], "routes": [self.routes.route("0", route, [])]}
+        )
+        return len(self.virtual_hosts) - 1

@@ -1,0 +1,115 @@
+"""Destinations -> the Snapshot's clusters: endpoint addresses and weights, load balancer,
+request limit and outlier detection, each distinct cluster numbered once."""
+
+from __future__ import annotations
+
+import json
+
+from .. import defaults
+from .. import snapshot as snap
+from ..config.model import Config, Destination, Service
+from ..config.traffic import LoadBalancer, OutlierDetection
+from ..config.types import duration_ms
+
+_DNS_PORT = 80  # what a destination host resolved by DNS is connected to without `port`
+
+#: Istio's simple load balancers -> the core's `Cluster.load_balancer`. LEAST_CONN is
+#: Istio's deprecated name for LEAST_REQUEST; PASSTHROUGH is not served (reported).
+SIMPLE_LB = {
+    "UNSPECIFIED": None,
+    "ROUND_ROBIN": "round_robin",
+    "LEAST_REQUEST": "least_request",
+    "LEAST_CONN": "least_request",
+    "RANDOM": "random",
+    "PASSTHROUGH": None,
+}
+
+
+class Clusters:
+    """The clusters of one Snapshot, numbered as first named."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.clusters: list[snap.Cluster] = []
+        self.ids: dict[str, int] = {}
+
+    def id(self, dest: Destination) -> int:
+        """The index of ``dest``'s cluster, added when it is the first to name it."""
+        service = self.config.services.get(dest.host)
+        subset = dest.subset
+        weights: list[int] = []
+        if service is not None and (service.endpoints or service.ports):
+            endpoints, weights = _endpoints(service, dest)
+        elif subset is not None:
+            # Only `check` gets here: no endpoint carries this subset's labels yet.
+            endpoints = []
+        else:
+            # No declared endpoints: like a ServiceEntry with DNS resolution.
+            port = dest.port.number if dest.port is not None else _DNS_PORT
+            endpoints = [f"{_bracket(dest.host)}:{port}"]
+        policy = service.policy(subset) if service is not None else None
+        cluster: snap.Cluster = {
+            "host": dest.host,
+            "subset": subset,
+            "endpoints": endpoints,
+            "weights": weights,
+            "load_balancer": (load_balancer(policy.load_balancer) if policy else None)
+            or "round_robin",
+            "max_requests": policy.max_requests if policy else None,
+        }
+        if policy and policy.outlier_detection:
+            cluster["outlier_detection"] = outlier_detection(policy.outlier_detection)
+        key = json.dumps(cluster, sort_keys=True)
+        if key not in self.ids:
+            self.ids[key] = len(self.clusters)
+            self.clusters.append(cluster)
+        return self.ids[key]
+
+
+def load_balancer(lb: LoadBalancer | None) -> str | None:
+    """The core's load balancer name, None for the default."""
+    return SIMPLE_LB[lb.simple] if lb is not None and lb.simple is not None else None
+
+
+def outlier_detection(od: OutlierDetection) -> snap.OutlierDetection:
+    """The core's settings, with Istio's defaults and translation (Istio's
+    `applyOutlierDetection`)."""
+    deprecated = od.consecutive_errors or 0
+    c5xx = od.consecutive_5xx_errors
+    if c5xx is None:
+        c5xx = 0 if deprecated else defaults.CONSECUTIVE_5XX
+    gateway = od.consecutive_gateway_errors
+    if gateway is None:
+        gateway = deprecated
+    return {
+        "consecutive_5xx": c5xx,
+        "consecutive_gateway_errors": gateway,
+        "interval_ms": duration_ms(od.interval)
+        if od.interval is not None
+        else defaults.OUTLIER_INTERVAL_MS,
+        "base_ejection_time_ms": duration_ms(od.base_ejection_time)
+        if od.base_ejection_time is not None
+        else defaults.BASE_EJECTION_TIME_MS,
+        "max_ejection_percent": od.max_ejection_percent or defaults.MAX_EJECTION_PERCENT,
+    }
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _endpoints(service: Service, dest: Destination) -> tuple[list[str], list[int]]:
+    """A destination's endpoint authorities and (when not all equal) their weights."""
+    subset = dest.subset
+    chosen = service.select(subset) if subset is None or subset in service.subsets else []
+    if service.ports:
+        # The destination's port, or the service's only one (validation ensured one).
+        port = service.port(dest.port.number if dest.port else None) or service.ports[0]
+        default = port.target_port or port.number
+        endpoints = [
+            f"{_bracket(e.address)}:{e.ports.get(port.name or '') or default}" for e in chosen
+        ]
+    else:
+        endpoints = [e.address for e in chosen]
+    weights = [e.weight or 1 for e in chosen]
+    return endpoints, (weights if len(set(weights)) > 1 else [])

@@ -1,0 +1,161 @@
+"""The text of what a configuration runs: one line per listener and route, for
+`pymirror check`, the startup log and the admin's `/config`, read from its Snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from .. import defaults
+from .. import snapshot as snap
+from ..config.listeners import port_origin
+from ..config.model import Config
+from ..config.types import format_duration, split_host_port
+from .build import build_snapshot
+
+
+def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str]:
+    """Readable lines saying what would run, for ``pymirror check`` and startup logs."""
+    s = build_snapshot(config, listen=listen)
+    lines = []
+    hosts = [lst.host for lst in config.listeners]
+    written = written_protocols(config, listen)
+    for i, listener in enumerate(s["listeners"]):
+        host = (hosts[0] if hosts else None) if listen else hosts[i]
+        extra = f" (default host {host})" if host else ""
+        if listener.get("protocol") == "tcp":
+            extra = tcp_note(config, listener["address"], written[i])
+        lines.append(f"listener {listener['address']}{extra}")
+    if config.admin is not None:
+        lines.append(f"admin {config.admin.address}")
+    for vh in s["virtual_hosts"]:
+        for route in vh["routes"]:
+            lines.append(f"{vh['name']}/{route['name']}: {describe_route(s, route)}")
+    for tcp in s.get("tcp_routes", []):
+        lines.append(f"{tcp['virtual_service']}/tcp/{tcp['name']}: {describe_tcp_route(s, tcp)}")
+    return lines
+
+
+def written_protocols(config: Config, listen: Sequence[str] | None) -> list[str | None]:
+    """The `protocol` written for each snapshot listener (None: taken from its port)."""
+    if listen:
+        return [config.listeners[0].protocol if config.listeners else None] * len(listen)
+    return [lst.protocol for lst in config.listeners]
+
+
+def tcp_note(config: Config, address: str, written: str | None) -> str:
+    """How a tcp listener is labelled: ` (tcp)`, with the service port that made it tcp
+    when it writes no `protocol`."""
+    if written is not None:
+        return " (tcp)"
+    return f" (tcp: {port_origin(config, split_host_port(address)[1])})"
+
+
+def describe_tcp_route(s: snap.Snapshot, route: snap.TcpRoute) -> str:
+    """One line: conditions -> destinations; mirrors."""
+    conditions = []
+    for match in route.get("matches", []):
+        parts = [f"port {match['port']}"] if match.get("port") else []
+        if subnets := match.get("destination_subnets"):
+            parts.append(f"to {', '.join(subnets)}")
+        conditions.append(" ".join(parts) or "*")
+    dests = route["destinations"]
+    total = sum(d["weight"] for d in dests)
+    answer = ", ".join(
+        cluster_label(s, d["cluster"])
+        + (f" {d['weight'] * 100 / total:.4g}%" if len(dests) > 1 else "")
+        for d in dests
+    )
+    text = f"tcp {' | '.join(conditions) or '*'} -> {answer}"
+    for m in route.get("mirrors", []):
+        text += f"; mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+    return text
+
+
+def cluster_label(s: snap.Snapshot, index: int) -> str:
+    """`reviews v1 (127.0.0.1:9081)`: a cluster as `check` and the logs name it."""
+    c = s["clusters"][index]
+    name = f"{c['host']} {c['subset']}" if c.get("subset") else c["host"]
+    return f"{name} ({', '.join(c['endpoints']) or 'no endpoint'})"
+
+
+def describe_route(s: snap.Snapshot, route: snap.Route) -> str:
+    """One line: matches -> what answers; timeout; mirrors."""
+    dests = route.get("destinations", [])
+    total = sum(d["weight"] for d in dests)
+    if dests:
+        answer = ", ".join(
+            cluster_label(s, d["cluster"])
+            + (f" {d['weight'] * 100 / total:.4g}%" if len(dests) > 1 else "")
+            for d in dests
+        )
+    elif redirect := route.get("redirect"):
+        target = (redirect.get("authority") or "") + (redirect.get("uri") or "")
+        answer = f"redirect {redirect.get('code', defaults.REDIRECT_CODE)} {target}"
+    elif direct := route.get("direct_response"):
+        answer = f"direct response {direct['status']}"
+    else:
+        answer = "nothing"
+    text = f"{_describe_matches(route)} -> {answer.rstrip()}"
+    if timeout_ms := route.get("timeout_ms"):
+        text += f"; timeout {format_duration(timedelta(milliseconds=timeout_ms))}"
+    for m in route.get("mirrors", []):
+        text += f"; mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
+        text += mirror_guards_text(m)
+    return text
+
+
+def mirror_guards_text(m: snap.Mirror) -> str:
+    """` (only idempotent, after primary success, headers -authorization)`, or nothing."""
+    parts = []
+    if m.get("only_idempotent"):
+        parts.append("only idempotent")
+    if m.get("after_primary_success"):
+        parts.append("after primary success")
+    ops = m.get("request_headers") or {}
+    changes = [f"-{n}" for n in ops.get("remove", [])]
+    changes += [f"={h['name']}" for h in ops.get("set", [])]
+    changes += [f"+{h['name']}" for h in ops.get("add", [])]
+    if changes:
+        parts.append("headers " + " ".join(changes))
+    compare = m.get("compare")
+    if compare and (parent := compare.get("noise_for")) is not None:
+        parts.append(f"second primary beside mirror {parent + 1}, every compared request")
+    elif compare:
+        parts.append(f"compare {compare['per_million'] / 10_000:g}%")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _describe_matches(route: snap.Route) -> str:
+    alternatives = []
+    for m in route.get("matches", []):
+        parts = []
+        if method := m.get("method"):
+            parts.append(_describe_string("method", method, bare=True))
+        if uri := m.get("uri"):
+            parts.append(_describe_string("uri", uri, bare=True))
+        if scheme := m.get("scheme"):
+            parts.append(_describe_string("scheme", scheme))
+        if authority := m.get("authority"):
+            parts.append(_describe_string("authority", authority))
+        parts += [_describe_string(h["name"], h.get("value")) for h in m.get("headers", [])]
+        parts += [
+            f"!{_describe_string(h['name'], h.get('value'))}" for h in m.get("without_headers", [])
+        ]
+        parts += [
+            f"?{_describe_string(q['name'], q.get('value'))}" for q in m.get("query_params", [])
+        ]
+        if m.get("port"):
+            parts.append(f"port={m.get('port')}")
+        alternatives.append(" ".join(parts) or "*")
+    return " or ".join(alternatives) or "*"
+
+
+def _describe_string(name: str, m: snap.StringMatch | None, *, bare: bool = False) -> str:
+    if m is None:
+        return name  # a presence test
+    if "exact" in m:
+        return m["exact"] if bare else f"{name}={m['exact']}"
+    if "prefix" in m:
+        return f"{m['prefix']}*" if bare else f"{name}={m['prefix']}*"
+    return f"{name}~{m['regex']}"
