@@ -228,23 +228,28 @@ def _hostile_table(entry: dict[str, Any]) -> list[str]:
 
 
 def _flood_table(entry: dict[str, Any]) -> list[str]:
-    """The compare flood: requests, the proxy's peak RSS growth over its warm resident
-    set next to the compare byte budget, the queue, the pairs."""
+    """The compare flood, copies only (the baseline) and copies compared: requests, the
+    proxy's peak RSS growth over its warm resident set, what comparing added over the
+    baseline next to the compare byte budget, the queue, the pairs."""
     lines = [
-        "| requests | req/s | warm RSS MiB | peak RSS MiB | growth MiB | budget MiB "
-        "| within | queue depth max | pairs queued | pairs skipped | user errors |",
-        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| run | requests | req/s | warm RSS MiB | peak RSS MiB | growth MiB "
+        "| compare's share MiB | budget MiB | within | queue depth max | pairs queued "
+        "| pairs skipped | user errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     notes = []
-    for f in entry["peers"].values():
+    for run, f in entry["peers"].items():
         skipped = f.get("pairs_skipped") or {}
+        budget = f.get("budget_mib")
         cells = [
+            run,
             f"{f.get('requests', 0):,}",
             _num(f.get("rps"), thousands=True),
             _num(f.get("warm_rss_mib")),
             _num(f.get("peak_rss_mib")),
             _num(f.get("rss_growth_mib")),
-            f"{f.get('budget_mib', '')}" + ("" if f.get("budget_flag") else " (not set)"),
+            _num(f.get("compare_growth_mib")),
+            "" if budget is None else f"{budget}" + ("" if f.get("budget_flag") else " (not set)"),
             _yes(f.get("within_budget")),
             f"{f.get('queue_depth_max', 0):,}",
             f"{f.get('pairs_queued', 0):,}",

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from support import ports
 from support.backend import Backend, Behaviour
 
 from pymirror import Proxy
@@ -34,13 +35,20 @@ def pytest_report_header() -> str | None:
     built = next(ROOT.glob("pymirror/_native*.so"), None)
     if built is None:
         return None
-    sources = [*ROOT.glob("native/src/*.rs"), ROOT / "native/Cargo.toml"]
+    sources = [*ROOT.glob("native/src/**/*.rs"), ROOT / "native/Cargo.toml"]
     stale = [p.name for p in sources if p.stat().st_mtime > built.stat().st_mtime]
     return (
         f"WARNING: pymirror's core is older than {stale}; rebuild: pip install -e ."
         if stale
         else None
     )
+
+
+@pytest.fixture(autouse=True)
+def _held_ports() -> Iterator[None]:
+    """Ports a test reserved (`support.ports`) are given back once it has ended."""
+    yield
+    ports.release()
 
 
 @pytest.fixture
@@ -89,7 +97,7 @@ def settle(proxy: Proxy, timeout: float = 15.0) -> MirrorStats:
 
 def most_connect_attempts(elapsed: float) -> int:
     """Connect attempts a refusing mirror endpoint can see in `elapsed` seconds: the first,
-    then one probe each time the back-off (250 ms, doubling; `native/src/outlier.rs`) runs
+    then one probe each time the back-off (250 ms, doubling; `native/src/upstream/outlier.rs`) runs
     out, plus two copies that may already be on their way when the first refusal lands."""
     return 1 + int(math.log2(elapsed / 0.25 + 1)) + 2
 

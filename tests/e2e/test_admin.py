@@ -20,8 +20,8 @@ import trio
 from conftest import seed_config
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from support.backend import closed_port
 from support.client import Client
+from support.ports import closed_port
 from support.process import PymirrorProcess
 
 import pymirror

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import seed_config
 from support.client import Client
+from support.ports import reserved_port
 from support.process import PymirrorProcess
 
 pytestmark = pytest.mark.e2e
@@ -62,15 +62,6 @@ def test_promtool_accepts_the_exposition(proxy_with_traffic: PymirrorProcess) ->
     assert (check.returncode, check.stdout + check.stderr) == (0, "")
 
 
-def free_port() -> int:
-    # Prometheus cannot listen on port 0; a port the kernel just handed out is the best
-    # guess at a free one (the window before Prometheus binds it is milliseconds).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def prometheus(proxy_with_traffic: PymirrorProcess, tmp_path: Path) -> Iterator[str]:
     """A Prometheus server scraping the admin endpoint every second; its `host:port`."""
@@ -83,7 +74,8 @@ scrape_configs:
     static_configs: [{{targets: ["{proxy_with_traffic.admin_address}"]}}]
 """
     )
-    address = f"127.0.0.1:{free_port()}"
+    # Prometheus cannot listen on port 0: it binds a port reserved for it (SO_REUSEADDR).
+    address = f"127.0.0.1:{reserved_port()}"
     log = tmp_path / "prometheus.log"
     with log.open("w") as out:
         server = subprocess.Popen(

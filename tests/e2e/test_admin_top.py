@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import seed_config
-from support.backend import closed_port
 from support.client import Client
+from support.ports import closed_port
 from support.process import PymirrorProcess
 
 pytestmark = pytest.mark.e2e

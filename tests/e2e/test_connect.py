@@ -9,7 +9,8 @@ import time
 
 import pytest
 from conftest import subsets_config
-from support.backend import Stall, closed_port
+from support.backend import Stall
+from support.ports import closed_port
 
 from pymirror import Proxy
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 from conftest import most_connect_attempts, seed_config, settle
-from support.backend import closed_port
 from support.client import Client
+from support.ports import closed_port
 
 from pymirror import Proxy
 

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from support.backend import Backend, closed_port
+from support.backend import Backend
 from support.client import Client, Reply
+from support.ports import closed_port
 
 from pymirror import Proxy
 from pymirror.config import ConfigError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -106,9 +107,11 @@ def test_a_head_that_trickles_in_is_cut_at_the_header_read_timeout(backend) -> N
 def test_connections_past_the_listener_limit_are_closed_at_accept(backend) -> None:
     v1, v2 = backend("v1"), backend("v2")
     config = seed_config(v1.address, v2.address, mirror=None) + "limits: {maxConnections: 2}\n"
-    with Proxy(config) as proxy:
+    with Proxy(config) as proxy, contextlib.ExitStack() as stack:
         address = proxy.addresses[0]
-        first, second = connect(address), connect(address)
+        # Closed on every path; `first` is closed early below, on purpose.
+        first = stack.enter_context(connect(address))
+        second = stack.enter_context(connect(address))
         for s in (first, second):
             s.sendall(b"GET /held HTTP/1.1\r\nHost: reviews\r\n\r\n")
             assert read_answer(s).startswith(b"HTTP/1.1 200 ")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from conftest import seed_config, subsets_config
-from support.backend import closed_port
 from support.client import Client
+from support.ports import closed_port
 
 from pymirror import Proxy
 

@@ -19,15 +19,19 @@ def upgrade(address: str, protocol: str) -> tuple[socket.socket, bytes]:
     """Opens a connection to the proxy, asks for `protocol`; returns it and the answer head."""
     host, port = address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.sendall(
-        f"GET /stream?id=4 HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\n"
-        f"Upgrade: {protocol}\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)  # byte by byte: nothing of the session is read as head
-        assert chunk, head
-        head += chunk
+    try:
+        sock.sendall(
+            f"GET /stream?id=4 HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\n"
+            f"Upgrade: {protocol}\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(1)  # byte by byte: nothing of the session is read as head
+            assert chunk, head
+            head += chunk
+    except BaseException:
+        sock.close()
+        raise
     return sock, head
 
 

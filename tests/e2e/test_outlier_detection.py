@@ -7,8 +7,8 @@ import time
 
 import pytest
 from conftest import most_connect_attempts, settle
-from support.backend import closed_port
 from support.client import Client
+from support.ports import closed_port
 
 from pymirror import Proxy
 from pymirror.metrics import Scrape, render

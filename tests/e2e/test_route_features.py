@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from support.backend import closed_port
 from support.client import Client
+from support.ports import closed_port
 
 from pymirror.engine import Engine
 

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,20 @@ def sockets_to(pid: int, port: int) -> int:
     return count
 
 
-def test_stalled_mirror_bounds_memory_and_releases_descriptors(backend, tmp_path: Path) -> None:
+@pytest.fixture
+def stall() -> Iterator[Stall]:
+    """The stalled mirror, stopped (its held connections closed) whatever the test did."""
+    s = Stall().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_stalled_mirror_bounds_memory_and_releases_descriptors(
+    backend, stall: Stall, tmp_path: Path
+) -> None:
     v1 = backend("v1")
-    stall = Stall().start()
     routes = tmp_path / "routes.yaml"
     routes.write_text(f"""
 listeners: [{{address: "127.0.0.1:0", host: reviews}}]
@@ -112,7 +124,6 @@ virtualServices:
         proc.signal(signal.SIGTERM)
         code = proc.wait()
         proc.stop()
-        stall.stop()
     print(
         f"\nstalled mirror: {sum(load.results.values())} POSTs of 256 KiB in {took:.1f}s "
         f"{dict(load.results)}; stall accepted {accepted}, copies timed out "

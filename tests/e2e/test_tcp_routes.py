@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import most_connect_attempts
 from prometheus_client.parser import text_string_to_metric_families
-from support.backend import closed_port
+from support.ports import closed_port, reserved_port
 
 from pymirror import Proxy
 from pymirror.metrics import Scrape, render
@@ -27,18 +27,12 @@ REDIS = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS is None, reason="redis-server is not installed")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Redis:
     """A real redis-server on loopback, without persistence."""
 
     def __init__(self) -> None:
         assert REDIS is not None
-        self.port = free_port()
+        self.port = reserved_port()
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         self.process = subprocess.Popen(
             [REDIS, *args, "--appendonly", "no", "--protected-mode", "no"],
@@ -268,7 +262,10 @@ class HashSink:
         self.thread.start()
 
     def serve(self) -> None:
-        conn, _ = self.sock.accept()
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return  # closed before any connection came
         with conn:
             digest, total = hashlib.sha256(), 0
             buf = bytearray(1 << 20)
@@ -500,7 +497,7 @@ def test_a_service_entry_tcp_port_makes_the_listener_tcp() -> None:
     """Istio's form: the MirrorProxy listener writes no `protocol`; the ServiceEntry port
     with its number says TCP. The rule needs the real port, so pick it first."""
     redis = Redis()
-    port = free_port()
+    port = reserved_port()
     config = f"""\
 apiVersion: pymirror.dev/v1alpha1
 kind: MirrorProxy

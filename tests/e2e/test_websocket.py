@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 
 import pytest
 from conftest import seed_config
+from support.ports import closed_port
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.sync.server import ServerConnection, serve
@@ -159,14 +160,6 @@ def _settled(proxy: Proxy) -> Stats:
         time.sleep(0.02)
 
 
-def _dead_address() -> str:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    host, port = s.getsockname()
-    s.close()
-    return f"{host}:{port}"
-
-
 @pytest.mark.parametrize("mirror_kind", ["refused", "not websocket", "silent"])
 def test_a_dead_mirror_changes_nothing(backend, mirror_kind: str) -> None:
     silent = socket.socket()
@@ -175,7 +168,7 @@ def test_a_dead_mirror_changes_nothing(backend, mirror_kind: str) -> None:
     try:
         with ws_server(echo) as v1:
             if mirror_kind == "refused":
-                v2 = _dead_address()
+                v2 = closed_port()
             elif mirror_kind == "not websocket":
                 v2 = backend("v2").address
             else:

@@ -193,15 +193,6 @@ class Backend:
         return seen
 
 
-def closed_port() -> str:
-    """An address on which nothing listens (bound, then closed)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
 class Stall:
     """`Stall().start()`: a TCP peer on 127.0.0.1 that accepts every connection and never
     reads from it (a hung mirror). A small receive buffer makes writers block at once."""
@@ -228,6 +219,9 @@ class Stall:
             except OSError:
                 return  # closed
             with self._lock:
+                if self._closed.is_set():  # stop() has run meanwhile: not held past it
+                    conn.close()
+                    return
                 self._held.append(conn)
 
     @property
@@ -244,7 +238,8 @@ class Stall:
         import contextlib
         import socket
 
-        self._closed.set()
+        with self._lock:
+            self._closed.set()
         with contextlib.suppress(OSError):  # not connected: nothing to shut down
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()

@@ -45,7 +45,11 @@ class PymirrorProcess:
         self._queue: queue.Queue[str] = queue.Queue()
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
-        match = self.wait_for(r"(?<!admin )listening on (\S+)")
+        try:
+            match = self.wait_for(r"(?<!admin )listening on (\S+)")
+        except BaseException:
+            self.stop()  # not left running (nor its pipe open) for a later test to trip on
+            raise
         self.address = match.group(1)
 
     @property

@@ -4,6 +4,7 @@ way any non-WebSocket upgrade (`spdy/3.1`, a custom one) leaves HTTP behind."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -20,6 +21,10 @@ class UpgradeEcho:
         self.heads: list[bytes] = []
         self.received: list[bytes] = []
         self.finished = 0
+        #: Sessions that ended in a socket error (the proxy reset them), with the error.
+        self.errors: list[OSError] = []
+        self._conns: set[socket.socket] = set()
+        self._stopped = False
 
     @property
     def address(self) -> str:
@@ -31,7 +36,14 @@ class UpgradeEcho:
         return self
 
     def stop(self) -> None:
+        """Closes the listener and every session still open: none outlives its test."""
         self._listener.close()
+        with self._lock:
+            self._stopped = True
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def wait_finished(self, n: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -45,9 +57,25 @@ class UpgradeEcho:
                 conn, _ = self._listener.accept()
             except OSError:
                 return  # closed
+            with self._lock:
+                if self._stopped:
+                    conn.close()
+                    return
+                self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._session(conn)
+        except OSError as exc:  # e.g. reset by the proxy: tests see it in `finished`
+            with self._lock:
+                self.errors.append(exc)
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _session(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(10)
             head = b""
