@@ -288,9 +288,37 @@ async fn exchange(
     if headers::response_framing(response.headers_mut()).is_err() {
         return Ended::Failed(FailReason::Framing);
     }
-    let started = reading.started;
     let (parts, body) = response.into_parts();
-    let mut body = PooledResponse::new(body, loan);
+    if reading.budget.is_none()
+        && declared_length(&parts.headers).is_some_and(|n| n > reading.limit)
+    {
+        // Past the limit by its own account: nothing to read for. Dropping the
+        // body unread (and the connection with it) ends the mirror's sending.
+        drop((body, loan));
+        return Ended::Cut(Answer {
+            status,
+            bytes: 0,
+            captured: None,
+        });
+    }
+    read_body(
+        status,
+        parts.headers,
+        PooledResponse::new(body, loan),
+        &reading,
+    )
+    .await
+}
+
+/// Reads a copy's answer body to its end or past the limit (then dropped,
+/// its connection closed), capturing it when the copy is compared.
+async fn read_body(
+    status: u16,
+    headers: http::HeaderMap,
+    mut body: PooledResponse<MirrorBody>,
+    reading: &Reading<'_>,
+) -> Ended {
+    let started = reading.started;
     let mut capture = reading
         .budget
         .as_ref()
@@ -313,8 +341,7 @@ async fn exchange(
         }
         if bytes > reading.limit {
             drop(body);
-            let captured =
-                capture.map(|c| c.finish(status, parts.headers, started.elapsed(), true));
+            let captured = capture.map(|c| c.finish(status, headers, started.elapsed(), true));
             return Ended::Cut(Answer {
                 status,
                 bytes,
@@ -322,12 +349,24 @@ async fn exchange(
             });
         }
     }
-    let captured = capture.map(|c| c.finish(status, parts.headers, started.elapsed(), false));
+    let captured = capture.map(|c| c.finish(status, headers, started.elapsed(), false));
     Ended::Answered(Answer {
         status,
         bytes,
         captured,
     })
+}
+
+/// The body length an answer declares (framing already checked: at most one
+/// valid Content-Length, none with Transfer-Encoding).
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl CompareSlot {
@@ -366,5 +405,25 @@ impl CompareSlot {
         } else {
             stats.compare.skipped(SkipReason::QueueFull);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_length;
+    use http::HeaderMap;
+
+    #[test]
+    fn declared_length_reads_one_valid_value_only() {
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::CONTENT_LENGTH, v.parse().unwrap());
+            declared_length(&h)
+        };
+        assert_eq!(with("1073741824"), Some(1 << 30));
+        assert_eq!(with("0"), Some(0));
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("12x"), None);
+        assert_eq!(declared_length(&HeaderMap::new()), None);
     }
 }

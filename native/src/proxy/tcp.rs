@@ -25,7 +25,7 @@ pub async fn serve(mut client: Stream, route: &TcpRoute, cx: Context<'_>) {
         return;
     };
     let endpoint = lease.endpoint();
-    let mut upstream = match dial(&endpoint.authority, cx.connect_timeout).await {
+    let mut upstream = match dial(&endpoint.authority, cx.connect_timeout, None).await {
         Ok(stream) => stream,
         Err(_) => {
             stats.connect_failed.fetch_add(1, Relaxed);

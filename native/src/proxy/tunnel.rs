@@ -34,7 +34,7 @@ pub async fn open(
     let lease = cluster.acquire_held().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     let authority = endpoint.authority.as_str();
-    match dial(&endpoint.authority, connect_timeout).await {
+    match dial(&endpoint.authority, connect_timeout, None).await {
         Ok(stream) => {
             // Connected: what outlier detection counts as an answer.
             cluster.record(endpoint, TryOutcome::Status(200));

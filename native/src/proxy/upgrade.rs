@@ -41,9 +41,13 @@ pub async fn send(
     let request = Request::from_parts(parts, Empty::<Bytes>::new());
     let exchange = async {
         let authority = &endpoint.authority;
-        let stream = dial(authority, pool.settings.connect_timeout)
-            .await
-            .map_err(|_| (TryOutcome::ConnectFailure, LocalReply::UpstreamConnect))?;
+        let stream = dial(
+            authority,
+            pool.settings.connect_timeout,
+            pool.settings.receive_buffer,
+        )
+        .await
+        .map_err(|_| (TryOutcome::ConnectFailure, LocalReply::UpstreamConnect))?;
         let io = Counted::new(
             TokioIo::new(stream),
             pool.gauges.gauge(pool.role, authority.as_str()),

@@ -21,6 +21,7 @@ use crate::transport::Stream;
 use crate::upstream::cluster::Cluster;
 use crate::upstream::dial::dial;
 use crate::upstream::gauges::{ConnectionGauges, Gauge, GaugeHold, Role};
+use crate::upstream::MIRROR_RECEIVE_BUFFER;
 
 // === one connection ===
 
@@ -178,7 +179,12 @@ async fn run_mirror(
 async fn open_mirror(target: MirrorTarget) -> Result<Stream, TcpCutReason> {
     let endpoint = target.cluster.endpoint(target.endpoint);
     let backoff = &endpoint.health.backoff;
-    let Ok(mut stream) = dial(&endpoint.authority, target.connect_timeout).await else {
+    let dialed = dial(
+        &endpoint.authority,
+        target.connect_timeout,
+        Some(MIRROR_RECEIVE_BUFFER),
+    );
+    let Ok(mut stream) = dialed.await else {
         backoff.connect_failed();
         return Err(TcpCutReason::ConnectFailed);
     };

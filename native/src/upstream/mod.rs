@@ -22,6 +22,13 @@ use pool::{Pool, PoolSettings};
 /// the worker reading endless headers for a response nobody waits for.
 pub const MIRROR_MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// The kernel receive buffer of a connection to a mirror. A mirror's answer
+/// is read only to a bound and then dropped; left to autotuning, a mirror
+/// that sends fast would have the kernel on the proxy's host take up to
+/// `tcp_rmem`'s maximum per connection on its behalf (copied on the host's
+/// CPU) before the proxy stops reading and closes.
+pub const MIRROR_RECEIVE_BUFFER: usize = 64 * 1024;
+
 /// The two pool sets, shared across snapshots while their settings hold.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
@@ -39,6 +46,7 @@ impl Upstreams {
                 idle_timeout: Duration::from_millis(settings.pool_idle_timeout_ms),
                 max_idle_per_endpoint: settings.pool_max_idle_per_endpoint as usize,
                 max_head_bytes: (role == Role::Mirror).then_some(MIRROR_MAX_HEAD_BYTES),
+                receive_buffer: (role == Role::Mirror).then_some(MIRROR_RECEIVE_BUFFER),
             },
             gauges: gauges.clone(),
         };

@@ -76,6 +76,8 @@ pub struct PoolSettings {
     /// Bytes an answer's head may take (hyper's read buffer bound); `None`:
     /// hyper's default. Set for mirrors, whose answers nobody waits for.
     pub max_head_bytes: Option<usize>,
+    /// The kernel receive buffer of each connection; `None`: autotuned.
+    pub receive_buffer: Option<usize>,
 }
 
 /// How often each worker closes its idle connections past their timeout.
@@ -217,9 +219,13 @@ impl Pool {
         &self,
         authority: &http::uri::Authority,
     ) -> Result<SendRequest<B>, SendError> {
-        let stream = dial(authority, self.settings.connect_timeout)
-            .await
-            .map_err(|_| SendError::Connect)?;
+        let stream = dial(
+            authority,
+            self.settings.connect_timeout,
+            self.settings.receive_buffer,
+        )
+        .await
+        .map_err(|_| SendError::Connect)?;
         let io = Counted::new(
             TokioIo::new(stream),
             self.gauges.gauge(self.role, authority.as_str()),
