@@ -30,19 +30,26 @@ def test_top_draws_and_ctrl_c_exits_cleanly(backend, tmp_path: Path) -> None:
             for i in range(10):
                 client.request("GET", f"/{i}")
         v2.wait_for(10)
-        top = subprocess.Popen(
-            [*TOP, "--admin", proc.admin_address, "--interval", "0.2"],
+        # -X faulthandler: should it not end on Ctrl-C, SIGABRT shows where it is.
+        with subprocess.Popen(
+            [sys.executable, "-X", "faulthandler", *TOP[1:], "--admin", proc.admin_address,
+             "--interval", "0.2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "COLUMNS": "160"},
-        )
-        try:
-            # Not a terminal: rich draws the last frame when the view ends.
-            out, err = top.communicate(timeout=2.5)
-        except subprocess.TimeoutExpired:
-            top.send_signal(signal.SIGINT)
-            out, err = top.communicate(timeout=10)
+        ) as top:  # fmt: skip
+            try:
+                # Not a terminal: rich draws the last frame when the view ends.
+                out, err = top.communicate(timeout=2.5)
+            except subprocess.TimeoutExpired:
+                top.send_signal(signal.SIGINT)
+                try:
+                    out, err = top.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    top.send_signal(signal.SIGABRT)
+                    out, err = top.communicate(timeout=10)
+                    pytest.fail(f"top did not end on Ctrl-C; where it was:\n{err[-4000:]}")
     finally:
         proc.stop()
     assert top.returncode == 0, err

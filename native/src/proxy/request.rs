@@ -25,7 +25,7 @@ use crate::http::inspect::Verdict;
 use crate::http::local_reply::{plain_response, LocalReply};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
-use crate::mirror::{CompareSlot, Gate};
+use crate::mirror::{runner, CompareSlot, Gate};
 use crate::proxy::forward::{self, Forward, UpstreamBody};
 use crate::proxy::session::{self, SessionTo};
 use crate::proxy::{Connection, Published};
@@ -374,7 +374,7 @@ fn fan_out(
             copy.log_as(line);
         }
         out.taps.extend(tap);
-        tokio::spawn(copy.run(published.upstreams.mirror.clone()));
+        runner::spawn_copy(copy.run(published.upstreams.mirror.clone()));
     }
     out
 }
