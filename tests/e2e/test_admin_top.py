@@ -3,10 +3,12 @@ and an unreachable endpoint is one clear line and status 1."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,19 @@ pytestmark = pytest.mark.e2e
 TOP = [sys.executable, "-m", "pymirror.cli", "top"]
 
 
+@contextlib.contextmanager
+def _ctrl_c_reaches_children() -> Iterator[None]:
+    """A suite started in the background by a shell without job control (`... &` in a
+    script, nohup) runs with SIGINT ignored; children inherit that, and Python then
+    installs no KeyboardInterrupt handler, so Ctrl-C would never reach `top`. Children
+    started meanwhile get SIGINT's default, as from a terminal."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_top_draws_and_ctrl_c_exits_cleanly(backend, tmp_path: Path) -> None:
     v1, v2 = backend("v1"), backend("v2")
     routes = tmp_path / "routes.yaml"
@@ -31,7 +46,7 @@ def test_top_draws_and_ctrl_c_exits_cleanly(backend, tmp_path: Path) -> None:
                 client.request("GET", f"/{i}")
         v2.wait_for(10)
         # -X faulthandler: should it not end on Ctrl-C, SIGABRT shows where it is.
-        with subprocess.Popen(
+        with _ctrl_c_reaches_children(), subprocess.Popen(
             [sys.executable, "-X", "faulthandler", *TOP[1:], "--admin", proc.admin_address,
              "--interval", "0.2"],
             stdout=subprocess.PIPE,
