@@ -1,6 +1,7 @@
-"""`pymirror check`: what a configuration would run, one block per virtual service
-(routes, weights, mirrors and their rates, resolved endpoints, its warnings), and every
-problem with its file:line:col. Text for people, JSON for machines."""
+"""`pymirror check`: what a configuration would run (listeners and what they serve, each
+upstream's protocol and why), one block per virtual service (routes, weights, mirrors and
+their rates, resolved endpoints, its warnings), and every problem with its file:line:col.
+Text for people, JSON for machines."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from .config import Loaded, Problem, Source, load
 from .config.errors import ConfigError, render_path
 from .config.model import Config, VirtualService
 from .config.types import format_duration
+from .config.upstreams import UpstreamChoice
 from .config.validate import vs_subject
 from .errors import PymirrorError
-from .resolve import build_snapshot
+from .resolve import resolve
 from .resolve.describe import (
     cluster_label,
     describe_route,
     describe_tcp_route,
+    listener_serves,
     mirror_guards_text,
     tcp_note,
+    upstream_lines,
     written_protocols,
 )
 
@@ -37,6 +41,8 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     #: `--listen` addresses, which replace the configured listeners' addresses.
     listen: Sequence[str] = ()
+    #: How each cluster of the snapshot is reached upstream, and why (see `Resolved`).
+    upstreams: Sequence[UpstreamChoice | None] = ()
 
     @property
     def errors(self) -> list[Problem]:
@@ -70,7 +76,8 @@ def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> 
             )
         )
     try:
-        report.snapshot = build_snapshot(loaded.config, listen=listen, strict=False)
+        resolved = resolve(loaded.config, listen=listen, strict=False)
+        report.snapshot, report.upstreams = resolved.snapshot, resolved.upstreams
         validate(report.snapshot)
     except ConfigError as exc:
         # The load already reported the reference errors that resolution refuses.
@@ -110,6 +117,7 @@ def as_text(report: Report) -> list[str]:
     shown: set[str] = set()
     if config is not None and s is not None:
         lines += _listeners(config, s, report.listen)
+        lines += upstream_lines(s, report.upstreams)
         for i, vs in enumerate(config.virtual_services):
             subject = vs_subject(vs)
             shown.add(subject)
@@ -140,6 +148,7 @@ def _listeners(config: Config, s: snap.Snapshot, listen: Sequence[str]) -> list[
         if listener.get("protocol") == "tcp":
             extra = tcp_note(config, listener["address"], written[i])
         lines.append(f"listener {listener['address']}{extra}")
+        lines += listener_serves(listener)
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
     return lines
@@ -256,6 +265,7 @@ def as_json(report: Report) -> dict[str, Any]:
         "ok": report.ok,
         "version": s["version"] if s else None,
         "listeners": [],
+        "upstreams": [],
         "admin": config.admin.address if config and config.admin else None,
         "virtualServices": [],
         "problems": [problem_json(p) for p in report.problems],
@@ -263,8 +273,17 @@ def as_json(report: Report) -> dict[str, Any]:
     if config is None or s is None:
         return result
     result["listeners"] = [
-        {"address": lst["address"], "defaultVirtualHost": lst.get("default_virtual_host")}
+        {
+            "address": lst["address"],
+            "defaultVirtualHost": lst.get("default_virtual_host"),
+            "protocol": lst.get("protocol", "http"),
+        }
         for lst in s["listeners"]
+    ]
+    result["upstreams"] = [
+        {**_cluster_json(s, i), "protocol": choice.protocol, "why": choice.why}
+        for i, choice in enumerate(report.upstreams)
+        if choice is not None
     ]
     for i, vs in enumerate(config.virtual_services):
         vh = _virtual_host(config, s, i)

@@ -3,7 +3,9 @@
 These types mirror ``native/src/snapshot/`` field for field (serde's snake_case names);
 the core rejects unknown fields, so the two must change together. ``NotRequired`` marks
 fields the core defaults when absent (to the values in `pymirror.defaults`);
-`pymirror.resolve` always writes them.
+`pymirror.resolve` always writes them, except those it writes only where a config sets
+them (a listener's `protocol`, `tcp_routes`, a cluster's `protocol` and connection
+limits, `limits.http2`), so that a config without them keeps its snapshot and version.
 """
 
 from __future__ import annotations
@@ -246,12 +248,40 @@ class Cluster(TypedDict):
     """Requests in flight to the cluster at once; past it, 503."""
     outlier_detection: NotRequired[OutlierDetection | None]
     """Passive health checking; None: endpoints are never ejected."""
+    protocol: NotRequired[str]
+    """How requests go upstream: `http1` (default), `http2`, or `client` (the client's
+    own: HTTP/2 for an HTTP/2 request, else HTTP/1.1)."""
+    max_requests_per_connection: NotRequired[int | None]
+    """Requests over one upstream connection's lifetime, then it is retired; None
+    (default): no bound."""
+    max_concurrent_streams: NotRequired[int | None]
+    """Streams at once per HTTP/2 upstream connection (the peer's SETTINGS may lower it);
+    None: the core's default, 100."""
 
 
 class UpstreamSettings(TypedDict):
     connect_timeout_ms: NotRequired[int]
     pool_idle_timeout_ms: NotRequired[int]
     pool_max_idle_per_endpoint: NotRequired[int]
+
+
+class Http2Limits(TypedDict, total=False):
+    """Bounds on each HTTP/2 client connection. Written only when configured."""
+
+    max_concurrent_streams: int
+    """Streams open at once. Default 100."""
+    initial_stream_window_bytes: int
+    """Bytes a client may send on one stream before the proxy reads them. Default 256 KiB."""
+    initial_connection_window_bytes: int
+    """The same for all streams of a connection together. Default 1 MiB."""
+    max_header_list_bytes: int
+    """A request's decoded header list. Default 64 KiB."""
+    max_pending_accept_reset_streams: int
+    """Streams opened and reset before accepted (rapid reset, CVE-2023-44487); past it,
+    GOAWAY. Default 20."""
+    max_local_error_reset_streams: int
+    """Streams reset for the client's errors (MadeYouReset, CVE-2025-8671); past it,
+    GOAWAY. Default 1024."""
 
 
 class Limits(TypedDict):
@@ -264,6 +294,8 @@ class Limits(TypedDict):
     max_connections: NotRequired[int]
     """Client connections open at once per listener; past it new ones are closed at
     accept. 0: unbounded."""
+    http2: NotRequired[Http2Limits]
+    """HTTP/2 connections' bounds; absent: the core's defaults."""
 
 
 class Snapshot(TypedDict):

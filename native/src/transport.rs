@@ -25,6 +25,15 @@ impl Stream {
         Self::Tcp(stream)
     }
 
+    /// Copies what has arrived into `buf` without consuming it (waits for at
+    /// least one byte; 0: the peer closed). The listener reads an HTTP/2
+    /// preface this way before choosing the protocol's connection.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.peek(buf).await,
+        }
+    }
+
     /// Borrowed read and write halves: no lock between the two directions.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

@@ -104,6 +104,8 @@ def _model(merged: list[Document], compiled: Compiled) -> tuple[Config | None, l
     config._sources = (None,) * own_count + tuple(compiled.sources)
     for key, subject in compiled.service_sources.items():
         config.services[key]._source = subject
+    for key, subject in compiled.rule_sources.items():
+        config.services[key]._rule_source = subject
     return config, []
 
 

@@ -12,6 +12,8 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 U32_MAX = 2**32 - 1
+#: Istio's int32 fields, and HTTP/2's 31-bit window sizes and stream counts.
+I32_MAX = 2**31 - 1
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 header field name
 _DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
 # Python's `re` accepts these, RE2 (Istio's and the core's engine) does not.

@@ -16,7 +16,7 @@ from .istio import HTTPRoute, L4Route, TCPRoute, VirtualService
 from .matches import IGNORED_HEADER_KEYS
 from .model import Config
 from .resources import Resources
-from .traffic import TrafficPolicy
+from .traffic import PortTrafficPolicy, TrafficPolicy
 from .validate import Issue
 
 #: retryOn conditions Istio accepts that the core does not act on (left out of the snapshot).
@@ -147,8 +147,32 @@ def _route(at: Path, route: HTTPRoute) -> Iterator[Issue]:
         )
 
 
+#: The connection pool settings served: request limits, the upstream protocol.
+_HTTP_SERVED = (
+    "http2_max_requests",
+    "max_requests_per_connection",
+    "h2_upgrade_policy",
+    "use_client_protocol",
+    "max_concurrent_streams",
+)
+
+
 def _policy(at: Path, policy: TrafficPolicy) -> Iterator[Issue]:
-    yield from _not_served(at, policy, ("load_balancer", "connection_pool", "outlier_detection"))
+    yield from _not_served(
+        at,
+        policy,
+        ("load_balancer", "connection_pool", "outlier_detection", "port_level_settings"),
+    )
+    yield from _parts(at, policy)
+    for i, entry in enumerate(policy.port_level_settings):
+        here = (*at, "portLevelSettings", i)
+        served = ("port", "load_balancer", "connection_pool", "outlier_detection")
+        yield from _not_served(here, entry, served)
+        yield from _parts(here, entry)
+
+
+def _parts(at: Path, policy: TrafficPolicy | PortTrafficPolicy) -> Iterator[Issue]:
+    """What is not served inside a policy's (or port entry's) served parts."""
     if policy.outlier_detection is not None:
         yield from _not_served(
             (*at, "outlierDetection"),
@@ -176,7 +200,15 @@ def _policy(at: Path, policy: TrafficPolicy) -> Iterator[Issue]:
     if pool is not None and pool.tcp is not None:
         yield from _not_served((*at, "connectionPool", "tcp"), pool.tcp, ("max_connections",))
     if pool is not None and pool.http is not None:
-        yield from _not_served((*at, "connectionPool", "http"), pool.http, ("http2_max_requests",))
+        http = pool.http
+        yield from _not_served((*at, "connectionPool", "http"), http, _HTTP_SERVED)
+        if http.use_client_protocol and http.h2_upgrade_policy in ("UPGRADE", "DO_NOT_UPGRADE"):
+            yield _warn(
+                (*at, "connectionPool", "http", "h2UpgradePolicy"),
+                "`h2UpgradePolicy` has no effect beside `useClientProtocol: true`: each request "
+                "goes upstream in the client's own protocol (as in Istio)",
+                "ignored",
+            )
 
 
 def _not_served(at: Path, model: BaseModel, served: Sequence[str]) -> Iterator[Issue]:

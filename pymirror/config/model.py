@@ -37,7 +37,9 @@ from .istio import (
     TCPRoute,
     VirtualService,
 )
+from .limits import Http2Limits, Limits
 from .matches import Destination, Headers, HTTPMatchRequest, Percent, PortSelector, StringMatch
+from .policy_layers import Layered
 from .protocols import Family, decide, family, listen_port
 from .tcp_mirrors import TcpMirrorPolicy, effective_mirror
 from .traffic import TrafficPolicy
@@ -68,6 +70,7 @@ __all__ = [
     "HTTPRoute",
     "HTTPRouteDestination",
     "Headers",
+    "Http2Limits",
     "L4MatchAttributes",
     "L4Route",
     "Limits",
@@ -111,11 +114,15 @@ class ServicePort(_Model):
     number: int = Field(ge=1, le=65535)
     """The service port, which destinations select with `port.number`."""
     name: str | None = None
-    """Its name, which endpoint `ports` refer to."""
+    """Its name, which endpoint `ports` refer to. Without `protocol`, a name that Istio
+    reads as `GRPC`, `GRPC-WEB` or `HTTP2` (`grpc-api`, `grpc-web`, `http2`) makes requests
+    to this port go upstream over HTTP/2."""
     protocol: str | None = None
-    """Istio's protocol name (`HTTP`, `TCP`, `REDIS`...). A listener that does not write its
-    `protocol` and listens on this port number is `tcp` when it is `TCP`, `MONGO`, `MYSQL`
-    or `REDIS` (any case); other values are accepted and decide nothing."""
+    """Istio's protocol name (`HTTP`, `GRPC`, `TCP`, `REDIS`...). `HTTP2`, `GRPC` and
+    `GRPC-WEB` (any case) make requests to this port go upstream over HTTP/2
+    (`pymirror.config.upstreams`). A listener that does not write its `protocol` and
+    listens on this port number is `tcp` when it is `TCP`, `MONGO`, `MYSQL` or `REDIS`;
+    other values decide nothing for listeners."""
     target_port: int | None = Field(default=None, ge=1, le=65535)
     """The port endpoints listen on. Default: `number`."""
 
@@ -151,9 +158,18 @@ class Service(_Model):
 
     # The resource this service was compiled from (`ServiceEntry default/reviews`), if any.
     _source: str | None = PrivateAttr(default=None)
+    # The DestinationRule its subsets and policies come from (`DestinationRule
+    # default/reviews`), if any.
+    _rule_source: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check(self) -> Service:
+        numbers: dict[int, int] = {}
+        for i, port in enumerate(self.ports):
+            # A destination's `port.number` (and so its protocol) must name one port.
+            if port.number in numbers:
+                raise problem(f"port {port.number} is already defined", "ports", i, "number")
+            numbers[port.number] = i
         names = {p.name for p in self.ports if p.name}
         for i, e in enumerate(self.endpoints):
             bare = is_bare_host(e.address)
@@ -191,12 +207,19 @@ class Service(_Model):
         labels = self.subsets[subset].items()
         return [e for e in self.endpoints if labels <= e.labels.items()]
 
-    def policy(self, subset: str | None) -> TrafficPolicy | None:
-        """The traffic policy of a subset: the service's, with the subset's on top."""
+    def policy(self, subset: str | None, port: int | None = None) -> TrafficPolicy | None:
+        """The traffic policy of a subset at service port ``port``: the service's, with the
+        subset's on top, each with its `portLevelSettings` entry for the port."""
+        return self.layered_policy(subset, port).policy
+
+    def layered_policy(self, subset: str | None, port: int | None) -> Layered:
+        """`policy`, with where each of its parts was written (paths below the service)."""
         own = self.subset_policies.get(subset) if subset is not None else None
-        if self.traffic_policy is None:
-            return own
-        return self.traffic_policy.under(own)
+        return (
+            Layered()
+            .over(self.traffic_policy, ("trafficPolicy",), port)
+            .over(own, ("subsetPolicies", subset or ""), port)
+        )
 
     def port(self, number: int | None) -> ServicePort | None:
         """The service port a destination selects (its only one when unnamed); None when
@@ -237,22 +260,6 @@ class Admin(_Model):
 
     address: BindAuthority
     """`host:port` to serve it on; port 0 picks a free port."""
-
-
-class Limits(_Model):
-    """pymirror extension: bounds on client connections, on every listener. A reload
-    applies them to connections accepted after it."""
-
-    max_request_headers: int = Field(default=defaults.MAX_REQUEST_HEADERS, ge=1, le=U32_MAX)
-    """Header fields accepted in one request head; past it the client gets 431.
-    Default: 100."""
-    idle_timeout: Duration = timedelta(milliseconds=defaults.IDLE_TIMEOUT_MS)
-    """A keep-alive connection waiting for its next request is closed after this long
-    (the request head must also be complete by then). `0s`: never. Default: 60s."""
-    max_connections: int = Field(default=defaults.MAX_CONNECTIONS, ge=0, le=U32_MAX)
-    """Client connections open at once per listener; past it a new connection is closed
-    as soon as it is accepted (`pymirror_listener_connections_refused_total`). 0:
-    unbounded. Default: 10000."""
 
 
 class Upstream(_Model):

@@ -18,9 +18,11 @@ class SEPort(_Model):
     name: Name
     """Its name (a DNS label), which endpoint `ports` refer to."""
     protocol: str | None = None
-    """`HTTP`, `HTTPS`, `TCP`, ...: a MirrorProxy listener on this port number that writes
-    no `protocol` is `tcp` when it is `TCP`, `MONGO`, `MYSQL` or `REDIS` (any case), as
-    Istio's sidecar takes a listener's protocol from the service port."""
+    """`HTTP`, `HTTP2`, `GRPC`, `TCP`, ...: `HTTP2`, `GRPC` and `GRPC-WEB` (or, when none
+    is written, a name such as `grpc-api`) make requests to this port go upstream over
+    HTTP/2; a MirrorProxy listener on this port number that writes no `protocol` is `tcp`
+    when it is `TCP`, `MONGO`, `MYSQL` or `REDIS` (any case), as Istio's sidecar takes a
+    listener's protocol from the service port."""
     target_port: int | None = Field(default=None, ge=1, le=65535)
     """The port endpoints listen on. Default: `number`."""
 

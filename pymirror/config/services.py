@@ -116,6 +116,8 @@ class Compiled:
     catalog: Catalog
     #: The resource each service was compiled from (`ServiceEntry ns/name`), by key.
     service_sources: dict[str, str] = field(default_factory=dict)
+    #: The DestinationRule of each service that has one (`DestinationRule ns/name`), by key.
+    rule_sources: dict[str, str] = field(default_factory=dict)
 
 
 class _Compiler:
@@ -124,6 +126,7 @@ class _Compiler:
         self.services: dict[str, dict[str, Any]] = {}
         self.ruled: set[str] = set()
         self.sources: dict[str, str] = {}
+        self.rule_sources: dict[str, str] = {}
         self.values: dict[Path, Loc] = {}
         self.keys: dict[Path, Loc] = {}
 
@@ -158,6 +161,7 @@ class _Compiler:
     def rule_parts(self, key: str, rule: Rule) -> None:
         r, spec = rule
         self.sources.setdefault(key, r.subject)
+        self.rule_sources[key] = r.subject
         service = self.services.setdefault(key, {})
         if ("services", key) not in self.values:
             self.copy(r, ("spec", "host"), ("services", key))
@@ -250,7 +254,7 @@ def compile_resources(resources: Resources, routes_services: Collection[str]) ->
     first = _first_resource(resources)
     doc = Document(first.doc.file, data, first.doc.root, 0, compiler.values)
     doc.keys = compiler.keys
-    return Compiled(doc, sources, catalog, compiler.sources)
+    return Compiled(doc, sources, catalog, compiler.sources, compiler.rule_sources)
 
 
 def _tcp_mirror_hosts(resources: Resources, compiler: _Compiler) -> None:

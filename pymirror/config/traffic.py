@@ -1,15 +1,20 @@
 """Istio's TrafficPolicy (a DestinationRule's, or a subset's): what pymirror serves of it
-(load balancing, request limits, outlier detection) and what it accepts and reports as not
-served yet. The model only: `pymirror.resolve.clusters` turns it into the core's settings."""
+(load balancing, request limits, the upstream protocol, outlier detection, per port) and
+what it accepts and reports as not served yet. The model only: `policy_layers` merges a
+service's policies, `pymirror.resolve.clusters` turns them into the core's settings."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from .base import U32_MAX, _Model
+from .base import I32_MAX, U32_MAX, _Model, problem
+from .matches import PortSelector
 from .types import Duration
+
+#: The parts of a policy that a `portLevelSettings` entry replaces, whole.
+PORT_PARTS = ("load_balancer", "connection_pool", "outlier_detection", "tls")
 
 
 class LoadBalancer(_Model):
@@ -55,18 +60,23 @@ class HTTPSettings(_Model):
     """Requests in flight to the destination at once; past it, 503. 0 or unset: unbounded."""
     http1_max_pending_requests: int | None = Field(default=None, ge=0)
     """Accepted, not served yet (reported)."""
-    max_requests_per_connection: int | None = Field(default=None, ge=0)
-    """Accepted, not served yet (reported)."""
+    max_requests_per_connection: int | None = Field(default=None, ge=0, le=I32_MAX)
+    """Requests over one upstream connection's lifetime, then it is retired (1: no
+    keep-alive). 0 or unset: unbounded."""
     max_retries: int | None = Field(default=None, ge=0)
     """Accepted, not served yet (reported)."""
     idle_timeout: Duration | None = None
     """Accepted, not served yet (reported)."""
-    h2_upgrade_policy: str | None = None
-    """Accepted, not served yet (reported)."""
+    h2_upgrade_policy: Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"] | None = None
+    """`UPGRADE`: requests go upstream over HTTP/2 even when the service port does not say
+    HTTP/2 (`HTTP2`, `GRPC`, `GRPC-WEB`). `DEFAULT` (the mesh's default) and
+    `DO_NOT_UPGRADE`: no upgrade."""
     use_client_protocol: bool | None = None
-    """Accepted, not served yet (reported)."""
-    max_concurrent_streams: int | None = Field(default=None, ge=0)
-    """Accepted, not served yet (reported)."""
+    """`true`: each request goes upstream in the client's own protocol (HTTP/2 for an
+    HTTP/2 request, else HTTP/1.1), whatever the port or `h2UpgradePolicy` say."""
+    max_concurrent_streams: int | None = Field(default=None, ge=0, le=I32_MAX)
+    """Streams at once per HTTP/2 upstream connection (the peer's SETTINGS may lower it);
+    past it a request opens another connection. 0 or unset: 100."""
 
 
 class ConnectionPool(_Model):
@@ -108,19 +118,47 @@ class OutlierDetection(_Model):
     """Accepted, not served yet (reported)."""
 
 
+class PortTrafficPolicy(_Model):
+    """Istio TrafficPolicy.PortTrafficPolicy: the policy for one service port. Where it
+    applies, its four parts replace the policy's whole: a part it leaves out is the
+    default, not the policy's (Istio's rule, see `pymirror.config.policy_layers`)."""
+
+    port: PortSelector
+    """The service port it applies to: a destination's `port.number`, or the service's
+    only port."""
+    load_balancer: LoadBalancer | None = None
+    """How endpoints are picked."""
+    connection_pool: ConnectionPool | None = None
+    """Limits on requests in flight, and the upstream protocol."""
+    outlier_detection: OutlierDetection | None = None
+    """Passive health checking."""
+    tls: dict[str, Any] | None = None
+    """Accepted, not served yet (reported)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PortTrafficPolicy:
+        # Istio's rule: an entry with none would reset the port's policy to defaults.
+        if all(getattr(self, p) is None for p in PORT_PARTS):
+            raise problem(
+                "a port's traffic policy needs `loadBalancer`, `connectionPool`, "
+                "`outlierDetection` or `tls`"
+            )
+        return self
+
+
 class TrafficPolicy(_Model):
     """Istio TrafficPolicy."""
 
     load_balancer: LoadBalancer | None = None
     """How endpoints are picked."""
     connection_pool: ConnectionPool | None = None
-    """Limits on requests in flight."""
+    """Limits on requests in flight, and the upstream protocol."""
     outlier_detection: OutlierDetection | None = None
     """Passive health checking: endpoints that keep failing leave the pick for a while."""
     tls: dict[str, Any] | None = None
-    """Accepted, not served yet (reported): pymirror connects in plain HTTP/1.1."""
-    port_level_settings: list[dict[str, Any]] = Field(default_factory=list)
-    """Accepted, not served yet (reported)."""
+    """Accepted, not served yet (reported): pymirror connects to upstreams in plaintext."""
+    port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
+    """Policies for single service ports; the first entry for a destination's port applies."""
     tunnel: dict[str, Any] | None = None
     """Accepted, not served yet (reported)."""
     proxy_protocol: dict[str, Any] | None = None
@@ -132,6 +170,14 @@ class TrafficPolicy(_Model):
         if subset is None:
             return self
         return self.model_copy(update={k: getattr(subset, k) for k in subset.model_fields_set})
+
+    def port_entry(self, number: int | None) -> tuple[int, PortTrafficPolicy] | None:
+        """The first `portLevelSettings` entry for service port ``number``, with its index
+        (Istio takes the first)."""
+        return next(
+            ((i, e) for i, e in enumerate(self.port_level_settings) if e.port.number == number),
+            None,
+        )
 
     @property
     def max_requests(self) -> int | None:

@@ -9,26 +9,32 @@ matches, header operations, redirects, retries...), `delegates` (Istio's delegat
 
 from __future__ import annotations
 
-from .build import build_snapshot
+from .build import Resolved, build_snapshot, resolve
 from .describe import (
     cluster_label,
     describe,
     describe_route,
     describe_tcp_route,
+    listener_serves,
     mirror_guards_text,
     tcp_note,
+    upstream_lines,
     written_protocols,
 )
 from .route_parts import per_million
 
 __all__ = [
+    "Resolved",
     "build_snapshot",
     "cluster_label",
     "describe",
     "describe_route",
     "describe_tcp_route",
+    "listener_serves",
     "mirror_guards_text",
     "per_million",
+    "resolve",
     "tcp_note",
+    "upstream_lines",
     "written_protocols",
 ]

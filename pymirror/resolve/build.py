@@ -1,4 +1,5 @@
-"""Model -> Snapshot: the whole Snapshot, its listeners, settings and version.
+"""Model -> Snapshot: the whole Snapshot, its listeners, settings and version (and, for
+`check` and the startup log, each cluster's upstream choice).
 
 Routes and clusters are built by `routes` and `clusters`; this module puts them together
 and refuses a model that does not resolve.
@@ -9,24 +10,43 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .. import defaults
 from .. import snapshot as snap
 from ..config.errors import ConfigError, Problem
 from ..config.hosts import domains, host_matches
 from ..config.listeners import protocol_conflict
-from ..config.model import Config, HTTPRoute, VirtualService
+from ..config.model import Config, Http2Limits, HTTPRoute, VirtualService
 from ..config.references import references_of
 from ..config.types import check_listen_address, duration_ms, split_host_port
+from ..config.upstreams import UpstreamChoice
 from ..config.validate import Issue, locate
 from .clusters import Clusters
 from .routes import Routes
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A Snapshot, and what `pymirror check` and the startup log say beside it."""
+
+    snapshot: snap.Snapshot
+    upstreams: list[UpstreamChoice | None]
+    """How each cluster's requests go upstream and why, by cluster index (None for a
+    cluster only tcp routes use)."""
+
+
 def build_snapshot(
     config: Config, *, listen: Sequence[str] | None = None, strict: bool = True
 ) -> snap.Snapshot:
-    """Resolve ``config`` into a Snapshot for the core.
+    """Resolve ``config`` into a Snapshot for the core (see `resolve`)."""
+    return resolve(config, listen=listen, strict=strict).snapshot
+
+
+def resolve(
+    config: Config, *, listen: Sequence[str] | None = None, strict: bool = True
+) -> Resolved:
+    """Resolve ``config`` into a Snapshot for the core, with each cluster's upstream choice.
 
     ``listen`` (``--listen``) replaces the configured listeners' addresses; they keep the
     default host of the first configured listener, and its `protocol` when it writes one
@@ -56,7 +76,8 @@ def build_snapshot(
         problems += locate(config, [_NO_LISTENER])
     if problems:
         raise ConfigError(problems)
-    return _Resolver(config).snapshot(listen)
+    resolver = _Resolver(config)
+    return Resolved(resolver.snapshot(listen), resolver.clusters.upstreams)
 
 
 _NO_LISTENER = Issue(
@@ -127,7 +148,14 @@ class _Resolver:
             "pool_idle_timeout_ms": duration_ms(config.upstream.pool_idle_timeout),
             "pool_max_idle_per_endpoint": defaults.POOL_MAX_IDLE_PER_ENDPOINT,
         }
-        limits = config.limits
+        limits: snap.Limits = {
+            "max_request_headers": config.limits.max_request_headers,
+            "idle_timeout_ms": duration_ms(config.limits.idle_timeout),
+            "max_connections": config.limits.max_connections,
+        }
+        # Written only when configured, so that other configs keep their snapshot.
+        if (http2 := config.limits.http2) is not None:
+            limits["http2"] = http2_limits(http2)
         result: snap.Snapshot = {
             "schema": snap.SCHEMA,
             "version": "",
@@ -135,11 +163,7 @@ class _Resolver:
             "virtual_hosts": self.virtual_hosts,
             "clusters": self.clusters.clusters,
             "upstream": upstream,
-            "limits": {
-                "max_request_headers": limits.max_request_headers,
-                "idle_timeout_ms": duration_ms(limits.idle_timeout),
-                "max_connections": limits.max_connections,
-            },
+            "limits": limits,
         }
         if tcp_routes := self.routes.tcp():
             result["tcp_routes"] = tcp_routes
@@ -171,3 +195,15 @@ class _Resolver:
             {"name": host, "domains": [host], "routes": [self.routes.route("0", route, [])]}
         )
         return len(self.virtual_hosts) - 1
+
+
+def http2_limits(limits: Http2Limits) -> snap.Http2Limits:
+    """`limits.http2` as the core reads it."""
+    return {
+        "max_concurrent_streams": limits.max_concurrent_streams,
+        "initial_stream_window_bytes": limits.initial_stream_window_size,
+        "initial_connection_window_bytes": limits.initial_connection_window_size,
+        "max_header_list_bytes": limits.max_header_list_size,
+        "max_pending_accept_reset_streams": limits.max_pending_accept_reset_streams,
+        "max_local_error_reset_streams": limits.max_local_error_reset_streams,
+    }

@@ -1,5 +1,6 @@
 """Destinations -> the Snapshot's clusters: endpoint addresses and weights, load balancer,
-request limit and outlier detection, each distinct cluster numbered once."""
+request limit, outlier detection and (for http routes) the upstream protocol and its
+limits, each distinct cluster numbered once."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from .. import snapshot as snap
 from ..config.model import Config, Destination, Service
 from ..config.traffic import LoadBalancer, OutlierDetection
 from ..config.types import duration_ms
-
-_DNS_PORT = 80  # what a destination host resolved by DNS is connected to without `port`
+from ..config.upstreams import DNS_PORT, UpstreamChoice, choose_upstream, destination_port
 
 #: Istio's simple load balancers -> the core's `Cluster.load_balancer`. LEAST_CONN is
 #: Istio's deprecated name for LEAST_REQUEST; PASSTHROUGH is not served (reported).
@@ -32,9 +32,13 @@ class Clusters:
         self.config = config
         self.clusters: list[snap.Cluster] = []
         self.ids: dict[str, int] = {}
+        #: How each cluster's requests go upstream and why, for the clusters http routes
+        #: name (None for those only tcp routes name: their bytes are spliced).
+        self.upstreams: list[UpstreamChoice | None] = []
 
-    def id(self, dest: Destination) -> int:
-        """The index of ``dest``'s cluster, added when it is the first to name it."""
+    def id(self, dest: Destination, *, http: bool = True) -> int:
+        """The index of ``dest``'s cluster, added when it is the first to name it. An
+        ``http`` destination's cluster carries its upstream protocol and HTTP limits."""
         service = self.config.services.get(dest.host)
         subset = dest.subset
         weights: list[int] = []
@@ -45,9 +49,10 @@ class Clusters:
             endpoints = []
         else:
             # No declared endpoints: like a ServiceEntry with DNS resolution.
-            port = dest.port.number if dest.port is not None else _DNS_PORT
+            port = dest.port.number if dest.port is not None else DNS_PORT
             endpoints = [f"{_bracket(dest.host)}:{port}"]
-        policy = service.policy(subset) if service is not None else None
+        port_number = destination_port(service, dest)
+        policy = service.policy(subset, port_number) if service is not None else None
         cluster: snap.Cluster = {
             "host": dest.host,
             "subset": subset,
@@ -59,10 +64,23 @@ class Clusters:
         }
         if policy and policy.outlier_detection:
             cluster["outlier_detection"] = outlier_detection(policy.outlier_detection)
+        choice = choose_upstream(self.config, dest) if http else None
+        if choice is not None:
+            # Written only when not the core's default, so that a config without them keeps
+            # its snapshot (and version), and cores that predate them still read it.
+            if choice.protocol != "http1":
+                cluster["protocol"] = choice.protocol
+            if choice.max_requests_per_connection is not None:
+                cluster["max_requests_per_connection"] = choice.max_requests_per_connection
+            if choice.max_concurrent_streams is not None:
+                cluster["max_concurrent_streams"] = choice.max_concurrent_streams
         key = json.dumps(cluster, sort_keys=True)
         if key not in self.ids:
             self.ids[key] = len(self.clusters)
             self.clusters.append(cluster)
+            self.upstreams.append(choice)
+        elif choice is not None and self.upstreams[self.ids[key]] is None:
+            self.upstreams[self.ids[key]] = choice
         return self.ids[key]
 
 

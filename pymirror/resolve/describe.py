@@ -1,5 +1,6 @@
-"""The text of what a configuration runs: one line per listener and route, for
-`pymirror check`, the startup log and the admin's `/config`, read from its Snapshot."""
+"""The text of what a configuration runs: one line per listener (and what it serves),
+upstream cluster (its protocol and why) and route, for `pymirror check`, the startup log
+and the admin's `/config`, read from its Snapshot."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from .. import snapshot as snap
 from ..config.listeners import port_origin
 from ..config.model import Config
 from ..config.types import format_duration, split_host_port
-from .build import build_snapshot
+from ..config.upstreams import UpstreamChoice
+from .build import resolve
+
+#: What an `http` listener serves: the connection preface tells the two apart on one port.
+HTTP_LISTENER_SERVES = "serves HTTP/1.1 and HTTP/2 (h2c prior knowledge)"
 
 
 def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str]:
     """Readable lines saying what would run, for ``pymirror check`` and startup logs."""
-    s = build_snapshot(config, listen=listen)
+    resolved = resolve(config, listen=listen)
+    s = resolved.snapshot
     lines = []
     hosts = [lst.host for lst in config.listeners]
     written = written_protocols(config, listen)
@@ -26,8 +32,10 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
         if listener.get("protocol") == "tcp":
             extra = tcp_note(config, listener["address"], written[i])
         lines.append(f"listener {listener['address']}{extra}")
+        lines += listener_serves(listener)
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
+    lines += upstream_lines(s, resolved.upstreams)
     for vh in s["virtual_hosts"]:
         for route in vh["routes"]:
             lines.append(f"{vh['name']}/{route['name']}: {describe_route(s, route)}")
@@ -41,6 +49,21 @@ def written_protocols(config: Config, listen: Sequence[str] | None) -> list[str 
     if listen:
         return [config.listeners[0].protocol if config.listeners else None] * len(listen)
     return [lst.protocol for lst in config.listeners]
+
+
+def listener_serves(listener: snap.Listener) -> list[str]:
+    """The line under an `http` listener saying what it serves (a tcp one's says `tcp`)."""
+    return [] if listener.get("protocol") == "tcp" else [f"  {HTTP_LISTENER_SERVES}"]
+
+
+def upstream_lines(s: snap.Snapshot, upstreams: Sequence[UpstreamChoice | None]) -> list[str]:
+    """`upstream reviews v1 (127.0.0.1:9081): http1 (default)`: how each cluster that http
+    routes use is reached, and why that protocol."""
+    return [
+        f"upstream {cluster_label(s, i)}: {choice}"
+        for i, choice in enumerate(upstreams)
+        if choice is not None
+    ]
 
 
 def tcp_note(config: Config, address: str, written: str | None) -> str:

@@ -11,6 +11,7 @@ from ..config.istio import CompareOptions
 from ..config.matches import HeaderOperations
 from ..config.model import (
     Config,
+    Destination,
     HTTPMatchRequest,
     HTTPRoute,
     MirrorOptions,
@@ -132,8 +133,11 @@ class Routes:
     def tcp(self) -> list[snap.TcpRoute]:
         """Every virtual service's `tcp` routes, in order (first match wins per connection)."""
         limits = self.config.mirror_defaults
-        cluster = self.clusters.id
         routes: list[snap.TcpRoute] = []
+
+        def cluster(dest: Destination) -> int:
+            return self.clusters.id(dest, http=False)  # bytes are spliced: no HTTP settings
+
         for vs in self.config.virtual_services:
             for i, route in enumerate(vs.tcp):
                 mirrors: list[snap.TcpMirror] = []

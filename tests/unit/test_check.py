@@ -78,6 +78,9 @@ def test_text_has_one_block_per_virtual_service(
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         "listener 127.0.0.1:8080 (default host reviews)",
+        "  serves HTTP/1.1 and HTTP/2 (h2c prior knowledge)",
+        "upstream reviews v1 (127.0.0.1:9081): http1 (default)",
+        "upstream reviews v2 (127.0.0.1:9082): http1 (default)",
         "",
         f"VirtualService default/reviews ({path}:9)",
         "  hosts: reviews (also reviews.default, reviews.default.svc, "

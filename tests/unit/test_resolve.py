@@ -373,7 +373,10 @@ def test_version_follows_content_only() -> None:
 def test_describe_the_seed() -> None:
     assert describe(load_config(SEED)) == [
         "listener 127.0.0.1:8080 (default host reviews)",
+        "  serves HTTP/1.1 and HTTP/2 (h2c prior knowledge)",
         "admin 127.0.0.1:9901",
+        "upstream reviews v1 (127.0.0.1:9081): http1 (default)",
+        "upstream reviews v2 (127.0.0.1:9082): http1 (default)",
         "reviews/0: * -> reviews v1 (127.0.0.1:9081); mirror 20% -> reviews v2 (127.0.0.1:9082)",
     ]
 
@@ -449,7 +452,19 @@ def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
         "base_ejection_time_ms": "30_000",
         "max_ejection_percent": str(defaults.MAX_EJECTION_PERCENT),
         "compare_max_body_bytes": "64 * 1024",
+        "http2_max_concurrent_streams": str(defaults.HTTP2_MAX_CONCURRENT_STREAMS),
+        "http2_initial_stream_window_bytes": "256 * 1024",
+        "http2_initial_connection_window_bytes": "1024 * 1024",
+        "http2_max_header_list_bytes": "64 * 1024",
+        "http2_max_pending_accept_reset_streams": str(
+            defaults.HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS
+        ),
+        "http2_max_local_error_reset_streams": str(defaults.HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS),
+        "upstream_max_concurrent_streams": str(defaults.UPSTREAM_MAX_CONCURRENT_STREAMS),
     }
+    assert defaults.HTTP2_INITIAL_STREAM_WINDOW_BYTES == 256 * 1024
+    assert defaults.HTTP2_INITIAL_CONNECTION_WINDOW_BYTES == 1024 * 1024
+    assert defaults.HTTP2_MAX_HEADER_LIST_BYTES == 64 * 1024
     assert defaults.COMPARE_MAX_BODY_BYTES == 64 * 1024
     assert (defaults.IDLE_TIMEOUT_MS, defaults.MAX_CONNECTIONS) == (60_000, 10_000)
     assert (defaults.OUTLIER_INTERVAL_MS, defaults.BASE_EJECTION_TIME_MS) == (10_000, 30_000)

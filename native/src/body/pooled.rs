@@ -6,11 +6,26 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use crate::body::{MirrorBody, RequestBody};
+use crate::upstream::multiplex::{self, Connections, Multiplexed};
 use crate::upstream::pool::{self, IdleLists, PooledBody, IDLE_SWEEP_PERIOD};
 
 thread_local! {
     static PRIMARY_IDLE: RefCell<IdleLists<RequestBody>> = RefCell::default();
     static MIRROR_IDLE: RefCell<IdleLists<MirrorBody>> = RefCell::default();
+    static PRIMARY_HTTP2: RefCell<Connections<RequestBody>> = RefCell::default();
+    static MIRROR_HTTP2: RefCell<Connections<MirrorBody>> = RefCell::default();
+}
+
+impl Multiplexed for RequestBody {
+    fn connections() -> &'static LocalKey<RefCell<Connections<Self>>> {
+        &PRIMARY_HTTP2
+    }
+}
+
+impl Multiplexed for MirrorBody {
+    fn connections() -> &'static LocalKey<RefCell<Connections<Self>>> {
+        &MIRROR_HTTP2
+    }
 }
 
 impl PooledBody for RequestBody {
@@ -31,6 +46,8 @@ impl PooledBody for MirrorBody {
 pub fn sweep_idle() {
     pool::sweep::<RequestBody>();
     pool::sweep::<MirrorBody>();
+    multiplex::sweep::<RequestBody>();
+    multiplex::sweep::<MirrorBody>();
 }
 
 /// The sweep, forever, on the calling worker's runtime.

@@ -31,6 +31,27 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 /// except those the proxy itself depends on (see `connection_may_remove`).
 /// `Transfer-Encoding` goes too: hyper re-frames the body on the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // `te: trailers` says the sender takes trailers: true of the proxy on the
+    // next hop too, as it passes them on, and gRPC requires it over HTTP/2
+    // (RFC 9113 8.2.2 allows exactly this value there). Any other TE goes.
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        });
+    strip_listed_and_known(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn strip_listed_and_known(headers: &mut HeaderMap) {
     if let Some(connection) = headers.get(&header::CONNECTION) {
         let named: Vec<HeaderName> = connection
             .to_str()
@@ -301,7 +322,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("transfer-encoding", "chunked"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("upgrade", "websocket"),
             ("proxy-authorization", "Basic Zm9v"),
             ("x-kept", "yes"),
@@ -310,6 +331,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn te_trailers_alone_goes_on() {
+        // gRPC needs it on HTTP/2; the proxy does pass trailers on.
+        for te in ["trailers", "gzip, trailers", "Trailers;q=1"] {
+            let mut h = map(&[("connection", "te"), ("te", te)]);
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.get("te").unwrap(), "trailers", "{te:?}");
+            assert!(h.get("connection").is_none());
+        }
+        let mut h = map(&[("te", "gzip, deflate")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
     }
 
     #[test]

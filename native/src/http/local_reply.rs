@@ -118,6 +118,9 @@ impl LocalReply {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        // Marks the answer as the proxy's own, for a protocol that answers in
+        // its own terms (gRPC) to find later.
+        response.extensions_mut().insert(self);
         response
     }
 }

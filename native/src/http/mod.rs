@@ -4,6 +4,7 @@
 //! retry policy and upgrade detection. Nothing here holds a connection.
 
 pub mod fault;
+pub mod grpc;
 pub mod header_ops;
 pub mod headers;
 pub mod inspect;

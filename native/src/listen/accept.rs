@@ -4,6 +4,7 @@
 //! rest of the proxy reads (where a TLS handshake, or an SNI peek, will stand
 //! before the protocol is chosen).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -38,6 +39,17 @@ pub fn admit(shared: &Arc<Shared>, listener: usize, max_connections: u32) -> Opt
     }
     stats.connections_total.fetch_add(1, Relaxed);
     Some(Held::new(ListenerActive(shared.clone(), listener)))
+}
+
+/// Where an accepted connection belongs.
+pub struct Accepted {
+    pub stream: Stream,
+    pub peer: SocketAddr,
+    pub listener: usize,
+    pub port: u16,
+    /// Held by whatever serves this client, an upgraded session included: it
+    /// counts as open (and against the limit) and a drain waits for it.
+    pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
 }
 
 /// The accepted socket as the stream the protocol is served on.

@@ -1,11 +1,15 @@
 //! Listeners: the accept loop (`serve`), the step from an accepted socket to
 //! the stream it is served on (`accept`: the connection limit, and where TLS
-//! will stand), the protocol's connection (`http1`; HTTP/2 beside it; `tcp` for
-//! spliced listeners), and the worker threads that run them (`workers`), with
-//! graceful drain on shutdown.
+//! will stand), the choice of protocol (`protocols`, by the HTTP/2 `preface`)
+//! and its connection (`http1`, `http2`; `tcp` for spliced listeners), and the
+//! worker threads that run them (`workers`), with graceful drain on shutdown.
 
 pub mod accept;
+pub mod drain;
 pub mod http1;
+pub mod http2;
+pub mod preface;
+pub mod protocols;
 pub mod tcp;
 pub mod workers;
 
@@ -17,7 +21,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::proxy::Shared;
 use crate::snapshot::Protocol;
-use http1::{Accepted, Http1};
+use accept::Accepted;
+use protocols::HttpServers;
 use workers::DrainSignal;
 
 /// How connections are served.
@@ -57,7 +62,7 @@ pub async fn serve(
     // dropped this one, `recv` returns `None` when the last of them is done.
     let (spliced, mut spliced_done) = mpsc::channel::<()>(1);
     let port = listener.local_addr().map_or(0, |a| a.port());
-    let mut http1 = Http1::new(&settings, shared.published.load().limits.clone());
+    let mut servers = HttpServers::new(&settings, shared.published.load().limits.clone());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -67,7 +72,8 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                let limits = http1.refresh(&shared);
+                servers.refresh(&shared);
+                let limits = servers.limits();
                 let idle_timeout_ms = limits.idle_timeout_ms;
                 let Some(active) = accept::admit(&shared, index, limits.max_connections) else {
                     continue;
@@ -81,7 +87,10 @@ pub async fn serve(
                     }
                     Protocol::Http => {
                         let accepted = Accepted { stream, peer, listener: index, port, hold };
-                        http1.serve(accepted, &shared, stop_rx.clone());
+                        // The protocol is read on the connection's own task:
+                        // a client slow to speak cannot stall the accepts.
+                        let serving = servers.clone().serve(accepted, shared.clone(), stop_rx.clone());
+                        tokio::spawn(serving);
                     }
                 }
             }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::HOST;
-use http::uri::Authority;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -25,6 +24,7 @@ use crate::telemetry::SkipReason;
 use crate::telemetry::{ClosedList, DropReason, FailReason, MirrorStats};
 use crate::upstream::cluster::Cluster;
 use crate::upstream::pool::{Pool, PooledResponse, SendError};
+use crate::upstream::protocol::Wire;
 
 /// A copy's place in its mirror's in-flight gauge.
 pub type InFlight = Held<Field<MirrorStats>>;
@@ -33,8 +33,8 @@ pub type InFlight = Held<Field<MirrorStats>>;
 #[derive(Debug)]
 pub struct MirrorCopy {
     pub(super) request: Request<MirrorBody>,
-    pub(super) endpoint: u32,
-    pub(super) authority: Authority,
+    /// The protocol it goes in (the mirror destination's, or the client's).
+    pub(super) wire: Wire,
     pub(super) index: usize,
     pub(super) permit: OwnedSemaphorePermit,
     pub(super) in_flight: InFlight,
@@ -92,6 +92,7 @@ impl MirrorCopy {
             &self.cluster.host,
             self.cluster.subset.as_deref(),
             authority,
+            self.wire.label(),
         ));
     }
 
@@ -101,8 +102,7 @@ impl MirrorCopy {
     pub async fn run(self, pool: Pool) {
         let Self {
             request,
-            endpoint,
-            authority,
+            wire,
             index,
             permit,
             in_flight: _in_flight,
@@ -139,9 +139,7 @@ impl MirrorCopy {
             started,
         };
         let target = cluster.endpoint(index);
-        let exchange = exchange(
-            &pool, &cluster, target, endpoint, &authority, request, reading,
-        );
+        let exchange = exchange(&pool, &cluster, target, wire, request, reading);
         let ended = match tokio::time::timeout(timeout, exchange).await {
             Ok(ended) => ended,
             Err(_) => {
@@ -255,12 +253,11 @@ async fn exchange(
     pool: &Pool,
     cluster: &Cluster,
     target: &crate::upstream::cluster::Endpoint,
-    endpoint: u32,
-    authority: &Authority,
+    wire: Wire,
     request: Request<MirrorBody>,
     reading: Reading<'_>,
 ) -> Ended {
-    let sent = pool.send(endpoint, authority, request).await;
+    let sent = pool.send(cluster.target(target, wire), request).await;
     // A refused connection backs this endpoint off for the next copies; any
     // connection made ends the back-off.
     match &sent {

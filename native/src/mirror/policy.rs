@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
-use http::uri::Authority;
 use http::{Method, Request};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -24,7 +23,7 @@ use crate::telemetry::gauge::{Field, Held};
 use crate::telemetry::TcpMirrorStats;
 use crate::telemetry::{DropReason, MirrorStats};
 use crate::upstream::cluster::{Cluster, Unavailable};
-use crate::upstream::protocol;
+use crate::upstream::protocol::{self, Wire};
 
 /// One route's mirror: where copies go, what share, and their bounds.
 #[derive(Debug)]
@@ -114,8 +113,6 @@ impl MirrorPolicy {
         Some(Admission {
             permit,
             in_flight: Held::new(Field(self.stats.clone(), |s: &MirrorStats| &s.in_flight)),
-            endpoint: endpoint.id,
-            authority: endpoint.authority.clone(),
             index: endpoint.index,
         })
     }
@@ -202,6 +199,7 @@ impl MirrorPolicy {
         *request.uri_mut() = parts.uri.clone();
         *request.headers_mut() = parts.headers.clone();
         let (mut head, body) = request.into_parts();
+        let wire = Wire::choose(self.cluster.protocol, head.version);
         protocol::for_upstream(&mut head);
         let mut request = Request::from_parts(head, body);
         if let Ok(shadow) =
@@ -218,8 +216,7 @@ impl MirrorPolicy {
         };
         let copy = MirrorCopy {
             request,
-            endpoint: admission.endpoint,
-            authority: admission.authority,
+            wire,
             index: admission.index,
             permit: admission.permit,
             in_flight: admission.in_flight,
@@ -241,8 +238,6 @@ pub struct Admission {
     pub(super) permit: OwnedSemaphorePermit,
     /// This copy's place in the mirror's in-flight gauge, until it is over.
     pub(super) in_flight: InFlight,
-    pub(super) endpoint: u32,
-    pub(super) authority: Authority,
     /// The endpoint's place in the cluster (for its passive-health state).
     pub(super) index: usize,
 }

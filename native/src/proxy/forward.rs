@@ -2,18 +2,19 @@
 //! timeouts, retry as the route's policy says, and turn upstream failures into
 //! the proxy's own 502 / 503 / 504.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::request::Parts;
 use http::{Request, Response};
 
 use crate::body::RequestBody;
+use crate::http::grpc;
 use crate::http::headers::{response_framing, strip_hop_by_hop};
 use crate::http::local_reply::LocalReply;
 use crate::http::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::cluster::Cluster;
 use crate::upstream::pool::{Pool, PooledResponse, SendError};
-use crate::upstream::protocol;
+use crate::upstream::protocol::{self, Wire};
 
 pub use crate::body::UpstreamBody;
 
@@ -25,6 +26,21 @@ pub struct Forward<'a> {
     pub retries: Option<&'a RetryPolicy>,
     /// Bounds every try together, back-offs included.
     pub timeout: Option<Duration>,
+    /// A gRPC client's deadline: each try tells the upstream what is left.
+    pub grpc_deadline: Option<Instant>,
+}
+
+/// The tighter of a route's timeout and a deadline, from `started`.
+pub fn tighter(
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    started: Instant,
+) -> Option<Duration> {
+    let left = deadline.map(|d| d.saturating_duration_since(started));
+    match (timeout, left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 type Tried = Result<Response<UpstreamBody>, LocalReply>;
@@ -85,13 +101,17 @@ async fn try_once(
         Ok(lease) => lease,
         Err(why) => return (None, Err(why.into())),
     };
+    let wire = Wire::choose(f.cluster.protocol, parts.version);
+    if let Some(deadline) = f.grpc_deadline {
+        grpc::set_timeout(
+            &mut parts.headers,
+            deadline.saturating_duration_since(Instant::now()),
+        );
+    }
     protocol::for_upstream(&mut parts);
     let endpoint = lease.endpoint();
-    let exchange = f.pool.send(
-        endpoint.id,
-        &endpoint.authority,
-        Request::from_parts(parts, body),
-    );
+    let target = f.cluster.target(endpoint, wire);
+    let exchange = f.pool.send(target, Request::from_parts(parts, body));
     let result = match per_try {
         Some(limit) => match tokio::time::timeout(limit, exchange).await {
             Ok(result) => result,

@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::body::capture::{Captured, PrimaryCapture};
 use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle};
+use crate::http::grpc;
 use crate::http::headers;
 use crate::http::inspect::Verdict;
 use crate::http::local_reply::{plain_response, LocalReply};
@@ -40,16 +41,27 @@ pub async fn handle(
     let published = conn.shared.published.load_full();
     // Every request gets an id, routed or not, so that log lines can name it.
     headers::ensure_request_id(request.headers_mut());
+    let grpc = grpc::is_grpc(request.headers());
     let Some(log) = conn.shared.access_log.clone() else {
-        let response = proxy(request, &conn, &published, None).await;
+        let response = in_its_terms(proxy(request, &conn, &published, None).await, grpc);
         return Ok(response.map(ClientBody::plain));
     };
     let (parts, body) = request.into_parts();
     let mut line = PendingLine::start(log, &parts);
     let request = Request::from_parts(parts, body);
     let response = proxy(request, &conn, &published, Some(&mut line)).await;
+    let response = in_its_terms(response, grpc);
     line.record.status = response.status().as_u16();
     Ok(response.map(|body| ClientBody::logged(body, line)))
+}
+
+/// The proxy's own answer to a gRPC request in gRPC's terms: a gRPC client
+/// reads its status from `grpc-status`, not from the HTTP status.
+fn in_its_terms(response: Response<ResponseBody>, grpc: bool) -> Response<ResponseBody> {
+    match response.extensions().get::<LocalReply>() {
+        Some(&reply) if grpc => grpc::answer(grpc::status_for(reply), reply.message()),
+        _ => response,
+    }
 }
 
 async fn proxy(
@@ -109,11 +121,15 @@ async fn route_and_forward(
         published,
         line.as_deref_mut(),
     );
+    // A gRPC deadline bounds the call as the route's timeout does; the
+    // tighter one wins, and the upstream is told what is left of it.
+    let grpc_deadline = grpc::timeout(&parts.headers).map(|t| started + t);
     let forward = Forward {
         pool: &published.upstreams.primary,
         cluster: &selected.destination.cluster,
         retries: selected.route.retries.as_ref(),
-        timeout: selected.route.timeout,
+        timeout: forward::tighter(selected.route.timeout, grpc_deadline, started),
+        grpc_deadline,
     };
     let mut body = RequestBody::new(body, fanned.taps);
     if let Some(line) = &line {

@@ -95,6 +95,9 @@ mod tests {
             load_balancer: Default::default(),
             max_requests: None,
             outlier_detection: None,
+            protocol: Default::default(),
+            max_requests_per_connection: None,
+            max_concurrent_streams: None,
         };
         let mut clusters = vec![cluster(upstream, "primary")];
         let mut mirrors = vec![];

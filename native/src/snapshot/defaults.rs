@@ -60,3 +60,37 @@ pub fn base_ejection_time_ms() -> u64 {
 pub fn max_ejection_percent() -> u32 {
     10
 }
+/// HTTP/2 on the listener: streams at once per client connection (nginx
+/// allows 128, Go 250; 100 is what RFC 9113 recommends as the least).
+pub fn http2_max_concurrent_streams() -> u32 {
+    100
+}
+/// Bytes a client may send on one stream before the proxy has read them.
+pub fn http2_initial_stream_window_bytes() -> u32 {
+    256 * 1024
+}
+/// Bytes a client may send on a connection, all streams together, before
+/// the proxy has read them: the bound on what one connection buffers.
+pub fn http2_initial_connection_window_bytes() -> u32 {
+    1024 * 1024
+}
+/// A request's header list (HPACK-decoded, RFC 9113 6.5.2), as
+/// `maxHeaderBytes` bounds an HTTP/1.1 head.
+pub fn http2_max_header_list_bytes() -> u32 {
+    64 * 1024
+}
+/// Streams a client may open and reset before they are accepted (rapid
+/// reset, CVE-2023-44487): past it, GOAWAY. h2's own default.
+pub fn http2_max_pending_accept_reset_streams() -> usize {
+    20
+}
+/// Streams the proxy may reset for a client's protocol errors on one
+/// connection (MadeYouReset, CVE-2025-8671): past it, GOAWAY. h2's default.
+pub fn http2_max_local_error_reset_streams() -> usize {
+    1024
+}
+/// Streams at once per HTTP/2 upstream connection (the peer's SETTINGS may
+/// lower it); past it a request opens another connection.
+pub fn upstream_max_concurrent_streams() -> u32 {
+    100
+}

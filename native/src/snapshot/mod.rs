@@ -117,6 +117,40 @@ pub struct Limits {
     /// 0: unbounded.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
+    /// HTTP/2 connections' bounds.
+    #[serde(default)]
+    pub http2: Http2Limits,
+}
+
+/// Bounds on each HTTP/2 client connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Limits {
+    #[serde(default = "defaults::http2_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    #[serde(default = "defaults::http2_initial_stream_window_bytes")]
+    pub initial_stream_window_bytes: u32,
+    #[serde(default = "defaults::http2_initial_connection_window_bytes")]
+    pub initial_connection_window_bytes: u32,
+    #[serde(default = "defaults::http2_max_header_list_bytes")]
+    pub max_header_list_bytes: u32,
+    #[serde(default = "defaults::http2_max_pending_accept_reset_streams")]
+    pub max_pending_accept_reset_streams: usize,
+    #[serde(default = "defaults::http2_max_local_error_reset_streams")]
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: defaults::http2_max_concurrent_streams(),
+            initial_stream_window_bytes: defaults::http2_initial_stream_window_bytes(),
+            initial_connection_window_bytes: defaults::http2_initial_connection_window_bytes(),
+            max_header_list_bytes: defaults::http2_max_header_list_bytes(),
+            max_pending_accept_reset_streams: defaults::http2_max_pending_accept_reset_streams(),
+            max_local_error_reset_streams: defaults::http2_max_local_error_reset_streams(),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -125,6 +159,7 @@ impl Default for Limits {
             max_request_headers: defaults::max_request_headers(),
             idle_timeout_ms: defaults::idle_timeout_ms(),
             max_connections: defaults::max_connections(),
+            http2: Http2Limits::default(),
         }
     }
 }
@@ -475,6 +510,29 @@ pub struct Cluster {
     /// `None`: endpoints are never ejected for their answers.
     #[serde(default)]
     pub outlier_detection: Option<OutlierDetection>,
+    /// The protocol requests go upstream with (DestinationRule
+    /// useClientProtocol / h2UpgradePolicy, the service port's protocol).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Requests over one connection's lifetime, then it is retired
+    /// (connectionPool.http.maxRequestsPerConnection). `None`: no bound.
+    #[serde(default)]
+    pub max_requests_per_connection: Option<u64>,
+    /// Streams at once per HTTP/2 connection (connectionPool.http.
+    /// maxConcurrentStreams); the peer's SETTINGS may lower it.
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+}
+
+/// How requests to a cluster are sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    Http2,
+    /// The client's own: HTTP/2 for an HTTP/2 request, else HTTP/1.1.
+    Client,
 }
 
 /// Istio's OutlierDetection: an endpoint that fails N times in a row is taken

@@ -324,6 +324,9 @@ mod tests {
             load_balancer: Default::default(),
             max_requests: None,
             outlier_detection: None,
+            protocol: Default::default(),
+            max_requests_per_connection: None,
+            max_concurrent_streams: None,
         };
         let cluster = Cluster::compile(&spec, &EndpointIds::default()).unwrap();
         Mirror {

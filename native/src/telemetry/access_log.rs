@@ -123,6 +123,9 @@ pub struct Record {
     pub hop: Hop,
     pub request_id: String,
     pub method: String,
+    /// The client's protocol on primary lines (`HTTP/1.1`, `HTTP/2`); the
+    /// protocol the copy went in on mirror lines.
+    pub protocol: &'static str,
     pub authority: String,
     pub path: String,
     pub virtual_service: Option<String>,
@@ -153,6 +156,7 @@ impl Record {
             hop,
             request_id: String::new(),
             method: String::new(),
+            protocol: "",
             authority: String::new(),
             path: String::new(),
             virtual_service: None,
@@ -188,6 +192,7 @@ impl PendingLine {
         };
         record.request_id = text(request.headers.get("x-request-id"));
         record.method = request.method.to_string();
+        record.protocol = protocol_label(request.version);
         record.authority = match request.uri.authority() {
             Some(a) => a.to_string(),
             None => text(request.headers.get(http::header::HOST)),
@@ -205,8 +210,15 @@ impl PendingLine {
     }
 
     /// The line of a mirror copy of this request, to be finished by the copy.
-    pub fn for_mirror(&self, host: &str, subset: Option<&str>, authority: String) -> Self {
+    pub fn for_mirror(
+        &self,
+        host: &str,
+        subset: Option<&str>,
+        authority: String,
+        protocol: &'static str,
+    ) -> Self {
         let mut record = self.record.clone();
+        record.protocol = protocol;
         record.hop = Hop::Mirror;
         record.destination = Some(host.to_owned());
         record.subset = subset.map(str::to_owned);
@@ -225,6 +237,17 @@ impl PendingLine {
         self.record.bytes_in = self.bytes_in.load(Relaxed);
         self.record.bytes_out = bytes_out;
         self.log.write(&self.record);
+    }
+}
+
+/// How the access log names an HTTP version.
+pub fn protocol_label(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
     }
 }
 

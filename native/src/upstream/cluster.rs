@@ -10,9 +10,11 @@ use http::uri::Authority;
 use crate::http::local_reply::LocalReply;
 use crate::http::retry::TryOutcome;
 use crate::sampling::WeightedPicker;
-use crate::snapshot::{self, LoadBalancer};
+use crate::snapshot::{self, LoadBalancer, UpstreamProtocol};
+use crate::upstream::multiplex::Sharing;
 use crate::upstream::outlier::{Health, Outliers};
-use crate::upstream::pool::EndpointIds;
+use crate::upstream::pool::{EndpointIds, Target};
+use crate::upstream::protocol::Wire;
 
 /// Longest smooth round-robin schedule precomputed; past it weights are honoured
 /// by weighted random picks instead.
@@ -62,6 +64,10 @@ pub struct Cluster {
     max_requests: Option<u32>,
     in_flight: AtomicU32,
     outliers: Option<Outliers>,
+    /// How requests go to the endpoints, and the HTTP/2 connections' bounds.
+    pub protocol: UpstreamProtocol,
+    pub max_requests_per_connection: Option<u64>,
+    pub max_concurrent_streams: u32,
 }
 
 impl Cluster {
@@ -126,6 +132,12 @@ impl Cluster {
             max_requests: c.max_requests,
             in_flight: AtomicU32::new(0),
             outliers,
+            protocol: c.protocol,
+            max_requests_per_connection: c.max_requests_per_connection,
+            max_concurrent_streams: c
+                .max_concurrent_streams
+                .unwrap_or_else(snapshot::defaults::upstream_max_concurrent_streams)
+                .max(1),
         })
     }
 
@@ -134,6 +146,20 @@ impl Cluster {
     #[inline]
     pub fn pick_for_mirror(&self) -> Result<&Endpoint, Unavailable> {
         self.pick_where(|e| !self.is_ejected(e) && e.health.backoff.admits())
+    }
+
+    /// Where a request to `endpoint` goes, in `wire`, with this cluster's
+    /// bounds on sharing a connection.
+    pub fn target<'e>(&self, endpoint: &'e Endpoint, wire: Wire) -> Target<'e> {
+        Target {
+            endpoint: endpoint.id,
+            authority: &endpoint.authority,
+            wire,
+            sharing: Sharing {
+                max_streams: self.max_concurrent_streams,
+                max_requests: self.max_requests_per_connection,
+            },
+        }
     }
 
     /// The endpoint at `index` (its `index` field).
@@ -353,6 +379,9 @@ mod tests {
                 load_balancer: lb,
                 max_requests: max,
                 outlier_detection: None,
+                protocol: Default::default(),
+                max_requests_per_connection: None,
+                max_concurrent_streams: None,
             },
             &EndpointIds::default(),
         )
@@ -440,6 +469,9 @@ mod tests {
                     base_ejection_time_ms: 30_000,
                     max_ejection_percent: max_percent,
                 }),
+                protocol: Default::default(),
+                max_requests_per_connection: None,
+                max_concurrent_streams: None,
             },
             &EndpointIds::default(),
         )
@@ -500,6 +532,9 @@ mod tests {
                     load_balancer: LoadBalancer::RoundRobin,
                     max_requests: None,
                     outlier_detection: None,
+                    protocol: Default::default(),
+                    max_requests_per_connection: None,
+                    max_concurrent_streams: None,
                 },
                 &EndpointIds::default(),
             )

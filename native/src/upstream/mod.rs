@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod dial;
 pub mod gauges;
+pub mod multiplex;
 pub mod outlier;
 pub mod pool;
 pub mod protocol;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use crate::snapshot::UpstreamSettings;
 use gauges::{ConnectionGauges, Role};
+use multiplex::Http2Settings;
 use pool::{Pool, PoolSettings};
 
 /// Bytes a mirror's answer head may take, as a request head may by default
@@ -47,6 +49,16 @@ impl Upstreams {
                 max_idle_per_endpoint: settings.pool_max_idle_per_endpoint as usize,
                 max_head_bytes: (role == Role::Mirror).then_some(MIRROR_MAX_HEAD_BYTES),
                 receive_buffer: (role == Role::Mirror).then_some(MIRROR_RECEIVE_BUFFER),
+                http2: match role {
+                    Role::Primary => Http2Settings::default(),
+                    // A mirror's answers are read only to a bound: small
+                    // windows keep what it can push unread small too.
+                    Role::Mirror => Http2Settings {
+                        stream_window: 64 * 1024,
+                        connection_window: 1024 * 1024,
+                        max_header_list: MIRROR_MAX_HEAD_BYTES as u32,
+                    },
+                },
             },
             gauges: gauges.clone(),
         };

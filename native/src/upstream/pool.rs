@@ -1,7 +1,8 @@
 //! Upstream connection pools: keep-alive HTTP/1.1 connections kept per worker
 //! thread and per endpoint, so taking and returning one touches no lock and
-//! hashes nothing (endpoints carry small integer ids). Primaries and mirrors
-//! have separate pools: a mirror can never take a primary's connection.
+//! hashes nothing (endpoints carry small integer ids); HTTP/2 streams on the
+//! thread's shared connections (`multiplex`). Primaries and mirrors have
+//! separate pools: a mirror can never take a primary's connection.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::upstream::dial::dial;
 use crate::upstream::gauges::{ConnectionGauges, Counted, Role};
+use crate::upstream::multiplex::{self, Http2Settings, Multiplexed, Sharing, StreamSlot};
+use crate::upstream::protocol::Wire;
 
 /// Stable small ids for endpoint authorities, shared by every snapshot of an
 /// engine so that a reload keeps its warm connections.
@@ -38,6 +41,8 @@ impl EndpointIds {
 
 struct IdleConn<B> {
     sender: SendRequest<B>,
+    /// Requests it has carried.
+    sent: u64,
     /// When the pool's idle timeout closes it, checked out or not.
     expires: Instant,
 }
@@ -56,13 +61,7 @@ impl<B> Default for IdleLists<B> {
 }
 
 /// A request body type with its own per-thread pool.
-pub trait PooledBody:
-    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-    + Send
-    + Unpin
-    + Sized
-    + 'static
-{
+pub trait PooledBody: Multiplexed {
     fn idle() -> &'static LocalKey<RefCell<IdleLists<Self>>>;
 }
 
@@ -78,6 +77,18 @@ pub struct PoolSettings {
     pub max_head_bytes: Option<usize>,
     /// The kernel receive buffer of each connection; `None`: autotuned.
     pub receive_buffer: Option<usize>,
+    /// How HTTP/2 connections are opened.
+    pub http2: Http2Settings,
+}
+
+/// Where one request goes, in which protocol, and how far its connection
+/// may be shared.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub endpoint: u32,
+    pub authority: &'a http::uri::Authority,
+    pub wire: Wire,
+    pub sharing: Sharing,
 }
 
 /// How often each worker closes its idle connections past their timeout.
@@ -104,25 +115,47 @@ pub enum SendError {
     Exchange(hyper::Error),
 }
 
-/// A connection on loan to one exchange; it goes back to the pool of the
-/// thread that finishes reading the response.
-pub struct Loan<B: PooledBody> {
-    sender: SendRequest<B>,
-    endpoint: u32,
-    max_idle: usize,
-    idle_timeout: Duration,
+/// What an exchange holds of its connection until its response is read.
+pub enum Loan<B: PooledBody> {
+    /// An HTTP/1.1 connection; it goes back to the pool of the thread that
+    /// finishes reading the response.
+    Http1(Kept<B>),
+    /// A stream on a shared HTTP/2 connection: its place among the open ones.
+    Http2(StreamSlot),
 }
 
 impl<B: PooledBody> Loan<B> {
     fn give_back(self) {
-        if self.sender.is_closed() {
+        match self {
+            Self::Http1(kept) => kept.give_back(),
+            Self::Http2(slot) => drop(slot),
+        }
+    }
+}
+
+/// An HTTP/1.1 connection on loan to one exchange.
+pub struct Kept<B: PooledBody> {
+    sender: SendRequest<B>,
+    endpoint: u32,
+    sent: u64,
+    max_requests: Option<u64>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl<B: PooledBody> Kept<B> {
+    fn give_back(self) {
+        if self.sender.is_closed() || self.max_requests.is_some_and(|max| self.sent >= max) {
+            // Closed by the peer, or retired after its lifetime's requests.
             return;
         }
         let Self {
             sender,
             endpoint,
+            sent,
             max_idle,
             idle_timeout,
+            ..
         } = self;
         B::idle().with(|idle| {
             let mut idle = idle.borrow_mut();
@@ -134,6 +167,7 @@ impl<B: PooledBody> Loan<B> {
             if list.len() < max_idle {
                 list.push(IdleConn {
                     sender,
+                    sent,
                     expires: Instant::now() + idle_timeout,
                 });
             }
@@ -150,29 +184,46 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Sends `request` (origin-form target) to `authority`, on an idle
-    /// connection of this thread when there is one. A pooled connection that
-    /// turns out closed before the request went out is skipped transparently.
+    /// Sends `request` (a head made by `protocol::for_upstream`) to the
+    /// target's endpoint in its protocol, on a pooled connection (HTTP/1.1)
+    /// or stream (HTTP/2) of this thread when there is one. A pooled
+    /// connection that turns out closed before the request went out is
+    /// skipped transparently.
     pub async fn send<B: PooledBody>(
         &self,
-        endpoint: u32,
-        authority: &http::uri::Authority,
+        target: Target<'_>,
+        request: Request<B>,
+    ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
+        let (mut parts, body) = request.into_parts();
+        super::protocol::to_wire(&mut parts, target.wire, target.authority);
+        let request = Request::from_parts(parts, body);
+        match target.wire {
+            Wire::Http1 => self.send_http1(target, request).await,
+            Wire::Http2 => self.send_http2(target, request).await,
+        }
+    }
+
+    async fn send_http1<B: PooledBody>(
+        &self,
+        target: Target<'_>,
         mut request: Request<B>,
     ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
         loop {
-            let (mut sender, reused) = match self.checkout::<B>(endpoint) {
-                Some(sender) => (sender, true),
-                None => (self.connect::<B>(authority).await?, false),
+            let (mut sender, sent, reused) = match self.checkout::<B>(target.endpoint) {
+                Some((sender, sent)) => (sender, sent, true),
+                None => (self.connect::<B>(target.authority).await?, 0, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    let loan = Loan {
+                    let loan = Kept {
                         sender,
-                        endpoint,
+                        endpoint: target.endpoint,
+                        sent: sent + 1,
+                        max_requests: target.sharing.max_requests,
                         max_idle: self.settings.max_idle_per_endpoint,
                         idle_timeout: self.settings.idle_timeout,
                     };
-                    return Ok((response, loan));
+                    return Ok((response, Loan::Http1(loan)));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Never written: safe to send on another connection.
@@ -183,7 +234,39 @@ impl Pool {
         }
     }
 
-    fn checkout<B: PooledBody>(&self, endpoint: u32) -> Option<SendRequest<B>> {
+    async fn send_http2<B: PooledBody>(
+        &self,
+        target: Target<'_>,
+        mut request: Request<B>,
+    ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
+        loop {
+            let (mut sender, slot, reused) =
+                match multiplex::checkout::<B>(target.endpoint, target.sharing) {
+                    Some((sender, slot)) => (sender, slot, true),
+                    None => {
+                        let io = self.dial(target.authority).await?;
+                        let sender = multiplex::handshake(io, self.settings.http2)
+                            .await
+                            .map_err(SendError::Exchange)?;
+                        let idle = self.settings.idle_timeout;
+                        let (sender, slot) =
+                            multiplex::add(target.endpoint, sender, target.sharing, idle);
+                        (sender, slot, false)
+                    }
+                };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Loan::Http2(slot))),
+                Err(mut failed) => match failed.take_message() {
+                    // Refused before it was sent (GOAWAY, closed): another
+                    // connection may take it.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Exchange(failed.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout<B: PooledBody>(&self, endpoint: u32) -> Option<(SendRequest<B>, u64)> {
         let now = Instant::now();
         B::idle().with(|idle| {
             let mut idle = idle.borrow_mut();
@@ -200,7 +283,7 @@ impl Pool {
                 let mut cx = Context::from_waker(Waker::noop());
                 match conn.sender.poll_ready(&mut cx) {
                     Poll::Ready(Ok(())) => {
-                        found = Some(conn.sender);
+                        found = Some((conn.sender, conn.sent));
                         break;
                     }
                     // Still finishing its last exchange (its task has not run
@@ -215,10 +298,8 @@ impl Pool {
         })
     }
 
-    async fn connect<B: PooledBody>(
-        &self,
-        authority: &http::uri::Authority,
-    ) -> Result<SendRequest<B>, SendError> {
+    /// A connection to `authority`, counted in the role's gauges.
+    async fn dial(&self, authority: &http::uri::Authority) -> Result<Counted, SendError> {
         let stream = dial(
             authority,
             self.settings.connect_timeout,
@@ -226,10 +307,17 @@ impl Pool {
         )
         .await
         .map_err(|_| SendError::Connect)?;
-        let io = Counted::new(
+        Ok(Counted::new(
             TokioIo::new(stream),
             self.gauges.gauge(self.role, authority.as_str()),
-        );
+        ))
+    }
+
+    async fn connect<B: PooledBody>(
+        &self,
+        authority: &http::uri::Authority,
+    ) -> Result<SendRequest<B>, SendError> {
+        let io = self.dial(authority).await?;
         let mut builder = http1::Builder::new();
         if let Some(max) = self.settings.max_head_bytes {
             // hyper's floor for its read buffer is 8 KiB.

@@ -1,0 +1,156 @@
+"""gRPC through pymirror with real grpcio clients and servers: the client speaks HTTP/2
+with prior knowledge (h2c), the destination's port says GRPC so pymirror speaks HTTP/2
+upstream, and every call is copied to v2. Users get v1's answers, statuses and trailers;
+v2 receives each call with the same messages; a slow or dead v2 changes nothing."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from support.grpc_peer import GrpcPeer, method
+
+from pymirror import Proxy
+
+pytestmark = pytest.mark.e2e
+
+HOST = "reviews"
+
+
+def grpc_config(v1: GrpcPeer, v2: GrpcPeer, *, mirror: float = 100.0, extra: str = "") -> str:
+    """The seed layout with a gRPC service port: its protocol makes the upstream HTTP/2."""
+    return f"""
+listeners:
+  - address: 127.0.0.1:0
+    host: {HOST}
+services:
+  {HOST}:
+    ports: [{{number: 9090, name: grpc-api, protocol: GRPC}}]
+    endpoints:
+      - {{address: 127.0.0.1, ports: {{grpc-api: {v1.port}}}, labels: {{version: v1}}}}
+      - {{address: 127.0.0.1, ports: {{grpc-api: {v2.port}}}, labels: {{version: v2}}}}
+    subsets:
+      v1: {{version: v1}}
+      v2: {{version: v2}}
+virtualServices:
+  - name: {HOST}
+    hosts: [{HOST}]
+    http:
+      - route:
+          - destination: {{host: {HOST}, subset: v1}}
+        mirror: {{host: {HOST}, subset: v2}}
+        mirrorPercentage: {{value: {mirror}}}{extra}
+"""
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[GrpcPeer, GrpcPeer]]:
+    v1, v2 = GrpcPeer("v1"), GrpcPeer("v2")
+    try:
+        yield v1, v2
+    finally:
+        v1.stop()
+        v2.stop()
+
+
+def channel(address: str) -> grpc.Channel:
+    # The authority routes the call, as Host does; no proxy from the environment.
+    options = [("grpc.default_authority", HOST), ("grpc.enable_http_proxy", 0)]
+    return grpc.insecure_channel(address, options=options)
+
+
+def test_unary_call_is_answered_by_v1_and_copied_to_v2(peers) -> None:
+    v1, v2 = peers
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        call = ch.unary_unary(method("Unary"))
+        answer, state = call.with_call(b"hello", timeout=10)
+        assert answer == b"v1:hello"
+        assert state.code() == grpc.StatusCode.OK
+        [copy] = v2.wait_for(1)
+        [primary] = v1.calls
+    assert (copy.method, copy.requests) == ("Unary", [b"hello"])
+    assert copy.metadata["x-request-id"] == primary.metadata["x-request-id"]
+
+
+def test_server_streaming_answers_arrive_in_order(peers) -> None:
+    v1, v2 = peers
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        answers = list(ch.unary_stream(method("ServerStream"))(b"r", timeout=10))
+        [copy] = v2.wait_for(1)
+    assert answers == [b"v1:0:r", b"v1:1:r", b"v1:2:r"]
+    assert copy.requests == [b"r"]
+
+
+def test_client_streaming_copies_every_message(peers) -> None:
+    v1, v2 = peers
+    sent = [b"a", b"bb", b"c" * 70_000]  # the last one spans several HTTP/2 DATA frames
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        answer = ch.stream_unary(method("ClientStream"))(iter(sent), timeout=10)
+        [copy] = v2.wait_for(1)
+    assert answer == b"v1:" + b"|".join(sent)
+    assert copy.requests == sent
+    assert v1.calls[0].requests == sent
+
+
+def test_bidirectional_stream_is_answered_as_it_goes(peers) -> None:
+    v1, v2 = peers
+    sent = [f"m{i}".encode() for i in range(20)]
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        answers = list(ch.stream_stream(method("Bidi"))(iter(sent), timeout=10))
+        [copy] = v2.wait_for(1)
+    assert answers == [b"v1:" + m for m in sent]
+    assert copy.requests == sent
+
+
+def test_status_details_and_trailers_reach_the_user(peers) -> None:
+    v1, v2 = peers
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        with pytest.raises(grpc.RpcError) as failed:
+            ch.unary_unary(method("Fail"))(b"x", timeout=10)
+        v2.wait_for(1)
+    error = failed.value
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "no such review"
+    assert ("x-trailer", "t-v1") in tuple(error.trailing_metadata())
+
+
+def test_the_deadline_ends_the_call_and_goes_upstream_less_the_time_spent(peers) -> None:
+    v1, v2 = peers
+    # 300 ms of the client's 800 ms are spent in the proxy (a fault delay) before the
+    # call goes upstream: v1 must be told what is left, not the 800 ms the client set.
+    delay = "\n        fault: {delay: {fixedDelay: 300ms, percentage: {value: 100}}}"
+    with Proxy(grpc_config(v1, v2, extra=delay)) as proxy, channel(proxy.addresses[0]) as ch:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as failed:
+            ch.unary_unary(method("Slow"))(b"x", timeout=0.8, metadata=(("x-delay-ms", "3000"),))
+        elapsed = time.monotonic() - started
+        [primary] = v1.wait_for(1)
+    assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 2.5  # not the 3 s v1 sleeps
+    assert primary.time_remaining is not None
+    assert 0.1 < primary.time_remaining < 0.6, primary.time_remaining
+
+
+def test_a_slow_mirror_changes_nothing_for_users(peers) -> None:
+    v1, _ = peers
+    slow = GrpcPeer("v2", delay=3.0)
+    try:
+        with Proxy(grpc_config(v1, slow)) as proxy, channel(proxy.addresses[0]) as ch:
+            call = ch.unary_unary(method("Unary"))
+            answers = [call(f"u{i}".encode(), timeout=10) for i in range(20)]
+            # Every user call is done while v2 still sleeps on the first copy.
+            assert slow.calls == []
+        assert answers == [f"v1:u{i}".encode() for i in range(20)]
+    finally:
+        slow.stop()
+
+
+def test_a_dead_mirror_changes_nothing_for_users(peers) -> None:
+    v1, v2 = peers
+    v2.stop()
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        call = ch.unary_unary(method("Unary"))
+        answers = [call(f"u{i}".encode(), timeout=10) for i in range(10)]
+    assert answers == [f"v1:u{i}".encode() for i in range(10)]
