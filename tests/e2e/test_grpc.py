@@ -5,21 +5,31 @@ v2 receives each call with the same messages; a slow or dead v2 changes nothing.
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
 
 import grpc
 import pytest
+from conftest import settle
 from support.grpc_peer import GrpcPeer, method
+from support.h2_mirror import HostileH2Mirror
 
-from pymirror import Proxy
+from pymirror import Proxy, ServerOptions
 
 pytestmark = pytest.mark.e2e
 
 HOST = "reviews"
 
 
-def grpc_config(v1: GrpcPeer, v2: GrpcPeer, *, mirror: float = 100.0, extra: str = "") -> str:
+class Listening(Protocol):
+    port: int
+
+
+def grpc_config(v1: Listening, v2: Listening, *, mirror: float = 100.0, extra: str = "") -> str:
     """The seed layout with a gRPC service port: its protocol makes the upstream HTTP/2."""
     return f"""
 listeners:
@@ -154,3 +164,110 @@ def test_a_dead_mirror_changes_nothing_for_users(peers) -> None:
         call = ch.unary_unary(method("Unary"))
         answers = [call(f"u{i}".encode(), timeout=10) for i in range(10)]
     assert answers == [f"v1:u{i}".encode() for i in range(10)]
+
+
+def test_access_log_has_protocol_and_grpc_status_on_both_hops(peers, tmp_path: Path) -> None:
+    v1, v2 = peers
+    log = tmp_path / "access.log"
+    proxy = Proxy(grpc_config(v1, v2), options=ServerOptions(access_log=str(log)))
+    with proxy, channel(proxy.addresses[0]) as ch:
+        ch.unary_unary(method("Unary"))(b"ok", timeout=10)
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary(method("Fail"))(b"x", timeout=10)
+        v2.wait_for(2)
+        settle(proxy)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    by = {(line["hop"], line["path"]): line for line in lines}
+    ok, failed = method("Unary"), method("Fail")
+    for hop in ("primary", "mirror"):
+        assert by[(hop, ok)]["protocol"] == "HTTP/2"
+        assert by[(hop, ok)]["grpc_status"] == 0
+        assert by[(hop, failed)]["grpc_status"] == 5  # NOT_FOUND, from the trailers
+        assert by[(hop, failed)]["status"] == 200
+
+
+def test_no_endpoint_is_a_grpc_unavailable_not_an_http_503(peers) -> None:
+    v1, v2 = peers
+    # v1's subset selects nothing reachable: its only endpoint refuses connections.
+    v1.stop()
+    with (
+        Proxy(grpc_config(v1, v2, mirror=0.0)) as proxy,
+        channel(proxy.addresses[0]) as ch,
+        pytest.raises(grpc.RpcError) as failed,
+    ):
+        ch.unary_unary(method("Unary"))(b"x", timeout=10)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "upstream" in (failed.value.details() or "")
+
+
+def test_http1_client_gets_grpc_trailers_as_chunked_trailers(peers) -> None:
+    """An HTTP/1.1 client that says `TE: trailers` to a gRPC (HTTP/2) upstream: the
+    message and its grpc-status arrive, the status as a chunked trailer field."""
+    v1, v2 = peers
+    message = b"hello"
+    framed = b"\x00" + len(message).to_bytes(4, "big") + message  # gRPC length prefix
+    with Proxy(grpc_config(v1, v2)) as proxy:
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                f"POST {method('Unary')} HTTP/1.1\r\nHost: {HOST}\r\n"
+                "Content-Type: application/grpc\r\nTE: trailers\r\nConnection: TE\r\n"
+                f"Content-Length: {len(framed)}\r\n\r\n".encode()
+                + framed
+            )
+            raw = b""
+            while not raw.endswith(b"\r\n\r\n") or b"0\r\n" not in raw:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        v2.wait_for(1)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    answer = b"v1:hello"
+    assert b"\x00" + len(answer).to_bytes(4, "big") + answer in body
+    last_chunk = body[body.rindex(b"\r\n0\r\n") :]
+    assert b"grpc-status: 0" in last_chunk.lower(), body
+
+
+def test_a_mirror_that_resets_every_stream_changes_nothing_for_users(peers) -> None:
+    v1, _ = peers
+    hostile = HostileH2Mirror("reset")
+    n = 20
+    try:
+        with Proxy(grpc_config(v1, hostile)) as proxy, channel(proxy.addresses[0]) as ch:
+            call = ch.unary_unary(method("Unary"))
+            answers = [call(f"u{i}".encode(), timeout=10) for i in range(n)]
+            mirror = settle(proxy)
+    finally:
+        hostile.stop()
+    assert answers == [f"v1:u{i}".encode() for i in range(n)]
+    assert hostile.resets == n
+    assert (mirror["failed"], mirror["answered"]) == (n, 0)
+    assert mirror["failures"]["reset"] == n
+
+
+def test_a_mirror_that_never_reads_holds_no_user_stream(peers) -> None:
+    """Client-streaming calls of 1 MiB each while the mirror reads nothing: HTTP/2 flow
+    control stops the copies, their bounded buffers fill, and they are cut and counted;
+    the users' streams run at their own pace."""
+    v1, _ = peers
+    stalled = HostileH2Mirror("stall")
+    messages = [bytes([i]) * 64 * 1024 for i in range(16)]  # 1 MiB per call
+    budget = "\nmirrorDefaults: {maxBodyBytes: 256KiB, timeout: 3s}"
+    try:
+        config = grpc_config(v1, stalled) + budget
+        with Proxy(config) as proxy, channel(proxy.addresses[0]) as ch:
+            call = ch.stream_unary(method("ClientStream"))
+            started = time.monotonic()
+            answers = [call(iter(messages), timeout=10) for _ in range(3)]
+            elapsed = time.monotonic() - started
+            # Copies are counted when they end: at their timeout, stalled as they are.
+            mirror = settle(proxy)
+    finally:
+        stalled.stop()
+    assert answers == [b"v1:" + b"|".join(messages)] * 3
+    # Inside the copies' 3 s timeout: no user waited for a copy.
+    assert elapsed < 3, elapsed
+    assert mirror["dropped"]["body_buffer"] == 3, mirror

@@ -15,16 +15,24 @@ from pathlib import Path
 import pytest
 from conftest import seed_config
 from support.client import Client
+from support.h2_frames import (
+    CANCEL,
+    CONTINUATION,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    Frame,
+    frame,
+    frames_in,
+)
 
 from pymirror import Proxy
 
 pytestmark = pytest.mark.e2e
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-# Frame types and flags (RFC 9113 6).
-DATA, HEADERS, RST_STREAM, SETTINGS, GOAWAY, CONTINUATION = 0x0, 0x1, 0x3, 0x4, 0x7, 0x9
-END_STREAM, END_HEADERS = 0x1, 0x4
-CANCEL = 0x8
 
 
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -34,15 +42,6 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=20,
         check=False,
-    )
-
-
-def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes([kind, flags])
-        + struct.pack(">I", stream)
-        + payload
     )
 
 
@@ -62,29 +61,15 @@ def get_block(path: bytes = b"/", authority: bytes = b"reviews") -> bytes:
     )
 
 
-def read_frames(
-    sock: socket.socket, until: int, limit: float = 10.0
-) -> list[tuple[int, int, bytes]]:
+def read_frames(sock: socket.socket, until: int, limit: float = 10.0) -> list[Frame]:
     """Frames the peer sends until one of type `until` arrives or it closes."""
     sock.settimeout(limit)
-    frames, buffer = [], b""
-    while True:
-        while len(buffer) >= 9:
-            length = int.from_bytes(buffer[:3], "big")
-            if len(buffer) < 9 + length:
-                break
-            kind, flags = buffer[3], buffer[4]
-            frames.append((kind, flags, buffer[9 : 9 + length]))
-            buffer = buffer[9 + length :]
-            if kind == until:
-                return frames
-        try:
-            chunk = sock.recv(65536)
-        except (ConnectionResetError, TimeoutError):
-            return frames
-        if not chunk:
-            return frames
-        buffer += chunk
+    frames = []
+    for f in frames_in(sock):
+        frames.append(f)
+        if f.kind == until:
+            break
+    return frames
 
 
 def test_h2c_and_http1_on_one_port_both_mirrored(backend) -> None:
@@ -161,7 +146,7 @@ def test_rapid_reset_flood_ends_that_connection_only(backend) -> None:
             "--http2-prior-knowledge", "-H", "Host: reviews", f"http://{proxy.addresses[0]}/h2"
         )
         assert h2.stdout == "v1", h2.stderr
-    assert any(kind == GOAWAY for kind, _, _ in frames), [k for k, _, _ in frames][:20]
+    assert any(f.kind == GOAWAY for f in frames), [f.kind for f in frames][:20]
     flooded = sum(1 for s in v1.seen if s.path == "/flood")
     assert flooded < attempts // 10, f"{flooded} of {attempts} reset streams were forwarded"
 

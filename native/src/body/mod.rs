@@ -14,7 +14,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::telemetry::{ClosedList, DropReason};
 
@@ -120,12 +120,22 @@ impl TapState {
     }
 }
 
+/// What a copy's body carries: the client's chunks, then its trailer fields.
+#[derive(Debug)]
+enum Piece {
+    Data(Reserved),
+    Trailers(http::HeaderMap),
+}
+
 /// The sending end of one mirror copy's body.
 #[derive(Debug)]
 struct Tap {
-    tx: Option<mpsc::Sender<Reserved>>,
+    tx: Option<mpsc::Sender<Piece>>,
     state: Arc<TapState>,
     budget: Arc<MirrorBudget>,
+    /// Tells the copy at once that it was cut: a copy whose mirror reads
+    /// nothing would otherwise learn it only at its timeout.
+    notice: Option<oneshot::Sender<()>>,
 }
 
 impl Tap {
@@ -139,7 +149,7 @@ impl Tap {
         let Some(reserved) = self.budget.reserve(chunk) else {
             return self.cut(DropReason::BufferBudget);
         };
-        match tx.try_send(reserved) {
+        match tx.try_send(Piece::Data(reserved)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.cut(DropReason::BodyBuffer),
             // The copy already ended (failed, timed out): stop feeding it.
@@ -147,15 +157,43 @@ impl Tap {
         }
     }
 
+    /// The client's trailer fields: the last piece; a full buffer cuts the
+    /// copy as a chunk would.
+    fn offer_trailers(&mut self, trailers: &http::HeaderMap) {
+        let Some(tx) = self.tx.take() else { return };
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            tx.try_send(Piece::Trailers(trailers.clone()))
+        {
+            self.cut(DropReason::BodyBuffer);
+        }
+    }
+
     fn cut(&mut self, reason: DropReason) {
         self.state.cut(reason);
         self.tx = None;
+        if let Some(notice) = self.notice.take() {
+            let _ = notice.send(());
+        }
+    }
+}
+
+/// Resolves when a copy's body is cut; never, if it is not.
+#[derive(Debug)]
+pub struct CutNotice(oneshot::Receiver<()>);
+
+impl CutNotice {
+    pub async fn cut(self) {
+        if self.0.await.is_err() {
+            // The body ended whole (the tap is gone uncut): nothing will come.
+            std::future::pending::<()>().await;
+        }
     }
 }
 
 /// Creates a mirror copy's body and the tap that feeds it.
 pub fn tap(max_bytes: u64, budget: &Arc<MirrorBudget>) -> (TapHandle, MirrorBody) {
     let (tx, rx) = mpsc::channel(TAP_CHUNKS);
+    let (notice, cut_notice) = oneshot::channel();
     let state = Arc::new(TapState {
         queued_bytes: AtomicU64::new(0),
         max_bytes,
@@ -166,10 +204,12 @@ pub fn tap(max_bytes: u64, budget: &Arc<MirrorBudget>) -> (TapHandle, MirrorBody
             tx: Some(tx),
             state: state.clone(),
             budget: budget.clone(),
+            notice: Some(notice),
         }),
         MirrorBody {
             rx: Some(rx),
             state: Some(state),
+            cut_notice: Some(CutNotice(cut_notice)),
         },
     )
 }
@@ -253,12 +293,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for RequestBody<B> {
                     if inner.is_end_stream() {
                         this.taps.clear();
                     }
-                } else {
+                } else if let Some(trailers) = frame.trailers_ref() {
                     // Trailers are the last frame; hyper's client drops the body
                     // after them without polling to the end. The copies end
-                    // whole, without the fields: the primary gets none either,
-                    // as hyper only sends fields a `Trailer` header declares and
-                    // that header is stripped as hop-by-hop.
+                    // whole, with the same fields as the primary (over HTTP/1.1
+                    // hyper sends those its `Trailer` header declares).
+                    this.taps
+                        .iter_mut()
+                        .for_each(|t| t.offer_trailers(trailers));
                     this.taps.clear();
                 }
             }
@@ -304,8 +346,9 @@ impl<B> Drop for RequestBody<B> {
 /// error if the tap was cut (so the copy is abandoned, never sent short).
 #[derive(Debug, Default)]
 pub struct MirrorBody {
-    rx: Option<mpsc::Receiver<Reserved>>,
+    rx: Option<mpsc::Receiver<Piece>>,
     state: Option<Arc<TapState>>,
+    cut_notice: Option<CutNotice>,
 }
 
 impl MirrorBody {
@@ -331,7 +374,7 @@ impl Body for MirrorBody {
             return Poll::Ready(None);
         };
         match ready!(rx.poll_recv(cx)) {
-            Some(reserved) => {
+            Some(Piece::Data(reserved)) => {
                 let chunk = reserved.take();
                 if let Some(state) = &self.state {
                     state
@@ -339,6 +382,10 @@ impl Body for MirrorBody {
                         .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Some(Piece::Trailers(trailers)) => {
+                self.rx = None;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
             None => {
                 self.rx = None;
@@ -356,6 +403,11 @@ impl Body for MirrorBody {
 impl MirrorBody {
     pub fn state(&self) -> Option<Arc<TapState>> {
         self.state.clone()
+    }
+
+    /// What tells the copy that this body was cut (taken once).
+    pub fn take_cut_notice(&mut self) -> Option<CutNotice> {
+        self.cut_notice.take()
     }
 }
 
@@ -500,7 +552,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_chunked_body_with_trailers_ends_the_copy_whole() {
+    async fn a_chunked_body_with_trailers_ends_the_copy_whole_with_them() {
         let (handle, copy) = tap(1024, &MirrorBudget::new(u64::MAX));
         let state = copy.state().unwrap();
         let client = Client::chunked(vec![
@@ -510,7 +562,10 @@ mod tests {
         ]);
         let sent = send_as_hyper_does(RequestBody::new(client, vec![handle])).await;
         assert_eq!(sent, "hello");
-        assert_eq!(copy.collect().await.unwrap().to_bytes(), "hello");
+        let collected = copy.collect().await.unwrap();
+        let expected = trailers().into_trailers().unwrap();
+        assert_eq!(collected.trailers(), Some(&expected));
+        assert_eq!(collected.to_bytes(), "hello");
         assert_eq!(state.cut_reason(), None, "not taken for an aborted request");
     }
 

@@ -10,6 +10,7 @@ use http_body_util::Full;
 
 use super::capture::PrimaryCapture;
 use super::RequestBody;
+use crate::http::grpc;
 use crate::telemetry::access_log::PendingLine;
 use crate::upstream::pool::PooledResponse;
 
@@ -61,9 +62,16 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if this.line.is_some() {
+        if let Some(line) = this.line.as_mut() {
             match &frame {
-                Some(Ok(f)) => this.bytes_out += f.data_ref().map_or(0, |d| d.len() as u64),
+                Some(Ok(f)) => match f.data_ref() {
+                    Some(data) => this.bytes_out += data.len() as u64,
+                    None => {
+                        if let Some(status) = f.trailers_ref().and_then(grpc::status_in) {
+                            line.record.grpc_status = Some(status);
+                        }
+                    }
+                },
                 _ => this.finish(),
             }
         }

@@ -32,6 +32,38 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
+/// An answer to a gRPC request in gRPC's terms: the proxy's own as a gRPC
+/// error (a gRPC client reads `grpc-status`, not the HTTP status); an
+/// upstream's with its trailer fields declared for an HTTP/1.1 client.
+pub fn in_its_terms<B: Default>(mut response: Response<B>, http1: bool) -> Response<B> {
+    if let Some(&reply) = response.extensions().get::<LocalReply>() {
+        return answer(status_for(reply), reply.message());
+    }
+    if http1 {
+        declare_trailers(response.headers_mut());
+    }
+    response
+}
+
+/// Declares gRPC's trailer fields on an answer going to an HTTP/1.1 client,
+/// which otherwise receives none (an HTTP/2 answer need not declare them, and
+/// HTTP/1.1 sends only declared trailer fields). A trailers-only answer, whose
+/// status is in its headers, needs none.
+pub fn declare_trailers(headers: &mut HeaderMap) {
+    if headers.contains_key(GRPC_STATUS) || headers.contains_key(http::header::TRAILER) {
+        return;
+    }
+    headers.insert(
+        http::header::TRAILER,
+        HeaderValue::from_static("grpc-status, grpc-message, grpc-status-details-bin"),
+    );
+}
+
+/// The `grpc-status` in a header or trailer map, if any.
+pub fn status_in(fields: &HeaderMap) -> Option<u32> {
+    fields.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// The gRPC status for one of the proxy's own answers.
 pub fn status_for(reply: LocalReply) -> u32 {
     match reply {

@@ -14,15 +14,16 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Hop-by-hop headers (RFC 9110 7.6.1, plus the legacy ones proxies still see).
-/// Named once, so removing them parses nothing per request.
-static HOP_BY_HOP: [&HeaderName; 9] = [
+/// Named once, so removing them parses nothing per request. Not `Trailer`: it
+/// is end-to-end (RFC 9110 6.6.2), and hyper sends HTTP/1.1 trailer fields
+/// only when it declares them.
+static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
     &header::PROXY_AUTHENTICATE,
     &header::PROXY_AUTHORIZATION,
     &header::TE,
-    &header::TRAILER,
     &header::UPGRADE,
     &header::TRANSFER_ENCODING,
 ];

@@ -4,6 +4,7 @@
 //! a compared copy's pair handed on. What a copy costs does not grow with what
 //! the mirror sends.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,9 @@ use http_body_util::BodyExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::body::capture::{BodyCapture, Captured, CompareBudget, PrimaryReceiver};
+use crate::body::CutNotice;
 use crate::body::MirrorBody;
+use crate::http::grpc;
 use crate::http::headers::{self};
 use crate::http::retry::TryOutcome;
 use crate::mirror::compare::{CompareKey, CompareQueue, ComparedPair};
@@ -127,7 +130,9 @@ impl MirrorCopy {
                 return;
             }
         }
+        let mut request = request;
         let tap = request.body().state();
+        let cut = request.body_mut().take_cut_notice();
         let method = request.method().clone();
         let started = Instant::now();
         let reading = Reading {
@@ -140,17 +145,18 @@ impl MirrorCopy {
         };
         let target = cluster.endpoint(index);
         let exchange = exchange(&pool, &cluster, target, wire, request, reading);
-        let ended = match tokio::time::timeout(timeout, exchange).await {
-            Ok(ended) => ended,
-            Err(_) => {
-                cluster.record(target, TryOutcome::Timeout);
-                Ended::TimedOut
-            }
-        };
+        let ended = within(timeout, exchange, cut).await;
+        if matches!(ended, Ended::TimedOut) {
+            cluster.record(target, TryOutcome::Timeout);
+        }
         // A copy whose request body was cut is dropped for that reason, whatever came back.
         let mut ended = match (ended, tap.and_then(|t| t.cut_reason())) {
             (Ended::Failed(_), Some(reason)) => Ended::Dropped(reason),
             (ended, _) => ended,
+        };
+        let grpc_status = match &ended {
+            Ended::Answered(a) | Ended::Cut(a) => a.grpc_status,
+            _ => None,
         };
         let (status, bytes, mine) = ended.count(&stats, started);
         if let Some(slot) = compare {
@@ -164,6 +170,7 @@ impl MirrorCopy {
         }
         if let Some(line) = line.as_mut() {
             line.record.status = status;
+            line.record.grpc_status = grpc_status;
             line.record.outcome = Some(ended.label());
             if let Ended::Failed(reason) = ended {
                 line.record.reason = Some(reason.label());
@@ -173,6 +180,28 @@ impl MirrorCopy {
             line.finish(bytes);
         }
         drop(permit);
+    }
+}
+
+/// Runs the exchange within the copy's timeout, and no longer than its body
+/// stays whole: a copy cut while the mirror is still taking it (or taking
+/// nothing at all) ends now, its connection or stream with it.
+async fn within(
+    timeout: Duration,
+    exchange: impl Future<Output = Ended>,
+    cut: Option<CutNotice>,
+) -> Ended {
+    let cut = async {
+        match cut {
+            Some(notice) => notice.cut().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        result = tokio::time::timeout(timeout, exchange) => result.unwrap_or(Ended::TimedOut),
+        // Counted as dropped for the cut's reason by the caller.
+        () = cut => Ended::Failed(FailReason::Reset),
     }
 }
 
@@ -203,6 +232,8 @@ struct Answer {
     status: u16,
     bytes: u64,
     captured: Option<Captured>,
+    /// A gRPC answer's status (trailers, or headers when it had no body).
+    grpc_status: Option<u32>,
 }
 
 impl Ended {
@@ -296,6 +327,7 @@ async fn exchange(
             status,
             bytes: 0,
             captured: None,
+            grpc_status: None,
         });
     }
     read_body(
@@ -321,11 +353,15 @@ async fn read_body(
         .as_ref()
         .map(|budget| BodyCapture::new(reading.limit, budget));
     let mut bytes = 0u64;
+    let mut grpc_status = grpc::status_in(&headers);
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             return Ended::Failed(FailReason::BodyIncomplete);
         };
         let Some(data) = frame.data_ref() else {
+            if let Some(status) = frame.trailers_ref().and_then(grpc::status_in) {
+                grpc_status = Some(status);
+            }
             continue;
         };
         bytes += data.len() as u64;
@@ -343,6 +379,7 @@ async fn read_body(
                 status,
                 bytes,
                 captured,
+                grpc_status,
             });
         }
     }
@@ -351,6 +388,7 @@ async fn read_body(
         status,
         bytes,
         captured,
+        grpc_status,
     })
 }
 

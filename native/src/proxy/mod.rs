@@ -4,6 +4,7 @@
 //! retries (`forward`); and serving a tcp route's connection (`tcp`).
 
 pub mod forward;
+pub mod guard;
 pub mod request;
 pub mod session;
 pub mod shared;

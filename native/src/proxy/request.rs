@@ -1,5 +1,5 @@
-//! One request's way through the proxy, in named phases: guard (what may not be
-//! forwarded at all), select (virtual host, route, fault, destination), prepare
+//! One request's way through the proxy, in named phases: guard (what may not
+//! be forwarded at all, in `guard`), select (virtual host, route, fault, destination), prepare
 //! (the head that goes upstream), fan out (the sampled mirror copies), forward
 //! (to the primary) and respond (count, capture for comparison, response
 //! header rules). No Python, no lock.
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::Authority;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
@@ -22,12 +22,12 @@ use crate::body::capture::{Captured, PrimaryCapture};
 use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle};
 use crate::http::grpc;
 use crate::http::headers;
-use crate::http::inspect::Verdict;
 use crate::http::local_reply::{plain_response, LocalReply};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
 use crate::mirror::{runner, CompareSlot, Gate};
 use crate::proxy::forward::{self, Forward, UpstreamBody};
+use crate::proxy::guard;
 use crate::proxy::session::{self, SessionTo};
 use crate::proxy::{Connection, Published};
 use crate::route::{Action, Destination, Route};
@@ -42,25 +42,30 @@ pub async fn handle(
     // Every request gets an id, routed or not, so that log lines can name it.
     headers::ensure_request_id(request.headers_mut());
     let grpc = grpc::is_grpc(request.headers());
+    let http1 = request.version() < Version::HTTP_2;
     let Some(log) = conn.shared.access_log.clone() else {
-        let response = in_its_terms(proxy(request, &conn, &published, None).await, grpc);
+        let response = in_its_terms(proxy(request, &conn, &published, None).await, grpc, http1);
         return Ok(response.map(ClientBody::plain));
     };
     let (parts, body) = request.into_parts();
     let mut line = PendingLine::start(log, &parts);
     let request = Request::from_parts(parts, body);
     let response = proxy(request, &conn, &published, Some(&mut line)).await;
-    let response = in_its_terms(response, grpc);
+    let response = in_its_terms(response, grpc, http1);
+    line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();
     Ok(response.map(|body| ClientBody::logged(body, line)))
 }
 
-/// The proxy's own answer to a gRPC request in gRPC's terms: a gRPC client
-/// reads its status from `grpc-status`, not from the HTTP status.
-fn in_its_terms(response: Response<ResponseBody>, grpc: bool) -> Response<ResponseBody> {
-    match response.extensions().get::<LocalReply>() {
-        Some(&reply) if grpc => grpc::answer(grpc::status_for(reply), reply.message()),
-        _ => response,
+fn in_its_terms(
+    response: Response<ResponseBody>,
+    grpc: bool,
+    http1: bool,
+) -> Response<ResponseBody> {
+    if grpc {
+        grpc::in_its_terms(response, http1)
+    } else {
+        response
     }
 }
 
@@ -93,7 +98,7 @@ async fn route_and_forward(
     mut line: Option<&mut PendingLine>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
-    if let Err(reply) = guard(&request, conn) {
+    if let Err(reply) = guard::guard(&request, conn) {
         return reply.into_response();
     }
     let selected = match select(&request, connect, conn, published, line.as_deref_mut()).await {
@@ -143,47 +148,6 @@ async fn route_and_forward(
         started,
     };
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
-}
-
-// === guard ===
-
-/// What may not be forwarded at all: framing the inspector refused on the
-/// byte stream, framing or Host problems in the parsed head, a head over the
-/// listener's limit, a Host that is not a valid authority.
-fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), LocalReply> {
-    // Taken for every request, in order, before anything else can answer.
-    if let Some(verdict) = conn.findings.take() {
-        return Err(match verdict {
-            Verdict::AmbiguousFraming => LocalReply::AmbiguousFraming,
-            Verdict::RepeatedContentLength => LocalReply::RepeatedContentLength,
-            Verdict::BadChunk => LocalReply::BadRequestBody,
-        });
-    }
-    if let Some(refused) = headers::framing_problem(request.headers(), request.version()) {
-        return Err(refused);
-    }
-    let head_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
-        + request
-            .uri()
-            .path_and_query()
-            .map_or(1, |pq| pq.as_str().len());
-    if head_bytes > conn.max_header_bytes {
-        return Err(LocalReply::HeadersTooLarge);
-    }
-    // No Host that is not a valid authority reaches routing, a hop or a copy
-    // (an absolute-form target's authority stands in for it, RFC 9112 3.2.2).
-    let host = match request.uri().authority() {
-        Some(absolute) => Some(absolute.as_str().as_bytes()),
-        None => request.headers().get(HOST).map(HeaderValue::as_bytes),
-    };
-    if host.is_some_and(|h| !headers::valid_authority(h)) {
-        return Err(LocalReply::InvalidHost);
-    }
-    Ok(())
 }
 
 // === select ===

@@ -134,6 +134,10 @@ pub struct Record {
     pub subset: Option<String>,
     /// 0 when no response came (a failed or timed-out mirror copy).
     pub status: u16,
+    /// A gRPC call's `grpc-status` (from the answer's trailers, or its
+    /// headers when it had no body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
     pub duration_ms: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -163,6 +167,7 @@ impl Record {
             route: None,
             destination: None,
             subset: None,
+            grpc_status: None,
             status: 0,
             duration_ms: 0.0,
             bytes_in: 0,

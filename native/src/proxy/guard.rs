@@ -1,0 +1,50 @@
+//! The first phase of a request: what may not be forwarded at all, answered
+//! before routing sees it.
+
+use http::header::{HeaderValue, HOST};
+use http::Request;
+use hyper::body::Incoming;
+
+use crate::http::headers;
+use crate::http::inspect::Verdict;
+use crate::http::local_reply::LocalReply;
+use crate::proxy::Connection;
+
+/// What may not be forwarded at all: framing the inspector refused on the
+/// byte stream, framing or Host problems in the parsed head, a head over the
+/// listener's limit, a Host that is not a valid authority.
+pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), LocalReply> {
+    // Taken for every request, in order, before anything else can answer.
+    if let Some(verdict) = conn.findings.take() {
+        return Err(match verdict {
+            Verdict::AmbiguousFraming => LocalReply::AmbiguousFraming,
+            Verdict::RepeatedContentLength => LocalReply::RepeatedContentLength,
+            Verdict::BadChunk => LocalReply::BadRequestBody,
+        });
+    }
+    if let Some(refused) = headers::framing_problem(request.headers(), request.version()) {
+        return Err(refused);
+    }
+    let head_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |pq| pq.as_str().len());
+    if head_bytes > conn.max_header_bytes {
+        return Err(LocalReply::HeadersTooLarge);
+    }
+    // No Host that is not a valid authority reaches routing, a hop or a copy
+    // (an absolute-form target's authority stands in for it, RFC 9112 3.2.2).
+    let host = match request.uri().authority() {
+        Some(absolute) => Some(absolute.as_str().as_bytes()),
+        None => request.headers().get(HOST).map(HeaderValue::as_bytes),
+    };
+    if host.is_some_and(|h| !headers::valid_authority(h)) {
+        return Err(LocalReply::InvalidHost);
+    }
+    Ok(())
+}
