@@ -10,6 +10,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,33 @@ def test_continuation_flood_ends_that_connection_only(backend) -> None:
             assert client.request("GET", "/after").status == 200
     assert sent < 64 * 2**20, "the proxy read 64 MiB of one header block"
     assert not any(s.path == "/continued" for s in v1.seen)
+
+
+def test_an_idle_http2_connection_gets_goaway_after_the_idle_timeout(backend) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    config = seed_config(v1.address, v2.address) + "\nlimits: {idleTimeout: 1s}\n"
+    with Proxy(config) as proxy:
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with (
+            socket.create_connection((host, int(port))) as busy,
+            socket.create_connection((host, int(port))) as quiet,
+        ):
+            for sock in (busy, quiet):
+                sock.sendall(PREFACE + frame(SETTINGS, 0, 0))
+                sock.sendall(frame(HEADERS, END_HEADERS | END_STREAM, 1, get_block(b"/one")))
+            started = time.monotonic()
+            # `busy` sends a request every 0.4 s for 2 s: never idle for 1 s.
+            for i in range(5):
+                time.sleep(0.4)
+                stream = 3 + 2 * i
+                busy.sendall(frame(HEADERS, END_HEADERS | END_STREAM, stream, get_block(b"/busy")))
+            quiet_frames = read_frames(quiet, until=GOAWAY, limit=5)
+            goaway_after = time.monotonic() - started
+            busy.settimeout(0.3)
+            busy_frames = []
+            with contextlib.suppress(TimeoutError):
+                busy_frames = list(frames_in(busy))
+    assert any(f.kind == GOAWAY for f in quiet_frames)
+    assert 0.9 < goaway_after < 3.0, goaway_after
+    assert not any(f.kind == GOAWAY for f in busy_frames)
+    assert sum(1 for s in v1.seen if s.path == "/busy") == 5

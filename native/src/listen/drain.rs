@@ -44,18 +44,24 @@ where
     }
 }
 
-/// Serves `connection` until it ends, draining it once `stop` turns true.
-pub async fn serve_until_drained<C: Drainable>(connection: C, mut stop: watch::Receiver<bool>) {
+/// Serves `connection` until it ends, draining it once `stop` turns true or
+/// `idle` resolves (a connection that stays unused; pending forever where
+/// the protocol's own timers see to that).
+pub async fn serve_until_drained<C: Drainable>(
+    connection: C,
+    mut stop: watch::Receiver<bool>,
+    idle: impl Future<Output = ()>,
+) {
     let mut connection = std::pin::pin!(connection);
     // Biased: the connection is polled first and no random branch order is
     // drawn per wake-up; `changed` is a version check, and `stop` only ever
     // turns true.
     tokio::select! {
         biased;
-        _ = connection.as_mut() => {}
-        _ = stop.changed() => {
-            connection.as_mut().drain();
-            let _ = connection.await;
-        }
+        _ = connection.as_mut() => return,
+        _ = stop.changed() => {}
+        () = idle => {}
     }
+    connection.as_mut().drain();
+    let _ = connection.await;
 }

@@ -50,7 +50,8 @@ pub async fn serve(
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    serve_until_drained(connection, stop).await;
+    // hyper's header timer closes an idle HTTP/1.1 connection itself.
+    serve_until_drained(connection, stop, std::future::pending()).await;
 }
 
 /// A connection builder for the listener's current limits.

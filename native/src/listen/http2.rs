@@ -4,7 +4,9 @@
 //! new ones go elsewhere. Requests reach the same `proxy::handle` as
 //! HTTP/1.1's: one routing serves both.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -40,15 +42,17 @@ pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves one HTTP/2 connection until it closes, or, once `stop` turns true,
-/// sends GOAWAY and lets the streams in flight finish.
+/// Serves one HTTP/2 connection until it closes, or, once `stop` turns true
+/// or it has been idle for `idle_timeout`, sends GOAWAY and lets the streams
+/// in flight finish.
 pub async fn serve(
     builder: &http2::Builder<TokioExecutor>,
     accepted: Accepted,
     shared: &Arc<Shared>,
-    max_header_bytes: usize,
+    limits: (usize, Option<Duration>),
     stop: watch::Receiver<bool>,
 ) {
+    let (max_header_bytes, idle_timeout) = limits;
     let conn = Arc::new(Connection {
         shared: shared.clone(),
         listener: accepted.listener,
@@ -60,7 +64,83 @@ pub async fn serve(
         findings: Arc::new(Findings::default()),
         hold: accepted.hold,
     });
-    let service = service_fn(move |req| proxy::handle(req, conn.clone()));
+    let activity = Arc::new(Activity::default());
+    let seen = activity.clone();
+    let service = service_fn(move |req| {
+        let open = Open::start(&seen);
+        let handled = proxy::handle(req, conn.clone());
+        async move {
+            let response = handled.await;
+            drop(open);
+            response
+        }
+    });
     let connection = builder.serve_connection(TokioIo::new(accepted.stream), service);
-    serve_until_drained(connection, stop).await;
+    serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;
+}
+
+/// What an idle timeout needs to know of a connection's streams.
+#[derive(Debug)]
+struct Activity {
+    since: Instant,
+    /// When a request last began or got its answer, in ms since `since`.
+    last_ms: AtomicU64,
+    /// Requests whose answer has not begun yet.
+    open: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Relaxed);
+    }
+}
+
+/// A request in progress, until its response head is handed back.
+struct Open(Arc<Activity>);
+
+impl Open {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.open.fetch_add(1, Relaxed);
+        activity.touch();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Resolves once `timeout` has passed with no request begun or answered and
+/// none waiting for its answer (a response still streaming finishes after
+/// the GOAWAY); never without a timeout.
+async fn idle(activity: Arc<Activity>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let last = activity.since + Duration::from_millis(activity.last_ms.load(Relaxed));
+        let now = Instant::now();
+        let due = last + timeout;
+        if now >= due && activity.open.load(Relaxed) == 0 {
+            return;
+        }
+        // Not idle yet; or due, but a request still waits for its answer:
+        // look again once it could be.
+        let next = if now >= due { now + timeout } else { due };
+        tokio::time::sleep_until(next.into()).await;
+    }
 }

@@ -65,8 +65,8 @@ impl HttpServers {
                 http1::serve(&self.http1, settings, limits, accepted, &shared, stop).await;
             }
             Spoken::Http2 => {
-                let max_header_bytes = self.limits.http2.max_header_list_bytes as usize;
-                http2::serve(&self.http2, accepted, &shared, max_header_bytes, stop).await;
+                let limits = (self.limits.http2.max_header_list_bytes as usize, idle);
+                http2::serve(&self.http2, accepted, &shared, limits, stop).await;
             }
             Spoken::Nothing => {}
         }
