@@ -20,6 +20,10 @@ COMPARE_MAX_BODY_BYTES_LIMIT = 16 * 1024 * 1024
 # Upstream connections (`upstream`).
 CONNECT_TIMEOUT_MS = 1_000
 POOL_IDLE_TIMEOUT_MS = 60_000
+#: A gRPC request body read whole before its first try, so that it can be retried.
+RETRY_BUFFER_BYTES = 64 * 1024
+#: The most `upstream.retryBufferSize` may be.
+RETRY_BUFFER_BYTES_LIMIT = 16 * 1024 * 1024
 POOL_MAX_IDLE_PER_ENDPOINT = 1024
 # Routes.
 REDIRECT_CODE = 301

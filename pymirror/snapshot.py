@@ -263,6 +263,8 @@ class UpstreamSettings(TypedDict):
     connect_timeout_ms: NotRequired[int]
     pool_idle_timeout_ms: NotRequired[int]
     pool_max_idle_per_endpoint: NotRequired[int]
+    retry_buffer_bytes: NotRequired[int]
+    """A gRPC request body read whole before its first try, for retries. 0: none."""
 
 
 class Http2Limits(TypedDict, total=False):

@@ -271,6 +271,12 @@ class Upstream(_Model):
     """How long a kept-alive upstream connection (primary or mirror) may stay idle in the
     pool; each worker closes those past it within a second, so a burst's connections do not
     stay open. Default: 60s."""
+    retry_buffer_size: ByteSize = Field(
+        default=defaults.RETRY_BUFFER_BYTES, ge=0, le=defaults.RETRY_BUFFER_BYTES_LIMIT
+    )
+    """A gRPC call's request body is read whole up to this before its first try, so that
+    a route's retries can send it again; a larger one goes on streamed, not retried. 0:
+    gRPC calls are not retried. Default: 64KiB; at most 16MiB."""
 
 
 class MirrorDefaults(_Model):

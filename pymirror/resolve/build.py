@@ -148,6 +148,8 @@ class _Resolver:
             "pool_idle_timeout_ms": duration_ms(config.upstream.pool_idle_timeout),
             "pool_max_idle_per_endpoint": defaults.POOL_MAX_IDLE_PER_ENDPOINT,
         }
+        if config.upstream.retry_buffer_size != defaults.RETRY_BUFFER_BYTES:
+            upstream["retry_buffer_bytes"] = config.upstream.retry_buffer_size
         limits: snap.Limits = {
             "max_request_headers": config.limits.max_request_headers,
             "idle_timeout_ms": duration_ms(config.limits.idle_timeout),

@@ -271,3 +271,43 @@ def test_a_mirror_that_never_reads_holds_no_user_stream(peers) -> None:
     # Inside the copies' 3 s timeout: no user waited for a copy.
     assert elapsed < 3, elapsed
     assert mirror["dropped"]["body_buffer"] == 3, mirror
+
+
+RETRIES = "\n        retries: {attempts: 3, retryOn: unavailable}"
+
+
+def test_a_unary_call_is_retried_with_its_body_on_unavailable(peers) -> None:
+    _, v2 = peers
+    flaky = GrpcPeer("v1", flaky=2)
+    try:
+        with (
+            Proxy(grpc_config(flaky, v2, extra=RETRIES)) as proxy,
+            channel(proxy.addresses[0]) as ch,
+        ):
+            answer = ch.unary_unary(method("Flaky"))(b"payload", timeout=10)
+            [copy] = v2.wait_for(1)
+        assert answer == b"v1:payload"
+        # Two failures, then the third try: each with the whole body again.
+        assert [c.requests for c in flaky.calls] == [[b"payload"]] * 3
+        assert copy.requests == [b"payload"]  # the copy is not retried
+    finally:
+        flaky.stop()
+
+
+def test_a_body_over_the_retry_buffer_is_streamed_and_not_retried(peers) -> None:
+    _, v2 = peers
+    flaky = GrpcPeer("v1", flaky=2)
+    small = "\nupstream: {retryBufferSize: 1KiB}"
+    big = b"x" * 10_000
+    try:
+        config = grpc_config(flaky, v2, extra=RETRIES) + small
+        with (
+            Proxy(config) as proxy,
+            channel(proxy.addresses[0]) as ch,
+            pytest.raises(grpc.RpcError) as failed,
+        ):
+            ch.unary_unary(method("Flaky"))(big, timeout=10)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert [c.requests for c in flaky.calls] == [[big]]
+    finally:
+        flaky.stop()

@@ -9,6 +9,8 @@ Methods of `/demo.Echo/`:
 - `Fail`: aborts with NOT_FOUND, details `no such review`, trailing metadata
   `x-trailer: t-NAME`.
 - `Slow`: waits `x-delay-ms` (metadata) before answering like `Unary`.
+- `Flaky`: aborts with UNAVAILABLE `flaky` times in all (a constructor argument), then
+  answers like `Unary`.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class Call:
 class GrpcPeer:
     """A grpcio server on a free loopback port; `stop()` ends it."""
 
-    def __init__(self, name: str, *, delay: float = 0.0) -> None:
+    def __init__(self, name: str, *, delay: float = 0.0, flaky: int = 0) -> None:
         self.name = name
         self.delay = delay
+        self.flaky = flaky
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -121,6 +124,15 @@ class GrpcPeer:
         time.sleep(int(str(metadata.get("x-delay-ms", "0"))) / 1000)
         return self._tag(request)
 
+    def _flaky(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self._record("Flaky", context, [request])
+        with self._lock:
+            failing = self.flaky > 0
+            self.flaky -= 1
+        if failing:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "not yet")
+        return self._tag(request)
+
     def _handlers(self) -> grpc.GenericRpcHandler:
         handlers: dict[str, Any] = {
             "Unary": grpc.unary_unary_rpc_method_handler(self._unary),
@@ -129,6 +141,7 @@ class GrpcPeer:
             "Bidi": grpc.stream_stream_rpc_method_handler(self._bidi),
             "Fail": grpc.unary_unary_rpc_method_handler(self._fail),
             "Slow": grpc.unary_unary_rpc_method_handler(self._slow),
+            "Flaky": grpc.unary_unary_rpc_method_handler(self._flaky),
         }
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 

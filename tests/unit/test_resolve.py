@@ -461,7 +461,9 @@ def test_string_match_variants_and_defaults_mirror_the_rust_ones() -> None:
         ),
         "http2_max_local_error_reset_streams": str(defaults.HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS),
         "upstream_max_concurrent_streams": str(defaults.UPSTREAM_MAX_CONCURRENT_STREAMS),
+        "retry_buffer_bytes": "64 * 1024",
     }
+    assert defaults.RETRY_BUFFER_BYTES == 64 * 1024
     assert defaults.HTTP2_INITIAL_STREAM_WINDOW_BYTES == 256 * 1024
     assert defaults.HTTP2_INITIAL_CONNECTION_WINDOW_BYTES == 1024 * 1024
     assert defaults.HTTP2_MAX_HEADER_LIST_BYTES == 64 * 1024

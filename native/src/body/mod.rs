@@ -6,6 +6,7 @@
 //! when the buffer is full the copy is cut and counted, and the primary never
 //! waits for it.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::telemetry::{ClosedList, DropReason};
 
 pub mod capture;
 mod pooled;
+pub mod replay;
 mod response;
 
 pub use pooled::sweep_idle_forever;
@@ -226,7 +228,10 @@ pub struct TapHandle(Tap);
 /// hyper's `Incoming`, which has no public constructor.
 #[derive(Debug)]
 pub struct RequestBody<B = Incoming> {
-    /// `None`: no body (a retried request without one).
+    /// Frames already read (and copied to the taps), sent before `inner`'s:
+    /// a body read ahead for a retry, or replayed for one.
+    prefix: VecDeque<Frame<Bytes>>,
+    /// `None`: no more body than `prefix` (a retried request's).
     inner: Option<B>,
     taps: Vec<Tap>,
     /// Bytes read from the client, for the access log.
@@ -239,6 +244,7 @@ pub struct RequestBody<B = Incoming> {
 impl<B> RequestBody<B> {
     pub fn new(inner: B, taps: Vec<TapHandle>) -> Self {
         Self {
+            prefix: VecDeque::new(),
             inner: Some(inner),
             taps: taps.into_iter().map(|t| t.0).collect(),
             counter: None,
@@ -248,6 +254,7 @@ impl<B> RequestBody<B> {
 
     pub fn empty() -> Self {
         Self {
+            prefix: VecDeque::new(),
             inner: None,
             taps: Vec::new(),
             counter: None,
@@ -277,6 +284,9 @@ impl<B: Body<Data = Bytes> + Unpin> Body for RequestBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
+        if let Some(frame) = this.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -319,13 +329,21 @@ impl<B: Body<Data = Bytes> + Unpin> Body for RequestBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.prefix.is_empty() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        let ahead: u64 = self
+            .prefix
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|d| d.len() as u64)
+            .sum();
+        match &self.inner {
+            None => SizeHint::with_exact(ahead),
+            Some(inner) if ahead == 0 => inner.size_hint(),
+            Some(_) => SizeHint::default(),
+        }
     }
 }
 

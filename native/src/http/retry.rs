@@ -23,6 +23,9 @@ struct Conditions {
     connect_failure: bool,
     retriable_4xx: bool,
     status_codes: Vec<u16>,
+    /// gRPC statuses retried (`cancelled`, `deadline-exceeded`, `internal`,
+    /// `resource-exhausted`, `unavailable`).
+    grpc: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,15 +49,15 @@ impl RetryPolicy {
                 "reset" => on.reset = true,
                 "connect-failure" => on.connect_failure = true,
                 "retriable-4xx" => on.retriable_4xx = true,
-                // HTTP/2 and gRPC conditions never arise on HTTP/1.1 upstreams;
+                "cancelled" => on.grpc.push(1),
+                "deadline-exceeded" => on.grpc.push(4),
+                "resource-exhausted" => on.grpc.push(8),
+                "internal" => on.grpc.push(13),
+                "unavailable" => on.grpc.push(14),
+                // A refused stream never reached the upstream's application:
+                // hyper reports it as a reset, which `reset` retries.
                 // retriable-status-codes only adds the numeric codes listed beside it.
-                "refused-stream"
-                | "retriable-status-codes"
-                | "cancelled"
-                | "deadline-exceeded"
-                | "internal"
-                | "resource-exhausted"
-                | "unavailable" => {}
+                "refused-stream" | "retriable-status-codes" => {}
                 code => match code.parse::<u16>() {
                     Ok(code) if (100..600).contains(&code) => on.status_codes.push(code),
                     _ => return Err(format!("unknown retry condition {code:?}")),
@@ -66,6 +69,11 @@ impl RetryPolicy {
             per_try_timeout: spec.per_try_timeout_ms.map(Duration::from_millis),
             on,
         })
+    }
+
+    /// Whether a gRPC answer with this `grpc-status` is tried again.
+    pub fn should_retry_grpc(&self, status: u32) -> bool {
+        self.on.grpc.contains(&status)
     }
 
     pub fn should_retry(&self, outcome: TryOutcome) -> bool {

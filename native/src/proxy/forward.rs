@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use http::request::Parts;
 use http::{Request, Response};
 
+use crate::body::replay::Whole;
 use crate::body::RequestBody;
 use crate::http::grpc;
 use crate::http::headers::{response_framing, strip_hop_by_hop};
@@ -45,7 +46,15 @@ pub fn tighter(
 
 type Tried = Result<Response<UpstreamBody>, LocalReply>;
 
-pub async fn send(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
+/// A request body as the tries get it.
+pub enum Sending {
+    /// Read as it comes: one try only, unless it is empty.
+    Streamed(RequestBody),
+    /// Read whole ahead (a gRPC call's): each try sends it again.
+    Whole(Whole),
+}
+
+pub async fn send(f: Forward<'_>, parts: Parts, body: Sending) -> Tried {
     let exchange = tries(f, parts, body);
     let result = match f.timeout {
         Some(limit) => tokio::time::timeout(limit, exchange)
@@ -59,33 +68,40 @@ pub async fn send(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
     Ok(response)
 }
 
-async fn tries(f: Forward<'_>, parts: Parts, body: RequestBody) -> Tried {
-    // Only a request without a body can be sent again: a streamed body is
-    // gone once the first try has consumed it.
-    let policy = f
-        .retries
-        .filter(|p| p.attempts > 0 && http_body::Body::is_end_stream(&body));
-    let Some(policy) = policy else {
-        return try_once(f, parts, body, f.retries.and_then(|p| p.per_try_timeout))
-            .await
-            .1;
+async fn tries(f: Forward<'_>, parts: Parts, body: Sending) -> Tried {
+    let per_try = f.retries.and_then(|p| p.per_try_timeout);
+    // Only a body that can be sent again allows another try: an empty one,
+    // or one read whole ahead.
+    let whole = match body {
+        Sending::Whole(whole) => whole,
+        Sending::Streamed(body) if http_body::Body::is_end_stream(&body) => Whole::default(),
+        Sending::Streamed(body) => return try_once(f, parts, body, per_try).await.1,
+    };
+    let Some(policy) = f.retries.filter(|p| p.attempts > 0) else {
+        return try_once(f, parts, whole.replay(), per_try).await.1;
     };
     let mut retried = 0;
     loop {
         let (outcome, result) = try_once(
             f,
             copy_parts(&parts),
-            RequestBody::empty(),
+            whole.replay(),
             policy.per_try_timeout,
         )
         .await;
-        match outcome {
-            Some(outcome) if retried < policy.attempts && policy.should_retry(outcome) => {
-                retried += 1;
-                tokio::time::sleep(RetryPolicy::backoff(retried)).await;
-            }
-            _ => return result,
+        // A gRPC failure arrives as HTTP 200 with its status in the headers
+        // (trailers-only), which is where Envoy's gRPC conditions look too.
+        let grpc_failed = result
+            .as_ref()
+            .ok()
+            .and_then(|r| grpc::status_in(r.headers()))
+            .is_some_and(|status| policy.should_retry_grpc(status));
+        let retry = grpc_failed || outcome.is_some_and(|o| policy.should_retry(o));
+        if !retry || retried >= policy.attempts {
+            return result;
         }
+        retried += 1;
+        tokio::time::sleep(RetryPolicy::backoff(retried)).await;
     }
 }
 

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::body::capture::{Captured, PrimaryCapture};
+use crate::body::replay::{self, ReadAhead};
 use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle};
 use crate::http::grpc;
 use crate::http::headers;
@@ -26,7 +27,7 @@ use crate::http::local_reply::{plain_response, LocalReply};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
 use crate::mirror::{runner, CompareSlot, Gate};
-use crate::proxy::forward::{self, Forward, UpstreamBody};
+use crate::proxy::forward::{self, Forward, Sending, UpstreamBody};
 use crate::proxy::guard;
 use crate::proxy::session::{self, SessionTo};
 use crate::proxy::{Connection, Published};
@@ -141,6 +142,17 @@ async fn route_and_forward(
         body = body.counted(line.bytes_in.clone());
     }
     let (body, client_failed) = body.watched();
+    let retry_buffer = published.upstreams.settings.retry_buffer_bytes;
+    let body = match forward.retries.filter(|p| p.attempts > 0) {
+        Some(_) if retry_buffer > 0 && grpc::is_grpc(&parts.headers) => {
+            match replay::read_ahead(body, retry_buffer).await {
+                ReadAhead::Whole(whole) => Sending::Whole(whole),
+                ReadAhead::Streamed(body) => Sending::Streamed(body),
+                ReadAhead::Broken => return LocalReply::BadRequestBody.into_response(),
+            }
+        }
+        _ => Sending::Streamed(body),
+    };
     let result = forward::send(forward, parts, body).await;
     let answered = Answered {
         result,

@@ -94,3 +94,8 @@ pub fn http2_max_local_error_reset_streams() -> usize {
 pub fn upstream_max_concurrent_streams() -> u32 {
     100
 }
+/// A gRPC request body kept for retries, at most (Envoy's default buffer
+/// limit is 1 MiB; unary calls are mostly far smaller).
+pub fn retry_buffer_bytes() -> u64 {
+    64 * 1024
+}

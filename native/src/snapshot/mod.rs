@@ -100,59 +100,6 @@ pub struct TcpMirror {
     pub timeout_ms: u64,
 }
 
-/// Bounds on client connections. Read when a connection is accepted, so a
-/// reload applies them to new connections; open ones keep theirs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Request header fields accepted in one request head; past it: 431.
-    #[serde(default = "defaults::max_request_headers")]
-    pub max_request_headers: u32,
-    /// A keep-alive connection with no request in flight is closed after this
-    /// many ms without a new request head starting. 0: never.
-    #[serde(default = "defaults::idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
-    /// Client connections open at once per listener; past it a new connection
-    /// is closed as soon as it is accepted (counted as `connections_refused`).
-    /// 0: unbounded.
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: u32,
-    /// HTTP/2 connections' bounds.
-    #[serde(default)]
-    pub http2: Http2Limits,
-}
-
-/// Bounds on each HTTP/2 client connection.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Http2Limits {
-    #[serde(default = "defaults::http2_max_concurrent_streams")]
-    pub max_concurrent_streams: u32,
-    #[serde(default = "defaults::http2_initial_stream_window_bytes")]
-    pub initial_stream_window_bytes: u32,
-    #[serde(default = "defaults::http2_initial_connection_window_bytes")]
-    pub initial_connection_window_bytes: u32,
-    #[serde(default = "defaults::http2_max_header_list_bytes")]
-    pub max_header_list_bytes: u32,
-    #[serde(default = "defaults::http2_max_pending_accept_reset_streams")]
-    pub max_pending_accept_reset_streams: usize,
-    #[serde(default = "defaults::http2_max_local_error_reset_streams")]
-    pub max_local_error_reset_streams: usize,
-}
-
-impl Default for Http2Limits {
-    fn default() -> Self {
-        Self {
-            max_concurrent_streams: defaults::http2_max_concurrent_streams(),
-            initial_stream_window_bytes: defaults::http2_initial_stream_window_bytes(),
-            initial_connection_window_bytes: defaults::http2_initial_connection_window_bytes(),
-            max_header_list_bytes: defaults::http2_max_header_list_bytes(),
-            max_pending_accept_reset_streams: defaults::http2_max_pending_accept_reset_streams(),
-            max_local_error_reset_streams: defaults::http2_max_local_error_reset_streams(),
-        }
-    }
-}
-
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -577,6 +524,10 @@ pub struct UpstreamSettings {
     pub pool_idle_timeout_ms: u64,
     #[serde(default = "defaults::pool_max_idle_per_endpoint")]
     pub pool_max_idle_per_endpoint: u32,
+    /// A gRPC call's request body is read whole up to this many bytes before
+    /// its first try, so that a retry can send it again. 0: never.
+    #[serde(default = "defaults::retry_buffer_bytes")]
+    pub retry_buffer_bytes: u64,
 }
 
 impl Default for UpstreamSettings {
@@ -585,12 +536,16 @@ impl Default for UpstreamSettings {
             connect_timeout_ms: defaults::connect_timeout_ms(),
             pool_idle_timeout_ms: defaults::pool_idle_timeout_ms(),
             pool_max_idle_per_endpoint: defaults::pool_max_idle_per_endpoint(),
+            retry_buffer_bytes: defaults::retry_buffer_bytes(),
         }
     }
 }
 
 /// Defaults shared with `pymirror/defaults.py`; keep the two in step.
 pub mod defaults;
+mod limits;
+
+pub use limits::{Http2Limits, Limits};
 
 impl Snapshot {
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
