@@ -29,7 +29,9 @@ class Listening(Protocol):
     port: int
 
 
-def grpc_config(v1: Listening, v2: Listening, *, mirror: float = 100.0, extra: str = "") -> str:
+def grpc_config(
+    v1: Listening, v2: Listening, *, mirror: float = 100.0, extra: str = "", guard: str = ""
+) -> str:
     """The seed layout with a gRPC service port: its protocol makes the upstream HTTP/2."""
     return f"""
 listeners:
@@ -50,7 +52,7 @@ virtualServices:
     http:
       - route:
           - destination: {{host: {HOST}, subset: v1}}
-        mirror: {{host: {HOST}, subset: v2}}
+        mirror: {{host: {HOST}, subset: v2{guard}}}
         mirrorPercentage: {{value: {mirror}}}{extra}
 """
 
@@ -311,3 +313,20 @@ def test_a_body_over_the_retry_buffer_is_streamed_and_not_retried(peers) -> None
         assert [c.requests for c in flaky.calls] == [[big]]
     finally:
         flaky.stop()
+
+
+def test_after_primary_success_waits_for_grpc_status_zero(peers) -> None:
+    """A gRPC failure arrives as HTTP 200: the guard reads `grpc-status`, from the
+    headers of a trailers-only answer and from the trailers of any other."""
+    v1, v2 = peers
+    config = grpc_config(v1, v2, guard=", afterPrimarySuccess: true")
+    with Proxy(config) as proxy, channel(proxy.addresses[0]) as ch:
+        assert ch.unary_unary(method("Unary"))(b"ok", timeout=10) == b"v1:ok"
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary(method("Fail"))(b"x", timeout=10)  # trailers-only NOT_FOUND
+        with pytest.raises(grpc.RpcError):
+            list(ch.unary_stream(method("StreamThenFail"))(b"y", timeout=10))  # in trailers
+        assert len(list(ch.unary_stream(method("ServerStream"))(b"z", timeout=10))) == 3
+        mirror = settle(proxy)
+    assert sorted(c.method for c in v2.calls) == ["ServerStream", "Unary"]
+    assert mirror["dropped"]["primary_failed"] == 2

@@ -9,6 +9,7 @@ Methods of `/demo.Echo/`:
 - `Fail`: aborts with NOT_FOUND, details `no such review`, trailing metadata
   `x-trailer: t-NAME`.
 - `Slow`: waits `x-delay-ms` (metadata) before answering like `Unary`.
+- `StreamThenFail`: one answer, then INTERNAL `broke midway` (in the trailers).
 - `Flaky`: aborts with UNAVAILABLE `flaky` times in all (a constructor argument), then
   answers like `Unary`.
 """
@@ -124,6 +125,11 @@ class GrpcPeer:
         time.sleep(int(str(metadata.get("x-delay-ms", "0"))) / 1000)
         return self._tag(request)
 
+    def _stream_then_fail(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        self._record("StreamThenFail", context, [request])
+        yield self._tag(request)
+        context.abort(grpc.StatusCode.INTERNAL, "broke midway")
+
     def _flaky(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         self._record("Flaky", context, [request])
         with self._lock:
@@ -142,6 +148,7 @@ class GrpcPeer:
             "Fail": grpc.unary_unary_rpc_method_handler(self._fail),
             "Slow": grpc.unary_unary_rpc_method_handler(self._slow),
             "Flaky": grpc.unary_unary_rpc_method_handler(self._flaky),
+            "StreamThenFail": grpc.unary_stream_rpc_method_handler(self._stream_then_fail),
         }
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 

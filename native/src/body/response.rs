@@ -102,7 +102,65 @@ pub enum ResponseBody {
     Upstream(UpstreamBody),
     /// The upstream's body, also captured for comparison with mirror copies.
     Captured(Box<CapturedBody>),
+    /// A body whose end someone waits for (its trailers decide something).
+    Watched(Box<WatchedBody>),
     Local(Full<Bytes>),
+}
+
+/// Called once when a watched body ends: with its trailer fields, or `None`
+/// when it ended without any, broke, or was dropped unfinished.
+pub type OnEnd = Box<dyn FnOnce(Option<&http::HeaderMap>) + Send>;
+
+/// A response body that reports how it ended (a gRPC answer's status comes
+/// in its trailers).
+pub struct WatchedBody {
+    inner: ResponseBody,
+    on_end: Option<OnEnd>,
+}
+
+impl std::fmt::Debug for WatchedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchedBody {
+    pub fn new(inner: ResponseBody, on_end: OnEnd) -> Self {
+        Self {
+            inner,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn end(&mut self, trailers: Option<&http::HeaderMap>) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(trailers);
+        }
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(trailers) = f.trailers_ref() {
+                    self.end(Some(trailers));
+                }
+            }
+            None | Some(Err(_)) => self.end(None),
+        }
+        Poll::Ready(frame)
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        self.end(None);
+    }
 }
 
 /// A primary's body streamed to the client and captured on the way (a
@@ -173,6 +231,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             Self::Upstream(body) => Pin::new(body).poll_frame(cx),
             Self::Captured(body) => body.poll_frame(cx),
+            Self::Watched(body) => body.poll_frame(cx),
             Self::Local(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
@@ -183,6 +242,7 @@ impl Body for ResponseBody {
         match self {
             Self::Upstream(body) => body.is_end_stream(),
             Self::Captured(body) => body.inner.is_end_stream(),
+            Self::Watched(body) => body.inner.is_end_stream(),
             Self::Local(body) => body.is_end_stream(),
         }
     }
@@ -191,6 +251,7 @@ impl Body for ResponseBody {
         match self {
             Self::Upstream(body) => body.size_hint(),
             Self::Captured(body) => body.inner.size_hint(),
+            Self::Watched(body) => body.inner.size_hint(),
             Self::Local(body) => body.size_hint(),
         }
     }

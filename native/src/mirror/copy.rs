@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::body::capture::{BodyCapture, Captured, CompareBudget, PrimaryReceiver};
-use crate::body::CutNotice;
 use crate::body::MirrorBody;
+use crate::body::{CutNotice, OnEnd};
 use crate::http::grpc;
 use crate::http::headers::{self};
 use crate::http::retry::TryOutcome;
@@ -70,8 +70,30 @@ pub struct CompareSlot {
 pub struct Gate(pub(super) oneshot::Sender<bool>);
 
 impl Gate {
-    pub fn open_if(self, primary_status: u16) {
-        let _ = self.0.send((200..400).contains(&primary_status));
+    fn decide(self, open: bool) {
+        // The copy may be gone already (dropped at admission, timed out).
+        let _ = self.0.send(open);
+    }
+
+    /// Opens or closes `gates` on the primary's answer: its HTTP status; for
+    /// a gRPC answer its `grpc-status` too (a gRPC failure comes as HTTP
+    /// 200), which a trailers-only answer has in its headers and any other
+    /// in its trailers. Returns what to call when the body ends, for the
+    /// gates that wait for trailers.
+    pub fn open_on(gates: Vec<Gate>, status: u16, headers: &http::HeaderMap) -> Option<OnEnd> {
+        if gates.is_empty() {
+            return None;
+        }
+        let in_headers = grpc::status_in(headers);
+        if !grpc::is_grpc(headers) || !(200..400).contains(&status) || in_headers.is_some() {
+            let ok = (200..400).contains(&status) && in_headers.is_none_or(|s| s == 0);
+            gates.into_iter().for_each(|g| g.decide(ok));
+            return None;
+        }
+        Some(Box::new(move |trailers| {
+            let ok = trailers.and_then(grpc::status_in) == Some(0);
+            gates.into_iter().for_each(|g| g.decide(ok));
+        }))
     }
 }
 

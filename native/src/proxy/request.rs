@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::body::capture::{Captured, PrimaryCapture};
 use crate::body::replay::{self, ReadAhead};
-use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle};
+use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody};
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply};
@@ -405,9 +405,9 @@ fn respond(
         Err(reply) => reply.status().as_u16(),
     };
     destination.stats.responses.record(status);
-    for gate in gates {
-        gate.open_if(status);
-    }
+    let empty = http::HeaderMap::new();
+    let answer_headers = result.as_ref().map_or(&empty, |r| r.headers());
+    let on_end = Gate::open_on(gates, status, answer_headers);
     let budget = &conn.shared.compare_queue.budget;
     let response = match result {
         Ok(response) if compared.waiting.is_empty() => response.map(ResponseBody::Upstream),
@@ -435,7 +435,12 @@ fn respond(
             return reply.into_response();
         }
     };
-    let mut response = response;
+    let mut response = match on_end {
+        Some(on_end) => {
+            response.map(|b| ResponseBody::Watched(Box::new(WatchedBody::new(b, on_end))))
+        }
+        None => response,
+    };
     selected
         .route
         .response_headers
