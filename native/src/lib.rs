@@ -6,8 +6,7 @@
 //! the leaves (`snapshot`, `sampling`, `transport`, `error`), `telemetry`, `http`,
 //! `upstream`, `body`, `splice`, `mirror`, `route`, `proxy`, `listen`, `engine`,
 //! and `bindings` (feature `python`), the only module that knows about Python.
-// One exception, reviewed where it stands: `mirror::runner::lower_this_thread`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod error;
 mod sampling;

@@ -122,13 +122,13 @@ def test_a_body_cut_short_by_a_reset_is_failed_not_answered() -> None:
 
 
 def worker_cpu_seconds() -> float:
-    """CPU time of this process' pymirror data-plane threads, the workers and the
-    companions that run their copies (the hostile peers' threads are not counted)."""
+    """CPU time of this process' pymirror data-plane threads, the workers, which run the
+    copies too (the hostile peers' threads are not counted)."""
     ticks = 0
     for task in Path("/proc/self/task").iterdir():
         try:
             # Thread names are cut at 15 characters.
-            if not (task / "comm").read_text().startswith(("pymirror-worke", "pymirror-copie")):
+            if not (task / "comm").read_text().startswith("pymirror-worke"):
                 continue
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:

@@ -14,7 +14,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::EngineError;
-use crate::mirror::runner;
 
 /// Pending connections the kernel queues per listening socket.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -49,54 +48,6 @@ pub fn bind_shared(address: &str, count: usize) -> Result<Vec<std::net::TcpListe
         sockets.push(listener);
     }
     Ok(sockets)
-}
-
-/// A worker's companion: a thread at a lower CPU priority whose runtime runs
-/// the worker's mirror copies (see `mirror::runner`) and sweeps the idle
-/// mirror connections they leave in its pool.
-struct CopyThread {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl CopyThread {
-    fn start(index: usize) -> Result<Self, EngineError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(EngineError::Runtime)?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("pymirror-copies-{index}"))
-            .spawn(move || {
-                runner::lower_this_thread();
-                runtime.block_on(async move {
-                    // Not awaited: it ends with the runtime.
-                    tokio::spawn(crate::body::sweep_idle_forever());
-                    let _ = stopped.await;
-                });
-                runtime.shutdown_timeout(Duration::from_millis(250));
-            })
-            .map_err(EngineError::Runtime)?;
-        Ok(Self {
-            handle,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for CopyThread {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// The running workers.
@@ -142,11 +93,9 @@ impl Workers {
             let serve = serve.clone();
             let mut signal = signal.clone();
             let mut cut_signal = cut_signal.clone();
-            let copies = CopyThread::start(index)?;
             let thread = std::thread::Builder::new()
                 .name(format!("pymirror-worker-{index}"))
                 .spawn(move || {
-                    runner::run_copies_on(copies.handle.clone());
                     let drained = runtime.block_on(async move {
                         let listeners = listeners
                             .into_iter()
@@ -172,9 +121,8 @@ impl Workers {
                             _ = cut_signal.wait_for(|cut| *cut) => false,
                         }
                     });
-                    runtime.shutdown_timeout(Duration::from_millis(250));
                     // Copies still in flight to mirrors are abandoned here.
-                    drop(copies);
+                    runtime.shutdown_timeout(Duration::from_millis(250));
                     drained
                 })
                 .map_err(EngineError::Runtime)?;

@@ -7,7 +7,6 @@
 pub mod compare;
 mod copy;
 mod policy;
-pub mod runner;
 
 pub use copy::{CompareSlot, Gate};
 pub use policy::MirrorPolicy;

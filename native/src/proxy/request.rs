@@ -26,7 +26,7 @@ use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
-use crate::mirror::{runner, CompareSlot, Gate};
+use crate::mirror::{CompareSlot, Gate};
 use crate::proxy::forward::{self, Forward, Sending, UpstreamBody};
 use crate::proxy::guard;
 use crate::proxy::session::{self, SessionTo};
@@ -366,7 +366,7 @@ fn fan_out(
             copy.log_as(line);
         }
         out.taps.extend(tap);
-        runner::spawn_copy(copy.run(published.upstreams.mirror.clone()));
+        tokio::spawn(copy.run(published.upstreams.mirror.clone()));
     }
     out
 }
