@@ -114,6 +114,7 @@ def _meta() -> dict[str, Any]:
         "nginx": version(["nginx", "-v"]).split("/")[-1],
         "envoy": envoy,
         "wrk": version(["wrk", "-v"]).split(" [")[0],
+        "h2load": version(["h2load", "--version"]).split("/")[-1],  # "h2load nghttp2/1.52.0"
         # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
         "haproxy": (version(["haproxy", "-v"]).split() + ["?"] * 3)[2],
     }

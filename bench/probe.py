@@ -1,12 +1,14 @@
 """Correctness before measurement: one request through a peer must be answered by v1,
-and a healthy mirror must receive its copy (counted in v2's access log)."""
+and a healthy mirror must receive its copy (counted in v2's access log). Over HTTP/2
+(curl, h2c with prior knowledge), both hops must have been HTTP/2."""
 
 from __future__ import annotations
 
 import http.client
+import subprocess
 import time
 
-from peers.backends import Backend
+from peers.backends import SERVED_OVER, Backend
 
 
 def send(address: str, body: bytes = b"") -> tuple[int, bytes, float]:
@@ -50,3 +52,31 @@ def check_serves_v1(address: str, v2: Backend | None, copied: bool, body: bytes 
         if length >= len(body):
             return
         assert attempt == 1, f"the copy carried {length} bytes, the body is {len(body)}"
+
+
+def send_h2(address: str) -> tuple[int, bytes, dict[str, str]]:
+    """One GET over HTTP/2 with prior knowledge (curl): status, body, response headers."""
+    run = subprocess.run(
+        ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--http2-prior-knowledge",
+         "-i", "-H", "Host: reviews", f"http://{address}/probe"],
+        capture_output=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, f"curl failed: {run.stderr.decode(errors='replace')}"
+    head, _, body = run.stdout.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    version, status = status_line.split()[:2]
+    assert version == "HTTP/2", f"answered over {version}, not HTTP/2"
+    fields = (line.partition(":") for line in lines)
+    return int(status), body, {name.lower(): value.strip() for name, _, value in fields}
+
+
+def check_serves_v1_h2(address: str, v2: Backend | None, copied: bool) -> None:
+    """Over HTTP/2: the user gets v1's answer, which v1 served over HTTP/2 (its
+    SERVED_OVER header); with `copied`, exactly one copy reaches v2, over HTTP/2 too."""
+    before = v2.seen() if v2 is not None else 0
+    status, answer, headers = send_h2(address)
+    assert (status, answer) == (200, b"v1\n"), f"user got {status} {answer[:80]!r}, not v1's 200"
+    assert headers.get(SERVED_OVER) == "HTTP/2.0", f"v1 was asked over {headers.get(SERVED_OVER)}"
+    if copied and v2 is not None:
+        assert wait_copies(v2, before, 1) == 1, "the copy did not reach v2"
+        assert v2.protocols(before) == ["HTTP/2.0"], f"the copy came over {v2.protocols(before)}"

@@ -1,11 +1,15 @@
 """Backends that are never the bottleneck: nginx answering a fixed body, one worker
 each. v2 flavours: healthy, slow (answers after 200 ms, on an echo_sleep timer, no CPU held) and
-dead (a port nothing listens on). Backends that log count what reached them."""
+dead (a port nothing listens on). Backends that log count what reached them, and over which
+protocol. HTTP/2 backends (`http2=True`) serve h2c with prior knowledge on a plaintext
+`listen ... http2` and name the protocol each answer was served over in a header, so a
+check can tell that a proxy really spoke HTTP/2 to them."""
 
 from __future__ import annotations
 
 import getpass
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +17,8 @@ from pathlib import Path
 from peers.process import Process, free_port, start
 
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+#: The response header an HTTP/2 backend names its protocol in (`HTTP/2.0`).
+SERVED_OVER = "x-served-over"
 
 _CONF = """
 {load_module}
@@ -23,7 +29,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/error.log crit;
 events {{ worker_connections 16384; }}
 http {{
-    log_format counted '$request_length $status';
+    log_format counted '$request_length $status $server_protocol';
     access_log {access_log};
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
@@ -35,7 +41,7 @@ http {{
     client_max_body_size 0;
     client_body_buffer_size 2m;
     server {{
-        listen {address} backlog=4096;
+        listen {address}{http2} backlog=4096;
         location / {{ {location} }}
     }}
 }}
@@ -47,6 +53,19 @@ def nginx_binary() -> str:
     if not Path(found).exists():
         raise RuntimeError("nginx is not installed (Debian package nginx-light)")
     return found
+
+
+def nginx_http2_missing() -> str | None:
+    """Why nginx cannot serve HTTP/2 here, or None when it can (`nginx -V` lists the
+    configure flags, on stderr)."""
+    try:
+        argv = [nginx_binary(), "-V"]
+        flags = subprocess.run(argv, capture_output=True, text=True, timeout=10).stderr
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if "--with-http_v2_module" not in flags:
+        return "nginx was built without HTTP/2 (no --with-http_v2_module in `nginx -V`)"
+    return None
 
 
 @dataclass
@@ -98,16 +117,29 @@ class Backend:
         `since` (a whole read of the log: for the single-request checks)."""
         return [int(line.split()[0]) for line in self.lines()[since:]]
 
+    def protocols(self, since: int) -> list[str]:
+        """The protocols (`HTTP/1.1`, `HTTP/2.0`) of the requests logged after the first
+        `since`."""
+        return [line.split()[2].decode() for line in self.lines()[since:]]
+
     def stop(self) -> None:
         if self.process:
             self.process.stop()
 
 
 def nginx_backend(
-    name: str, workdir: Path, *, body: str, delay: float = 0.0, log: bool = False
+    name: str,
+    workdir: Path,
+    *,
+    body: str,
+    delay: float = 0.0,
+    log: bool = False,
+    http2: bool = False,
 ) -> Backend:
     """nginx answering 200 and `body` to every request, after `delay` seconds if set.
-    A logging backend (a v2) reads the whole request body before it answers (echo module)."""
+    A logging backend (a v2) reads the whole request body before it answers (echo module).
+    `http2`: HTTP/2 with prior knowledge (h2c) on its plaintext port; nginx before 1.25.1
+    speaks nothing else there, later ones HTTP/1.1 too, hence the SERVED_OVER header."""
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     if log:  # read the whole body first, so that $request_length counts it
@@ -115,12 +147,15 @@ def nginx_backend(
         location = f'echo_read_request_body; {sleep}echo "{body}";'
     else:
         location = f'return 200 "{body}\\n";'
+    if http2:
+        location = f"add_header {SERVED_OVER} $server_protocol; {location}"
     conf = workdir / "nginx.conf"
     conf.write_text(
         _CONF.format(
             user=getpass.getuser(),
             dir=workdir,
             address=address,
+            http2=" http2" if http2 else "",
             location=location,
             load_module=f"load_module {ECHO_MODULE};" if log else "",
             access_log=f"{workdir}/access.log counted" if log else "off",

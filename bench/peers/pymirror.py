@@ -1,5 +1,7 @@
 """`pymirror run` as its own process (so /proc shows its CPU time and memory); reload
-is SIGHUP after the configuration file is rewritten."""
+is SIGHUP after the configuration file is rewritten. With `http2`, v1 and v2 declare a
+service port with `protocol: HTTP2`, so requests and copies go to them over HTTP/2 (the
+listener serves HTTP/1.1 and h2c alike whatever the upstreams speak)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ _CONFIG = """\
 listeners:
   - {{address: "{listen}", host: reviews}}
 services:
-  v1: {{endpoints: [{{address: "{primary}"}}]}}
-  v2: {{endpoints: [{{address: "{mirror}"}}]}}
+  v1: {primary}
+  v2: {mirror}
 virtualServices:
   - name: reviews
     hosts: [reviews]
@@ -25,7 +27,22 @@ virtualServices:
 {mirror_lines}"""
 
 
-def config(route: Route, listen: str) -> str:
+#: A service on an HTTP/2 port: with `ports`, an endpoint is a bare host and its port
+#: comes by the port's name (the service port's own number matters to no one here).
+_HTTP2_SERVICE = (
+    "{{ports: [{{number: 80, name: http2-web, protocol: HTTP2}}], "
+    'endpoints: [{{address: "{host}", ports: {{http2-web: {port}}}}}]}}'
+)
+
+
+def _service(address: str, http2: bool) -> str:
+    if not http2:
+        return f'{{endpoints: [{{address: "{address}"}}]}}'
+    host, port = address.rsplit(":", 1)
+    return _HTTP2_SERVICE.format(host=host, port=port)
+
+
+def config(route: Route, listen: str, *, http2: bool = False) -> str:
     mirror_lines = ""
     if route.mirror is not None:
         mirror_lines = (
@@ -37,8 +54,8 @@ def config(route: Route, listen: str) -> str:
             )
     return _CONFIG.format(
         listen=listen,
-        primary=route.primary,
-        mirror=route.mirror or route.primary,
+        primary=_service(route.primary, http2),
+        mirror=_service(route.mirror or route.primary, http2),
         mirror_lines=mirror_lines,
     )
 
@@ -58,9 +75,10 @@ def _run(render: Callable[[str], str], workdir: Path, *extra: str) -> Process:
     return start(argv, address, workdir)
 
 
-def start_pymirror(route: Route, workdir: Path, *extra: str) -> Process:
-    """`pymirror run` serving `route`, with `extra` command-line flags."""
-    return _run(lambda listen: config(route, listen), workdir, *extra)
+def start_pymirror(route: Route, workdir: Path, *extra: str, http2: bool = False) -> Process:
+    """`pymirror run` serving `route`, with `extra` command-line flags; `http2`: to
+    HTTP/2 upstreams."""
+    return _run(lambda listen: config(route, listen, http2=http2), workdir, *extra)
 
 
 def reload_pymirror(peer: Process, route: Route) -> None:
