@@ -22,6 +22,7 @@ class DestinationStats(TypedDict):
     host: str
     subset: str | None
     responses: dict[str, int]  # status code -> count
+    grpc_responses: dict[str, int]  # gRPC answers: grpc-status -> count
     duration: HistogramStats
 
 
@@ -68,6 +69,7 @@ class MirrorStats(TypedDict):
     in_flight: int
     dropped: dict[str, int]  # reason -> count
     responses: dict[str, int]
+    grpc_responses: dict[str, int]  # gRPC answers: grpc-status -> count
     duration: HistogramStats
     compare: CompareStats
 

@@ -148,6 +148,7 @@ class _Series:
 
     bounds: Sequence[float]
     codes: Counter[str] = field(default_factory=Counter)
+    grpc: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
@@ -186,6 +187,7 @@ def _group(
     for row in rows:
         s = series.setdefault(_labels(row), _Series(bounds))
         s.codes.update(row["responses"])
+        s.grpc.update(row.get("grpc_responses", {}))
         s.add_duration(row["duration"])
     return series
 
@@ -206,10 +208,24 @@ def _codes(name: str, doc: str, series: Mapping[_Labels, _Series]) -> CounterMet
     return family
 
 
+def _grpc_codes(name: str, doc: str, series: Mapping[_Labels, _Series]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[*ROUTE_LABELS, "grpc_status"])
+    for labels, s in series.items():
+        for status, count in sorted(s.grpc.items()):
+            family.add_metric([*labels, status], count)
+    return family
+
+
 def _destinations(rows: Sequence[DestinationStats], bounds: Sequence[float]) -> list[Metric]:
     series = _group(rows, bounds)
     return [
         _codes("pymirror_requests", "Primary responses by status code.", series),
+        _grpc_codes(
+            "pymirror_grpc_requests",
+            "Primary gRPC answers by grpc-status (a gRPC call's HTTP status is 200 whatever "
+            "its outcome).",
+            series,
+        ),
         _histogram(
             "pymirror_request_duration_seconds",
             "Time from a request's arrival to the primary's response headers (or the "
@@ -274,6 +290,9 @@ def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metri
         answer_bytes,
         in_flight,
         _codes("pymirror_mirror_responses", "Mirror responses by status code.", series),
+        _grpc_codes(
+            "pymirror_mirror_grpc_responses", "Mirror gRPC answers by grpc-status.", series
+        ),
         _histogram(
             "pymirror_mirror_request_duration_seconds",
             "Time of an answered copy's whole exchange with the mirror, its response "

@@ -6,6 +6,7 @@ v2 receives each call with the same messages; a slow or dead v2 changes nothing.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from conftest import settle
 from support.grpc_peer import GrpcPeer, method
 from support.h2_mirror import HostileH2Mirror
 
-from pymirror import Proxy, ServerOptions
+from pymirror import Proxy, ServerOptions, metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -330,3 +331,27 @@ def test_after_primary_success_waits_for_grpc_status_zero(peers) -> None:
         mirror = settle(proxy)
     assert sorted(c.method for c in v2.calls) == ["ServerStream", "Unary"]
     assert mirror["dropped"]["primary_failed"] == 2
+
+
+def test_grpc_status_is_counted_for_primary_and_mirror(peers) -> None:
+    v1, v2 = peers
+    with Proxy(grpc_config(v1, v2)) as proxy, channel(proxy.addresses[0]) as ch:
+        for _ in range(3):
+            ch.unary_unary(method("Unary"))(b"ok", timeout=10)
+        with pytest.raises(grpc.RpcError):
+            ch.unary_unary(method("Fail"))(b"x", timeout=10)  # trailers-only
+        with pytest.raises(grpc.RpcError):
+            list(ch.unary_stream(method("StreamThenFail"))(b"y", timeout=10))  # trailers
+        v2.wait_for(5)
+        settle(proxy)
+        stats = proxy.stats()
+    [destination] = stats["destinations"]
+    [mirror] = stats["mirrors"]
+    assert destination["grpc_responses"] == {"0": 3, "5": 1, "13": 1}
+    assert mirror["grpc_responses"] == {"0": 3, "5": 1, "13": 1}
+    text = metrics.render(metrics.Scrape(stats=stats))
+    assert "pymirror_grpc_requests_total{" in text
+    assert re.search(r'pymirror_grpc_requests_total\{[^}]*grpc_status="0"[^}]*\} 3\.0', text)
+    assert re.search(
+        r'pymirror_mirror_grpc_responses_total\{[^}]*grpc_status="13"[^}]*\} 1\.0', text
+    )

@@ -25,7 +25,9 @@ pub mod replay;
 mod response;
 
 pub use pooled::sweep_idle_forever;
-pub use response::{CapturedBody, ClientBody, OnEnd, ResponseBody, UpstreamBody, WatchedBody};
+pub use response::{
+    both, grpc_counted, CapturedBody, ClientBody, OnEnd, ResponseBody, UpstreamBody, WatchedBody,
+};
 
 /// Chunks a copy may have queued; the byte bound usually bites first.
 const TAP_CHUNKS: usize = 1024;

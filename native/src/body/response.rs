@@ -10,8 +10,11 @@ use http_body_util::Full;
 
 use super::capture::PrimaryCapture;
 use super::RequestBody;
+use std::sync::Arc;
+
 use crate::http::grpc;
 use crate::telemetry::access_log::PendingLine;
+use crate::telemetry::DestinationStats;
 use crate::upstream::pool::PooledResponse;
 
 /// The primary's response body: it returns its connection to the pool once read.
@@ -110,6 +113,36 @@ pub enum ResponseBody {
 /// Called once when a watched body ends: with its trailer fields, or `None`
 /// when it ended without any, broke, or was dropped unfinished.
 pub type OnEnd = Box<dyn FnOnce(Option<&http::HeaderMap>) + Send>;
+
+/// Counts a primary's gRPC answer by its `grpc-status` in `stats`: now when
+/// its headers carry it (a trailers-only answer), else when its trailers come
+/// (what to call then is returned).
+pub fn grpc_counted(headers: &http::HeaderMap, stats: &Arc<DestinationStats>) -> Option<OnEnd> {
+    if !grpc::is_grpc(headers) {
+        return None;
+    }
+    if let Some(status) = grpc::status_in(headers) {
+        stats.grpc.record(status);
+        return None;
+    }
+    let stats = stats.clone();
+    Some(Box::new(move |trailers| {
+        if let Some(status) = trailers.and_then(grpc::status_in) {
+            stats.grpc.record(status);
+        }
+    }))
+}
+
+/// Both calls, one after the other, as one.
+pub fn both(first: Option<OnEnd>, second: Option<OnEnd>) -> Option<OnEnd> {
+    match (first, second) {
+        (Some(a), Some(b)) => Some(Box::new(move |trailers| {
+            a(trailers);
+            b(trailers);
+        })),
+        (a, b) => a.or(b),
+    }
+}
 
 /// A response body that reports how it ended (a gRPC answer's status comes
 /// in its trailers).

@@ -279,6 +279,9 @@ impl Ended {
             Self::Answered(answer) | Self::Cut(answer) => {
                 counter.fetch_add(1, Relaxed);
                 stats.responses.record(answer.status);
+                if let Some(status) = answer.grpc_status {
+                    stats.grpc.record(status);
+                }
                 stats.duration.record(started.elapsed());
                 (answer.status, answer.bytes, answer.captured.take())
             }

@@ -20,7 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::body::capture::{Captured, PrimaryCapture};
 use crate::body::replay::{self, ReadAhead};
-use crate::body::{CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody};
+use crate::body::{
+    self, CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody,
+};
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply};
@@ -407,7 +409,10 @@ fn respond(
     destination.stats.responses.record(status);
     let empty = http::HeaderMap::new();
     let answer_headers = result.as_ref().map_or(&empty, |r| r.headers());
-    let on_end = Gate::open_on(gates, status, answer_headers);
+    let on_end = body::both(
+        Gate::open_on(gates, status, answer_headers),
+        body::grpc_counted(answer_headers, &destination.stats),
+    );
     let budget = &conn.shared.compare_queue.budget;
     let response = match result {
         Ok(response) if compared.waiting.is_empty() => response.map(ResponseBody::Upstream),

@@ -87,6 +87,40 @@ impl StatusCounts {
     }
 }
 
+/// gRPC answers by `grpc-status`, 0..=16 (OK to UNAUTHENTICATED); anything
+/// else lands in `other`.
+#[derive(Debug, Default)]
+pub struct GrpcCounts {
+    codes: [AtomicU64; 17],
+    other: AtomicU64,
+}
+
+impl GrpcCounts {
+    pub fn record(&self, status: u32) {
+        match usize::try_from(status).ok().and_then(|i| self.codes.get(i)) {
+            Some(counter) => counter.fetch_add(1, Relaxed),
+            None => self.other.fetch_add(1, Relaxed),
+        };
+    }
+
+    pub fn report(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = self
+            .codes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then(|| (i.to_string(), n))
+            })
+            .collect();
+        let other = self.other.load(Relaxed);
+        if other > 0 {
+            out.insert("other".to_owned(), other);
+        }
+        out
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct HistogramReport {
     pub count: u64,
@@ -98,6 +132,20 @@ pub struct HistogramReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_statuses_are_counted_by_code_and_the_rest_as_other() {
+        let counts = GrpcCounts::default();
+        for status in [0, 0, 5, 16, 17, u32::MAX] {
+            counts.record(status);
+        }
+        let report = counts.report();
+        assert_eq!(report.get("0"), Some(&2));
+        assert_eq!(report.get("5"), Some(&1));
+        assert_eq!(report.get("16"), Some(&1));
+        assert_eq!(report.get("other"), Some(&2));
+        assert_eq!(report.len(), 4);
+    }
 
     #[test]
     fn histogram_buckets_by_upper_bound() {

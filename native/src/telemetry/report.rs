@@ -12,6 +12,8 @@ pub struct DestinationReport {
     #[serde(flatten)]
     pub key: StatsKey,
     pub responses: HashMap<String, u64>,
+    /// gRPC answers by `grpc-status`.
+    pub grpc_responses: HashMap<String, u64>,
     pub duration: HistogramReport,
 }
 
@@ -28,6 +30,7 @@ pub struct MirrorReport {
     pub in_flight: u64,
     pub dropped: HashMap<String, u64>,
     pub responses: HashMap<String, u64>,
+    pub grpc_responses: HashMap<String, u64>,
     pub duration: HistogramReport,
     pub compare: CompareReport,
 }

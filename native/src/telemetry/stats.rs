@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use super::counters::{Histogram, StatusCounts};
+use super::counters::{GrpcCounts, Histogram, StatusCounts};
 use super::key::StatsKey;
 use super::reasons::ClosedList;
 use super::reasons::{Counts, DropReason, FailReason, SkipReason, TcpCutReason};
@@ -20,6 +20,8 @@ use super::report::{
 #[derive(Debug, Default)]
 pub struct DestinationStats {
     pub responses: StatusCounts,
+    /// gRPC calls' answers by `grpc-status` (theirs is always HTTP 200).
+    pub grpc: GrpcCounts,
     pub duration: Histogram,
 }
 
@@ -44,6 +46,7 @@ pub struct MirrorStats {
     pub in_flight: AtomicU64,
     dropped: Counts<DropReason>,
     pub responses: StatusCounts,
+    pub grpc: GrpcCounts,
     pub duration: Histogram,
     /// Comparisons of this mirror's answers with the primary's.
     pub compare: CompareStats,
@@ -201,6 +204,7 @@ impl StatsRegistry {
             .map(|(key, s)| DestinationReport {
                 key: key.clone(),
                 responses: s.responses.report(),
+                grpc_responses: s.grpc.report(),
                 duration: s.duration.report(),
             })
             .collect();
@@ -218,6 +222,7 @@ impl StatsRegistry {
                 in_flight: s.in_flight.load(Relaxed),
                 dropped: s.dropped.report(),
                 responses: s.responses.report(),
+                grpc_responses: s.grpc.report(),
                 duration: s.duration.report(),
                 compare: s.compare.report(),
             })
