@@ -237,10 +237,11 @@ def _hostile_table(entry: dict[str, Any]) -> list[str]:
     copies ended."""
     lines = [
         "| v2 | p50 ms | p99 ms | p99.9 ms | p99 vs healthy | p99 target ms | met "
-        "| CPU while users | CPU 0-1 s after | CPU 1-2 s after | idle in 1 s | peak RSS MiB "
+        "| CPU while users | CPU 0-1 s after | CPU 0.5-1 s after | CPU 1-2 s after "
+        "| idle in 1 s | peak RSS MiB "
         "| v2 wrote MiB | v2 connections (closed by proxy) "
         "| copies answered / failed / timed out / cut / in flight | user errors |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     found = entry["peers"]
     for name in [*HOSTILE_MIRRORS, *(n for n in found if n not in HOSTILE_MIRRORS)]:
@@ -261,6 +262,7 @@ def _hostile_table(entry: dict[str, Any]) -> list[str]:
             _yes(f.get("p99_within_target")),
             _share(f.get("cpu_share_users")),
             _share(f.get("cpu_share_after_1s")),
+            _share(f.get("cpu_share_half_to_1s")),
             _share(f.get("cpu_share_after_2s")),
             _yes(f.get("idle_within_1s")),
             _num(f.get("rss_mib")),

@@ -13,7 +13,9 @@ proxy's CPU while users ran and in the first and second second after they stoppe
 (user+system time from /proc, as a share of one core), what the v2 peer wrote and on how
 many connections the proxy closed it, the copies' outcomes from the proxy's /stats.
 Issue 14's target: user p99 within 1.2x + 0.5 ms of the healthy-v2 p99, CPU back to idle
-(<= 5% of a core) within a second; reported, not asserted (noise).
+(<= 5% of a core) within a second, i.e. in the half-second before the 1 s mark (the first
+half-second is when the copies in flight as users stop finish); reported, not asserted
+(noise).
 
 And a compare flood: every request copied, primary and v2 both answering 60 KiB bodies,
 8 keep-alive connections back to back for twice PYMIRROR_BENCH_SECONDS, first with compare
@@ -188,13 +190,13 @@ def users(client: KeepAliveClient, n: int) -> tuple[list[float], list[str]]:
     return latencies, wrong
 
 
-def cpu_after(pid: int, windows: int = 2) -> list[float]:
-    """The process's CPU time in each of the next `windows` seconds, as a share of one
-    core."""
+def cpu_after(pid: int, windows: tuple[float, ...] = (0.5, 0.5, 1.0)) -> list[float]:
+    """The process's CPU time in each of the next windows (seconds, back to back), as a
+    share of one core: by default 0-0.5 s, 0.5-1 s and 1-2 s after users stopped."""
     shares = []
-    for _ in range(windows):
+    for seconds in windows:
         started, cpu = time.monotonic(), cpu_seconds(pid)
-        time.sleep(1.0)
+        time.sleep(seconds)
         shares.append((cpu_seconds(pid) - cpu) / (time.monotonic() - started))
     return shares
 
@@ -263,7 +265,8 @@ def test_hostile_mirror(
             users_seconds = time.monotonic() - started
             cpu_users = cpu_seconds(pid) - cpu
             cpu_v2 = cpu_seconds(v2.pid) - cpu_v2
-        after_1s, after_2s = cpu_after(pid)
+        first_half, second_half, after_2s = cpu_after(pid)
+        after_1s = (first_half + second_half) / 2
         stats = admin_stats(admin)
         rss = peak_rss_bytes(pid)
         if mirror == "healthy":
@@ -309,7 +312,9 @@ def test_hostile_mirror(
         "v2_cpu_share_users": cpu_v2 / users_seconds,
         "v2_priority": V2_PRIORITY,
         "v2_cpus": V2_CPUS or "shared",
-        "idle_within_1s": after_1s <= IDLE_SHARE,
+        "cpu_share_half_to_1s": second_half,
+        # Back to idle within a second: idle by the 1 s mark (its last half-second).
+        "idle_within_1s": second_half <= IDLE_SHARE,
         "rss_mib": rss / 2**20,
         **copies(stats),
         **peer_figures(seen),
@@ -328,7 +333,8 @@ def test_hostile_mirror(
     record(HOSTILE, mirror, figures)
     print(
         f"\n{mirror}: p50 {figures['p50_ms']:.2f} ms, p99 {p99:.2f} ms, CPU while users "
-        f"{figures['cpu_share_users']:.0%}, after 0-1 s {after_1s:.0%}, 1-2 s {after_2s:.0%} "
+        f"{figures['cpu_share_users']:.0%}, after 0-1 s {after_1s:.0%} "
+        f"(0.5-1 s {second_half:.0%}), 1-2 s {after_2s:.0%} "
         f"of a core; v2 wrote {figures['v2_written_mib']:,.1f} MiB on "
         f"{figures['v2_connections']} connections"
     )
