@@ -147,6 +147,9 @@ class Mirror(TypedDict):
     request_headers: NotRequired[HeaderOps]
     """Header operations on the copy alone."""
     only_idempotent: NotRequired[bool]
+    grpc_methods: NotRequired[list[str]]
+    """With `only_idempotent`: gRPC methods (`/pkg.Service/Method`) or services
+    (`/pkg.Service/`) copied all the same."""
     after_primary_success: NotRequired[bool]
     compare: NotRequired[Compare | None]
 

@@ -79,7 +79,19 @@ def _host_suffix(value: str) -> str:
     return value
 
 
+def _grpc_method(value: str) -> str:
+    # gRPC's path: /package.Service/Method (PROTOCOL-HTTP2.md); a service alone ends
+    # with its slash.
+    if not re.fullmatch(r"/[A-Za-z_][A-Za-z0-9_.]*/([A-Za-z_][A-Za-z0-9_]*)?", value):
+        raise ValueError(
+            "a gRPC method is `/package.Service/Method`, or `/package.Service/` for all of "
+            f"a service's (got {value!r})"
+        )
+    return value
+
+
 Name = Annotated[str, AfterValidator(_name)]
+GrpcMethod = Annotated[str, AfterValidator(_grpc_method)]
 SubsetName = Annotated[str, AfterValidator(_subset_name)]
 HostSuffix = Annotated[str, AfterValidator(_host_suffix)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]

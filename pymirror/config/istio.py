@@ -22,7 +22,7 @@ from .actions import (
     HTTPRetry,
     HTTPRewrite,
 )
-from .base import U32_MAX, Name, _Model, is_dns_label, problem
+from .base import U32_MAX, GrpcMethod, Name, _Model, is_dns_label, problem
 from .hosts import hosts_overlap
 from .matches import Destination, HeaderOperations, Headers, HTTPMatchRequest, Percent
 from .types import ByteSize, Duration, HostPattern
@@ -60,7 +60,13 @@ class HTTPRouteDestination(_Model):
 
 
 #: The pymirror extension fields of a mirror, as written (camelCase, then snake_case).
-MIRROR_EXTENSIONS = ("onlyIdempotent", "afterPrimarySuccess", "headers", "compare")
+MIRROR_EXTENSIONS = (
+    "onlyIdempotent",
+    "grpcMethods",
+    "afterPrimarySuccess",
+    "headers",
+    "compare",
+)
 
 
 class MirrorHeaders(_Model):
@@ -134,6 +140,9 @@ class MirrorOptions(_Model):
 
     only_idempotent: bool | None = None
     """Copy only GET, HEAD, OPTIONS, TRACE, PUT and DELETE requests. Default: every method."""
+    grpc_methods: list[GrpcMethod] | None = None
+    """With `onlyIdempotent`: gRPC methods safe to copy all the same (every gRPC call is a
+    POST): `/package.Service/Method`, or `/package.Service/` for all of a service's."""
     after_primary_success: bool | None = None
     """Send the copy only once the primary answered 2xx or 3xx (its body waits in the
     bounded copy buffer). Default: at once."""
@@ -147,6 +156,7 @@ class MirrorOptions(_Model):
         """Only the extension fields (a `mirror` also carries its destination's)."""
         return MirrorOptions(
             only_idempotent=self.only_idempotent,
+            grpc_methods=self.grpc_methods,
             after_primary_success=self.after_primary_success,
             headers=self.headers,
             compare=self.compare,

@@ -22,7 +22,7 @@ from .actions import (
     HTTPRetry,
     HTTPRewrite,
 )
-from .base import U32_MAX, HostSuffix, Labels, Name, _Model, problem
+from .base import U32_MAX, GrpcMethod, HostSuffix, Labels, Name, _Model, problem
 from .hosts import host_matches
 from .istio import (
     Delegate,
@@ -304,6 +304,10 @@ class MirrorDefaults(_Model):
     only_idempotent: bool = False
     """Copy only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE), for every
     mirror that does not say otherwise. Default: every method."""
+    grpc_methods: list[GrpcMethod] | None = None
+    """With `onlyIdempotent`: the gRPC methods safe to copy all the same (every gRPC call
+    is a POST), as `/package.Service/Method` or a whole service, `/package.Service/`, for
+    every mirror that does not say otherwise. Default: none."""
     after_primary_success: bool = False
     """Send each copy only once the primary answered 2xx or 3xx, for every mirror that
     does not say otherwise. Default: at once."""

@@ -132,7 +132,8 @@ def mirror_guards_text(m: snap.Mirror) -> str:
     """` (only idempotent, after primary success, headers -authorization)`, or nothing."""
     parts = []
     if m.get("only_idempotent"):
-        parts.append("only idempotent")
+        grpc = m.get("grpc_methods") or []
+        parts.append("only idempotent" + (f" and gRPC {' '.join(grpc)}" if grpc else ""))
     if m.get("after_primary_success"):
         parts.append("after primary success")
     ops = m.get("request_headers") or {}

@@ -4,7 +4,7 @@ place), their destinations and mirrors with each mirror's guards, and tcp routes
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from .. import snapshot as snap
 from ..config.istio import CompareOptions
@@ -184,17 +184,24 @@ class Routes:
         idempotent = next(
             (x.only_idempotent for x in levels if x.only_idempotent is not None), None
         )
+        grpc_methods = next(
+            (x.grpc_methods for x in levels if x.grpc_methods is not None),
+            defaults.grpc_methods,
+        )
         after = next(
             (x.after_primary_success for x in levels if x.after_primary_success is not None), None
         )
         ops = [defaults.headers, *(x.headers for x in reversed(levels))]
         compare = next((x.compare for x in levels if x.compare is not None), None)
-        return {
+        guards: _Guards = {
             "compare": _compare(compare),
             "request_headers": _merged_ops([h.request for h in ops if h and h.request]),
             "only_idempotent": defaults.only_idempotent if idempotent is None else idempotent,
             "after_primary_success": (defaults.after_primary_success if after is None else after),
         }
+        if grpc_methods:
+            guards["grpc_methods"] = list(grpc_methods)
+        return guards
 
 
 class _Guards(TypedDict):
@@ -202,6 +209,7 @@ class _Guards(TypedDict):
     request_headers: snap.HeaderOps
     only_idempotent: bool
     after_primary_success: bool
+    grpc_methods: NotRequired[list[str]]
 
 
 def _compare(c: CompareOptions | None) -> snap.Compare | None:

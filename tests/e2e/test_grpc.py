@@ -355,3 +355,19 @@ def test_grpc_status_is_counted_for_primary_and_mirror(peers) -> None:
     assert re.search(
         r'pymirror_mirror_grpc_responses_total\{[^}]*grpc_status="13"[^}]*\} 1\.0', text
     )
+
+
+def test_only_idempotent_copies_the_grpc_methods_listed_safe(peers) -> None:
+    """Every gRPC call is a POST: `onlyIdempotent` drops them all, except the methods
+    (or whole services) the mirror lists in `grpcMethods`."""
+    v1, v2 = peers
+    guard = ", onlyIdempotent: true, grpcMethods: [/demo.Echo/Unary]"
+    with Proxy(grpc_config(v1, v2, guard=guard)) as proxy, channel(proxy.addresses[0]) as ch:
+        ch.unary_unary(method("Unary"))(b"a", timeout=10)
+        list(ch.unary_stream(method("ServerStream"))(b"b", timeout=10))
+        ch.unary_unary(method("Unary"))(b"c", timeout=10)
+        v2.wait_for(2)
+        settle(proxy)
+    copied = sorted((c.method, c.requests) for c in v2.calls)
+    assert copied == [("Unary", [b"a"]), ("Unary", [b"c"])]
+    assert len(v1.calls) == 3

@@ -457,3 +457,34 @@ def test_compare_is_not_an_istio_field_on_a_virtual_service() -> None:
     )
     found = errors("---\n".join([PROXY, vs, SERVICE]))
     assert any("`compare` is a pymirror extension" in e for e in found), found
+
+
+def grpc_methods(text: str) -> list[list[list[str] | None]]:
+    """Each route's mirrors' `grpc_methods` (None: the key is left out of the snapshot)."""
+    s = build_snapshot(load_config(text))
+    return [[m.get("grpc_methods") for m in r["mirrors"]] for r in s["virtual_hosts"][0]["routes"]]
+
+
+def test_grpc_methods_resolve_from_the_mirror_then_the_defaults() -> None:
+    inline = """\
+        mirror: {host: reviews, subset: v2, onlyIdempotent: true, grpcMethods: [/a.B/Get]}
+        """
+    assert grpc_methods(native(inline)) == [[["/a.B/Get"]], [None]]
+    defaults = "mirrorDefaults: {onlyIdempotent: true, grpcMethods: [/a.B/, /c.D/Put]}\n"
+    assert grpc_methods(native(inline, extra=defaults)) == [
+        [["/a.B/Get"]],
+        [["/a.B/", "/c.D/Put"]],
+    ]
+    # None written anywhere: nothing in the snapshot.
+    assert grpc_methods(native()) == [[None], [None]]
+    described = describe(load_config(native(inline)))
+    assert "only idempotent and gRPC /a.B/Get" in "\n".join(described)
+
+
+@pytest.mark.parametrize("bad", ["a.B/Get", "/a.B", "/a.B/Get/x", "/ a/Get", "//Get"])
+def test_a_malformed_grpc_method_is_an_error_with_its_place(bad: str) -> None:
+    text = native(f"mirror: {{host: reviews, subset: v2, grpcMethods: ['{bad}']}}")
+    [error] = errors(text)
+    assert error.startswith("<string>:15:59: virtualServices[0].http[0].mirror.grpcMethods[0]: ")
+    assert "mirror.grpcMethods[0]" in error
+    assert "/package.Service/Method" in error and repr(bad) in error

@@ -64,6 +64,19 @@ pub fn status_in(fields: &HeaderMap) -> Option<u32> {
     fields.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 
+/// Whether a gRPC call to `path` (`/pkg.Service/Method`) is one of `listed`:
+/// a method named in full, or a service named with its trailing slash.
+pub fn method_listed(path: &str, listed: &[String]) -> bool {
+    listed.iter().any(|entry| {
+        if entry.ends_with('/') {
+            path.strip_prefix(entry.as_str())
+                .is_some_and(|method| !method.is_empty() && !method.contains('/'))
+        } else {
+            path == entry
+        }
+    })
+}
+
 /// The gRPC status for one of the proxy's own answers.
 pub fn status_for(reply: LocalReply) -> u32 {
     match reply {
@@ -166,6 +179,22 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(name, HeaderValue::from_str(value).unwrap());
         headers
+    }
+
+    #[test]
+    fn listed_methods_match_in_full_or_by_service() {
+        let listed = vec![
+            "/reviews.Reviews/Get".to_owned(),
+            "/reviews.Ratings/".to_owned(),
+        ];
+        assert!(method_listed("/reviews.Reviews/Get", &listed));
+        assert!(!method_listed("/reviews.Reviews/Delete", &listed));
+        assert!(!method_listed("/reviews.Reviews/GetMore", &listed));
+        assert!(method_listed("/reviews.Ratings/Any", &listed));
+        assert!(!method_listed("/reviews.Ratings/", &listed));
+        assert!(!method_listed("/reviews.Ratings/a/b", &listed));
+        assert!(!method_listed("/reviews.RatingsX/Any", &listed));
+        assert!(!method_listed("/reviews.Reviews/Get", &[]));
     }
 
     #[test]

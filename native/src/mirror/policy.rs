@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
-use http::{Method, Request};
+use http::Request;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
+use crate::http::grpc;
 use crate::http::header_ops::HeaderOps;
 use crate::http::headers::shadow_host;
 use crate::mirror::compare::CompareSpec;
@@ -37,6 +38,8 @@ pub struct MirrorPolicy {
     host_suffix: String,
     request_headers: HeaderOps,
     only_idempotent: bool,
+    /// gRPC methods copied despite `only_idempotent`.
+    grpc_methods: Vec<String>,
     after_primary_success: bool,
     pub stats: Arc<MirrorStats>,
     /// Set when a share of this mirror's answers is compared with the primary's.
@@ -72,6 +75,7 @@ impl MirrorPolicy {
             host_suffix: spec.host_suffix.clone(),
             request_headers: HeaderOps::compile(&spec.request_headers)?,
             only_idempotent: spec.only_idempotent,
+            grpc_methods: spec.grpc_methods.clone(),
             after_primary_success: spec.after_primary_success,
             stats,
             compare,
@@ -82,14 +86,21 @@ impl MirrorPolicy {
     /// Samples this request and, if it is chosen, admits a copy within the
     /// in-flight bound. A copy that cannot be admitted is counted as dropped.
     #[inline]
-    pub fn admit(&self, method: &Method) -> Option<Admission> {
-        if self.only_idempotent && !method.is_idempotent() {
+    pub fn admit(&self, parts: &Parts) -> Option<Admission> {
+        if self.only_idempotent && !parts.method.is_idempotent() && !self.safe_grpc(parts) {
             return None;
         }
         if !self.sampler.sample() {
             return None;
         }
         self.admit_chosen()
+    }
+
+    /// A gRPC call to a method listed as safe to copy.
+    fn safe_grpc(&self, parts: &Parts) -> bool {
+        !self.grpc_methods.is_empty()
+            && grpc::is_grpc(&parts.headers)
+            && grpc::method_listed(parts.uri.path(), &self.grpc_methods)
     }
 
     /// Admits a copy chosen elsewhere (a noise copy follows its mirror's

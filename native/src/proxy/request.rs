@@ -332,7 +332,7 @@ fn fan_out(
         let admission = match noise_for {
             Some(parent) if compared_mirrors & (1 << parent) == 0 => continue,
             Some(_) => policy.admit_chosen(),
-            None => policy.admit(&parts.method),
+            None => policy.admit(parts),
         };
         let Some(admission) = admission else {
             continue;

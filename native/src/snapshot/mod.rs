@@ -390,6 +390,10 @@ pub struct Mirror {
     /// TRACE, PUT, DELETE).
     #[serde(default)]
     pub only_idempotent: bool,
+    /// With `only_idempotent`: gRPC methods (`/pkg.Service/Method`) or whole
+    /// services (`/pkg.Service/`) copied all the same (every gRPC call is a POST).
+    #[serde(default)]
+    pub grpc_methods: Vec<String>,
     /// Send the copy only once the primary has answered with a 2xx or 3xx;
     /// its body waits in the bounded buffer until then.
     #[serde(default)]
