@@ -110,6 +110,8 @@ class FaultDelay(TypedDict):
 class FaultAbort(TypedDict):
     status: int
     per_million: int
+    grpc_status: NotRequired[int]
+    """Istio's `grpcStatus`, as its number: answered as a gRPC failure (HTTP 200)."""
 
 
 class Fault(TypedDict):

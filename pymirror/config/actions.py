@@ -9,7 +9,6 @@ import builtins
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
 from .base import _Model, check_regex, problem
 from .matches import Percent
@@ -183,24 +182,44 @@ class FaultAbort(_Model):
     http_status: int | None = Field(default=None, ge=200, le=599)
     """The status answered instead of forwarding."""
     grpc_status: str | None = None
-    """Not served (gRPC is not supported yet): rejected."""
+    """A gRPC status name (`UNAVAILABLE`, as Istio writes it, all caps): the request is
+    answered as a gRPC call that failed so (HTTP 200, `grpc-status`)."""
     http2_error: str | None = None
-    """Not served (HTTP/2 is not supported yet): rejected."""
+    """Not served (an HTTP/2 stream reset): rejected."""
     percentage: Percent | None = None
     """Share of requests aborted. Default: 100%."""
 
     @model_validator(mode="after")
     def _check(self) -> FaultAbort:
-        for field in ("grpc_status", "http2_error"):
-            if getattr(self, field) is not None:
+        if self.http2_error is not None:
+            raise problem(
+                "`http2Error` aborts are not supported by pymirror yet; use `httpStatus` or "
+                "`grpcStatus`",
+                "http2Error",
+            )
+        if self.grpc_status is not None:
+            if self.http_status is not None:
+                raise problem("give `httpStatus` or `grpcStatus`, not both", "grpcStatus")
+            if self.grpc_status not in GRPC_STATUS_CODES:
+                known = ", ".join(GRPC_STATUS_CODES)
                 raise problem(
-                    f"`{to_camel(field)}` aborts are not supported by pymirror yet; use "
-                    "`httpStatus`",
-                    to_camel(field),
+                    f"unknown gRPC status {self.grpc_status!r} (one of {known})", "grpcStatus"
                 )
-        if self.http_status is None:
-            raise problem("missing required field `httpStatus`", "httpStatus")
+        elif self.http_status is None:
+            raise problem("missing required field `httpStatus` (or `grpcStatus`)", "httpStatus")
         return self
+
+    @property
+    def grpc_code(self) -> int | None:
+        """`grpc_status` as its number."""
+        return None if self.grpc_status is None else GRPC_STATUS_CODES[self.grpc_status]
+
+
+#: gRPC's status codes by the names Istio's `grpcStatus` takes (grpc/doc/statuscodes.md).
+_GRPC_STATUS_NAMES = """OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND
+ALREADY_EXISTS PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE
+UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"""
+GRPC_STATUS_CODES: dict[str, int] = {n: i for i, n in enumerate(_GRPC_STATUS_NAMES.split())}
 
 
 class HTTPFaultInjection(_Model):

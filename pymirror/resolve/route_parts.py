@@ -150,7 +150,10 @@ def fault(f: HTTPFaultInjection | None) -> snap.Fault | None:
             "fixed_delay_ms": duration_ms(d.fixed_delay),
             "per_million": per_million(share),
         }
-    if (a := f.abort) is not None and a.http_status is not None:
+    if (a := f.abort) is not None and (a.http_status is not None or a.grpc_code is not None):
         share = a.percentage.value if a.percentage else 100
-        result["abort"] = {"status": a.http_status, "per_million": per_million(share)}
+        abort: snap.FaultAbort = {"status": a.http_status or 200, "per_million": per_million(share)}
+        if a.grpc_code is not None:
+            abort["grpc_status"] = a.grpc_code
+        result["abort"] = abort
     return result

@@ -371,3 +371,17 @@ def test_only_idempotent_copies_the_grpc_methods_listed_safe(peers) -> None:
     copied = sorted((c.method, c.requests) for c in v2.calls)
     assert copied == [("Unary", [b"a"]), ("Unary", [b"c"])]
     assert len(v1.calls) == 3
+
+
+def test_a_fault_abort_with_grpc_status_answers_as_grpc(peers) -> None:
+    v1, v2 = peers
+    abort = "\n        fault: {abort: {grpcStatus: RESOURCE_EXHAUSTED, percentage: {value: 100}}}"
+    with (
+        Proxy(grpc_config(v1, v2, mirror=0.0, extra=abort)) as proxy,
+        channel(proxy.addresses[0]) as ch,
+        pytest.raises(grpc.RpcError) as failed,
+    ):
+        ch.unary_unary(method("Unary"))(b"x", timeout=10)
+    assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert failed.value.details() == "fault filter abort"
+    assert v1.calls == []

@@ -17,6 +17,7 @@ from pymirror.config import (
     service_entry,
     traffic,
 )
+from pymirror.config.actions import GRPC_STATUS_CODES
 from pymirror.config.base import _Model
 
 # A VirtualService resource; `vs(entry)` makes `entry` its first http entry, whose keys
@@ -237,11 +238,20 @@ CASES = [
         vs(f"{R}\nretries: {{attempts: 3, retryOn: '5xx,503,reset'}}"),
     ),
     (
-        "gRPC aborts are not served",
-        vs(f"{R}\nfault: {{abort: {{grpcStatus: UNAVAILABLE}}}}"),
+        "a gRPC abort names a status as Istio writes it, all caps",
+        vs(f"{R}\nfault: {{abort: {{grpcStatus: Unavailable}}}}"),
         [
-            f"<string>:9:33: {H0}.fault.abort.grpcStatus: `grpcStatus` aborts are not supported "
-            "by pymirror yet; use `httpStatus`"
+            f"<string>:9:33: {H0}.fault.abort.grpcStatus: unknown gRPC status 'Unavailable' "
+            f"(one of {', '.join(GRPC_STATUS_CODES)})"
+        ],
+        vs(f"{R}\nfault: {{abort: {{grpcStatus: UNAVAILABLE}}}}"),
+    ),
+    (
+        "an abort is an HTTP or a gRPC status, not both",
+        vs(f"{R}\nfault: {{abort: {{httpStatus: 503, grpcStatus: UNAVAILABLE}}}}"),
+        [
+            f"<string>:9:50: {H0}.fault.abort.grpcStatus: give `httpStatus` or `grpcStatus`, "
+            "not both"
         ],
         vs(f"{R}\nfault: {{abort: {{httpStatus: 503}}}}"),
     ),

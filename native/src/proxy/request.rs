@@ -23,6 +23,7 @@ use crate::body::replay::{self, ReadAhead};
 use crate::body::{
     self, CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody,
 };
+use crate::http::fault::Abort;
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply};
@@ -231,14 +232,8 @@ async fn select<'p>(
         line.record.route = Some(route.name.clone());
     }
     // Faults come first, as Envoy's fault filter sits before the router.
-    if let Some(fault) = &route.fault {
-        if let Some(delay) = fault.delay() {
-            tokio::time::sleep(delay).await;
-        }
-        if let Some(status) = fault.abort() {
-            let body = Bytes::from_static(b"fault filter abort\n");
-            return Err(plain_response(status, body));
-        }
+    if let Some(aborted) = fault(route).await {
+        return Err(aborted);
     }
     let destination = match &route.action {
         Action::Forward {
@@ -258,6 +253,22 @@ async fn select<'p>(
         uri: matched.uri,
         absolute,
     })
+}
+
+/// Applies the route's fault: holds the request back if it is sampled for a
+/// delay, and answers it instead of forwarding if it is sampled for an abort.
+async fn fault(route: &Route) -> Option<Response<ResponseBody>> {
+    let fault = route.fault.as_ref()?;
+    if let Some(delay) = fault.delay() {
+        tokio::time::sleep(delay).await;
+    }
+    match fault.abort()? {
+        Abort::Http(status) => Some(plain_response(
+            status,
+            Bytes::from_static(b"fault filter abort\n"),
+        )),
+        Abort::Grpc(code) => Some(grpc::answer(code, "fault filter abort")),
+    }
 }
 
 // === prepare ===

@@ -274,6 +274,10 @@ pub struct FaultAbort {
     pub status: u16,
     /// Share of requests aborted, out of 1,000,000.
     pub per_million: u32,
+    /// Istio's `grpcStatus`: the abort is a gRPC answer (HTTP 200) with this
+    /// `grpc-status`.
+    #[serde(default)]
+    pub grpc_status: Option<u32>,
 }
 
 /// Istio's Headers.HeaderOperations. Names are lower-case; `set` replaces,
