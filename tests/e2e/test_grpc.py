@@ -385,3 +385,25 @@ def test_a_fault_abort_with_grpc_status_answers_as_grpc(peers) -> None:
     assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert failed.value.details() == "fault filter abort"
     assert v1.calls == []
+
+
+def test_a_primary_that_resets_every_stream_is_a_grpc_unavailable(peers) -> None:
+    """The upstream hop, hostile: an HTTP/2 primary that answers each stream with
+    RST_STREAM (exact frames). The user gets a gRPC error, not a hang or a broken
+    connection, and the proxy serves the next call."""
+    _, v2 = peers
+    hostile = HostileH2Mirror("reset")
+    try:
+        with (
+            Proxy(grpc_config(hostile, v2, mirror=0.0)) as proxy,
+            channel(proxy.addresses[0]) as ch,
+        ):
+            for _ in range(2):
+                with pytest.raises(grpc.RpcError) as failed:
+                    ch.unary_unary(method("Unary"))(b"x", timeout=10)
+                assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            [destination] = proxy.stats()["destinations"]
+    finally:
+        hostile.stop()
+    assert hostile.resets == 2
+    assert destination["responses"] == {"502": 2}

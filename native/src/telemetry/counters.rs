@@ -70,20 +70,7 @@ impl StatusCounts {
     }
 
     pub fn report(&self) -> HashMap<String, u64> {
-        let mut out: HashMap<String, u64> = self
-            .codes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let n = c.load(Relaxed);
-                (n > 0).then(|| ((i + 100).to_string(), n))
-            })
-            .collect();
-        let other = self.other.load(Relaxed);
-        if other > 0 {
-            out.insert("other".to_owned(), other);
-        }
-        out
+        report_codes(&self.codes, 100, &self.other)
     }
 }
 
@@ -104,21 +91,26 @@ impl GrpcCounts {
     }
 
     pub fn report(&self) -> HashMap<String, u64> {
-        let mut out: HashMap<String, u64> = self
-            .codes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let n = c.load(Relaxed);
-                (n > 0).then(|| (i.to_string(), n))
-            })
-            .collect();
-        let other = self.other.load(Relaxed);
-        if other > 0 {
-            out.insert("other".to_owned(), other);
-        }
-        out
+        report_codes(&self.codes, 0, &self.other)
     }
+}
+
+/// The non-zero counts of `codes` (the first one is code `first`), by code,
+/// and `other` when it is not zero.
+fn report_codes(codes: &[AtomicU64], first: usize, other: &AtomicU64) -> HashMap<String, u64> {
+    let mut out: HashMap<String, u64> = codes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let n = c.load(Relaxed);
+            (n > 0).then(|| ((i + first).to_string(), n))
+        })
+        .collect();
+    let other = other.load(Relaxed);
+    if other > 0 {
+        out.insert("other".to_owned(), other);
+    }
+    out
 }
 
 #[derive(Debug, Serialize)]
