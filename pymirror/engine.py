@@ -37,6 +37,7 @@ class CaptureSide(TypedDict):
 
     status: int
     headers: list[tuple[str, str]]  # lower-case names, in order; values as Latin-1
+    trailers: list[tuple[str, str]]  # the fields that ended the body (gRPC's status), as headers
     body: bytes  # the first `max_body_bytes` of the body
     body_len: int  # the body's length (of what was read, when `cut`)
     body_hash: int  # FNV-1a 64 of the body (of what was read, when `cut`)

@@ -142,6 +142,7 @@ fn side<'py>(py: Python<'py>, c: &Captured) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("status", c.status)?;
     d.set_item("headers", c.header_pairs())?;
+    d.set_item("trailers", c.trailer_pairs())?;
     d.set_item("body", PyBytes::new(py, c.body_bytes()))?;
     d.set_item("body_len", c.body_len)?;
     d.set_item("body_hash", c.body_hash)?;

@@ -1,9 +1,15 @@
-"""One pair's comparison: status, headers, body (exact, or field by field for JSON).
+"""One pair's comparison: status, headers, trailers, body (exact, field by field for
+JSON, message by message for gRPC).
 
 A pair is what the core hands over (`Engine.drain_compared`): two sides, each with
-`status`, `headers` (lower-case name, value), `body` (the kept bytes), `body_len`,
-`body_hash` (of the body read), `truncated`, `cut` (the body was not read to its end:
-the mirror's, past the capture limit) and `latency` (seconds).
+`status`, `headers` and `trailers` (lower-case name, value), `body` (the kept bytes),
+`body_len`, `body_hash` (of the body read), `truncated`, `cut` (the body was not read to
+its end: the mirror's, past the capture limit) and `latency` (seconds).
+
+A gRPC answer is HTTP 200 whatever the call's outcome: its status is `grpc-status` (and
+`grpc-message`), in the trailers or, for a trailers-only answer, in the headers; both
+forms are read alike. A different `grpc-status` is a status mismatch; the body is
+compared as its length-prefixed messages, by their bytes (no transcoding).
 """
 
 from __future__ import annotations
@@ -120,9 +126,39 @@ class Settings:
         return any(p.match(path) for p in self._ignore)
 
     def redacted(self, d: Difference) -> bool:
-        if d.kind == "header":
-            return d.field.removeprefix("header:") in self.redact_headers
+        if d.kind == "header":  # `header:NAME` or `trailer:NAME`
+            return d.field.partition(":")[2] in self.redact_headers
         return any(p.match(d.path) for p in self._redact)
+
+
+#: gRPC's outcome fields, compared wherever each side carries them.
+GRPC_STATUS_FIELDS = ("grpc-status", "grpc-message")
+
+
+def is_grpc(side: Mapping[str, Any]) -> bool:
+    """A gRPC answer (`application/grpc`, `application/grpc+proto`, ...; not grpc-web,
+    whose trailers travel inside the body)."""
+    ctype = next((v for n, v in side["headers"] if n == "content-type"), "").lower()
+    return ctype == "application/grpc" or ctype.startswith(
+        ("application/grpc+", "application/grpc;")
+    )
+
+
+def grpc_outcome(side: Mapping[str, Any]) -> dict[str, str]:
+    """`grpc-status` and `grpc-message` of a gRPC answer: from its trailers, or from its
+    headers when it had none (a trailers-only answer)."""
+    for fields in (side.get("trailers") or [], side["headers"]):
+        found = {n: v for n, v in fields if n in GRPC_STATUS_FIELDS}
+        if "grpc-status" in found:
+            return found
+    return {}
+
+
+def status_label(side: Mapping[str, Any]) -> int | str:
+    """The status as reports show it: the HTTP status, and for gRPC its grpc-status too."""
+    if is_grpc(side):
+        return f"{side['status']} grpc-status {grpc_outcome(side).get('grpc-status', '?')}"
+    return int(side["status"])
 
 
 def compare(pair: Mapping[str, Any], settings: Settings | None = None) -> Outcome:
@@ -132,9 +168,18 @@ def compare(pair: Mapping[str, Any], settings: Settings | None = None) -> Outcom
     diffs: list[Difference] = []
     if primary["status"] != mirror["status"]:
         diffs.append(Difference("status", "status", "status", primary["status"], mirror["status"]))
-    body_diffs, structural = _body(primary, mirror, s)
+    grpc = is_grpc(primary) or is_grpc(mirror)
+    if grpc:
+        diffs += _grpc_outcome(primary, mirror)
+        body_diffs, structural = _grpc_body(primary, mirror, s)
+    else:
+        body_diffs, structural = _body(primary, mirror, s)
     ignore = s.ignore_headers | ({"content-length"} if structural else set())
-    diffs += _headers(primary["headers"], mirror["headers"], ignore)
+    # gRPC's outcome fields were compared above, wherever each side carried them.
+    fields_ignored = ignore | set(GRPC_STATUS_FIELDS) if grpc else ignore
+    (ph, pt), (mh, mt) = _sections(primary), _sections(mirror)
+    diffs += _headers(ph, mh, fields_ignored)
+    diffs += _headers(pt, mt, fields_ignored, "trailer")
     diffs += body_diffs
     cut = bool(primary.get("cut") or mirror.get("cut"))
     return Outcome(result_of(diffs), tuple(diffs), truncated=cut)
@@ -153,6 +198,7 @@ def _headers(
     primary: Iterable[tuple[str, str]],
     mirror: Iterable[tuple[str, str]],
     ignore: frozenset[str] | set[str],
+    section: str = "header",
 ) -> Iterator[Difference]:
     def fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
         out: dict[str, list[str]] = {}
@@ -164,7 +210,7 @@ def _headers(
     for name in sorted((p.keys() | m.keys()) - ignore):
         a, b = p.get(name, ABSENT), m.get(name, ABSENT)
         if a != b:
-            yield Difference("header", f"header:{name}", f"header:{name}", a, b)
+            yield Difference("header", f"{section}:{name}", f"{section}:{name}", a, b)
 
 
 def _json(side: Mapping[str, Any]) -> Any:
@@ -209,6 +255,73 @@ def _body(
     return [
         Difference("body", "body", "body", _text(primary["body"]), _text(mirror["body"]))
     ], False
+
+
+def _sections(side: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Header and trailer fields. A trailers-only gRPC answer carries its trailers in its
+    header section (all but `content-type`): read as trailers, it compares equal to the
+    same outcome sent the usual way."""
+    headers, trailers = list(side["headers"]), list(side.get("trailers") or [])
+    if trailers or not is_grpc(side) or all(n != "grpc-status" for n, _ in headers):
+        return headers, trailers
+    kept = [(n, v) for n, v in headers if n == "content-type"]
+    return kept, [(n, v) for n, v in headers if n != "content-type"]
+
+
+def _grpc_outcome(primary: Mapping[str, Any], mirror: Mapping[str, Any]) -> Iterator[Difference]:
+    """A different grpc-status is a status mismatch; a different grpc-message beside the
+    same status, a field mismatch."""
+    a, b = grpc_outcome(primary), grpc_outcome(mirror)
+    for name, kind in zip(GRPC_STATUS_FIELDS, ("status", "header"), strict=True):
+        x, y = a.get(name, ABSENT), b.get(name, ABSENT)
+        if x != y:
+            yield Difference(kind, name, name, x, y)
+
+
+def grpc_messages(body: bytes) -> list[bytes] | None:
+    """A gRPC body's messages (each a 1-byte compressed flag, a 4-byte big-endian length,
+    then the message), or None where the bytes are not whole messages."""
+    out: list[bytes] = []
+    at = 0
+    while at < len(body):
+        if len(body) - at < 5:
+            return None
+        size = int.from_bytes(body[at + 1 : at + 5], "big")
+        end = at + 5 + size
+        if end > len(body):
+            return None
+        out.append(body[at:end])
+        at = end
+    return out
+
+
+def _grpc_body(
+    primary: Mapping[str, Any], mirror: Mapping[str, Any], s: Settings
+) -> tuple[list[Difference], bool]:
+    """Message by message when both bodies are whole (kept in full and well framed);
+    otherwise as any body."""
+    whole = not any(side.get("cut") or side["truncated"] for side in (primary, mirror))
+    a = grpc_messages(primary["body"]) if whole else None
+    b = grpc_messages(mirror["body"]) if whole else None
+    if a is None or b is None:
+        return _body(primary, mirror, s)
+    out = []
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else ABSENT
+        y = b[i] if i < len(b) else ABSENT
+        if x != y:
+            out.append(Difference("body", "message[*]", f"message[{i}]", _hex(x), _hex(y)))
+    return out, False
+
+
+def _hex(message: Any, limit: int = 64) -> Any:
+    """A message as reports show it: its length and first bytes in hex (protobuf is
+    binary), flag and length prefix left out."""
+    if message is ABSENT:
+        return ABSENT
+    payload = message[5:]
+    shown = payload[:limit].hex(" ")
+    return f"{len(payload)} bytes: {shown}" + (" ..." if len(payload) > limit else "")
 
 
 def _text(body: bytes, limit: int = 200) -> str:

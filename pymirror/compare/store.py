@@ -15,7 +15,15 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymirror.compare.diff import ABSENT, REDACTED, Difference, Outcome, Settings, result_of
+from pymirror.compare.diff import (
+    ABSENT,
+    REDACTED,
+    Difference,
+    Outcome,
+    Settings,
+    result_of,
+    status_label,
+)
 from pymirror.compare.noise import REGRESSION, classify, z_score
 
 #: Where endpoints or fields past their bound are counted.
@@ -62,7 +70,8 @@ class Figures:
     """Pairs compared on their kept prefixes only: a side was cut at the capture limit."""
     results: Counter[str] = field(default_factory=Counter)
     fields: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[tuple[int, int]] = field(default_factory=Counter)
+    statuses: Counter[tuple[int | str, int | str]] = field(default_factory=Counter)
+    """(primary, mirror) as `status_label` gives them: gRPC answers with their grpc-status."""
     primary_latency: deque[float] = field(init=False)
     mirror_latency: deque[float] = field(init=False)
     samples: dict[str, deque[Sample]] = field(default_factory=dict)
@@ -94,7 +103,7 @@ class Figures:
         self.truncated += outcome.truncated
         self.results[result] += 1
         p, m = pair["primary"], pair["mirror_response"]
-        self.statuses[(p["status"], m["status"])] += 1
+        self.statuses[(status_label(p), status_label(m))] += 1
         self.primary_latency.append(p["latency"])
         self.mirror_latency.append(m["latency"])
         self._count(self.fields, self.samples, by_field, pair, settings)

@@ -20,6 +20,7 @@ from support.grpc_peer import GrpcPeer, method
 from support.h2_mirror import HostileH2Mirror
 
 from pymirror import Proxy, ServerOptions, metrics
+from pymirror.compare.report import document
 
 pytestmark = pytest.mark.e2e
 
@@ -407,3 +408,57 @@ def test_a_primary_that_resets_every_stream_is_a_grpc_unavailable(peers) -> None
         hostile.stop()
     assert hostile.resets == 2
     assert destination["responses"] == {"502": 2}
+
+
+def test_comparison_reads_grpc_status_message_trailers_and_messages() -> None:
+    # v2 fails `Flaky` where v1 answers, tags its answers `v2:` and its Fail trailer
+    # `t-v2`: each difference must show under its own field.
+    v1, v2 = GrpcPeer("v1"), GrpcPeer("v2", flaky=100)
+    compared = ", compare: {percentage: {value: 100}}"
+    try:
+        with Proxy(grpc_config(v1, v2, guard=compared)) as proxy:
+            with channel(proxy.addresses[0]) as ch:
+                assert ch.unary_unary(method("Unary"))(b"same", timeout=10) == b"v1:same"
+                assert ch.unary_unary(method("Flaky"))(b"f", timeout=10) == b"v1:f"
+                with pytest.raises(grpc.RpcError):
+                    ch.unary_unary(method("Fail"))(b"x", timeout=10)
+            v2.wait_for(3)
+            deadline = time.monotonic() + 10
+            while sum(e["compared"] for e in document(proxy.comparator.store)["endpoints"]) < 3:
+                assert time.monotonic() < deadline, "the three pairs were not compared"
+                proxy.compare_pending()
+                time.sleep(0.02)
+            doc = document(proxy.comparator.store)
+    finally:
+        v1.stop()
+        v2.stop()
+    by = {e["endpoint"]: e for e in doc["endpoints"]}
+
+    def fields(endpoint: str) -> dict[str, dict]:
+        return {f["field"]: f for f in by[f"POST /demo.Echo/{endpoint}"]["fields"]}
+
+    def sample(endpoint: str, field: str) -> dict:
+        return next(s for s in by[f"POST /demo.Echo/{endpoint}"]["samples"] if s["field"] == field)
+
+    # Unary: same status, the one message differs by its bytes (shown as hex).
+    assert set(fields("Unary")) == {"message[*]"}
+    unary = sample("Unary", "message[*]")
+    assert unary["path"] == "message[0]"
+    assert unary["primary"] == "7 bytes: " + b"v1:same".hex(" ")
+    assert unary["mirror"] == "7 bytes: " + b"v2:same".hex(" ")
+    assert by["POST /demo.Echo/Unary"]["results"] == {"body_mismatch": 1}
+    # Flaky: HTTP 200 on both sides, but v2's grpc-status 14 is a status mismatch, and
+    # its message, a message mismatch; v1's answer has a message, v2's none.
+    flaky = by["POST /demo.Echo/Flaky"]
+    assert flaky["results"] == {"status_mismatch": 1}
+    assert {"grpc-status", "grpc-message", "message[*]"} <= set(fields("Flaky"))
+    status = sample("Flaky", "grpc-status")
+    assert (status["primary"], status["mirror"]) == ("0", "14")
+    assert sample("Flaky", "grpc-message")["mirror"] == "not yet"
+    assert flaky["statuses"] == [
+        {"primary": "200 grpc-status 0", "mirror": "200 grpc-status 14", "count": 1}
+    ]
+    # Fail: the same status and message on both; only the trailer differs.
+    assert set(fields("Fail")) == {"trailer:x-trailer"}
+    trailer = sample("Fail", "trailer:x-trailer")
+    assert (trailer["primary"], trailer["mirror"]) == ("t-v1", "t-v2")

@@ -275,3 +275,99 @@ def test_report_names_what_was_sampled_but_not_compared() -> None:
     text = render_text(doc)
     assert "no compared requests yet" in text
     assert "queue_full 3 of 10 sampled" in text
+
+
+# === gRPC ===
+
+
+def grpc_side(
+    *messages: bytes,
+    status: str = "0",
+    message: str | None = None,
+    trailers_only: bool = False,
+    extra: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A gRPC answer as the core captures it: HTTP 200, framed messages, the outcome in
+    the trailers (or in the headers, for a trailers-only answer)."""
+    body = b"".join(b"\0" + len(m).to_bytes(4, "big") + m for m in messages)
+    outcome = [("grpc-status", status)] + ([("grpc-message", message)] if message else [])
+    outcome += extra or []
+    headers = [("content-type", "application/grpc")]
+    s = side(body, headers=headers + (outcome if trailers_only else []))
+    s["headers"] = [h for h in s["headers"] if h[0] != "content-length"]
+    s["trailers"] = [] if trailers_only else outcome
+    return s
+
+
+def test_grpc_same_outcome_and_messages_match() -> None:
+    assert compare(pair(grpc_side(b"a", b"bc"), grpc_side(b"a", b"bc"))).result == "match"
+
+
+def test_grpc_trailers_only_equals_the_same_outcome_in_trailers() -> None:
+    a = grpc_side(status="5", message="gone", trailers_only=True, extra=[("x-t", "1")])
+    b = grpc_side(status="5", message="gone", extra=[("x-t", "1")])
+    assert compare(pair(a, b)).result == "match"
+
+
+def test_grpc_status_differs_under_the_same_http_200() -> None:
+    outcome = compare(pair(grpc_side(b"ok"), grpc_side(status="14", message="down")))
+    assert outcome.result == "status_mismatch"
+    by = {d.field: d for d in outcome.differences}
+    assert (by["grpc-status"].primary, by["grpc-status"].mirror) == ("0", "14")
+    assert by["grpc-status"].kind == "status"
+    assert by["grpc-message"].primary is ABSENT and by["grpc-message"].mirror == "down"
+    assert by["message[*]"].mirror is ABSENT
+    assert "status" not in by  # HTTP's is 200 on both sides
+
+
+def test_grpc_message_alone_is_a_field_mismatch() -> None:
+    a, b = grpc_side(status="5", message="gone"), grpc_side(status="5", message="missing")
+    outcome = compare(pair(a, b))
+    assert outcome.result == "header_mismatch"
+    assert [d.field for d in outcome.differences] == ["grpc-message"]
+
+
+def test_grpc_messages_are_compared_one_by_one_as_bytes() -> None:
+    outcome = compare(pair(grpc_side(b"a", b"\x08\x01", b"c"), grpc_side(b"a", b"\x08\x02")))
+    assert outcome.result == "body_mismatch"
+    assert [(d.path, d.primary, d.mirror) for d in outcome.differences] == [
+        ("message[1]", "2 bytes: 08 01", "2 bytes: 08 02"),
+        ("message[2]", "1 bytes: 63", ABSENT),
+    ]
+    assert {d.field for d in outcome.differences} == {"message[*]"}
+
+
+def test_grpc_body_that_is_not_whole_messages_is_compared_as_bytes() -> None:
+    a, b = grpc_side(b"abc"), grpc_side(b"abc")
+    b["body"] = b["body"][:-1]  # a length prefix promising more than there is
+    outcome = compare(pair(a, b))
+    assert [d.field for d in outcome.differences] == ["body"]
+
+
+def test_grpc_truncated_bodies_fall_back_to_length_and_hash() -> None:
+    a, b = grpc_side(b"x" * 10), grpc_side(b"x" * 10)
+    for s in (a, b):
+        s["truncated"], s["body"] = True, s["body"][:4]
+    assert compare(pair(a, b)).result == "match"
+    b["body_hash"] += 1
+    assert [d.field for d in compare(pair(a, b)).differences] == ["body"]
+
+
+def test_trailers_are_compared_and_redacted_as_headers() -> None:
+    a = grpc_side(extra=[("x-token", "one"), ("x-t", "1")])
+    b = grpc_side(extra=[("x-token", "two"), ("x-t", "2")])
+    outcome = compare(pair(a, b))
+    assert {d.field for d in outcome.differences} == {"trailer:x-token", "trailer:x-t"}
+    settings = Settings(redact_headers=frozenset({"x-token"}))
+    redacted = {d.field for d in outcome.differences if settings.redacted(d)}
+    assert redacted == {"trailer:x-token"}
+
+
+def test_store_labels_grpc_statuses() -> None:
+    store = Store()
+    Comparator(store).feed([pair(grpc_side(b"a"), grpc_side(status="14"))], None)
+    [e] = document(store)["endpoints"]
+    assert e["statuses"] == [
+        {"primary": "200 grpc-status 0", "mirror": "200 grpc-status 14", "count": 1}
+    ]
+    assert e["status_agreement"] == 0.0

@@ -104,6 +104,7 @@ pub struct BodyCapture {
     hash: Fnv,
     charge: Charge,
     over_budget: bool,
+    trailers: HeaderMap,
 }
 
 impl BodyCapture {
@@ -118,7 +119,19 @@ impl BodyCapture {
                 bytes: 0,
             },
             over_budget: false,
+            trailers: HeaderMap::new(),
         }
+    }
+
+    /// The body's trailer fields (a gRPC answer's status is there), owned and
+    /// charged as the header section is.
+    pub fn trailers(&mut self, trailers: &HeaderMap) {
+        let trailers = owned(trailers);
+        if !self.charge.try_add(section_bytes(&trailers)) {
+            self.over_budget = true;
+            return;
+        }
+        self.trailers = trailers;
     }
 
     pub fn push(&mut self, chunk: &[u8]) {
@@ -166,11 +179,7 @@ impl BodyCapture {
         cut: bool,
     ) -> Captured {
         let headers = owned(&headers);
-        let header_bytes: u64 = headers
-            .iter()
-            .map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64)
-            .sum();
-        if !self.charge.try_add(header_bytes) {
+        if !self.charge.try_add(section_bytes(&headers)) {
             self.over_budget = true;
         }
         Captured {
@@ -182,10 +191,19 @@ impl BodyCapture {
             body_len: self.len,
             body_hash: self.hash.0,
             body: Bytes::from(self.kept),
+            trailers: self.trailers,
             latency,
             _charge: self.charge,
         }
     }
+}
+
+/// What a header section is charged: its bytes plus HPACK's 32 per field.
+fn section_bytes(headers: &HeaderMap) -> u64 {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64)
+        .sum()
 }
 
 /// The header section in buffers of its own. A parsed head's names and values
@@ -212,6 +230,8 @@ pub struct Captured {
     pub headers: HeaderMap,
     /// The body's first bytes (all of it unless `truncated`).
     pub body: Bytes,
+    /// The trailer fields that ended the body, if any (gRPC's status).
+    pub trailers: HeaderMap,
     /// Bytes of the body read (the whole body unless `cut`).
     pub body_len: u64,
     /// FNV-1a 64 of the body bytes read, kept or not.
@@ -235,14 +255,23 @@ impl Captured {
 
     /// Header fields in order, names lower-case, values as Latin-1 text.
     pub fn header_pairs(&self) -> Vec<(String, String)> {
-        self.headers
-            .iter()
-            .map(|(n, v)| {
-                let value = v.as_bytes().iter().map(|&b| char::from(b)).collect();
-                (n.as_str().to_owned(), value)
-            })
-            .collect()
+        pairs(&self.headers)
     }
+
+    /// Trailer fields, as `header_pairs`.
+    pub fn trailer_pairs(&self) -> Vec<(String, String)> {
+        pairs(&self.trailers)
+    }
+}
+
+fn pairs(fields: &HeaderMap) -> Vec<(String, String)> {
+    fields
+        .iter()
+        .map(|(n, v)| {
+            let value = v.as_bytes().iter().map(|&b| char::from(b)).collect();
+            (n.as_str().to_owned(), value)
+        })
+        .collect()
 }
 
 /// The primary's side of one compared request: captures the response body as
@@ -280,6 +309,10 @@ impl PrimaryCapture {
     #[inline]
     pub fn push(&mut self, chunk: &Bytes) {
         self.body.push(chunk);
+    }
+
+    pub fn trailers(&mut self, trailers: &HeaderMap) {
+        self.body.trailers(trailers);
     }
 
     /// The body ended: every copy waiting gets the same capture.
@@ -414,6 +447,43 @@ mod tests {
         drop(first);
         drop(second);
         assert_eq!(budget.held(), 0, "every charge is given back");
+    }
+
+    #[test]
+    fn trailers_are_kept_owned_and_charged() {
+        let budget = budget();
+        let mut c = BodyCapture::new(100, &budget);
+        c.push(b"\0\0\0\0\x02hi");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("14"));
+        trailers.insert("grpc-message", HeaderValue::from_static("unavailable"));
+        let before = budget.held();
+        c.trailers(&trailers);
+        assert_eq!(
+            budget.held() - before,
+            ("grpc-status".len() + 2 + 32 + "grpc-message".len() + 11 + 32) as u64
+        );
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO, false);
+        assert_eq!(
+            got.trailer_pairs(),
+            [
+                ("grpc-status".to_owned(), "14".to_owned()),
+                ("grpc-message".to_owned(), "unavailable".to_owned())
+            ]
+        );
+        drop(got);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
+    fn trailers_past_the_budget_mark_the_capture_incomplete() {
+        let budget = CompareBudget::new(10);
+        let mut c = BodyCapture::new(0, &budget);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        c.trailers(&trailers);
+        let got = c.finish(200, HeaderMap::new(), Duration::ZERO, false);
+        assert!(got.over_budget && got.trailers.is_empty());
     }
 
     #[test]

@@ -219,8 +219,12 @@ impl CapturedBody {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(data), Some(c)) = (f.data_ref(), self.capture.as_mut()) {
-                    c.push(data);
+                if let Some(c) = self.capture.as_mut() {
+                    if let Some(data) = f.data_ref() {
+                        c.push(data);
+                    } else if let Some(trailers) = f.trailers_ref() {
+                        c.trailers(trailers);
+                    }
                 }
             }
             None => {

@@ -384,8 +384,11 @@ async fn read_body(
             return Ended::Failed(FailReason::BodyIncomplete);
         };
         let Some(data) = frame.data_ref() else {
-            if let Some(status) = frame.trailers_ref().and_then(grpc::status_in) {
-                grpc_status = Some(status);
+            if let Some(trailers) = frame.trailers_ref() {
+                grpc_status = grpc::status_in(trailers).or(grpc_status);
+                if let Some(c) = capture.as_mut() {
+                    c.trailers(trailers);
+                }
             }
             continue;
         };
