@@ -124,13 +124,16 @@ impl MirrorCopy {
     /// Sends the copy, reads its answer within the drain limit (or keeps it
     /// for comparison), and counts the outcome. The in-flight permit is held
     /// until the exchange is over.
-    pub async fn run(self, pool: Pool) {
+    ///
+    /// Not an `async fn`: one would keep `self` and the fields taken out of
+    /// it side by side in its future, which is moved (copied) when spawned.
+    pub fn run(self, pool: Pool) -> impl Future<Output = ()> {
         let Self {
             request,
             wire,
             index,
             permit,
-            in_flight: _in_flight,
+            in_flight,
             timeout,
             max_drain_bytes,
             stats,
@@ -139,69 +142,70 @@ impl MirrorCopy {
             gate,
             compare,
         } = self;
-        if let Some(gate) = gate {
-            if !gate.await.unwrap_or(false) {
-                stats.dropped(DropReason::PrimaryFailed);
-                if compare.is_some() {
-                    stats.compare.skipped(SkipReason::MirrorFailed);
+        async move {
+            // Held (moved in) until the copy is over.
+            let _in_flight = in_flight;
+            if let Some(gate) = gate {
+                if !gate.await.unwrap_or(false) {
+                    stats.dropped(DropReason::PrimaryFailed);
+                    if compare.is_some() {
+                        stats.compare.skipped(SkipReason::MirrorFailed);
+                    }
+                    if let Some(mut line) = line {
+                        line.record.outcome = Some("dropped");
+                        line.finish(0);
+                    }
+                    return;
                 }
-                if let Some(mut line) = line {
-                    line.record.outcome = Some("dropped");
-                    line.finish(0);
+            }
+            let mut request = request;
+            let tap = request.body().state();
+            let cut = request.body_mut().take_cut_notice();
+            let method = request.method().clone();
+            let started = Instant::now();
+            let reading = Reading {
+                limit: compare
+                    .as_ref()
+                    .map_or(max_drain_bytes, |c| c.max_body_bytes),
+                budget: compare.as_ref().map(|c| c.queue.budget.clone()),
+                stats: &stats,
+                started,
+            };
+            let target = cluster.endpoint(index);
+            // Boxed: an argument awaited in place is kept twice in the future.
+            let exchange = Box::pin(exchange(&pool, &cluster, target, wire, request, reading));
+            let ended = within(timeout, exchange, cut).await;
+            if matches!(ended, Ended::TimedOut) {
+                cluster.record(target, TryOutcome::Timeout);
+            }
+            // A copy whose request body was cut is dropped for that reason, whatever came back.
+            let mut ended = match (ended, tap.and_then(|t| t.cut_reason())) {
+                (Ended::Failed(_), Some(reason)) => Ended::Dropped(reason),
+                (ended, _) => ended,
+            };
+            let grpc_status = match &ended {
+                Ended::Answered(a) | Ended::Cut(a) => a.grpc_status,
+                _ => None,
+            };
+            let (status, bytes, mine) = ended.count(&stats, started);
+            if let Some(slot) = compare {
+                let left = timeout.saturating_sub(started.elapsed());
+                // Boxed: only compared copies wait here.
+                Box::pin(slot.hand_over(mine, method, &stats, left)).await;
+            }
+            if let Some(line) = line.as_mut() {
+                line.record.status = status;
+                line.record.grpc_status = grpc_status;
+                line.record.outcome = Some(ended.label());
+                if let Ended::Failed(reason) = ended {
+                    line.record.reason = Some(reason.label());
                 }
-                return;
             }
-        }
-        let mut request = request;
-        let tap = request.body().state();
-        let cut = request.body_mut().take_cut_notice();
-        let method = request.method().clone();
-        let started = Instant::now();
-        let reading = Reading {
-            limit: compare
-                .as_ref()
-                .map_or(max_drain_bytes, |c| c.max_body_bytes),
-            budget: compare.as_ref().map(|c| c.queue.budget.clone()),
-            stats: &stats,
-            started,
-        };
-        let target = cluster.endpoint(index);
-        let exchange = exchange(&pool, &cluster, target, wire, request, reading);
-        let ended = within(timeout, exchange, cut).await;
-        if matches!(ended, Ended::TimedOut) {
-            cluster.record(target, TryOutcome::Timeout);
-        }
-        // A copy whose request body was cut is dropped for that reason, whatever came back.
-        let mut ended = match (ended, tap.and_then(|t| t.cut_reason())) {
-            (Ended::Failed(_), Some(reason)) => Ended::Dropped(reason),
-            (ended, _) => ended,
-        };
-        let grpc_status = match &ended {
-            Ended::Answered(a) | Ended::Cut(a) => a.grpc_status,
-            _ => None,
-        };
-        let (status, bytes, mine) = ended.count(&stats, started);
-        if let Some(slot) = compare {
-            slot.hand_over(
-                mine,
-                method,
-                &stats,
-                timeout.saturating_sub(started.elapsed()),
-            )
-            .await;
-        }
-        if let Some(line) = line.as_mut() {
-            line.record.status = status;
-            line.record.grpc_status = grpc_status;
-            line.record.outcome = Some(ended.label());
-            if let Ended::Failed(reason) = ended {
-                line.record.reason = Some(reason.label());
+            if let Some(line) = line {
+                line.finish(bytes);
             }
+            drop(permit);
         }
-        if let Some(line) = line {
-            line.finish(bytes);
-        }
-        drop(permit);
     }
 }
 

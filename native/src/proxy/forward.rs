@@ -55,7 +55,9 @@ pub enum Sending {
 }
 
 pub async fn send(f: Forward<'_>, parts: Parts, body: Sending) -> Tried {
-    let exchange = tries(f, parts, body);
+    // Boxed: the tries' future is most of a request's future, which is
+    // moved (copied whole) at every await on its way in and into its task.
+    let exchange = Box::pin(tries(f, parts, body));
     let result = match f.timeout {
         Some(limit) => tokio::time::timeout(limit, exchange)
             .await

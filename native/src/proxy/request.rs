@@ -114,13 +114,15 @@ async fn route_and_forward(
         destination: selected.destination,
         started,
     };
+    // Sessions are boxed, being rare: an async fn's future is as large as its
+    // largest await, and every request's future is copied whole as it moves.
     if connect {
-        return session::tunneled(request, conn, published, to, line).await;
+        return Box::pin(session::tunneled(request, conn, published, to, line)).await;
     }
     let (mut parts, body) = request.into_parts();
     if let Some(value) = prepare(&mut parts, &body, conn, &selected) {
         upgrade::restore(&mut parts.headers, value);
-        return session::upgraded(parts, conn, published, to, line).await;
+        return Box::pin(session::upgraded(parts, conn, published, to, line)).await;
     }
     let fanned = fan_out(
         selected.route,
@@ -379,7 +381,8 @@ fn fan_out(
             copy.log_as(line);
         }
         out.taps.extend(tap);
-        tokio::spawn(copy.run(published.upstreams.mirror.clone()));
+        // Boxed, as a stream's future is (listen/http2.rs): spawning moves it.
+        tokio::spawn(Box::pin(copy.run(published.upstreams.mirror.clone())));
     }
     out
 }

@@ -211,7 +211,12 @@ impl Pool {
         loop {
             let (mut sender, sent, reused) = match self.checkout::<B>(target.endpoint) {
                 Some((sender, sent)) => (sender, sent, true),
-                None => (self.connect::<B>(target.authority).await?, 0, false),
+                // Boxed, being rare (see `send_http2`).
+                None => (
+                    Box::pin(self.connect::<B>(target.authority)).await?,
+                    0,
+                    false,
+                ),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -244,10 +249,10 @@ impl Pool {
                 match multiplex::checkout::<B>(target.endpoint, target.sharing) {
                     Some((sender, slot)) => (sender, slot, true),
                     None => {
-                        let io = self.dial(target.authority).await?;
-                        let sender = multiplex::handshake(io, self.settings.http2)
-                            .await
-                            .map_err(SendError::Exchange)?;
+                        // Boxed, being rare: an async fn's future is as large as
+                        // its largest await, and every request's future is
+                        // moved (copied whole) on its way in.
+                        let sender = Box::pin(self.open_http2::<B>(target.authority)).await?;
                         let idle = self.settings.idle_timeout;
                         let (sender, slot) =
                             multiplex::add(target.endpoint, sender, target.sharing, idle);
@@ -264,6 +269,16 @@ impl Pool {
                 },
             }
         }
+    }
+
+    async fn open_http2<B: PooledBody>(
+        &self,
+        authority: &http::uri::Authority,
+    ) -> Result<hyper::client::conn::http2::SendRequest<B>, SendError> {
+        let io = self.dial(authority).await?;
+        multiplex::handshake(io, self.settings.http2)
+            .await
+            .map_err(SendError::Exchange)
     }
 
     fn checkout<B: PooledBody>(&self, endpoint: u32) -> Option<(SendRequest<B>, u64)> {
