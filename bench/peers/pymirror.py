@@ -1,7 +1,8 @@
 """`pymirror run` as its own process (so /proc shows its CPU time and memory); reload
 is SIGHUP after the configuration file is rewritten. With `http2`, v1 and v2 declare a
-service port with `protocol: HTTP2`, so requests and copies go to them over HTTP/2 (the
-listener serves HTTP/1.1 and h2c alike whatever the upstreams speak)."""
+service port with `protocol: HTTP2` (`protocol: GRPC` with `grpc` too, as Istio users
+declare gRPC services; pymirror treats both alike), so requests and copies go to them
+over HTTP/2 (the listener serves HTTP/1.1 and h2c alike whatever the upstreams speak)."""
 
 from __future__ import annotations
 
@@ -30,19 +31,20 @@ virtualServices:
 #: A service on an HTTP/2 port: with `ports`, an endpoint is a bare host and its port
 #: comes by the port's name (the service port's own number matters to no one here).
 _HTTP2_SERVICE = (
-    "{{ports: [{{number: 80, name: http2-web, protocol: HTTP2}}], "
-    'endpoints: [{{address: "{host}", ports: {{http2-web: {port}}}}}]}}'
+    "{{ports: [{{number: 80, name: {name}, protocol: {protocol}}}], "
+    'endpoints: [{{address: "{host}", ports: {{{name}: {port}}}}}]}}'
 )
 
 
-def _service(address: str, http2: bool) -> str:
+def _service(address: str, http2: bool, grpc: bool) -> str:
     if not http2:
         return f'{{endpoints: [{{address: "{address}"}}]}}'
     host, port = address.rsplit(":", 1)
-    return _HTTP2_SERVICE.format(host=host, port=port)
+    name, protocol = ("grpc-echo", "GRPC") if grpc else ("http2-web", "HTTP2")
+    return _HTTP2_SERVICE.format(name=name, protocol=protocol, host=host, port=port)
 
 
-def config(route: Route, listen: str, *, http2: bool = False) -> str:
+def config(route: Route, listen: str, *, http2: bool = False, grpc: bool = False) -> str:
     mirror_lines = ""
     if route.mirror is not None:
         mirror_lines = (
@@ -54,8 +56,8 @@ def config(route: Route, listen: str, *, http2: bool = False) -> str:
             )
     return _CONFIG.format(
         listen=listen,
-        primary=_service(route.primary, http2),
-        mirror=_service(route.mirror or route.primary, http2),
+        primary=_service(route.primary, http2, grpc),
+        mirror=_service(route.mirror or route.primary, http2, grpc),
         mirror_lines=mirror_lines,
     )
 
@@ -75,10 +77,12 @@ def _run(render: Callable[[str], str], workdir: Path, *extra: str) -> Process:
     return start(argv, address, workdir)
 
 
-def start_pymirror(route: Route, workdir: Path, *extra: str, http2: bool = False) -> Process:
+def start_pymirror(
+    route: Route, workdir: Path, *extra: str, http2: bool = False, grpc: bool = False
+) -> Process:
     """`pymirror run` serving `route`, with `extra` command-line flags; `http2`: to
-    HTTP/2 upstreams."""
-    return _run(lambda listen: config(route, listen, http2=http2), workdir, *extra)
+    HTTP/2 upstreams, on ports declared GRPC with `grpc`."""
+    return _run(lambda listen: config(route, listen, http2=http2, grpc=grpc), workdir, *extra)
 
 
 def reload_pymirror(peer: Process, route: Route) -> None:

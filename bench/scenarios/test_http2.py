@@ -24,13 +24,12 @@ import shutil
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 from load.h2load import h2load
-from measure import Benchmark, Record, Scenario
+from measure import Benchmark, Record, Scenario, h2load_figures
 from peers.backends import Backend, nginx_backend, nginx_http2_missing
-from peers.envoy import envoy_binary, start_envoy
+from peers.envoy import envoy_missing, start_envoy
 from peers.process import Process, cpu_seconds, peak_rss_bytes
 from peers.pymirror import start_pymirror
 from peers.route import Route
@@ -91,14 +90,6 @@ def h2_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
             backend.stop()
 
 
-def _envoy_missing() -> str | None:
-    try:
-        envoy_binary()
-    except RuntimeError as exc:
-        return str(exc)
-    return None
-
-
 @pytest.mark.parametrize(("scenario", "peer"), CASES, ids=[f"{s.key}-{p}" for s, p in CASES])
 def test_http2(
     h2_backends: dict[str, Backend],
@@ -109,7 +100,7 @@ def test_http2(
     scenario: Scenario,
     peer: str,
 ) -> None:
-    if peer == "envoy" and (missing := _envoy_missing()):
+    if peer == "envoy" and (missing := envoy_missing()):
         record(scenario, peer, {"note": missing})
         pytest.skip(missing)
     benchmark.group = scenario.key
@@ -147,24 +138,14 @@ def test_http2(
     finally:
         if process:
             process.stop()
-    figures: dict[str, Any] = {
-        "rps": result.rps,
-        "requests": result.requests,
-        "user_errors": result.errors,
-        "p50_ms": result.percentile_ms(50),
-        "p99_ms": result.percentile_ms(99),
-        "p999_ms": result.percentile_ms(99.9),
-        "connections": CONNECTIONS,
-        "streams": STREAMS,
-    }
-    if process:
-        figures["cpu_us_per_req"] = cpu / max(1, result.requests) * 1e6
-        figures["rss_mib"] = rss / 2**20
-    if v2 is not None:
-        # Streams in flight when h2load stops were copied but are not in its count (up
-        # to CONNECTIONS x STREAMS), so the share reads a little high.
-        figures["copies"] = copies
-        figures["copy_share"] = copies / max(1, result.requests)
+    figures = h2load_figures(
+        result,
+        connections=CONNECTIONS,
+        streams=STREAMS,
+        cpu=cpu if process else None,
+        rss=rss,
+        copies=copies if v2 is not None else None,
+    )
     benchmark.extra_info.update(figures)
     record(scenario, peer, figures)
     assert result.requests > 0 and result.errors == 0, f"users saw {result.errors:,} errors"
