@@ -503,7 +503,7 @@ def render(data: dict[str, Any], chart: str | None) -> str:
                 f"coordinated omission included. **copies at v2**: {counted}, a little high "
                 "(streams in flight when h2load stops were copied but are not counted), low "
                 "where a peer dropped copies. Envoy: `codec_type: AUTO` and clusters with "
-                f"explicit HTTP/2; pymirror: the backends' service port {port}",
+                f"explicit HTTP/2; pymirror: the backends' service port {port}{_cores(entry)}",
                 "",
                 *_h2_table(entry),
                 "",
@@ -514,6 +514,12 @@ def render(data: dict[str, Any], chart: str | None) -> str:
         lines += [f"Fixed rate {entry['rate']:g} req/s.", "", *_table(key, entry, plain), ""]
         lines += [*_ratios(entry), ""]
     return "\n".join(lines)
+
+
+def _cores(entry: dict[str, Any]) -> str:
+    """Where the peers ran (bench/peers/cpus.py), as the run recorded it."""
+    said = {f["cores"] for f in entry.get("peers", {}).values() if "cores" in f}
+    return f" Cores: {', '.join(sorted(said))}." if said else ""
 
 
 def draw_chart(data: dict[str, Any], path: Path) -> None:

@@ -8,6 +8,7 @@ at a fixed rate."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -68,6 +69,7 @@ def h2load(
     path: str = "/",
     headers: Sequence[str] = (),
     data: Path | None = None,
+    cpus: set[int] | None = None,
 ) -> H2loadResult:
     """h2load, 1 thread (as wrk), `connections` connections with up to `streams`
     concurrent streams each, GETs of `path` with `:authority` reviews and `headers`
@@ -93,7 +95,14 @@ def h2load(
         argv.append(f"--data={data}")
     argv.append(f"http://{address}{path}")
     try:
-        run = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+        run = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            # On `cpus` when given (bench/peers/cpus.py: the proxy has cores of its own).
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+        )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"h2load did not finish:\n{exc.stdout!r}") from exc
     if run.returncode != 0:

@@ -95,13 +95,15 @@ def bootstrap(route: Route, address: str, *, http2: bool = False) -> dict[str, A
     }
 
 
-def start_envoy(route: Route, workdir: Path, *, http2: bool = False) -> Process:
+def start_envoy(
+    route: Route, workdir: Path, *, http2: bool = False, workers: int = WORKERS
+) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     conf = workdir / "envoy.yaml"
     conf.write_text(yaml.safe_dump(bootstrap(route, address, http2=http2), sort_keys=False))
     argv = [
-        envoy_binary(), "-c", str(conf), "--concurrency", str(WORKERS),
+        envoy_binary(), "-c", str(conf), "--concurrency", str(workers),
         "--disable-hot-restart", "--log-level", "error",
     ]  # fmt: skip
     return start(argv, address, workdir)

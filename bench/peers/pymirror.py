@@ -62,7 +62,9 @@ def config(route: Route, listen: str, *, http2: bool = False, grpc: bool = False
     )
 
 
-def _run(render: Callable[[str], str], workdir: Path, *extra: str) -> Process:
+def _run(
+    render: Callable[[str], str], workdir: Path, *extra: str, workers: int = WORKERS
+) -> Process:
     """`pymirror run` on the configuration `render(listen_address)` writes, with `extra`
     flags."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,18 +73,28 @@ def _run(render: Callable[[str], str], workdir: Path, *extra: str) -> Process:
     path.write_text(render(address))
     argv = [
         sys.executable, "-m", "pymirror.cli", "--log-level", "warning",
-        "run", str(path), "--workers", str(WORKERS), "--admin", "127.0.0.1:0",
+        "run", str(path), "--workers", str(workers), "--admin", "127.0.0.1:0",
         "--drain-timeout", "2", *extra,
     ]  # fmt: skip
     return start(argv, address, workdir)
 
 
 def start_pymirror(
-    route: Route, workdir: Path, *extra: str, http2: bool = False, grpc: bool = False
+    route: Route,
+    workdir: Path,
+    *extra: str,
+    http2: bool = False,
+    grpc: bool = False,
+    workers: int = WORKERS,
 ) -> Process:
     """`pymirror run` serving `route`, with `extra` command-line flags; `http2`: to
     HTTP/2 upstreams, on ports declared GRPC with `grpc`."""
-    return _run(lambda listen: config(route, listen, http2=http2, grpc=grpc), workdir, *extra)
+    return _run(
+        lambda listen: config(route, listen, http2=http2, grpc=grpc),
+        workdir,
+        *extra,
+        workers=workers,
+    )
 
 
 def reload_pymirror(peer: Process, route: Route) -> None:

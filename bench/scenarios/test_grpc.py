@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 from load.h2load import h2load
 from measure import Benchmark, Record, Scenario, h2load_figures
+from peers import cpus
 from peers.backends import Backend
 from peers.envoy import envoy_missing, start_envoy
 from peers.grpc_backend import UNARY, grpc_backend, grpc_backend_missing, request_frame
@@ -70,8 +71,8 @@ MIRRORED = Scenario(
 )
 
 START: dict[str, Callable[[Route, Path], Process]] = {
-    "pymirror": partial(start_pymirror, http2=True, grpc=True),
-    "envoy": partial(start_envoy, http2=True),
+    "pymirror": partial(start_pymirror, http2=True, grpc=True, workers=cpus.proxy_workers()),
+    "envoy": partial(start_envoy, http2=True, workers=cpus.proxy_workers()),
 }
 CASES = [(PLAIN, "direct")] + [(s, p) for s in (PLAIN, MIRRORED) for p in START]
 
@@ -90,6 +91,10 @@ def grpc_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     try:
         started["v1"] = grpc_backend("v1", root / "v1")
         started["v2"] = grpc_backend("v2", root / "v2")
+        split = cpus.split()
+        for backend in started.values():
+            assert backend.process is not None
+            cpus.pin(backend.process.pid, split[1] if split else None)
         yield started
     finally:
         for backend in started.values():
@@ -114,6 +119,7 @@ def test_grpc(
     v2 = grpc_backends["v2"] if scenario.mirror else None
     body = tmp_path / "unary.bin"
     body.write_bytes(request_frame("ping"))
+    split = cpus.split()
     calls = partial(
         h2load,
         connections=CONNECTIONS,
@@ -122,8 +128,11 @@ def test_grpc(
         path=UNARY,
         headers=GRPC_HEADERS,
         data=body,
+        cpus=split[1] if split else None,
     )
     process = START[peer](scenario.route(grpc_backends), tmp_path) if peer != "direct" else None
+    if process:
+        cpus.pin(process.pid, split[0] if split else None)
     address = process.address if process else v1.address
     try:
         check_serves_v1_grpc(address, v2, copied=v2 is not None)
@@ -157,6 +166,7 @@ def test_grpc(
         rss=rss,
         copies=copies if v2 is not None else None,
     )
+    figures["cores"] = cpus.describe()
     benchmark.extra_info.update(figures)
     record(scenario, peer, figures)
     assert result.requests > 0 and result.errors == 0, f"users saw {result.errors:,} errors"

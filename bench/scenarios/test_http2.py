@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from load.h2load import h2load
 from measure import Benchmark, Record, Scenario, h2load_figures
+from peers import cpus
 from peers.backends import Backend, nginx_backend, nginx_http2_missing
 from peers.envoy import envoy_missing, start_envoy
 from peers.process import Process, cpu_seconds, peak_rss_bytes
@@ -63,8 +64,8 @@ MIRRORED = Scenario(
 )
 
 START: dict[str, Callable[[Route, Path], Process]] = {
-    "pymirror": partial(start_pymirror, http2=True),
-    "envoy": partial(start_envoy, http2=True),
+    "pymirror": partial(start_pymirror, http2=True, workers=cpus.proxy_workers()),
+    "envoy": partial(start_envoy, http2=True, workers=cpus.proxy_workers()),
 }
 CASES = [(PLAIN, "direct")] + [(s, p) for s in (PLAIN, MIRRORED) for p in START]
 
@@ -84,6 +85,10 @@ def h2_backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     try:
         started["v1"] = nginx_backend("v1", root / "v1", body="v1", http2=True)
         started["v2"] = nginx_backend("v2", root / "v2", body="v2", log=True, http2=True)
+        split = cpus.split()
+        for backend in started.values():
+            assert backend.process is not None
+            cpus.pin(backend.process.pid, split[1] if split else None)
         yield started
     finally:
         for backend in started.values():
@@ -106,6 +111,10 @@ def test_http2(
     benchmark.group = scenario.key
     v2 = h2_backends["v2"] if scenario.mirror else None
     process = START[peer](scenario.route(h2_backends), tmp_path) if peer != "direct" else None
+    split = cpus.split()
+    if process:
+        cpus.pin(process.pid, split[0] if split else None)
+    load_cpus = split[1] if split else None
     address = process.address if process else h2_backends["v1"].address
     try:
         check_serves_v1_h2(address, v2, copied=v2 is not None)
@@ -113,7 +122,12 @@ def test_http2(
         # with a mirror all copied.
         before = v2.seen() if v2 else 0
         burst = h2load(
-            address, connections=CONNECTIONS, streams=STREAMS, requests=BURST, workdir=tmp_path
+            address,
+            connections=CONNECTIONS,
+            streams=STREAMS,
+            requests=BURST,
+            workdir=tmp_path,
+            cpus=load_cpus,
         )
         assert burst.requests == BURST, f"{burst.requests} of {BURST} answered 2xx"
         if v2 is not None:
@@ -128,6 +142,7 @@ def test_http2(
                 streams=STREAMS,
                 workdir=tmp_path,
                 seconds=bench_seconds,
+                cpus=load_cpus,
             ),
             rounds=1,
             iterations=1,
@@ -146,6 +161,7 @@ def test_http2(
         rss=rss,
         copies=copies if v2 is not None else None,
     )
+    figures["cores"] = cpus.describe()
     benchmark.extra_info.update(figures)
     record(scenario, peer, figures)
     assert result.requests > 0 and result.errors == 0, f"users saw {result.errors:,} errors"
