@@ -277,6 +277,7 @@ def as_json(report: Report) -> dict[str, Any]:
             "address": lst["address"],
             "defaultVirtualHost": lst.get("default_virtual_host"),
             "protocol": lst.get("protocol", "http"),
+            "tls": "tls" in lst,
         }
         for lst in s["listeners"]
     ]

@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=ServerOptions.header_read_timeout,
         metavar="SECONDS",
-        help="time a client has to finish a request head once begun (default: %(default)g)",
+        help="time a client has to finish a request head once begun, or a TLS handshake "
+        "(default: %(default)g)",
     )
 
     run.add_argument(

@@ -186,6 +186,18 @@ class Listener(TypedDict):
     """Index into `Snapshot.virtual_hosts` for requests whose Host matches none."""
     protocol: NotRequired[str]
     """`http` (default) or `tcp`: connections routed by `Snapshot.tcp_routes`."""
+    tls: NotRequired[ListenerTls]
+    """TLS termination: the certificate and key, as PEM text."""
+
+
+class ListenerTls(TypedDict):
+    certificate_pem: str
+    private_key_pem: str
+    certificate_file: str
+    """Names for error messages."""
+    private_key_file: str
+    min_protocol_version: str
+    """`1.2` or `1.3`."""
 
 
 class TcpMatch(TypedDict):

@@ -11,6 +11,7 @@
 mod error;
 mod sampling;
 mod snapshot;
+mod tls;
 mod transport;
 
 mod telemetry;

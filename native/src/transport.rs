@@ -1,7 +1,7 @@
 //! One stream type for every connection the proxy holds, accepted or dialed:
 //! HTTP on both hops, upgrades, tunnels, tcp routes and mirror feeds all read
-//! and write a [`Stream`]. Plain TCP today; TLS joins as a variant (made by
-//! the listener's accept step or the upstream dialer) without callers changing.
+//! and write a [`Stream`]: plain TCP, or TLS over it (made by the listener's
+//! handshake; the upstream dialer's to come) without callers changing.
 
 use std::io;
 use std::pin::Pin;
@@ -10,11 +10,14 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{ReadHalf as TcpReadHalf, WriteHalf as TcpWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// A connection, whatever carries it.
 #[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
+    /// Boxed: a TLS session's state is kilobytes, and a stream is moved.
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Stream {
@@ -25,12 +28,27 @@ impl Stream {
         Self::Tcp(stream)
     }
 
+    /// A terminated TLS connection.
+    pub fn tls(stream: TlsStream<TcpStream>) -> Self {
+        Self::Tls(Box::new(stream))
+    }
+
+    /// The TCP connection underneath.
+    pub fn tcp_ref(&self) -> &TcpStream {
+        match self {
+            Self::Tcp(s) => s,
+            Self::Tls(s) => s.get_ref().0,
+        }
+    }
+
     /// Copies what has arrived into `buf` without consuming it (waits for at
     /// least one byte; 0: the peer closed). The listener reads an HTTP/2
     /// preface this way before choosing the protocol's connection.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.peek(buf).await,
+            // Peeking reads ciphertext: a TLS listener chooses by ALPN instead.
+            Self::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 
@@ -41,6 +59,12 @@ impl Stream {
                 let (r, w) = s.split();
                 (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
             }
+            // One session for both directions: tokio's split shares it behind
+            // a lock (taken per read or write, never across an await).
+            Self::Tls(s) => {
+                let (r, w) = tokio::io::split(&mut **s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
         }
     }
 }
@@ -49,12 +73,14 @@ impl Stream {
 #[derive(Debug)]
 pub enum ReadHalf<'a> {
     Tcp(TcpReadHalf<'a>),
+    Tls(tokio::io::ReadHalf<&'a mut TlsStream<TcpStream>>),
 }
 
 /// The write side of a [`Stream::split`].
 #[derive(Debug)]
 pub enum WriteHalf<'a> {
     Tcp(TcpWriteHalf<'a>),
+    Tls(tokio::io::WriteHalf<&'a mut TlsStream<TcpStream>>),
 }
 
 // === impl Stream ===
@@ -67,6 +93,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -79,18 +106,21 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -101,12 +131,14 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
         }
     }
 }
@@ -121,6 +153,7 @@ impl AsyncRead for ReadHalf<'_> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -133,18 +166,21 @@ impl AsyncWrite for WriteHalf<'_> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// folder; nothing above it.
 const LAYERS: &[&[&str]] = &[
     &["snapshot", "sampling", "transport", "error"],
+    &["tls"],
     &["telemetry"],
     &["http"],
     &["upstream"],

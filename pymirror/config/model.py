@@ -10,6 +10,7 @@ this same model (`pymirror.config.resources`).
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, model_validator
@@ -229,6 +230,49 @@ class Service(_Model):
         return next((p for p in self.ports if p.number == number), None)
 
 
+#: TLS versions rustls does not implement: refused with a reason, not ignored.
+_OLD_TLS = {"TLSV1_0": "TLS 1.0", "TLSV1_1": "TLS 1.1"}
+
+
+class ListenerTls(_Model):
+    """TLS termination on an `http` listener (Istio's Gateway `tls` in SIMPLE mode).
+    Paths are read as given (relative ones from the working directory), at start and
+    at every reload."""
+
+    certificate: str
+    """PEM file: the server certificate, then its intermediates."""
+    private_key: str
+    """PEM file: the certificate's private key (PKCS#8, PKCS#1 or SEC1)."""
+    min_protocol_version: Literal["TLS_AUTO", "TLSV1_2", "TLSV1_3", "TLSV1_0", "TLSV1_1"] = (
+        "TLS_AUTO"
+    )
+    """The oldest version accepted: `TLS_AUTO` and `TLSV1_2` mean TLS 1.2; `TLSV1_3`."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ListenerTls:
+        if (old := _OLD_TLS.get(self.min_protocol_version)) is not None:
+            raise problem(
+                f"{old} is not served (rustls implements TLS 1.2 and 1.3 only, as current "
+                "guidance asks); use TLSV1_2 or TLSV1_3",
+                "minProtocolVersion",
+            )
+        for field, path in (("certificate", self.certificate), ("privateKey", self.private_key)):
+            if why := _unreadable_pem(path):
+                raise problem(f"{path}: {why}", field)
+        return self
+
+
+def _unreadable_pem(path: str) -> str | None:
+    """Why ``path`` is not a PEM file that can be read, or None."""
+    try:
+        text = Path(path).read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if "-----BEGIN " not in text:
+        return "is not PEM (no -----BEGIN line)"
+    return None
+
+
 class Listener(_Model):
     """An address to accept connections on: HTTP/1.1, or TCP spliced through."""
 
@@ -243,9 +287,18 @@ class Listener(_Model):
     it, and its bytes are spliced through unread. Default: as Istio's sidecar, from the
     service ports with the listener's port number: `tcp` when they declare `TCP`, `MONGO`,
     `MYSQL` or `REDIS`, else `http` (see `Config.listener_protocol`)."""
+    tls: ListenerTls | None = None
+    """Terminate TLS with this certificate: HTTPS, HTTP/2 chosen by ALPN."""
 
     @model_validator(mode="after")
     def _check(self) -> Listener:
+        if self.protocol == "tcp" and self.tls is not None:
+            raise problem(
+                "TLS on a `protocol: tcp` listener is not served yet; terminate on an "
+                "`http` listener",
+                "tls",
+                at_key=True,
+            )
         if self.protocol == "tcp" and self.host is not None:
             raise problem(
                 "a `protocol: tcp` listener has no requests to route by host; remove `host`",

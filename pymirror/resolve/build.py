@@ -11,13 +11,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import defaults
 from .. import snapshot as snap
 from ..config.errors import ConfigError, Problem
 from ..config.hosts import domains, host_matches
 from ..config.listeners import protocol_conflict
-from ..config.model import Config, Http2Limits, HTTPRoute, VirtualService
+from ..config.model import Config, Http2Limits, HTTPRoute, ListenerTls, VirtualService
 from ..config.references import references_of
 from ..config.types import check_listen_address, duration_ms, split_host_port
 from ..config.upstreams import UpstreamChoice
@@ -123,25 +124,34 @@ class _Resolver:
             host, written = (first.host, first.protocol) if first else (None, None)
             protocols = [config.listener_protocol(address, written) for address in listen]
             # A tcp listener routes no requests, so it has no default host.
-            triples = [
-                (address, host if protocol == "http" else None, protocol)
+            # `--listen` addresses take the first listener's TLS too, as its host.
+            tls = first.tls if first else None
+            quads = [
+                (address, host if protocol == "http" else None, protocol, tls)
                 for address, protocol in zip(listen, protocols, strict=True)
             ]
         else:
-            triples = [
-                (lst.address, lst.host, config.listener_protocol(lst.address, lst.protocol))
+            quads = [
+                (
+                    lst.address,
+                    lst.host,
+                    config.listener_protocol(lst.address, lst.protocol),
+                    lst.tls,
+                )
                 for lst in config.listeners
             ]
-        # `protocol` and `tcp_routes` are written only when used, so that an HTTP-only
-        # config keeps the snapshot (and version) it had before tcp routes existed.
+        # `protocol`, `tls` and `tcp_routes` are written only when used, so that an
+        # HTTP-only config keeps the snapshot (and version) it had before they existed.
         listeners: list[snap.Listener] = []
-        for address, host, protocol in triples:
+        for address, host, protocol, tls in quads:
             listener: snap.Listener = {
                 "address": address,
                 "default_virtual_host": self.default_host(host),
             }
             if protocol == "tcp":
                 listener["protocol"] = "tcp"
+            if tls is not None:
+                listener["tls"] = listener_tls(tls)
             listeners.append(listener)
         upstream: snap.UpstreamSettings = {
             "connect_timeout_ms": duration_ms(config.upstream.connect_timeout),
@@ -208,4 +218,16 @@ def http2_limits(limits: Http2Limits) -> snap.Http2Limits:
         "max_header_list_bytes": limits.max_header_list_size,
         "max_pending_accept_reset_streams": limits.max_pending_accept_reset_streams,
         "max_local_error_reset_streams": limits.max_local_error_reset_streams,
+    }
+
+
+def listener_tls(tls: ListenerTls) -> snap.ListenerTls:
+    """The PEM files' text for the core (read now: a reload reads them again, which is
+    how a certificate is rotated)."""
+    return {
+        "certificate_pem": Path(tls.certificate).read_text(encoding="ascii", errors="replace"),
+        "private_key_pem": Path(tls.private_key).read_text(encoding="ascii", errors="replace"),
+        "certificate_file": tls.certificate,
+        "private_key_file": tls.private_key,
+        "min_protocol_version": "1.3" if tls.min_protocol_version == "TLSV1_3" else "1.2",
     }

@@ -17,6 +17,8 @@ from .build import resolve
 
 #: What an `http` listener serves: the connection preface tells the two apart on one port.
 HTTP_LISTENER_SERVES = "serves HTTP/1.1 and HTTP/2 (h2c prior knowledge)"
+#: What an `http` listener with TLS serves: ALPN chooses.
+HTTPS_LISTENER_SERVES = "serves HTTPS: TLS 1.{v}+ with {cert}, HTTP/2 or HTTP/1.1 by ALPN"
 
 
 def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str]:
@@ -53,7 +55,12 @@ def written_protocols(config: Config, listen: Sequence[str] | None) -> list[str 
 
 def listener_serves(listener: snap.Listener) -> list[str]:
     """The line under an `http` listener saying what it serves (a tcp one's says `tcp`)."""
-    return [] if listener.get("protocol") == "tcp" else [f"  {HTTP_LISTENER_SERVES}"]
+    if listener.get("protocol") == "tcp":
+        return []
+    if (tls := listener.get("tls")) is not None:
+        version = tls["min_protocol_version"].removeprefix("1.")
+        return [f"  {HTTPS_LISTENER_SERVES.format(v=version, cert=tls['certificate_file'])}"]
+    return [f"  {HTTP_LISTENER_SERVES}"]
 
 
 def upstream_lines(s: snap.Snapshot, upstreams: Sequence[UpstreamChoice | None]) -> list[str]:

@@ -16,6 +16,7 @@ use crate::proxy::{Published, Shared};
 use crate::snapshot::{Protocol, Snapshot};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::{ListenerStats, StatsRegistry};
+use crate::tls;
 use crate::upstream::pool::EndpointIds;
 
 mod report;
@@ -85,8 +86,10 @@ impl Engine {
             &mut StatsRegistry::default(),
             &EndpointIds::default(),
         )
-        .map(drop)
-        .map_err(EngineError::Snapshot)
+        .map_err(EngineError::Snapshot)?;
+        tls::terminators(&snapshot.listeners)
+            .map(drop)
+            .map_err(EngineError::Snapshot)
     }
 
     /// Compiles the snapshot, binds every listener and starts serving. Fails
@@ -105,6 +108,7 @@ impl Engine {
                 table,
                 upstreams: Upstreams::new(&snapshot.upstream, &connections),
                 limits: snapshot.limits.clone(),
+                tls: tls::terminators(&snapshot.listeners).map_err(EngineError::Snapshot)?,
             }),
             listeners: addresses.iter().map(|_| ListenerStats::default()).collect(),
             connections,
@@ -164,6 +168,7 @@ impl Engine {
             RouteTable::compile(snapshot, &mut registry, &self.endpoint_ids)
                 .map_err(EngineError::Snapshot)?
         };
+        let terminators = tls::terminators(&snapshot.listeners).map_err(EngineError::Snapshot)?;
         let current = self.shared.published.load();
         // Keep warm connection pools unless their settings changed.
         let upstreams = if current.upstreams.settings == snapshot.upstream {
@@ -175,6 +180,7 @@ impl Engine {
             table,
             upstreams,
             limits: snapshot.limits.clone(),
+            tls: terminators,
         }));
         Ok(())
     }

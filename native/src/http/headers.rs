@@ -166,7 +166,7 @@ pub fn response_framing(headers: &mut HeaderMap) -> Result<(), LocalReply> {
 }
 
 /// Appends the client's address to `x-forwarded-for` and states the scheme it used.
-pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, secure: bool) {
     let client = client.to_canonical().to_string();
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
@@ -175,7 +175,8 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let scheme = if secure { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
 
 /// Keeps a usable `x-request-id` or sets a fresh UUID v4, so that the primary
@@ -432,13 +433,15 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        append_forwarded(&mut h, "127.0.0.2".parse().unwrap());
+        append_forwarded(&mut h, "127.0.0.2".parse().unwrap(), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
 
         let mut h = HeaderMap::new();
-        append_forwarded(&mut h, "::ffff:127.0.0.1".parse().unwrap());
+        append_forwarded(&mut h, "::ffff:127.0.0.1".parse().unwrap(), true);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        // The scheme is the one the client used with us, whatever it claimed.
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! An `http` listener's connection builders, HTTP/1.1 and HTTP/2, for the
 //! limits published now, and the choice between them for each connection:
-//! by the connection preface in plaintext (with TLS, ALPN will choose).
+//! by the connection preface in plaintext, by ALPN after a TLS handshake.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::snapshot::Limits;
 use super::accept::Accepted;
 use super::preface::{self, Spoken};
 use super::{http1, http2, ServerSettings};
+use crate::tls::{self, Negotiated};
 
 /// Both builders for one set of limits; shared by the connections accepted
 /// while those limits hold.
@@ -59,7 +60,44 @@ impl HttpServers {
         let idle = (self.limits.idle_timeout_ms > 0)
             .then(|| Duration::from_millis(self.limits.idle_timeout_ms));
         let patience = self.settings.header_read_timeout;
-        match preface::sniff(&accepted.stream, idle, patience).await {
+        let terminator = shared
+            .published
+            .load()
+            .tls
+            .get(accepted.listener)
+            .cloned()
+            .flatten();
+        let spoken = match terminator {
+            // TLS: the handshake (within the header read timeout), then ALPN chooses.
+            Some(terminator) => {
+                let mut accepted = accepted;
+                let Some((stream, negotiated)) =
+                    tls::handshake(&terminator, accepted.stream, patience).await
+                else {
+                    return;
+                };
+                accepted.stream = stream;
+                let spoken = match negotiated {
+                    Negotiated::Http2 => Spoken::Http2,
+                    Negotiated::Http1 => Spoken::Http1,
+                };
+                return self.serve_as(spoken, accepted, shared, stop).await;
+            }
+            None => preface::sniff(&accepted.stream, idle, patience).await,
+        };
+        self.serve_as(spoken, accepted, shared, stop).await;
+    }
+
+    async fn serve_as(
+        &self,
+        spoken: Spoken,
+        accepted: Accepted,
+        shared: Arc<Shared>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let idle = (self.limits.idle_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.limits.idle_timeout_ms));
+        match spoken {
             Spoken::Http1 => {
                 let (settings, limits) = (&self.settings, &self.limits);
                 http1::serve(&self.http1, settings, limits, accepted, &shared, stop).await;

@@ -20,10 +20,11 @@ pub async fn serve(
     hold: Arc<dyn std::fmt::Debug + Send + Sync>,
 ) {
     let published = shared.published.load_full();
-    let route = match &stream {
-        Stream::Tcp(s) => s.local_addr().ok(),
-    }
-    .and_then(|local| published.table.tcp.route_for(local));
+    let route = stream
+        .tcp_ref()
+        .local_addr()
+        .ok()
+        .and_then(|local| published.table.tcp.route_for(local));
     let Some(route) = route else {
         shared.listeners[index].unrouted.fetch_add(1, Relaxed);
         return;

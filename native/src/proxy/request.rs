@@ -289,7 +289,7 @@ fn prepare(
     let upgrade = upgrade::requested(&parts.headers, parts.version, !body.is_end_stream());
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::keep_chunked(&mut parts.headers, body);
-    headers::append_forwarded(&mut parts.headers, conn.peer.ip());
+    headers::append_forwarded(&mut parts.headers, conn.peer.ip(), conn.secure);
     if let Some(a) = &selected.absolute {
         if let Ok(value) = HeaderValue::from_str(a.as_str()) {
             parts.headers.insert(HOST, value);

@@ -13,6 +13,7 @@ use crate::route::RouteTable;
 use crate::snapshot::Limits;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::ListenerStats;
+use crate::tls::Terminator;
 use crate::upstream::gauges::ConnectionGauges;
 use crate::upstream::Upstreams;
 
@@ -23,6 +24,9 @@ pub struct Published {
     pub upstreams: Upstreams,
     /// Applied to connections accepted while this is published.
     pub limits: Limits,
+    /// Each listener's TLS terminator, by index (`None`: plaintext). New
+    /// handshakes use the one published now: a reload rotates certificates.
+    pub tls: Vec<Option<Terminator>>,
 }
 
 /// State shared by every connection of an engine.
@@ -47,6 +51,8 @@ pub struct Connection {
     /// Request head bytes accepted (hyper bounds its read buffer, not the head).
     pub max_header_bytes: usize,
     pub peer: SocketAddr,
+    /// Whether the client spoke TLS to us (`x-forwarded-proto: https`).
+    pub secure: bool,
     /// What the byte-stream side saw of each request head (see `inspect`).
     pub findings: Arc<Findings>,
     /// Dropped with the last holder: the connection's task, or the session

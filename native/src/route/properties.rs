@@ -408,6 +408,7 @@ fn build(vhosts: &[VHost], default: Option<u32>) -> Snapshot {
             address: "127.0.0.1:0".into(),
             default_virtual_host: default,
             protocol: Default::default(),
+            tls: None,
         }],
         clusters: vec![snapshot::Cluster {
             host: "reviews".into(),

@@ -124,6 +124,32 @@ pub struct Listener {
     /// `http` (default) or `tcp`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// TLS termination (an `http` listener): its certificate and key.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's certificate chain and private key, as PEM text read by the
+/// control plane (the files' names are kept for error messages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+    pub certificate_file: String,
+    pub private_key_file: String,
+    #[serde(default)]
+    pub min_protocol_version: TlsVersion,
+}
+
+/// The oldest TLS version a listener accepts; rustls has nothing older than 1.2.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 /// One VirtualService: the host patterns it serves and its ordered routes.

@@ -66,8 +66,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let timeout = Duration::from_secs(5);
-        let size = |stream: &Stream| match stream {
-            Stream::Tcp(s) => socket2::SockRef::from(s).recv_buffer_size().unwrap(),
+        let size = |stream: &Stream| {
+            socket2::SockRef::from(stream.tcp_ref())
+                .recv_buffer_size()
+                .unwrap()
         };
         let capped = dial(&authority, timeout, Some(16 * 1024)).await.unwrap();
         // Linux doubles what is asked for its bookkeeping; nothing grows it later.

@@ -1,0 +1,210 @@
+"""TLS termination on a listener (issue 17's first part), with real clients: curl over
+HTTPS picks HTTP/1.1 or HTTP/2 by ALPN, `openssl s_client` offers TLS 1.0 and 1.1 for
+real and is refused, a reload with a new certificate is what new handshakes get, and
+clients that never finish a handshake hold only themselves. Certificates are made in
+each test with the openssl CLI."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from http.client import HTTPException
+from pathlib import Path
+
+import pytest
+from conftest import seed_config, settle
+from support.client import Client
+
+from pymirror import ConfigError, Proxy, SnapshotError
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI is missing"),
+    pytest.mark.skipif(shutil.which("curl") is None, reason="curl is missing"),
+]
+
+
+def certificate(directory: Path, name: str, cn: str = "reviews") -> tuple[Path, Path]:
+    """A self-signed certificate for `reviews` (and 127.0.0.1) and its key."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={cn}",
+         "-addext", "subjectAltName=DNS:reviews,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def tls_config(v1: str, v2: str, cert: Path, key: str | Path, extra: str = "") -> str:
+    tls = f"    tls: {{certificate: {cert}, privateKey: {key}{extra}}}\n"
+    return seed_config(v1, v2).replace("    host: reviews\n", "    host: reviews\n" + tls, 1)
+
+
+def curl(port: int, cert: Path, *flags: str) -> tuple[str, str]:
+    """GET / over HTTPS as `reviews`: (HTTP version, body)."""
+    run = subprocess.run(
+        ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--cacert", str(cert),
+         "--resolve", f"reviews:{port}:127.0.0.1", "-w", "\n%{http_version}", *flags,
+         f"https://reviews:{port}/"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    body, _, version = run.stdout.rpartition("\n")
+    return version, body
+
+
+def s_client(port: int, *flags: str) -> str:
+    """What `openssl s_client` printed, handshaking with the listener."""
+    run = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "reviews",
+         *flags],
+        input="", capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    return run.stdout + run.stderr
+
+
+def port_of(proxy: Proxy) -> int:
+    return int(proxy.addresses[0].rsplit(":", 1)[1])
+
+
+def test_https_serves_http1_and_http2_by_alpn_and_says_https_upstream(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2", body=b"v2")
+    cert, key = certificate(tmp_path, "server")
+    with Proxy(tls_config(v1.address, v2.address, cert, key)) as proxy:
+        assert curl(port_of(proxy), cert, "--http1.1") == ("1.1", "v1")
+        assert curl(port_of(proxy), cert, "--http2") == ("2", "v1")
+        settle(proxy)
+    # What reached v1 and its copy at v2 says the client used HTTPS.
+    assert [s.headers["x-forwarded-proto"] for s in v1.seen] == ["https", "https"]
+    assert [s.headers["x-forwarded-proto"] for s in v2.seen] == ["https", "https"]
+
+
+@pytest.mark.parametrize("version", ["-tls1", "-tls1_1"])
+def test_tls_1_0_and_1_1_are_refused(backend: Callable, tmp_path: Path, version: str) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    with Proxy(tls_config(v1.address, v2.address, cert, key)) as proxy:
+        # Offered for real: Debian's OpenSSL offers them only at security level 0.
+        said = s_client(port_of(proxy), version, "-cipher", "DEFAULT@SECLEVEL=0")
+        assert "alert protocol version" in said or "handshake failure" in said, said
+        assert "Cipher is (NONE)" in said or "no peer certificate" in said, said
+        # TLS 1.2 and 1.3 are served.
+        for ok in ("-tls1_2", "-tls1_3"):
+            said = s_client(port_of(proxy), ok)
+            assert "BEGIN CERTIFICATE" in said or "Server certificate" in said, said
+        assert curl(port_of(proxy), cert) == ("2", "v1")
+
+
+def test_min_protocol_version_1_3_refuses_1_2(backend: Callable, tmp_path: Path) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    config = tls_config(v1.address, v2.address, cert, key, ", minProtocolVersion: TLSV1_3")
+    with Proxy(config) as proxy:
+        assert "Server certificate" in s_client(port_of(proxy), "-tls1_3")
+        said = s_client(port_of(proxy), "-tls1_2")
+        assert "Server certificate" not in said, said
+
+
+def test_a_reload_rotates_the_certificate_for_new_handshakes(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    old_cert, old_key = certificate(tmp_path, "old", cn="reviews-old")
+    new_cert, new_key = certificate(tmp_path, "new", cn="reviews-new")
+    cert, key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(old_cert, cert)
+    shutil.copy(old_key, key)
+    config = tls_config(v1.address, v2.address, cert, key)
+    with Proxy(config) as proxy:
+        port = port_of(proxy)
+        assert "CN = reviews-old" in s_client(port)
+        # A connection opened before the rotation keeps its session.
+        with socket.create_connection(("127.0.0.1", port)) as held:
+            shutil.copy(new_cert, cert)
+            shutil.copy(new_key, key)
+            proxy.reload(config)  # the same file names: their content is read again
+            assert "CN = reviews-new" in s_client(port)
+            assert curl(port, new_cert) == ("2", "v1")
+            held.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                held.recv(1)  # still open, waiting for its ClientHello
+
+
+def test_a_broken_pair_on_reload_keeps_the_running_certificate(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    _, other_key = certificate(tmp_path, "other")
+    with Proxy(tls_config(v1.address, v2.address, cert, key)) as proxy:
+        with pytest.raises(SnapshotError) as refused:
+            proxy.reload(tls_config(v1.address, v2.address, cert, other_key))
+        assert str(cert) in str(refused.value) and str(other_key) in str(refused.value)
+        assert curl(port_of(proxy), cert) == ("2", "v1")
+
+
+def test_config_errors_name_the_field_and_the_file(backend: Callable, tmp_path: Path) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    missing = tmp_path / "absent.key"
+    with pytest.raises(ConfigError) as absent:
+        Proxy(tls_config(v1.address, v2.address, cert, missing))
+    assert f"{missing}: cannot be read" in str(absent.value)
+    assert "privateKey" in str(absent.value)
+    with pytest.raises(ConfigError) as old:
+        Proxy(tls_config(v1.address, v2.address, cert, key, ", minProtocolVersion: TLSV1_1"))
+    assert "TLS 1.1 is not served" in str(old.value)
+    # file:line:col of the field: the listener's `tls` line is line 5 of the text.
+    assert ":5:" in str(old.value), str(old.value)
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("hello")
+    with pytest.raises(ConfigError) as garbled:
+        Proxy(tls_config(v1.address, v2.address, not_pem, key))
+    assert "is not PEM" in str(garbled.value)
+
+
+def test_garbage_and_stalled_handshakes_hold_only_themselves(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    with Proxy(tls_config(v1.address, v2.address, cert, key)) as proxy:
+        port = port_of(proxy)
+        # Not a ClientHello: the connection is closed, nothing is answered in HTTP.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as junk:
+            junk.sendall(b"GET / HTTP/1.1\r\nHost: reviews\r\n\r\n")
+            assert b"HTTP/1.1" not in junk.recv(4096)
+        # A truncated ClientHello (a record header promising more), then silence.
+        truncated = socket.create_connection(("127.0.0.1", port), timeout=10)
+        truncated.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        # 300 clients that connect and never say anything.
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
+        try:
+            started = time.monotonic()
+            assert curl(port, cert) == ("2", "v1")
+            # Handshakes are not done on the accept loop: none of the 301 holds it.
+            assert time.monotonic() - started < 1.0
+        finally:
+            for s in [truncated, *stalled]:
+                s.close()
+
+
+def test_plain_http_on_a_tls_listener_is_not_served_in_clear(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    # Refused in TLS's terms (an alert record, or a close), never an HTTP answer.
+    with (
+        Proxy(tls_config(v1.address, v2.address, cert, key)) as proxy,
+        Client(proxy.addresses[0]) as client,
+        pytest.raises((OSError, HTTPException)),
+    ):
+        client.request("GET", "/")
+    assert v1.seen == []
