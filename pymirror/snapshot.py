@@ -191,13 +191,19 @@ class Listener(TypedDict):
 
 
 class ListenerTls(TypedDict):
+    certificates: list[TlsCertificate]
+    """The first is the default; the others are chosen by SNI."""
+    min_protocol_version: str
+    """`1.2` or `1.3`."""
+
+
+class TlsCertificate(TypedDict):
     certificate_pem: str
     private_key_pem: str
     certificate_file: str
     """Names for error messages."""
     private_key_file: str
-    min_protocol_version: str
-    """`1.2` or `1.3`."""
+    sni_hosts: list[str]
 
 
 class TcpMatch(TypedDict):

@@ -1,18 +1,21 @@
 //! TLS termination on a listener: the rustls configuration a listener's
-//! certificate and key make, and the handshake each accepted connection goes
-//! through, in its own task (a slow or hostile client holds only itself),
-//! within a deadline. ALPN offers `h2` and `http/1.1`; what the client picks
-//! chooses the connection builder.
+//! certificates make (the first the default, the others chosen by SNI), and
+//! the handshake each accepted connection goes through, in its own task (a
+//! slow or hostile client holds only itself), within a deadline. ALPN offers
+//! `h2` and `http/1.1`; what the client picks chooses the connection builder.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::snapshot::{Listener, ListenerTls, TlsVersion};
+use crate::snapshot::{Listener, ListenerTls, TlsCertificate, TlsVersion};
 use crate::transport::Stream;
 
 /// The protocol a TLS client chose by ALPN.
@@ -25,11 +28,78 @@ pub enum Negotiated {
 
 /// What completes TLS handshakes for one listener.
 #[derive(Clone)]
-pub struct Terminator(TlsAcceptor);
+pub struct Terminator {
+    acceptor: TlsAcceptor,
+    names: Arc<ServerNames>,
+}
 
 impl std::fmt::Debug for Terminator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Terminator")
+        f.debug_struct("Terminator")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which certificate entry serves which names: the first entry whose
+/// patterns match, else the first entry (the default).
+#[derive(Debug, Default)]
+pub struct ServerNames(Vec<Vec<String>>);
+
+impl ServerNames {
+    /// The entry for `name` (an SNI or a Host without its port).
+    pub fn entry_for(&self, name: Option<&str>) -> usize {
+        name.and_then(|name| {
+            self.0
+                .iter()
+                .position(|patterns| patterns.iter().any(|p| matches(p, name)))
+        })
+        .unwrap_or(0)
+    }
+
+    /// Whether the listener has more than one certificate (only then can a
+    /// request name a host that another connection should carry).
+    pub fn several(&self) -> bool {
+        self.0.len() > 1
+    }
+}
+
+/// `*.example.com` matches one or more labels before `.example.com`; other
+/// patterns match exactly. Case-insensitive, as DNS names are.
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            name.len() > suffix.len()
+                && name
+                    .get(name.len() - suffix.len()..)
+                    .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+        }
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+/// The certificate entry a connection was made with, and the listener's
+/// names: a request whose Host belongs to another entry is misdirected
+/// (RFC 9110 15.5.20), so MUTUAL on one host cannot be bypassed through
+/// another's connection.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    entry: usize,
+    names: Arc<ServerNames>,
+}
+
+impl Bound {
+    /// Whether a request for `host` (`name[:port]`) may be served on this
+    /// connection.
+    pub fn allows(&self, host: &str) -> bool {
+        if !self.names.several() {
+            return true;
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        self.names.entry_for(Some(name)) == self.entry
     }
 }
 
@@ -43,34 +113,35 @@ pub fn terminators(listeners: &[Listener]) -> Result<Vec<Option<Terminator>>, St
                 .tls
                 .as_ref()
                 .map(|tls| {
-                    server_config(tls)
-                        .map(|config| Terminator(TlsAcceptor::from(config)))
-                        .map_err(|e| format!("listener {i} ({}): {e}", listener.address))
+                    terminator(tls).map_err(|e| format!("listener {i} ({}): {e}", listener.address))
                 })
                 .transpose()
         })
         .collect()
 }
 
-/// The rustls configuration of one listener: its certificate chain and key,
-/// TLS 1.2 and 1.3 (or 1.3 only), ALPN `h2` then `http/1.1`.
-pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
-    let chain = CertificateDer::pem_slice_iter(tls.certificate_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("certificate {}: {e}", tls.certificate_file))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "certificate {}: no CERTIFICATE block",
-            tls.certificate_file
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(tls.private_key_pem.as_bytes())
-        .map_err(|e| format!("private key {}: {e}", tls.private_key_file))?;
+/// The terminator of one listener: its certificates, TLS 1.2 and 1.3 (or
+/// 1.3 only), ALPN `h2` then `http/1.1`.
+pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
     // ring, not aws-lc-rs (rustls's default, which builds with cmake): ring
     // builds with the C compiler alone. Its lack of the post-quantum key
     // exchange is why rustls marks it deprecated.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    if tls.certificates.is_empty() {
+        return Err("no certificate".to_owned());
+    }
+    let keys = tls
+        .certificates
+        .iter()
+        .map(|entry| certified_key(entry, &provider))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names = Arc::new(ServerNames(
+        tls.certificates
+            .iter()
+            .map(|c| c.sni_hosts.clone())
+            .collect(),
+    ));
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_protocol_version {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -79,15 +150,62 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| {
-            format!(
-                "certificate {} and private key {}: {e}",
-                tls.certificate_file, tls.private_key_file
-            )
-        })?;
+        .with_cert_resolver(Arc::new(BySni {
+            keys,
+            names: names.clone(),
+        }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(Terminator {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        names,
+    })
+}
+
+/// One entry's chain and key, checked to belong together.
+fn certified_key(
+    entry: &TlsCertificate,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    let chain = CertificateDer::pem_slice_iter(entry.certificate_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate {}: {e}", entry.certificate_file))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "certificate {}: no CERTIFICATE block",
+            entry.certificate_file
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(entry.private_key_pem.as_bytes())
+        .map_err(|e| format!("private key {}: {e}", entry.private_key_file))?;
+    let pair = || {
+        format!(
+            "certificate {} and private key {}",
+            entry.certificate_file, entry.private_key_file
+        )
+    };
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("{}: {e}", pair()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("{}: {e}", pair()))?;
+    Ok(Arc::new(certified))
+}
+
+/// Chooses the certificate by the ClientHello's server name.
+#[derive(Debug)]
+struct BySni {
+    keys: Vec<Arc<CertifiedKey>>,
+    names: Arc<ServerNames>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let entry = self.names.entry_for(hello.server_name());
+        self.keys.get(entry).cloned()
+    }
 }
 
 /// Completes the handshake within `deadline`; `None` when it fails or takes
@@ -96,19 +214,24 @@ pub async fn handshake(
     terminator: &Terminator,
     stream: Stream,
     deadline: Duration,
-) -> Option<(Stream, Negotiated)> {
+) -> Option<(Stream, Negotiated, Bound)> {
     let Stream::Tcp(tcp) = stream else {
         return None;
     };
-    let tls = tokio::time::timeout(deadline, terminator.0.accept(tcp))
+    let tls = tokio::time::timeout(deadline, terminator.acceptor.accept(tcp))
         .await
         .ok()?
         .ok()?;
-    let negotiated = match tls.get_ref().1.alpn_protocol() {
+    let session = tls.get_ref().1;
+    let negotiated = match session.alpn_protocol() {
         Some(b"h2") => Negotiated::Http2,
         _ => Negotiated::Http1,
     };
-    Some((Stream::tls(tls), negotiated))
+    let bound = Bound {
+        entry: terminator.names.entry_for(session.server_name()),
+        names: terminator.names.clone(),
+    };
+    Some((Stream::tls(tls), negotiated, bound))
 }
 
 #[cfg(test)]
@@ -118,37 +241,78 @@ mod tests {
     const CERT: &str = include_str!("../tests/data/tls-cert.pem");
     const KEY: &str = include_str!("../tests/data/tls-key.pem");
 
-    fn tls(cert: &str, key: &str) -> ListenerTls {
-        ListenerTls {
+    fn entry(cert: &str, key: &str, sni: &[&str]) -> TlsCertificate {
+        TlsCertificate {
             certificate_pem: cert.to_owned(),
             private_key_pem: key.to_owned(),
             certificate_file: "cert.pem".to_owned(),
             private_key_file: "key.pem".to_owned(),
+            sni_hosts: sni.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn tls(entries: Vec<TlsCertificate>) -> ListenerTls {
+        ListenerTls {
+            certificates: entries,
             min_protocol_version: TlsVersion::Tls12,
         }
     }
 
     #[test]
-    fn a_certificate_and_its_key_make_a_config_offering_h2_then_http1() {
-        let config = server_config(&tls(CERT, KEY)).unwrap();
-        assert_eq!(
-            config.alpn_protocols,
-            [b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
+    fn a_certificate_and_its_key_make_a_terminator() {
+        let t = terminator(&tls(vec![entry(CERT, KEY, &[])])).unwrap();
+        assert!(!t.names.several());
     }
 
     #[test]
     fn a_missing_or_garbled_pair_is_refused_naming_the_file() {
-        let err = server_config(&tls("", KEY)).unwrap_err();
+        let err = terminator(&tls(vec![entry("", KEY, &[])])).unwrap_err();
         assert!(
             err.contains("cert.pem") && err.contains("no CERTIFICATE"),
             "{err}"
         );
-        let err = server_config(&tls(CERT, "not a key")).unwrap_err();
+        let err = terminator(&tls(vec![entry(CERT, "not a key", &[])])).unwrap_err();
         assert!(err.contains("key.pem"), "{err}");
-        // The key of another certificate: rustls checks the pair.
+        // The key of another certificate: the pair is checked.
         let other = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgevZzL1gdAFr88hb2\nOF/2NxApJCzGCEDdfSp6VQO30hyhRANCAAQRWz+jn65BtOMvdyHKcvjBeBSDZH2r\n1RTwjmYSi9R/zpBnuQ4EiMnCqfMPWiZqB5QdbAd0E7oWVTWWq+KQrjLw\n-----END PRIVATE KEY-----\n";
-        let err = server_config(&tls(CERT, other)).unwrap_err();
+        let err = terminator(&tls(vec![entry(CERT, other, &[])])).unwrap_err();
         assert!(err.contains("cert.pem and private key key.pem"), "{err}");
+        assert!(terminator(&tls(vec![])).is_err());
+    }
+
+    #[test]
+    fn names_choose_the_first_matching_entry_else_the_default() {
+        let names = ServerNames(vec![
+            vec![],
+            vec!["api.example.com".into()],
+            vec!["*.example.com".into()],
+        ]);
+        assert_eq!(names.entry_for(None), 0);
+        assert_eq!(names.entry_for(Some("reviews")), 0);
+        assert_eq!(names.entry_for(Some("API.example.com")), 1);
+        assert_eq!(names.entry_for(Some("shop.example.com")), 2);
+        assert_eq!(names.entry_for(Some("a.b.example.com")), 2);
+        // The wildcard needs a label before its suffix.
+        assert_eq!(names.entry_for(Some(".example.com")), 0);
+        assert_eq!(names.entry_for(Some("example.com")), 0);
+    }
+
+    #[test]
+    fn a_request_for_another_entrys_host_is_not_allowed() {
+        let names = Arc::new(ServerNames(vec![vec![], vec!["api.example.com".into()]]));
+        let default = Bound {
+            entry: 0,
+            names: names.clone(),
+        };
+        let api = Bound { entry: 1, names };
+        assert!(api.allows("api.example.com:8443") && api.allows("API.example.com"));
+        assert!(!api.allows("reviews"));
+        assert!(default.allows("reviews:443") && !default.allows("api.example.com"));
+        // One certificate: any host, as before SNI mattered.
+        let single = Bound {
+            entry: 0,
+            names: Arc::new(ServerNames(vec![vec!["a".into()]])),
+        };
+        assert!(single.allows("b"));
     }
 }

@@ -49,6 +49,7 @@ from .types import (
     ByteSize,
     Duration,
     HostName,
+    HostPattern,
     ListenAddress,
     check_authority,
     check_hostname,
@@ -234,15 +235,37 @@ class Service(_Model):
 _OLD_TLS = {"TLSV1_0": "TLS 1.0", "TLSV1_1": "TLS 1.1"}
 
 
-class ListenerTls(_Model):
-    """TLS termination on an `http` listener (Istio's Gateway `tls` in SIMPLE mode).
-    Paths are read as given (relative ones from the working directory), at start and
-    at every reload."""
+class TlsCertificate(_Model):
+    """One certificate of a listener with several, chosen by the client's SNI."""
 
     certificate: str
     """PEM file: the server certificate, then its intermediates."""
     private_key: str
     """PEM file: the certificate's private key (PKCS#8, PKCS#1 or SEC1)."""
+    sni_hosts: list[HostPattern] = Field(default_factory=list)
+    """The server names it is chosen for (`api.example.com`, `*.example.com`)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TlsCertificate:
+        for field, path in (("certificate", self.certificate), ("privateKey", self.private_key)):
+            if why := _unreadable_pem(path):
+                raise problem(f"{path}: {why}", field)
+        return self
+
+
+class ListenerTls(_Model):
+    """TLS termination on an `http` listener (Istio's Gateway `tls` in SIMPLE mode): one
+    certificate (`certificate`, `privateKey`), or several chosen by SNI
+    (`certificates`, the first the default). Paths are read as given (relative ones from
+    the working directory), at start and at every reload."""
+
+    certificate: str | None = None
+    """PEM file: the server certificate, then its intermediates."""
+    private_key: str | None = None
+    """PEM file: the certificate's private key (PKCS#8, PKCS#1 or SEC1)."""
+    certificates: list[TlsCertificate] | None = None
+    """Several certificates: the first whose `sniHosts` match the client's SNI, else the
+    first. A request whose Host another entry's names match is answered 421."""
     min_protocol_version: Literal["TLS_AUTO", "TLSV1_2", "TLSV1_3", "TLSV1_0", "TLSV1_1"] = (
         "TLS_AUTO"
     )
@@ -256,10 +279,38 @@ class ListenerTls(_Model):
                 "guidance asks); use TLSV1_2 or TLSV1_3",
                 "minProtocolVersion",
             )
+        single = self.certificate is not None or self.private_key is not None
+        if single and self.certificates is not None:
+            raise problem(
+                "write `certificate` and `privateKey`, or `certificates`, not both",
+                "certificates",
+                at_key=True,
+            )
+        if self.certificates is not None:
+            if not self.certificates:
+                raise problem("`certificates` needs at least one entry", "certificates")
+            for i, entry in enumerate(self.certificates[1:], start=1):
+                if not entry.sni_hosts:
+                    raise problem(
+                        "only the first certificate (the default) may go without `sniHosts`: "
+                        "no client could reach this one",
+                        "certificates",
+                        i,
+                    )
+            return self
         for field, path in (("certificate", self.certificate), ("privateKey", self.private_key)):
+            if path is None:
+                raise problem(f"`{field}` is required (or `certificates`)", field, at_key=True)
             if why := _unreadable_pem(path):
                 raise problem(f"{path}: {why}", field)
         return self
+
+    def entries(self) -> list[TlsCertificate]:
+        """The certificates, the default first."""
+        if self.certificates is not None:
+            return self.certificates
+        assert self.certificate is not None and self.private_key is not None
+        return [TlsCertificate(certificate=self.certificate, private_key=self.private_key)]
 
 
 def _unreadable_pem(path: str) -> str | None:

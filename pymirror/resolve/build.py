@@ -224,10 +224,20 @@ def http2_limits(limits: Http2Limits) -> snap.Http2Limits:
 def listener_tls(tls: ListenerTls) -> snap.ListenerTls:
     """The PEM files' text for the core (read now: a reload reads them again, which is
     how a certificate is rotated)."""
+
+    def read(path: str) -> str:
+        return Path(path).read_text(encoding="ascii", errors="replace")
+
     return {
-        "certificate_pem": Path(tls.certificate).read_text(encoding="ascii", errors="replace"),
-        "private_key_pem": Path(tls.private_key).read_text(encoding="ascii", errors="replace"),
-        "certificate_file": tls.certificate,
-        "private_key_file": tls.private_key,
+        "certificates": [
+            {
+                "certificate_pem": read(c.certificate),
+                "private_key_pem": read(c.private_key),
+                "certificate_file": c.certificate,
+                "private_key_file": c.private_key,
+                "sni_hosts": [h.lower() for h in c.sni_hosts],
+            }
+            for c in tls.entries()
+        ],
         "min_protocol_version": "1.3" if tls.min_protocol_version == "TLSV1_3" else "1.2",
     }

@@ -59,7 +59,8 @@ def listener_serves(listener: snap.Listener) -> list[str]:
         return []
     if (tls := listener.get("tls")) is not None:
         version = tls["min_protocol_version"].removeprefix("1.")
-        return [f"  {HTTPS_LISTENER_SERVES.format(v=version, cert=tls['certificate_file'])}"]
+        files = ", ".join(c["certificate_file"] for c in tls["certificates"])
+        return [f"  {HTTPS_LISTENER_SERVES.format(v=version, cert=files)}"]
     return [f"  {HTTP_LISTENER_SERVES}"]
 
 

@@ -58,10 +58,11 @@ def curl(port: int, cert: Path, *flags: str) -> tuple[str, str]:
 
 
 def s_client(port: int, *flags: str) -> str:
-    """What `openssl s_client` printed, handshaking with the listener."""
+    """What `openssl s_client` printed, handshaking with the listener (as `reviews`
+    unless `flags` name a server, or none)."""
+    sni = [] if {"-servername", "-noservername"} & set(flags) else ["-servername", "reviews"]
     run = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "reviews",
-         *flags],
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *sni, *flags],
         input="", capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip
     return run.stdout + run.stderr
@@ -208,3 +209,74 @@ def test_plain_http_on_a_tls_listener_is_not_served_in_clear(
     ):
         client.request("GET", "/")
     assert v1.seen == []
+
+
+def sni_config(v1: str, v2: str, default: tuple[Path, Path], api: tuple[Path, Path]) -> str:
+    """`reviews` on the default certificate, `api.example.com` on its own, by SNI."""
+    tls = (
+        f"    tls:\n      certificates:\n"
+        f"        - {{certificate: {default[0]}, privateKey: {default[1]}}}\n"
+        f"        - {{certificate: {api[0]}, privateKey: {api[1]}, sniHosts: [api.example.com]}}\n"
+    )
+    config = seed_config(v1, v2).replace("    host: reviews\n", "    host: reviews\n" + tls, 1)
+    return config.replace("hosts: [reviews]", "hosts: [reviews, api.example.com]", 1)
+
+
+def api_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "api.crt", directory / "api.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+         "-subj", "/CN=api.example.com", "-addext", "subjectAltName=DNS:api.example.com"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_sni_chooses_the_certificate_and_another_entrys_host_is_misdirected(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    default = certificate(tmp_path, "default", cn="reviews")
+    api = api_certificate(tmp_path)
+    with Proxy(sni_config(v1.address, v2.address, default, api)) as proxy:
+        port = port_of(proxy)
+        assert "CN = api.example.com" in s_client(port, "-servername", "api.example.com")
+        assert "CN = reviews" in s_client(port, "-servername", "reviews")
+        assert "CN = reviews" in s_client(port, "-noservername")  # no SNI: the default
+        # Each host on a connection made for it is served.
+        assert curl(port, default[0]) == ("2", "v1")
+
+        def ask(server_name: str, cert: Path, host: str, *flags: str) -> str:
+            run = subprocess.run(
+                ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--cacert", str(cert),
+                 "--resolve", f"{server_name}:{port}:127.0.0.1", "-H", f"Host: {host}",
+                 "-o", "/dev/null", "-w", "%{http_code}", *flags,
+                 f"https://{server_name}:{port}/"],
+                capture_output=True, text=True, timeout=20, check=False,
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr
+            return run.stdout
+
+        assert ask("api.example.com", api[0], "api.example.com") == "200"
+        # A connection made for api.example.com asking for reviews, whose certificate is
+        # another: 421 (RFC 9110 15.5.20), over HTTP/1.1 and HTTP/2, and never forwarded.
+        seen = len(v1.seen)
+        for flags in (("--http1.1",), ("--http2",)):
+            assert ask("api.example.com", api[0], "reviews", *flags) == "421"
+            assert ask("reviews", default[0], "api.example.com:443", *flags) == "421"
+        assert len(v1.seen) == seen
+
+
+def test_only_the_first_certificate_may_go_without_sni_hosts(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    default = certificate(tmp_path, "default")
+    config = sni_config(v1.address, v2.address, default, default).replace(
+        ", sniHosts: [api.example.com]", ""
+    )
+    with pytest.raises(ConfigError) as refused:
+        Proxy(config)
+    assert "no client could reach this one" in str(refused.value)
+    assert "certificates[1]" in str(refused.value)

@@ -32,6 +32,9 @@ pub enum LocalReply {
     BadRequestBody,
     /// The request head is larger than the listener accepts.
     HeadersTooLarge,
+    /// The Host belongs to another certificate than the one the connection's
+    /// TLS handshake chose by SNI (RFC 9110 15.5.20).
+    Misdirected,
     NoVirtualHost,
     NoRoute,
     NoEndpoint,
@@ -58,6 +61,7 @@ impl LocalReply {
             | Self::BadRequestBody => StatusCode::BAD_REQUEST,
             Self::ConnectRefused => StatusCode::METHOD_NOT_ALLOWED,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect
@@ -84,6 +88,9 @@ impl LocalReply {
             }
             Self::BadRequestBody => "malformed or incomplete request body\n",
             Self::HeadersTooLarge => "request header fields too large\n",
+            Self::Misdirected => {
+                "this host's certificate is not this connection's: open a new connection\n"
+            }
             Self::NoVirtualHost => "no virtual service serves this host\n",
             Self::NoRoute => "no route matches this request\n",
             Self::NoEndpoint => "no endpoint available for the destination\n",

@@ -4,6 +4,7 @@
 //! rest of the proxy reads (where a TLS handshake, or an SNI peek, will stand
 //! before the protocol is chosen).
 
+use crate::tls::Bound;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct Accepted {
     /// Held by whatever serves this client, an upgraded session included: it
     /// counts as open (and against the limit) and a drain waits for it.
     pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
+    /// On a TLS listener: the certificate entry the handshake chose.
+    pub tls: Option<Bound>,
 }
 
 /// The accepted socket as the stream the protocol is served on.

@@ -45,6 +45,7 @@ pub async fn serve(
         max_header_bytes: settings.max_header_bytes,
         peer: accepted.peer,
         secure,
+        tls: accepted.tls.clone(),
         findings,
         hold: accepted.hold,
     });

@@ -61,6 +61,7 @@ pub async fn serve(
         max_header_bytes,
         peer: accepted.peer,
         secure: matches!(accepted.stream, Stream::Tls(_)),
+        tls: accepted.tls.clone(),
         // Frames, not a byte stream of heads: nothing for the HTTP/1.1
         // inspector to find (h2 itself refuses malformed framing).
         findings: Arc::new(Findings::default()),

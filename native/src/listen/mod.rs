@@ -86,7 +86,7 @@ pub async fn serve(
                         tokio::spawn(serving);
                     }
                     Protocol::Http => {
-                        let accepted = Accepted { stream, peer, listener: index, port, hold };
+                        let accepted = Accepted { stream, peer, listener: index, port, hold, tls: None };
                         // The protocol is read on the connection's own task:
                         // a client slow to speak cannot stall the accepts.
                         let serving = servers.clone().serve(accepted, shared.clone(), stop_rx.clone());

@@ -71,12 +71,13 @@ impl HttpServers {
             // TLS: the handshake (within the header read timeout), then ALPN chooses.
             Some(terminator) => {
                 let mut accepted = accepted;
-                let Some((stream, negotiated)) =
+                let Some((stream, negotiated, bound)) =
                     tls::handshake(&terminator, accepted.stream, patience).await
                 else {
                     return;
                 };
                 accepted.stream = stream;
+                accepted.tls = Some(bound);
                 let spoken = match negotiated {
                     Negotiated::Http2 => Spoken::Http2,
                     Negotiated::Http1 => Spoken::Http1,

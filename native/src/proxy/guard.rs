@@ -46,5 +46,12 @@ pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), Local
     if host.is_some_and(|h| !headers::valid_authority(h)) {
         return Err(LocalReply::InvalidHost);
     }
+    // A host whose certificate is another than this connection's (RFC 9110
+    // 15.5.20): the client must open a connection for it.
+    if let (Some(bound), Some(host)) = (&conn.tls, host) {
+        if !bound.allows(&String::from_utf8_lossy(host)) {
+            return Err(LocalReply::Misdirected);
+        }
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::route::RouteTable;
 use crate::snapshot::Limits;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::ListenerStats;
-use crate::tls::Terminator;
+use crate::tls::{Bound, Terminator};
 use crate::upstream::gauges::ConnectionGauges;
 use crate::upstream::Upstreams;
 
@@ -53,6 +53,9 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// Whether the client spoke TLS to us (`x-forwarded-proto: https`).
     pub secure: bool,
+    /// The certificate entry its TLS handshake chose (requests for another
+    /// entry's hosts are misdirected).
+    pub tls: Option<Bound>,
     /// What the byte-stream side saw of each request head (see `inspect`).
     pub findings: Arc<Findings>,
     /// Dropped with the last holder: the connection's task, or the session

@@ -129,17 +129,28 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
-/// A listener's certificate chain and private key, as PEM text read by the
-/// control plane (the files' names are kept for error messages).
+/// A listener's certificates, the first the default, the others chosen by
+/// the client's SNI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
+    pub certificates: Vec<TlsCertificate>,
+    #[serde(default)]
+    pub min_protocol_version: TlsVersion,
+}
+
+/// One certificate chain and its private key, as PEM text read by the
+/// control plane (the files' names are kept for error messages), and the
+/// server names it is chosen for (`reviews.example.com`, `*.example.com`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
     pub certificate_pem: String,
     pub private_key_pem: String,
     pub certificate_file: String,
     pub private_key_file: String,
     #[serde(default)]
-    pub min_protocol_version: TlsVersion,
+    pub sni_hosts: Vec<String>,
 }
 
 /// The oldest TLS version a listener accepts; rustls has nothing older than 1.2.
