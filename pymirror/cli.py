@@ -17,6 +17,7 @@ from pymirror.errors import PymirrorError
 from pymirror.lifecycle import COMPARE_MAX_PER_SECOND, DEFAULT_DRAIN_SECONDS, Supervisor
 from pymirror.logs import FORMATS
 from pymirror.logs import configure as configure_logging
+from pymirror.tls_files import DEFAULT_POLL_SECONDS
 
 
 def _mebibytes(text: str) -> int:
@@ -95,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PAIRS",
         help="compared answers diffed per second at most; the rest are skipped and counted "
         "(default: %(default)d)",
+    )
+    run.add_argument(
+        "--tls-poll-interval",
+        type=float,
+        default=DEFAULT_POLL_SECONDS,
+        metavar="SECONDS",
+        help="how often the TLS certificate and key files are checked for new content, "
+        "reloaded when it changes (Kubernetes swaps secret mounts whole); 0: only on SIGHUP "
+        "(default: %(default)g)",
     )
     run.add_argument(
         "--header-read-timeout",
@@ -211,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         drain=args.drain_timeout,
         admin=args.admin,
         compare_max_per_second=max(1, args.compare_max_rate),
+        tls_poll=max(0.0, args.tls_poll_interval),
     )
     exit_code: int = trio.run(supervisor.run)
     return exit_code

@@ -19,6 +19,7 @@ from pymirror.engine import ServerOptions
 from pymirror.errors import PymirrorError
 from pymirror.proxy import ConfigSource, Proxy, as_config
 from pymirror.resolve import describe
+from pymirror.tls_files import DEFAULT_POLL_SECONDS, fingerprint, tls_files
 
 log = logging.getLogger("pymirror")
 
@@ -142,6 +143,8 @@ class Supervisor:
     """The admin address; None: the configuration's `admin.address`, else the default."""
     compare_max_per_second: int = COMPARE_MAX_PER_SECOND
     """Compared pairs diffed per second at most (see `COMPARE_MAX_PER_SECOND`)."""
+    tls_poll: float = DEFAULT_POLL_SECONDS
+    """Seconds between looks at the TLS files (see `pymirror.tls_files`); 0: never."""
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
 
     async def run(self) -> int:
@@ -162,11 +165,13 @@ class Supervisor:
                 nursery.start_soon(
                     compare_forever, proxy, COMPARE_INTERVAL, self.compare_max_per_second
                 )
+                if self.tls_poll > 0:
+                    nursery.start_soon(self._watch_tls_files, proxy)
                 self._announce(proxy)
                 log.info("admin listening on %s", address)
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        await self._reload(proxy)
+                        await self._reload(proxy, "SIGHUP")
                         continue
                     log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, self.drain)
                     break
@@ -198,8 +203,21 @@ class Supervisor:
             log.info("listening on %s", address)
         log.info("config version %s", proxy.version)
 
-    async def _reload(self, proxy: Proxy) -> None:
-        log.info("SIGHUP: reloading %s", ", ".join(str(s) for s in self.sources))
+    async def _watch_tls_files(self, proxy: Proxy) -> None:
+        """Reloads when the content of a TLS file the running configuration reads changes
+        (a rotated certificate); a change that does not load is reported once, and the
+        running pair stays until the files change again."""
+        seen = await trio.to_thread.run_sync(fingerprint, tls_files(proxy.config))
+        while True:
+            await trio.sleep(self.tls_poll)
+            paths = tls_files(proxy.config)
+            now = await trio.to_thread.run_sync(fingerprint, paths)
+            if now != seen:
+                seen = now
+                await self._reload(proxy, f"TLS files changed ({', '.join(paths)})")
+
+    async def _reload(self, proxy: Proxy, reason: str) -> None:
+        log.info("%s: reloading %s", reason, ", ".join(str(s) for s in self.sources))
         admin_before = self._admin_address(proxy.config)
         try:
             config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))

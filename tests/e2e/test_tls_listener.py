@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import seed_config, settle
 from support.client import Client
+from support.process import PymirrorProcess
 
 from pymirror import ConfigError, Proxy, SnapshotError
 
@@ -280,3 +281,54 @@ def test_only_the_first_certificate_may_go_without_sni_hosts(
         Proxy(config)
     assert "no client could reach this one" in str(refused.value)
     assert "certificates[1]" in str(refused.value)
+
+
+def mount(directory: Path, version: str, pair: tuple[Path, Path]) -> None:
+    """A Kubernetes secret volume: `tls.crt` and `tls.key` are symlinks into `..data`,
+    itself a symlink to a versioned directory that an update swaps whole, atomically."""
+    target = directory / f"..{version}"
+    target.mkdir()
+    shutil.copy(pair[0], target / "tls.crt")
+    shutil.copy(pair[1], target / "tls.key")
+    swap = directory / "..data_tmp"
+    swap.symlink_to(target.name)
+    swap.replace(directory / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f"..data/{name}")
+
+
+def test_a_swapped_secret_mount_is_picked_up_without_a_signal(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    mount(secret, "1", certificate(tmp_path, "old", cn="reviews-old"))
+    config = tmp_path / "routes.yaml"
+    config.write_text(tls_config(v1.address, v2.address, secret / "tls.crt", secret / "tls.key"))
+    proxy = PymirrorProcess(config, "--tls-poll-interval", "0.2")
+    try:
+        port = int(proxy.address.rsplit(":", 1)[1])
+        assert "CN = reviews-old" in s_client(port)
+
+        def served_cn(expected: str) -> bool:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if f"CN = {expected}" in s_client(port):
+                    return True
+                time.sleep(0.1)
+            return False
+
+        mount(secret, "2", certificate(tmp_path, "new", cn="reviews-new"))
+        assert served_cn("reviews-new")
+        proxy.wait_for(r"TLS files changed .*: reloading")
+        # A broken pair (the key of another certificate) is refused, reported with the
+        # files, and the running certificate stays.
+        _, stray_key = certificate(tmp_path, "stray")
+        mount(secret, "3", (certificate(tmp_path, "third", cn="reviews-third")[0], stray_key))
+        proxy.wait_for(r"reload refused")
+        assert "CN = reviews-new" in s_client(port)
+        assert any("tls.key" in line for line in proxy.lines[-20:]), proxy.lines[-20:]
+    finally:
+        proxy.stop()

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("snapshot", set()),  # the contract with the core
     ("config", {"errors", "defaults"}),
     ("resolve", {"errors", "defaults", "snapshot", "config"}),
+    ("tls_files", {"config"}),  # what TLS files a config reads, and their fingerprint
     ("engine", {"_native", "errors", "snapshot"}),
     ("compare", {"snapshot", "engine"}),
     ("metrics", {"snapshot", "engine"}),
@@ -35,7 +36,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("proxy", {"errors", "snapshot", "config", "resolve", "engine", "compare"}),
     ("admin", {"errors", "snapshot", "config", "resolve", "engine", "compare", "metrics", "proxy"}),
     ("check", {"errors", "snapshot", "config", "resolve", "engine"}),
-    ("lifecycle", {"errors", "config", "resolve", "engine", "compare", "proxy", "admin"}),
+    (
+        "lifecycle",
+        {"errors", "config", "resolve", "tls_files", "engine", "compare", "proxy", "admin"},
+    ),
     ("demo", {"errors", "config", "engine", "compare", "proxy"}),
     ("pymirror", {"_native", "errors", "config", "engine", "proxy", "admin", "lifecycle"}),
     (
@@ -50,6 +54,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "admin",
             "check",
             "lifecycle",
+            "tls_files",
             "demo",
             "pymirror",
         },

@@ -1,0 +1,60 @@
+"""The TLS files a configuration reads and their fingerprint (plain files, no sockets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pymirror.config import load_config
+from pymirror.tls_files import fingerprint, tls_files
+
+PEM = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+
+
+def config(tmp_path: Path, tls: str) -> Path:
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        f"""
+listeners:
+  - address: 127.0.0.1:0
+    tls: {tls}
+  - address: 127.0.0.1:0
+services:
+  reviews: {{endpoints: [{{address: "127.0.0.1:9"}}]}}
+virtualServices:
+  - {{name: reviews, hosts: [reviews], http: [{{route: [{{destination: {{host: reviews}}}}]}}]}}
+"""
+    )
+    return path
+
+
+def test_every_certificate_and_key_once_in_order(tmp_path: Path) -> None:
+    for name in ("a.crt", "a.key", "b.crt"):
+        (tmp_path / name).write_text(PEM)
+    a, k, b = (str(tmp_path / n) for n in ("a.crt", "a.key", "b.crt"))
+    tls = (
+        f"{{certificates: [{{certificate: {a}, privateKey: {k}}}, "
+        f"{{certificate: {b}, privateKey: {k}, sniHosts: [b.example.com]}}]}}"
+    )
+    assert tls_files(load_config(config(tmp_path, tls))) == [a, k, b]
+
+
+def test_the_fingerprint_follows_content_not_names(tmp_path: Path) -> None:
+    path = tmp_path / "tls.crt"
+    path.write_text(PEM)
+    first = fingerprint([str(path)])
+    assert fingerprint([str(path)]) == first
+    path.write_text(PEM + PEM)
+    changed = fingerprint([str(path)])
+    assert changed != first
+    # Through a symlink, as a Kubernetes secret mount: the target's content counts.
+    link = tmp_path / "link.crt"
+    link.symlink_to(path)
+    other = tmp_path / "other.crt"
+    other.write_text(PEM)
+    before = fingerprint([str(link)])
+    link.unlink()
+    link.symlink_to(other)
+    assert fingerprint([str(link)]) != before
+    # A file gone is a change too, and is not an error.
+    other.unlink()
+    assert fingerprint([str(link)]) not in {before, changed}
