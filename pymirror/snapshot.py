@@ -195,6 +195,9 @@ class ListenerTls(TypedDict):
     """The first is the default; the others are chosen by SNI."""
     min_protocol_version: str
     """`1.2` or `1.3`."""
+    client_ca_pem: NotRequired[str]
+    """MUTUAL: the CAs clients' certificates must chain to."""
+    client_ca_file: NotRequired[str]
 
 
 class TlsCertificate(TypedDict):

@@ -18,15 +18,15 @@ DEFAULT_POLL_SECONDS = 5.0
 
 
 def tls_files(config: Config) -> list[str]:
-    """Every certificate and key file the listeners read, in order, each once."""
+    """Every certificate, key and CA file the listeners read, in order, each once."""
     paths: list[str] = []
     for listener in config.listeners:
         if listener.tls is None:
             continue
-        for entry in listener.tls.entries():
-            for path in (entry.certificate, entry.private_key):
-                if path not in paths:
-                    paths.append(path)
+        files = [p for e in listener.tls.entries() for p in (e.certificate, e.private_key)]
+        if listener.tls.ca_certificates is not None:
+            files.append(listener.tls.ca_certificates)
+        paths += [p for p in dict.fromkeys(files) if p not in paths]
     return paths
 
 

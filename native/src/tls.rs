@@ -10,7 +10,7 @@ use std::time::Duration;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -86,6 +86,58 @@ fn matches(pattern: &str, name: &str) -> bool {
 pub struct Bound {
     entry: usize,
     names: Arc<ServerNames>,
+    /// MUTUAL: the client's verified certificate, as it goes upstream.
+    client: Option<Arc<ClientIdentity>>,
+}
+
+/// A verified client certificate, in the terms Envoy's
+/// `x-forwarded-client-cert` uses.
+#[derive(Debug)]
+pub struct ClientIdentity {
+    /// `Hash=<sha256 hex>;Subject="<subject>";URI=<uri>;DNS=<name>...`
+    pub forwarded: http::HeaderValue,
+    /// The subject (RFC 4514), for the access log.
+    pub subject: String,
+}
+
+impl Bound {
+    /// The client's verified certificate, on a MUTUAL listener.
+    pub fn client(&self) -> Option<&ClientIdentity> {
+        self.client.as_deref()
+    }
+}
+
+/// Envoy's `x-forwarded-client-cert` element for a client certificate
+/// (`Hash`, `Subject`, `URI`, `DNS`); `None` if its DER does not parse
+/// (rustls verified it, so that would be a parser's limit).
+pub fn client_identity(der: &[u8]) -> Option<ClientIdentity> {
+    use std::fmt::Write as _;
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject().to_string();
+    let hash = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut value = String::from("Hash=");
+    for byte in hash.as_ref() {
+        let _ = write!(value, "{byte:02x}");
+    }
+    // Quoted, with `"` and `\` escaped, as Envoy writes it.
+    let quoted = subject.replace('\\', "\\\\").replace('"', "\\\"");
+    let _ = write!(value, ";Subject=\"{quoted}\"");
+    if let Ok(Some(sans)) = cert.subject_alternative_name() {
+        for name in &sans.value.general_names {
+            match name {
+                GeneralName::URI(uri) => {
+                    let _ = write!(value, ";URI={uri}");
+                }
+                GeneralName::DNSName(dns) => {
+                    let _ = write!(value, ";DNS={dns}");
+                }
+                _ => {}
+            }
+        }
+    }
+    let forwarded = http::HeaderValue::from_str(&value).ok()?;
+    Some(ClientIdentity { forwarded, subject })
 }
 
 impl Bound {
@@ -146,19 +198,47 @@ pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni {
-            keys,
-            names: names.clone(),
-        }));
+        .map_err(|e| e.to_string())?;
+    let builder = match &tls.client_ca_pem {
+        Some(pem) => {
+            let file = tls.client_ca_file.as_deref().unwrap_or("caCertificates");
+            builder.with_client_cert_verifier(client_verifier(pem, file, provider)?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(BySni {
+        keys,
+        names: names.clone(),
+    }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Terminator {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         names,
     })
+}
+
+/// MUTUAL: a client must present a certificate that chains to one of `pem`'s
+/// CAs (and is valid now, for client authentication), or the handshake fails.
+fn client_verifier(
+    pem: &str,
+    file: &str,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("caCertificates {file}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("caCertificates {file}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("caCertificates {file}: no CERTIFICATE block"));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("caCertificates {file}: {e}"))
 }
 
 /// One entry's chain and key, checked to belong together.
@@ -227,9 +307,15 @@ pub async fn handshake(
         Some(b"h2") => Negotiated::Http2,
         _ => Negotiated::Http1,
     };
+    let client = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| client_identity(leaf))
+        .map(Arc::new);
     let bound = Bound {
         entry: terminator.names.entry_for(session.server_name()),
         names: terminator.names.clone(),
+        client,
     };
     Some((Stream::tls(tls), negotiated, bound))
 }
@@ -255,7 +341,37 @@ mod tests {
         ListenerTls {
             certificates: entries,
             min_protocol_version: TlsVersion::Tls12,
+            client_ca_pem: None,
+            client_ca_file: None,
         }
+    }
+
+    #[test]
+    fn a_client_certificate_becomes_envoys_forwarded_element() {
+        let der = CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap();
+        let id = client_identity(&der).unwrap();
+        let value = id.forwarded.to_str().unwrap();
+        let hash = ring::digest::digest(&ring::digest::SHA256, &der);
+        let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            value,
+            format!("Hash={hex};Subject=\"CN=reviews\";DNS=reviews;DNS=localhost")
+        );
+        assert_eq!(id.subject, "CN=reviews");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let mut t = tls(vec![entry(CERT, KEY, &[])]);
+        t.client_ca_pem = Some("nothing".into());
+        t.client_ca_file = Some("ca.pem".into());
+        let err = terminator(&t).unwrap_err();
+        assert!(
+            err.contains("ca.pem") && err.contains("no CERTIFICATE"),
+            "{err}"
+        );
+        t.client_ca_pem = Some(CERT.into());
+        assert!(terminator(&t).is_ok());
     }
 
     #[test]
@@ -303,8 +419,13 @@ mod tests {
         let default = Bound {
             entry: 0,
             names: names.clone(),
+            client: None,
         };
-        let api = Bound { entry: 1, names };
+        let api = Bound {
+            entry: 1,
+            names,
+            client: None,
+        };
         assert!(api.allows("api.example.com:8443") && api.allows("API.example.com"));
         assert!(!api.allows("reviews"));
         assert!(default.allows("reviews:443") && !default.allows("api.example.com"));
@@ -312,6 +433,7 @@ mod tests {
         let single = Bound {
             entry: 0,
             names: Arc::new(ServerNames(vec![vec!["a".into()]])),
+            client: None,
         };
         assert!(single.allows("b"));
     }

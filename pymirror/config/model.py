@@ -231,6 +231,16 @@ class Service(_Model):
         return next((p for p in self.ports if p.number == number), None)
 
 
+#: Istio's TLS modes pymirror does not serve on a listener, and why.
+_UNSERVED_TLS_MODES = {
+    "PASSTHROUGH": "is not served yet (SNI routes, `tls:` VirtualService rules)",
+    "ISTIO_MUTUAL": (
+        "needs Istio's mesh CA, which pymirror has not: write `mode: MUTUAL` with "
+        "`caCertificates` (and `certificate`, `privateKey`)"
+    ),
+    "OPTIONAL_MUTUAL": "is not served yet: write MUTUAL or SIMPLE",
+}
+
 #: TLS versions rustls does not implement: refused with a reason, not ignored.
 _OLD_TLS = {"TLSV1_0": "TLS 1.0", "TLSV1_1": "TLS 1.1"}
 
@@ -266,6 +276,11 @@ class ListenerTls(_Model):
     certificates: list[TlsCertificate] | None = None
     """Several certificates: the first whose `sniHosts` match the client's SNI, else the
     first. A request whose Host another entry's names match is answered 421."""
+    mode: Literal["SIMPLE", "MUTUAL", "PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"] = "SIMPLE"
+    """`SIMPLE`: server certificate only. `MUTUAL`: clients must present a certificate
+    `caCertificates` signed; it goes upstream in `x-forwarded-client-cert`."""
+    ca_certificates: str | None = None
+    """PEM file: the CAs a MUTUAL listener's clients' certificates must chain to."""
     min_protocol_version: Literal["TLS_AUTO", "TLSV1_2", "TLSV1_3", "TLSV1_0", "TLSV1_1"] = (
         "TLS_AUTO"
     )
@@ -278,6 +293,25 @@ class ListenerTls(_Model):
                 f"{old} is not served (rustls implements TLS 1.2 and 1.3 only, as current "
                 "guidance asks); use TLSV1_2 or TLSV1_3",
                 "minProtocolVersion",
+            )
+        if (why := _UNSERVED_TLS_MODES.get(self.mode)) is not None:
+            raise problem(f"mode {self.mode} {why}", "mode")
+        if self.mode == "MUTUAL":
+            if self.ca_certificates is None:
+                raise problem(
+                    "mode MUTUAL needs `caCertificates`: the CAs clients' certificates must "
+                    "chain to",
+                    "caCertificates",
+                    at_key=True,
+                )
+            if why := _unreadable_pem(self.ca_certificates):
+                raise problem(f"{self.ca_certificates}: {why}", "caCertificates")
+        elif self.ca_certificates is not None:
+            raise problem(
+                "`caCertificates` is read with mode MUTUAL only; write `mode: MUTUAL` to ask "
+                "clients for certificates",
+                "caCertificates",
+                at_key=True,
             )
         single = self.certificate is not None or self.private_key is not None
         if single and self.certificates is not None:

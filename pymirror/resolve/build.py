@@ -228,7 +228,7 @@ def listener_tls(tls: ListenerTls) -> snap.ListenerTls:
     def read(path: str) -> str:
         return Path(path).read_text(encoding="ascii", errors="replace")
 
-    return {
+    out: snap.ListenerTls = {
         "certificates": [
             {
                 "certificate_pem": read(c.certificate),
@@ -241,3 +241,7 @@ def listener_tls(tls: ListenerTls) -> snap.ListenerTls:
         ],
         "min_protocol_version": "1.3" if tls.min_protocol_version == "TLSV1_3" else "1.2",
     }
+    if tls.mode == "MUTUAL" and tls.ca_certificates is not None:
+        out["client_ca_pem"] = read(tls.ca_certificates)
+        out["client_ca_file"] = tls.ca_certificates
+    return out

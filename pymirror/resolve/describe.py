@@ -60,7 +60,10 @@ def listener_serves(listener: snap.Listener) -> list[str]:
     if (tls := listener.get("tls")) is not None:
         version = tls["min_protocol_version"].removeprefix("1.")
         files = ", ".join(c["certificate_file"] for c in tls["certificates"])
-        return [f"  {HTTPS_LISTENER_SERVES.format(v=version, cert=files)}"]
+        line = f"  {HTTPS_LISTENER_SERVES.format(v=version, cert=files)}"
+        if (ca := tls.get("client_ca_file")) is not None:
+            line += f"; MUTUAL: client certificates signed by {ca}"
+        return [line]
     return [f"  {HTTP_LISTENER_SERVES}"]
 
 

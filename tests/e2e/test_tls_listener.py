@@ -6,6 +6,8 @@ each test with the openssl CLI."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -19,7 +21,7 @@ from conftest import seed_config, settle
 from support.client import Client
 from support.process import PymirrorProcess
 
-from pymirror import ConfigError, Proxy, SnapshotError
+from pymirror import ConfigError, Proxy, ServerOptions, SnapshotError
 
 pytestmark = [
     pytest.mark.e2e,
@@ -332,3 +334,114 @@ def test_a_swapped_secret_mount_is_picked_up_without_a_signal(
         assert any("tls.key" in line for line in proxy.lines[-20:]), proxy.lines[-20:]
     finally:
         proxy.stop()
+
+
+def authority(directory: Path) -> tuple[Path, Path]:
+    """A CA that signs client certificates."""
+    cert, key = directory / "ca.crt", directory / "ca.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=test-ca",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def client_certificate(directory: Path, ca: tuple[Path, Path], name: str) -> tuple[Path, Path]:
+    """A client certificate `ca` signed, with a SPIFFE URI and a DNS name."""
+    cert, key, csr = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+    extensions = directory / f"{name}.ext"
+    extensions.write_text(
+        f"subjectAltName=URI:spiffe://cluster.local/ns/shop/sa/{name},DNS:{name}.shop\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+         "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def der_sha256(cert: Path) -> str:
+    der = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-outform", "DER"],
+        check=True, capture_output=True, timeout=30,
+    ).stdout  # fmt: skip
+    return hashlib.sha256(der).hexdigest()
+
+
+def get(port: int, cert: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--cacert", str(cert),
+         "--resolve", f"reviews:{port}:127.0.0.1", *flags, f"https://reviews:{port}/"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+
+
+def test_mutual_asks_for_a_client_certificate_and_forwards_who_it_is(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    server = certificate(tmp_path, "server")
+    ca = authority(tmp_path)
+    client = client_certificate(tmp_path, ca, "client")
+    other_ca_dir = tmp_path / "other"
+    other_ca_dir.mkdir()
+    stranger = client_certificate(other_ca_dir, authority(other_ca_dir), "stranger")
+    log = tmp_path / "access.log"
+    config = tls_config(v1.address, v2.address, *server, f", mode: MUTUAL, caCertificates: {ca[0]}")
+    with Proxy(config, options=ServerOptions(access_log=str(log))) as proxy:
+        port = port_of(proxy)
+        # With a certificate the CA signed: served, and a forged header is replaced.
+        forged = ("-H", 'x-forwarded-client-cert: Hash=forged;Subject="CN=admin"')
+        ok = get(port, server[0], "--cert", str(client[0]), "--key", str(client[1]), *forged)
+        assert (ok.returncode, ok.stdout) == (0, "v1"), ok.stderr
+        # Without one, or with one another CA signed: the handshake fails, nothing is sent.
+        assert get(port, server[0]).returncode != 0
+        refused = get(port, server[0], "--cert", str(stranger[0]), "--key", str(stranger[1]))
+        assert refused.returncode != 0
+        settle(proxy)
+    [seen] = v1.seen
+    assert seen.headers["x-forwarded-client-cert"] == (
+        f'Hash={der_sha256(client[0])};Subject="CN=client";'
+        "URI=spiffe://cluster.local/ns/shop/sa/client;DNS=client.shop"
+    )
+    # The copy carries the same identity.
+    [copy] = v2.seen
+    assert copy.headers["x-forwarded-client-cert"] == seen.headers["x-forwarded-client-cert"]
+    primary = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("client_cert") for r in primary if r["hop"] == "primary"] == ["CN=client"]
+
+
+def test_a_client_sent_forwarded_client_cert_is_removed_on_simple_tls(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    with Proxy(tls_config(v1.address, v2.address, cert, key)) as proxy:
+        sent = get(port_of(proxy), cert, "-H", "x-forwarded-client-cert: Hash=forged")
+        assert sent.returncode == 0, sent.stderr
+        settle(proxy)
+    assert "x-forwarded-client-cert" not in v1.seen[0].headers
+    assert "x-forwarded-client-cert" not in v2.seen[0].headers
+
+
+def test_istio_modes_not_served_are_errors_that_say_what_to_write(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")
+    with pytest.raises(ConfigError) as istio:
+        Proxy(tls_config(v1.address, v2.address, cert, key, ", mode: ISTIO_MUTUAL"))
+    assert "write `mode: MUTUAL` with `caCertificates`" in str(istio.value)
+    with pytest.raises(ConfigError) as no_ca:
+        Proxy(tls_config(v1.address, v2.address, cert, key, ", mode: MUTUAL"))
+    assert "needs `caCertificates`" in str(no_ca.value)

@@ -9,6 +9,7 @@ use crate::http::local_reply::LocalReply;
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -177,6 +178,15 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, secure: bool) {
     }
     let scheme = if secure { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// `x-forwarded-client-cert` is the proxy's to say: whatever the client sent
+/// is removed, and a verified client certificate (MUTUAL) is set.
+pub fn set_client_cert(headers: &mut HeaderMap, verified: Option<&HeaderValue>) {
+    headers.remove(&X_FORWARDED_CLIENT_CERT);
+    if let Some(value) = verified {
+        headers.insert(X_FORWARDED_CLIENT_CERT.clone(), value.clone());
+    }
 }
 
 /// Keeps a usable `x-request-id` or sets a fresh UUID v4, so that the primary
@@ -425,6 +435,24 @@ mod tests {
             Some(LocalReply::BadHost)
         );
         assert_eq!(framing_problem(&HeaderMap::new(), Version::HTTP_10), None);
+    }
+
+    #[test]
+    fn a_client_sent_forwarded_client_cert_never_passes() {
+        let mut h = map(&[
+            ("x-forwarded-client-cert", "Hash=forged"),
+            ("x-forwarded-client-cert", "Subject=\"CN=admin\""),
+        ]);
+        set_client_cert(&mut h, None);
+        assert!(h.get("x-forwarded-client-cert").is_none());
+        let mut h = map(&[("x-forwarded-client-cert", "Hash=forged")]);
+        set_client_cert(&mut h, Some(&HeaderValue::from_static("Hash=ab")));
+        assert_eq!(
+            h.get_all("x-forwarded-client-cert")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["Hash=ab"]
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::Authority;
@@ -23,13 +22,13 @@ use crate::body::replay::{self, ReadAhead};
 use crate::body::{
     self, CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody,
 };
-use crate::http::fault::Abort;
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
 use crate::mirror::{CompareSlot, Gate};
+use crate::proxy::fault;
 use crate::proxy::forward::{self, Forward, Sending, UpstreamBody};
 use crate::proxy::guard;
 use crate::proxy::session::{self, SessionTo};
@@ -53,6 +52,7 @@ pub async fn handle(
     };
     let (parts, body) = request.into_parts();
     let mut line = PendingLine::start(log, &parts);
+    line.record.client_cert = conn.client().map(|c| c.subject.clone());
     let request = Request::from_parts(parts, body);
     let response = proxy(request, &conn, &published, Some(&mut line)).await;
     let response = in_its_terms(response, grpc, http1);
@@ -234,7 +234,7 @@ async fn select<'p>(
         line.record.route = Some(route.name.clone());
     }
     // Faults come first, as Envoy's fault filter sits before the router.
-    if let Some(aborted) = fault(route).await {
+    if let Some(aborted) = fault::apply(route).await {
         return Err(aborted);
     }
     let destination = match &route.action {
@@ -257,22 +257,6 @@ async fn select<'p>(
     })
 }
 
-/// Applies the route's fault: holds the request back if it is sampled for a
-/// delay, and answers it instead of forwarding if it is sampled for an abort.
-async fn fault(route: &Route) -> Option<Response<ResponseBody>> {
-    let fault = route.fault.as_ref()?;
-    if let Some(delay) = fault.delay() {
-        tokio::time::sleep(delay).await;
-    }
-    match fault.abort()? {
-        Abort::Http(status) => Some(plain_response(
-            status,
-            Bytes::from_static(b"fault filter abort\n"),
-        )),
-        Abort::Grpc(code) => Some(grpc::answer(code, "fault filter abort")),
-    }
-}
-
 // === prepare ===
 
 /// Makes the head what goes upstream: hop-by-hop headers out, framing kept,
@@ -290,6 +274,7 @@ fn prepare(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::keep_chunked(&mut parts.headers, body);
     headers::append_forwarded(&mut parts.headers, conn.peer.ip(), conn.secure);
+    headers::set_client_cert(&mut parts.headers, conn.client().map(|c| &c.forwarded));
     if let Some(a) = &selected.absolute {
         if let Ok(value) = HeaderValue::from_str(a.as_str()) {
             parts.headers.insert(HOST, value);

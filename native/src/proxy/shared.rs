@@ -13,7 +13,7 @@ use crate::route::RouteTable;
 use crate::snapshot::Limits;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::ListenerStats;
-use crate::tls::{Bound, Terminator};
+use crate::tls::{Bound, ClientIdentity, Terminator};
 use crate::upstream::gauges::ConnectionGauges;
 use crate::upstream::Upstreams;
 
@@ -61,4 +61,11 @@ pub struct Connection {
     /// Dropped with the last holder: the connection's task, or the session
     /// an upgrade spliced it into.
     pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
+}
+
+impl Connection {
+    /// The client's verified certificate, on a MUTUAL listener.
+    pub fn client(&self) -> Option<&ClientIdentity> {
+        self.tls.as_ref().and_then(Bound::client)
+    }
 }

@@ -137,6 +137,12 @@ pub struct ListenerTls {
     pub certificates: Vec<TlsCertificate>,
     #[serde(default)]
     pub min_protocol_version: TlsVersion,
+    /// MUTUAL: clients must present a certificate these CAs (PEM) signed.
+    #[serde(default)]
+    pub client_ca_pem: Option<String>,
+    /// The CA file's name, for error messages.
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
 }
 
 /// One certificate chain and its private key, as PEM text read by the

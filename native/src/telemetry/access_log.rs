@@ -150,6 +150,9 @@ pub struct Record {
     /// `framing`, `body_incomplete`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// MUTUAL: the subject of the client's verified certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
 }
 
 impl Record {
@@ -175,6 +178,7 @@ impl Record {
             mirrored: false,
             outcome: None,
             reason: None,
+            client_cert: None,
         }
     }
 }

@@ -1,0 +1,26 @@
+//! A route's fault injection (Istio's `fault`), applied before forwarding.
+
+use bytes::Bytes;
+use http::Response;
+
+use crate::body::ResponseBody;
+use crate::http::fault::Abort;
+use crate::http::grpc;
+use crate::http::local_reply::plain_response;
+use crate::route::Route;
+
+/// Applies the route's fault: holds the request back if it is sampled for a
+/// delay, and answers it instead of forwarding if it is sampled for an abort.
+pub async fn apply(route: &Route) -> Option<Response<ResponseBody>> {
+    let fault = route.fault.as_ref()?;
+    if let Some(delay) = fault.delay() {
+        tokio::time::sleep(delay).await;
+    }
+    match fault.abort()? {
+        Abort::Http(status) => Some(plain_response(
+            status,
+            Bytes::from_static(b"fault filter abort\n"),
+        )),
+        Abort::Grpc(code) => Some(grpc::answer(code, "fault filter abort")),
+    }
+}
