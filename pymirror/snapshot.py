@@ -198,6 +198,8 @@ class ListenerTls(TypedDict):
     client_ca_pem: NotRequired[str]
     """MUTUAL: the CAs clients' certificates must chain to."""
     client_ca_file: NotRequired[str]
+    cipher_suites: NotRequired[list[str]]
+    """TLS 1.2 suites by IANA name, in order (TLS 1.3's always offered)."""
 
 
 class TlsCertificate(TypedDict):

@@ -179,7 +179,11 @@ pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
     // builds with the C compiler alone. Its lack of the post-quantum key
     // exchange is why rustls marks it deprecated.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !tls.cipher_suites.is_empty() {
+        provider.cipher_suites = suites(&tls.cipher_suites)?;
+    }
+    let provider = Arc::new(provider);
     if tls.certificates.is_empty() {
         return Err("no certificate".to_owned());
     }
@@ -217,6 +221,38 @@ pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         names,
     })
+}
+
+/// TLS 1.3's suites, then the TLS 1.2 suites `names` (IANA names) in their
+/// order: what `cipherSuites` restricts is TLS 1.2, as in Envoy.
+fn suites(names: &[String]) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
+    use rustls::crypto::ring::cipher_suite as ring;
+    let mut out = vec![
+        ring::TLS13_AES_256_GCM_SHA384,
+        ring::TLS13_AES_128_GCM_SHA256,
+        ring::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    for name in names {
+        let suite = match name.as_str() {
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
+                ring::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            }
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
+                ring::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+            }
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+                ring::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            }
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => ring::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => ring::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+                ring::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            }
+            other => return Err(format!("cipher suite {other}: not implemented by rustls")),
+        };
+        out.push(suite);
+    }
+    Ok(out)
 }
 
 /// MUTUAL: a client must present a certificate that chains to one of `pem`'s
@@ -343,7 +379,21 @@ mod tests {
             min_protocol_version: TlsVersion::Tls12,
             client_ca_pem: None,
             client_ca_file: None,
+            cipher_suites: Vec::new(),
         }
+    }
+
+    #[test]
+    fn cipher_suites_restrict_tls12_and_keep_tls13() {
+        let names = ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_owned()];
+        let chosen = suites(&names).unwrap();
+        assert_eq!(chosen.len(), 4);
+        assert_eq!(
+            chosen[3].suite(),
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        );
+        let err = suites(&["TLS_RSA_WITH_AES_128_CBC_SHA".to_owned()]).unwrap_err();
+        assert!(err.contains("TLS_RSA_WITH_AES_128_CBC_SHA"), "{err}");
     }
 
     #[test]

@@ -241,6 +241,21 @@ _UNSERVED_TLS_MODES = {
     "OPTIONAL_MUTUAL": "is not served yet: write MUTUAL or SIMPLE",
 }
 
+#: The TLS 1.2 suites rustls implements: OpenSSL's names (as Istio's `cipherSuites`
+#: writes them) and IANA's, each to IANA's (what the core reads).
+TLS12_SUITES = {
+    **{
+        f"ECDHE-{key}-{cipher}": f"TLS_ECDHE_{key}_WITH_{iana}"
+        for key in ("ECDSA", "RSA")
+        for cipher, iana in (
+            ("AES128-GCM-SHA256", "AES_128_GCM_SHA256"),
+            ("AES256-GCM-SHA384", "AES_256_GCM_SHA384"),
+            ("CHACHA20-POLY1305", "CHACHA20_POLY1305_SHA256"),
+        )
+    },
+}
+TLS12_SUITES.update({iana: iana for iana in list(TLS12_SUITES.values())})
+
 #: TLS versions rustls does not implement: refused with a reason, not ignored.
 _OLD_TLS = {"TLSV1_0": "TLS 1.0", "TLSV1_1": "TLS 1.1"}
 
@@ -281,6 +296,9 @@ class ListenerTls(_Model):
     `caCertificates` signed; it goes upstream in `x-forwarded-client-cert`."""
     ca_certificates: str | None = None
     """PEM file: the CAs a MUTUAL listener's clients' certificates must chain to."""
+    cipher_suites: list[str] = Field(default_factory=list)
+    """TLS 1.2 cipher suites offered, in order, by their OpenSSL or IANA names (empty:
+    rustls's own). TLS 1.3's are always offered, as Envoy does."""
     min_protocol_version: Literal["TLS_AUTO", "TLSV1_2", "TLSV1_3", "TLSV1_0", "TLSV1_1"] = (
         "TLS_AUTO"
     )
@@ -294,6 +312,15 @@ class ListenerTls(_Model):
                 "guidance asks); use TLSV1_2 or TLSV1_3",
                 "minProtocolVersion",
             )
+        for i, name in enumerate(self.cipher_suites):
+            if name not in TLS12_SUITES:
+                raise problem(
+                    f"cipher suite `{name}` is not one rustls implements for TLS 1.2 (ECDHE "
+                    "with AES-GCM or ChaCha20-Poly1305 only: no CBC, no static RSA); write one "
+                    f"of {', '.join(sorted(n for n in TLS12_SUITES if '-' in n))}",
+                    "cipherSuites",
+                    i,
+                )
         if (why := _UNSERVED_TLS_MODES.get(self.mode)) is not None:
             raise problem(f"mode {self.mode} {why}", "mode")
         if self.mode == "MUTUAL":

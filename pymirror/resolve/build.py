@@ -18,7 +18,14 @@ from .. import snapshot as snap
 from ..config.errors import ConfigError, Problem
 from ..config.hosts import domains, host_matches
 from ..config.listeners import protocol_conflict
-from ..config.model import Config, Http2Limits, HTTPRoute, ListenerTls, VirtualService
+from ..config.model import (
+    TLS12_SUITES,
+    Config,
+    Http2Limits,
+    HTTPRoute,
+    ListenerTls,
+    VirtualService,
+)
 from ..config.references import references_of
 from ..config.types import check_listen_address, duration_ms, split_host_port
 from ..config.upstreams import UpstreamChoice
@@ -241,6 +248,8 @@ def listener_tls(tls: ListenerTls) -> snap.ListenerTls:
         ],
         "min_protocol_version": "1.3" if tls.min_protocol_version == "TLSV1_3" else "1.2",
     }
+    if tls.cipher_suites:
+        out["cipher_suites"] = [TLS12_SUITES[name] for name in tls.cipher_suites]
     if tls.mode == "MUTUAL" and tls.ca_certificates is not None:
         out["client_ca_pem"] = read(tls.ca_certificates)
         out["client_ca_file"] = tls.ca_certificates

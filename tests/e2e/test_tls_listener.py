@@ -445,3 +445,23 @@ def test_istio_modes_not_served_are_errors_that_say_what_to_write(
     with pytest.raises(ConfigError) as no_ca:
         Proxy(tls_config(v1.address, v2.address, cert, key, ", mode: MUTUAL"))
     assert "needs `caCertificates`" in str(no_ca.value)
+
+
+def test_cipher_suites_restrict_tls_1_2_and_unknown_ones_are_errors(
+    backend: Callable, tmp_path: Path
+) -> None:
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    cert, key = certificate(tmp_path, "server")  # an ECDSA (P-256) certificate
+    only = ", cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]"
+    with Proxy(tls_config(v1.address, v2.address, cert, key, only)) as proxy:
+        port = port_of(proxy)
+        chosen = s_client(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384")
+        assert "Cipher is ECDHE-ECDSA-AES256-GCM-SHA384" in chosen, chosen
+        refused = s_client(port, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        assert "Cipher is (NONE)" in refused or "handshake failure" in refused, refused
+        # TLS 1.3's suites stay offered.
+        assert "TLSv1.3" in s_client(port, "-tls1_3")
+    with pytest.raises(ConfigError) as cbc:
+        Proxy(tls_config(v1.address, v2.address, cert, key, ", cipherSuites: [AES128-SHA]"))
+    assert "`AES128-SHA` is not one rustls implements" in str(cbc.value)
+    assert "cipherSuites[0]" in str(cbc.value)

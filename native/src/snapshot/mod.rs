@@ -143,6 +143,10 @@ pub struct ListenerTls {
     /// The CA file's name, for error messages.
     #[serde(default)]
     pub client_ca_file: Option<String>,
+    /// TLS 1.2 suites offered, by IANA name, in order (empty: rustls's own);
+    /// TLS 1.3's are always offered, as Envoy does.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
 }
 
 /// One certificate chain and its private key, as PEM text read by the
