@@ -222,7 +222,8 @@ class Supervisor:
         try:
             config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
             await trio.to_thread.run_sync(proxy.reload, config)
-        except (ConfigError, PymirrorError) as exc:
+        # OSError: a TLS file that vanished between its check and its read (a rotation).
+        except (ConfigError, PymirrorError, OSError) as exc:
             self.reloads["failure"] += 1
             log.error("reload refused, still serving version %s:\n%s", proxy.version, exc)
             return

@@ -272,9 +272,8 @@ class TlsCertificate(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> TlsCertificate:
-        for field, path in (("certificate", self.certificate), ("privateKey", self.private_key)):
-            if why := _unreadable_pem(path):
-                raise problem(f"{path}: {why}", field)
+        _check_pem(self.certificate, "certificate")
+        _check_pem(self.private_key, "privateKey")
         return self
 
 
@@ -331,8 +330,7 @@ class ListenerTls(_Model):
                     "caCertificates",
                     at_key=True,
                 )
-            if why := _unreadable_pem(self.ca_certificates):
-                raise problem(f"{self.ca_certificates}: {why}", "caCertificates")
+            _check_pem(self.ca_certificates, "caCertificates")
         elif self.ca_certificates is not None:
             raise problem(
                 "`caCertificates` is read with mode MUTUAL only; write `mode: MUTUAL` to ask "
@@ -362,27 +360,30 @@ class ListenerTls(_Model):
         for field, path in (("certificate", self.certificate), ("privateKey", self.private_key)):
             if path is None:
                 raise problem(f"`{field}` is required (or `certificates`)", field, at_key=True)
-            if why := _unreadable_pem(path):
-                raise problem(f"{path}: {why}", field)
+            _check_pem(path, field)
         return self
 
     def entries(self) -> list[TlsCertificate]:
-        """The certificates, the default first."""
+        """The certificates, the default first. Not validated again: the files were
+        checked when the configuration was loaded, and may be changing now (a rotation
+        the running proxy is looking for)."""
         if self.certificates is not None:
             return self.certificates
         assert self.certificate is not None and self.private_key is not None
-        return [TlsCertificate(certificate=self.certificate, private_key=self.private_key)]
+        pair = TlsCertificate.model_construct(
+            certificate=self.certificate, private_key=self.private_key, sni_hosts=[]
+        )
+        return [pair]
 
 
-def _unreadable_pem(path: str) -> str | None:
-    """Why ``path`` is not a PEM file that can be read, or None."""
+def _check_pem(path: str, field: str) -> None:
+    """Refuses, at ``field``, a ``path`` that cannot be read or is not PEM."""
     try:
         text = Path(path).read_text(encoding="ascii", errors="replace")
     except OSError as exc:
-        return f"cannot be read ({exc.strerror})"
+        raise problem(f"{path}: cannot be read ({exc.strerror})", field) from exc
     if "-----BEGIN " not in text:
-        return "is not PEM (no -----BEGIN line)"
-    return None
+        raise problem(f"{path}: is not PEM (no -----BEGIN line)", field)
 
 
 class Listener(_Model):

@@ -58,3 +58,13 @@ def test_the_fingerprint_follows_content_not_names(tmp_path: Path) -> None:
     # A file gone is a change too, and is not an error.
     other.unlink()
     assert fingerprint([str(link)]) not in {before, changed}
+
+
+def test_files_gone_after_loading_are_still_listed_not_checked_again(tmp_path: Path) -> None:
+    # Mid-rotation a file may be missing: the running proxy's watcher must keep looking.
+    for name in ("a.crt", "a.key"):
+        (tmp_path / name).write_text(PEM)
+    a, k = str(tmp_path / "a.crt"), str(tmp_path / "a.key")
+    loaded = load_config(config(tmp_path, f"{{certificate: {a}, privateKey: {k}}}"))
+    (tmp_path / "a.crt").unlink()
+    assert tls_files(loaded) == [a, k]

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 use crate::http::inspect::{Findings, Inspected, Tracker};
 use crate::proxy::{self, Connection, Shared};
 use crate::snapshot::Limits;
-use crate::transport::Stream;
 
 use super::accept::Accepted;
 use super::drain::serve_until_drained;
@@ -36,7 +35,6 @@ pub async fn serve(
         limits.max_request_headers as usize,
         findings.clone(),
     );
-    let secure = matches!(accepted.stream, Stream::Tls(_));
     let stream = Inspected::new(accepted.stream, tracker, settings.header_read_timeout);
     let conn = Arc::new(Connection {
         shared: shared.clone(),
@@ -44,7 +42,6 @@ pub async fn serve(
         port: accepted.port,
         max_header_bytes: settings.max_header_bytes,
         peer: accepted.peer,
-        secure,
         tls: accepted.tls.clone(),
         findings,
         hold: accepted.hold,

@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use crate::http::inspect::Findings;
 use crate::proxy::{self, Connection, Shared};
 use crate::snapshot::Limits;
-use crate::transport::Stream;
 
 use super::accept::Accepted;
 use super::drain::serve_until_drained;
@@ -60,7 +59,6 @@ pub async fn serve(
         port: accepted.port,
         max_header_bytes,
         peer: accepted.peer,
-        secure: matches!(accepted.stream, Stream::Tls(_)),
         tls: accepted.tls.clone(),
         // Frames, not a byte stream of heads: nothing for the HTTP/1.1
         // inspector to find (h2 itself refuses malformed framing).

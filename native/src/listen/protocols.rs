@@ -53,7 +53,7 @@ impl HttpServers {
     /// closes or a drain (`stop`) ends it.
     pub async fn serve(
         self: Arc<Self>,
-        accepted: Accepted,
+        mut accepted: Accepted,
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
     ) {
@@ -70,7 +70,6 @@ impl HttpServers {
         let spoken = match terminator {
             // TLS: the handshake (within the header read timeout), then ALPN chooses.
             Some(terminator) => {
-                let mut accepted = accepted;
                 let Some((stream, negotiated, bound)) =
                     tls::handshake(&terminator, accepted.stream, patience).await
                 else {
@@ -78,26 +77,13 @@ impl HttpServers {
                 };
                 accepted.stream = stream;
                 accepted.tls = Some(bound);
-                let spoken = match negotiated {
+                match negotiated {
                     Negotiated::Http2 => Spoken::Http2,
                     Negotiated::Http1 => Spoken::Http1,
-                };
-                return self.serve_as(spoken, accepted, shared, stop).await;
+                }
             }
             None => preface::sniff(&accepted.stream, idle, patience).await,
         };
-        self.serve_as(spoken, accepted, shared, stop).await;
-    }
-
-    async fn serve_as(
-        &self,
-        spoken: Spoken,
-        accepted: Accepted,
-        shared: Arc<Shared>,
-        stop: watch::Receiver<bool>,
-    ) {
-        let idle = (self.limits.idle_timeout_ms > 0)
-            .then(|| Duration::from_millis(self.limits.idle_timeout_ms));
         match spoken {
             Spoken::Http1 => {
                 let (settings, limits) = (&self.settings, &self.limits);

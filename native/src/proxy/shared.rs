@@ -51,10 +51,8 @@ pub struct Connection {
     /// Request head bytes accepted (hyper bounds its read buffer, not the head).
     pub max_header_bytes: usize,
     pub peer: SocketAddr,
-    /// Whether the client spoke TLS to us (`x-forwarded-proto: https`).
-    pub secure: bool,
-    /// The certificate entry its TLS handshake chose (requests for another
-    /// entry's hosts are misdirected).
+    /// On a TLS listener, the certificate entry its handshake chose (requests
+    /// for another entry's hosts are misdirected); `None`: plaintext.
     pub tls: Option<Bound>,
     /// What the byte-stream side saw of each request head (see `inspect`).
     pub findings: Arc<Findings>,
