@@ -64,7 +64,7 @@ class MirrorStats(TypedDict):
     answered: int  # read to the end within the drain limit
     cut: int  # past the drain (or capture) limit: reading stopped, connection closed
     failed: int
-    failures: dict[str, int]  # connect | reset | protocol | framing | body_incomplete
+    failures: dict[str, int]  # connect | tls | reset | protocol | framing | body_incomplete
     answer_bytes: int  # body bytes read from the mirror's answers
     timed_out: int
     in_flight: int
@@ -88,6 +88,9 @@ class UpstreamConnectionStats(TypedDict):
     endpoint: str  # host:port
     open: int  # connections open now (a gauge)
     opened_total: int
+    tls_full: int  # TLS handshakes originated in full
+    tls_resumed: int  # ... resuming a cached session
+    tls_failed: int  # ... that failed (certificate not trusted, not for the name, ...)
 
 
 class AccessLogStats(TypedDict):

@@ -259,7 +259,8 @@ def _mirrors(rows: Sequence[MirrorStats], bounds: Sequence[float]) -> list[Metri
     )
     failures = CounterMetricFamily(
         "pymirror_mirror_failures",
-        "Mirror copies failed, by reason: connect, reset (before the answer's head was "
+        "Mirror copies failed, by reason: connect, tls (the handshake failed), reset "
+        "(before the answer's head was "
         "complete), protocol (a head that does not parse or is too large), framing (a "
         "malformed or conflicting Content-Length), body_incomplete (the body ended short "
         "of its framing).",
@@ -374,7 +375,8 @@ def _spliced(stats: Stats, kind: str, what: str) -> list[Metric]:
         CounterMetricFamily,
         f"pymirror_{kind}_mirror_cut",
         "Mirror connections cut, by reason: buffer_full (the mirror fell behind), "
-        "connect_failed, failed (reset, closed), timeout (after the client ended), "
+        "connect_failed, tls_failed (the handshake failed), failed (reset, closed), timeout "
+        "(after the client ended), "
         "no_endpoint, not_upgraded (an upgrade mirror that did not answer 101). The "
         "client's connection is never affected.",
         "reason",
@@ -434,6 +436,7 @@ def _upstream(stats: Stats, snapshot: Snapshot | None) -> Iterator[Metric]:
     # The core counts connections per endpoint and role, not per cluster: two clusters
     # sharing an endpoint (a subset and the whole service, say) both show its count.
     by_endpoint = {(c["role"], c["endpoint"]): c for c in stats["upstream_connections"]}
+    tls_hosts = {c["host"] for c in snapshot["clusters"] if "tls" in c}
     open_ = GaugeMetricFamily(
         "pymirror_upstream_connections",
         "Open connections to a destination's endpoints, by role (primary or mirror: the two "
@@ -445,12 +448,28 @@ def _upstream(stats: Stats, snapshot: Snapshot | None) -> Iterator[Metric]:
         "Connections opened to a destination's endpoints, by role.",
         labels=["host", "subset", "role"],
     )
+    handshakes = CounterMetricFamily(
+        "pymirror_upstream_tls_handshakes",
+        "TLS handshakes to a destination's endpoints, by role and result: `full`, `resumed` "
+        "(a cached session) or `failed` (certificate not trusted or not for the name, no "
+        "version or suite in common). Clusters sharing an endpoint share its count.",
+        labels=["host", "subset", "role", "result"],
+    )
     for (host, subset, role), endpoints in sorted(_cluster_endpoints(snapshot).items()):
         rows = [by_endpoint[(role, e)] for e in sorted(endpoints) if (role, e) in by_endpoint]
         open_.add_metric([host, subset, role], sum(r["open"] for r in rows))
         opened.add_metric([host, subset, role], sum(r["opened_total"] for r in rows))
+        if host in tls_hosts:
+            counts = {
+                "full": sum(r["tls_full"] for r in rows),
+                "resumed": sum(r["tls_resumed"] for r in rows),
+                "failed": sum(r["tls_failed"] for r in rows),
+            }
+            for result, count in counts.items():
+                handshakes.add_metric([host, subset, role, result], count)
     yield open_
     yield opened
+    yield handshakes
 
 
 #: Every result a comparison can have; `skipped` is counted by the core, per mirror.

@@ -285,6 +285,28 @@ class Cluster(TypedDict):
     max_concurrent_streams: NotRequired[int | None]
     """Streams at once per HTTP/2 upstream connection (the peer's SETTINGS may lower it);
     None: the core's default, 100."""
+    tls: NotRequired[UpstreamTls]
+    """TLS to the endpoints; absent: plaintext."""
+
+
+class UpstreamTls(TypedDict, total=False):
+    """TLS origination (DestinationRule `tls`). PEM text, with the files' names for
+    error messages."""
+
+    client_certificate_pem: str
+    client_certificate_file: str
+    private_key_pem: str
+    private_key_file: str
+    ca_pem: str
+    """The CAs the server must chain to; absent: the system's."""
+    ca_file: str
+    crl_pem: str
+    crl_file: str
+    sni: str
+    """Sent and verified; absent: the request's Host (primaries) or the destination
+    host (copies, tcp)."""
+    subject_alt_names: list[str]
+    insecure_skip_verify: bool
 
 
 class UpstreamSettings(TypedDict):

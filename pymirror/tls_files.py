@@ -18,16 +18,18 @@ DEFAULT_POLL_SECONDS = 5.0
 
 
 def tls_files(config: Config) -> list[str]:
-    """Every certificate, key and CA file the listeners read, in order, each once."""
-    paths: list[str] = []
+    """Every certificate, key, CA and CRL file the listeners and the destinations' TLS
+    read, in order, each once."""
+    files: list[str] = []
     for listener in config.listeners:
         if listener.tls is None:
             continue
-        files = [p for e in listener.tls.entries() for p in (e.certificate, e.private_key)]
+        files += [p for e in listener.tls.entries() for p in (e.certificate, e.private_key)]
         if listener.tls.ca_certificates is not None:
             files.append(listener.tls.ca_certificates)
-        paths += [p for p in dict.fromkeys(files) if p not in paths]
-    return paths
+    for service in config.services.values():
+        files += [p for tls in service.tls_settings() for p in tls.files()]
+    return list(dict.fromkeys(files))
 
 
 def fingerprint(paths: Iterable[str]) -> str:

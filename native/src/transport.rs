@@ -1,7 +1,7 @@
 //! One stream type for every connection the proxy holds, accepted or dialed:
 //! HTTP on both hops, upgrades, tunnels, tcp routes and mirror feeds all read
-//! and write a [`Stream`]: plain TCP, or TLS over it (made by the listener's
-//! handshake; the upstream dialer's to come) without callers changing.
+//! and write a [`Stream`]: plain TCP, or TLS over it (the listener's
+//! handshake or the upstream dialer's) without callers changing.
 
 use std::io;
 use std::pin::Pin;
@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{ReadHalf as TcpReadHalf, WriteHalf as TcpWriteHalf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsStream;
 
 /// A connection, whatever carries it.
 #[derive(Debug)]
@@ -28,9 +28,9 @@ impl Stream {
         Self::Tcp(stream)
     }
 
-    /// A terminated TLS connection.
-    pub fn tls(stream: TlsStream<TcpStream>) -> Self {
-        Self::Tls(Box::new(stream))
+    /// A TLS connection: terminated (server side) or originated (client side).
+    pub fn tls(stream: impl Into<TlsStream<TcpStream>>) -> Self {
+        Self::Tls(Box::new(stream.into()))
     }
 
     /// The TCP connection underneath.

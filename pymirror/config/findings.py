@@ -161,12 +161,12 @@ def _policy(at: Path, policy: TrafficPolicy) -> Iterator[Issue]:
     yield from _not_served(
         at,
         policy,
-        ("load_balancer", "connection_pool", "outlier_detection", "port_level_settings"),
+        ("load_balancer", "connection_pool", "outlier_detection", "tls", "port_level_settings"),
     )
     yield from _parts(at, policy)
     for i, entry in enumerate(policy.port_level_settings):
         here = (*at, "portLevelSettings", i)
-        served = ("port", "load_balancer", "connection_pool", "outlier_detection")
+        served = ("port", "load_balancer", "connection_pool", "outlier_detection", "tls")
         yield from _not_served(here, entry, served)
         yield from _parts(here, entry)
 

@@ -1,7 +1,7 @@
 """Istio's TrafficPolicy (a DestinationRule's, or a subset's): what pymirror serves of it
-(load balancing, request limits, the upstream protocol, outlier detection, per port) and
-what it accepts and reports as not served yet. The model only: `policy_layers` merges a
-service's policies, `pymirror.resolve.clusters` turns them into the core's settings."""
+(load balancing, request limits, the upstream protocol, outlier detection, TLS, per port)
+and what it accepts and reports as not served yet. The model only: `policy_layers` merges
+a service's policies, `pymirror.resolve.clusters` turns them into the core's settings."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from .base import I32_MAX, U32_MAX, _Model, problem
 from .matches import PortSelector
+from .tls import ClientTls
 from .types import Duration
 
 #: The parts of a policy that a `portLevelSettings` entry replaces, whole.
@@ -132,8 +133,8 @@ class PortTrafficPolicy(_Model):
     """Limits on requests in flight, and the upstream protocol."""
     outlier_detection: OutlierDetection | None = None
     """Passive health checking."""
-    tls: dict[str, Any] | None = None
-    """Accepted, not served yet (reported)."""
+    tls: ClientTls | None = None
+    """TLS to the port's endpoints."""
 
     @model_validator(mode="after")
     def _check(self) -> PortTrafficPolicy:
@@ -155,8 +156,8 @@ class TrafficPolicy(_Model):
     """Limits on requests in flight, and the upstream protocol."""
     outlier_detection: OutlierDetection | None = None
     """Passive health checking: endpoints that keep failing leave the pick for a while."""
-    tls: dict[str, Any] | None = None
-    """Accepted, not served yet (reported): pymirror connects to upstreams in plaintext."""
+    tls: ClientTls | None = None
+    """TLS to the destination's endpoints (SIMPLE or MUTUAL); default: plaintext."""
     port_level_settings: list[PortTrafficPolicy] = Field(default_factory=list)
     """Policies for single service ports; the first entry for a destination's port applies."""
     tunnel: dict[str, Any] | None = None

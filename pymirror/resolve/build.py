@@ -18,15 +18,9 @@ from .. import snapshot as snap
 from ..config.errors import ConfigError, Problem
 from ..config.hosts import domains, host_matches
 from ..config.listeners import protocol_conflict
-from ..config.model import (
-    TLS12_SUITES,
-    Config,
-    Http2Limits,
-    HTTPRoute,
-    ListenerTls,
-    VirtualService,
-)
+from ..config.model import Config, Http2Limits, HTTPRoute, VirtualService
 from ..config.references import references_of
+from ..config.tls import TLS12_SUITES, ListenerTls
 from ..config.types import check_listen_address, duration_ms, split_host_port
 from ..config.upstreams import UpstreamChoice
 from ..config.validate import Issue, locate

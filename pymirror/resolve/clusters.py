@@ -1,14 +1,16 @@
 """Destinations -> the Snapshot's clusters: endpoint addresses and weights, load balancer,
-request limit, outlier detection and (for http routes) the upstream protocol and its
+request limit, outlier detection, TLS and (for http routes) the upstream protocol and its
 limits, each distinct cluster numbered once."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .. import defaults
 from .. import snapshot as snap
 from ..config.model import Config, Destination, Service
+from ..config.tls import ClientTls
 from ..config.traffic import LoadBalancer, OutlierDetection
 from ..config.types import duration_ms
 from ..config.upstreams import DNS_PORT, UpstreamChoice, choose_upstream, destination_port
@@ -64,6 +66,8 @@ class Clusters:
         }
         if policy and policy.outlier_detection:
             cluster["outlier_detection"] = outlier_detection(policy.outlier_detection)
+        if policy and policy.tls and policy.tls.originates:
+            cluster["tls"] = upstream_tls(policy.tls)
         choice = choose_upstream(self.config, dest) if http else None
         if choice is not None:
             # Written only when not the core's default, so that a config without them keeps
@@ -110,6 +114,34 @@ def outlier_detection(od: OutlierDetection) -> snap.OutlierDetection:
         else defaults.BASE_EJECTION_TIME_MS,
         "max_ejection_percent": od.max_ejection_percent or defaults.MAX_EJECTION_PERCENT,
     }
+
+
+def upstream_tls(tls: ClientTls) -> snap.UpstreamTls:
+    """The core's TLS settings, with the PEM files' text (read now: a reload reads them
+    again, which is how a certificate is rotated)."""
+
+    def read(path: str) -> str:
+        return Path(path).read_text(encoding="ascii", errors="replace")
+
+    out: snap.UpstreamTls = {}
+    if tls.client_certificate is not None and tls.private_key is not None:
+        out["client_certificate_pem"] = read(tls.client_certificate)
+        out["client_certificate_file"] = tls.client_certificate
+        out["private_key_pem"] = read(tls.private_key)
+        out["private_key_file"] = tls.private_key
+    if tls.ca_certificates is not None:
+        out["ca_pem"] = read(tls.ca_certificates)
+        out["ca_file"] = tls.ca_certificates
+    if tls.ca_crl is not None:
+        out["crl_pem"] = read(tls.ca_crl)
+        out["crl_file"] = tls.ca_crl
+    if tls.sni is not None:
+        out["sni"] = tls.sni
+    if tls.subject_alt_names:
+        out["subject_alt_names"] = list(tls.subject_alt_names)
+    if tls.insecure_skip_verify:
+        out["insecure_skip_verify"] = True
+    return out
 
 
 def _bracket(host: str) -> str:

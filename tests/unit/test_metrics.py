@@ -216,6 +216,7 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_mirror_request_duration_seconds": "histogram",
         "pymirror_upstream_connections": "gauge",
         "pymirror_upstream_connections_opened": "counter",
+        "pymirror_upstream_tls_handshakes": "counter",
         "pymirror_listener_connections": "counter",
         "pymirror_listener_connections_active": "gauge",
         "pymirror_listener_connections_refused": "counter",

@@ -182,8 +182,6 @@ def test_port_level_settings_report_what_they_do_not_serve() -> None:
     assert warnings("---\n".join([PROXY, SE, dr, vs(9443)])) == [
         "<string>:35:58: warning: spec.subsets[1].trafficPolicy.portLevelSettings[0]."
         "connectionPool.http.idleTimeout: `idleTimeout` is accepted but not served yet",
-        "<string>:36:9: warning: spec.subsets[1].trafficPolicy.portLevelSettings[0].tls: "
-        "`tls` is accepted but not served yet",
     ]
 
 

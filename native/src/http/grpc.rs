@@ -86,6 +86,7 @@ pub fn status_for(reply: LocalReply) -> u32 {
         LocalReply::NoEndpoint
         | LocalReply::Overflow
         | LocalReply::UpstreamConnect
+        | LocalReply::UpstreamTls
         | LocalReply::UpstreamReset
         | LocalReply::UpstreamProtocol
         | LocalReply::UpstreamFraming => UNAVAILABLE,

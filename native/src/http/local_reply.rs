@@ -41,6 +41,8 @@ pub enum LocalReply {
     /// The destination's request limit (DestinationRule connectionPool) is reached.
     Overflow,
     UpstreamConnect,
+    /// Connected, but the TLS handshake with the upstream failed.
+    UpstreamTls,
     UpstreamReset,
     /// The upstream answered bytes that do not parse as an HTTP/1.1 response.
     UpstreamProtocol,
@@ -65,6 +67,7 @@ impl LocalReply {
             Self::NoVirtualHost | Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint | Self::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamConnect
+            | Self::UpstreamTls
             | Self::UpstreamReset
             | Self::UpstreamProtocol
             | Self::UpstreamFraming => StatusCode::BAD_GATEWAY,
@@ -96,6 +99,9 @@ impl LocalReply {
             Self::NoEndpoint => "no endpoint available for the destination\n",
             Self::Overflow => "upstream overflow: the destination's request limit is reached\n",
             Self::UpstreamConnect => "upstream connection refused or failed\n",
+            Self::UpstreamTls => {
+                "upstream TLS handshake failed (certificate not trusted or not for its name)\n"
+            }
             Self::UpstreamReset => "upstream reset the connection before answering\n",
             Self::UpstreamProtocol => "upstream answered with something that is not HTTP\n",
             Self::UpstreamFraming => {

@@ -317,18 +317,25 @@ async fn exchange(
     request: Request<MirrorBody>,
     reading: Reading<'_>,
 ) -> Ended {
-    let sent = pool.send(cluster.target(target, wire), request).await;
-    // A refused connection backs this endpoint off for the next copies; any
-    // connection made ends the back-off.
+    // No name given: a copy's TLS is named for the mirror destination's
+    // host, never the `-shadow` Host that no certificate names.
+    let sent = pool.send(cluster.target(target, wire, None), request).await;
+    // A refused connection (or handshake) backs this endpoint off for the
+    // next copies; any connection made ends the back-off.
     match &sent {
-        Err(SendError::Connect) => target.health.backoff.connect_failed(),
+        Err(SendError::Connect | SendError::Tls) => target.health.backoff.connect_failed(),
         _ => target.health.backoff.connected(),
     }
     let (mut response, loan) = match sent {
         Ok(sent) => sent,
-        Err(SendError::Connect) => {
+        Err(failed @ (SendError::Connect | SendError::Tls)) => {
             cluster.record(target, TryOutcome::ConnectFailure);
-            return Ended::Failed(FailReason::Connect);
+            let tls = matches!(failed, SendError::Tls);
+            return Ended::Failed(if tls {
+                FailReason::Tls
+            } else {
+                FailReason::Connect
+            });
         }
         Err(SendError::Exchange(e)) => {
             cluster.record(target, TryOutcome::Reset);

@@ -128,7 +128,16 @@ async fn try_once(
     }
     protocol::for_upstream(&mut parts);
     let endpoint = lease.endpoint();
-    let target = f.cluster.target(endpoint, wire);
+    // Auto SNI: the Host going upstream names the server.
+    let host = || parts.headers.get(http::header::HOST)?.to_str().ok();
+    let Ok(name) = f.cluster.tls_name(host) else {
+        f.cluster.record(endpoint, TryOutcome::ConnectFailure);
+        return (
+            Some(TryOutcome::ConnectFailure),
+            Err(LocalReply::UpstreamTls),
+        );
+    };
+    let target = f.cluster.target(endpoint, wire, name.as_ref());
     let exchange = f.pool.send(target, Request::from_parts(parts, body));
     let result = match per_try {
         Some(limit) => match tokio::time::timeout(limit, exchange).await {
@@ -146,6 +155,8 @@ async fn try_once(
             Ok(response.map(|body| PooledResponse::new(body, loan))),
         ),
         Err(SendError::Connect) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamConnect)),
+        // Envoy's rule too: a failed handshake is a failed connection.
+        Err(SendError::Tls) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamTls)),
         // Retry policy treats both alike (Envoy's `reset`); the user is told which.
         Err(SendError::Exchange(e)) if e.is_parse() => {
             (TryOutcome::Reset, Err(LocalReply::UpstreamProtocol))

@@ -25,7 +25,10 @@ pub async fn serve(mut client: Stream, route: &TcpRoute, cx: Context<'_>) {
         return;
     };
     let endpoint = lease.endpoint();
-    let mut upstream = match dial(&endpoint.authority, cx.connect_timeout, None).await {
+    let gauge = cx.gauges.gauge(Role::Primary, endpoint.authority.as_str());
+    let tls = destination.cluster.spliced_tls();
+    let dialed = dial(&endpoint.authority, cx.connect_timeout, None, tls, &gauge).await;
+    let mut upstream = match dialed {
         Ok(stream) => stream,
         Err(_) => {
             stats.connect_failed.fetch_add(1, Relaxed);
@@ -35,7 +38,7 @@ pub async fn serve(mut client: Stream, route: &TcpRoute, cx: Context<'_>) {
             return;
         }
     };
-    let _open = GaugeHold::new(cx.gauges.gauge(Role::Primary, endpoint.authority.as_str()));
+    let _open = GaugeHold::new(gauge);
     let mut feeds: Vec<Feed> = route
         .mirrors
         .iter()
@@ -98,6 +101,7 @@ mod tests {
             protocol: Default::default(),
             max_requests_per_connection: None,
             max_concurrent_streams: None,
+            tls: None,
         };
         let mut clusters = vec![cluster(upstream, "primary")];
         let mut mirrors = vec![];

@@ -11,7 +11,7 @@ use crate::http::local_reply::LocalReply;
 use crate::http::retry::TryOutcome;
 use crate::transport::Stream;
 use crate::upstream::cluster::{Cluster, HeldLease};
-use crate::upstream::dial::dial;
+use crate::upstream::dial::{dial, DialError};
 use crate::upstream::gauges::{ConnectionGauges, GaugeHold, Role};
 
 /// The proxy's end of a tunnel: its connection to the destination, counted
@@ -34,20 +34,26 @@ pub async fn open(
     let lease = cluster.acquire_held().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     let authority = endpoint.authority.as_str();
-    match dial(&endpoint.authority, connect_timeout, None).await {
+    let gauge = gauges.gauge(Role::Primary, authority);
+    let tls = cluster.spliced_tls();
+    let dialed = dial(&endpoint.authority, connect_timeout, None, tls, &gauge).await;
+    match dialed {
         Ok(stream) => {
             // Connected: what outlier detection counts as an answer.
             cluster.record(endpoint, TryOutcome::Status(200));
-            let open = GaugeHold::new(gauges.gauge(Role::Primary, authority));
+            let open = GaugeHold::new(gauge);
             Ok(Opened {
                 stream,
                 _open: open,
                 _lease: lease,
             })
         }
-        Err(_) => {
+        Err(failed) => {
             cluster.record(endpoint, TryOutcome::ConnectFailure);
-            Err(LocalReply::UpstreamConnect)
+            Err(match failed {
+                DialError::Tls => LocalReply::UpstreamTls,
+                DialError::Failed | DialError::TimedOut => LocalReply::UpstreamConnect,
+            })
         }
     }
 }

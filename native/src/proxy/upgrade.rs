@@ -21,8 +21,9 @@ use crate::splice::feed::Feed;
 use crate::splice::relay;
 use crate::telemetry::Held;
 use crate::telemetry::TcpStats;
+use crate::tls::Alpn;
 use crate::upstream::cluster::{Cluster, HeldLease};
-use crate::upstream::dial::dial;
+use crate::upstream::dial::{dial, DialError, Originate};
 use crate::upstream::gauges::Counted;
 use crate::upstream::pool::Pool;
 use crate::upstream::protocol;
@@ -38,20 +39,39 @@ pub async fn send(
     let lease = cluster.acquire_held().map_err(LocalReply::from)?;
     let endpoint = lease.endpoint();
     protocol::for_upstream(&mut parts);
+    // Auto SNI: the upgrade request's Host names the server.
+    let host = || parts.headers.get(http::header::HOST)?.to_str().ok();
+    let tls_failed = (TryOutcome::ConnectFailure, LocalReply::UpstreamTls);
+    let name = cluster.tls_name(host);
     let request = Request::from_parts(parts, Empty::<Bytes>::new());
     let exchange = async {
+        let name = name.map_err(|_| tls_failed)?;
         let authority = &endpoint.authority;
+        let gauge = pool.gauges.gauge(pool.role, authority.as_str());
+        let tls = cluster
+            .tls
+            .as_ref()
+            .zip(name)
+            .map(|(originator, name)| Originate {
+                originator,
+                name,
+                alpn: Alpn::Http1,
+            });
         let stream = dial(
             authority,
             pool.settings.connect_timeout,
             pool.settings.receive_buffer,
+            tls,
+            &gauge,
         )
         .await
-        .map_err(|_| (TryOutcome::ConnectFailure, LocalReply::UpstreamConnect))?;
-        let io = Counted::new(
-            TokioIo::new(stream),
-            pool.gauges.gauge(pool.role, authority.as_str()),
-        );
+        .map_err(|e| match e {
+            DialError::Tls => tls_failed,
+            DialError::Failed | DialError::TimedOut => {
+                (TryOutcome::ConnectFailure, LocalReply::UpstreamConnect)
+            }
+        })?;
+        let io = Counted::new(TokioIo::new(stream), gauge);
         let (mut sender, connection) = http1::handshake(io)
             .await
             .map_err(|_| (TryOutcome::Reset, LocalReply::UpstreamReset))?;

@@ -421,6 +421,7 @@ fn build(vhosts: &[VHost], default: Option<u32>) -> Snapshot {
             protocol: Default::default(),
             max_requests_per_connection: None,
             max_concurrent_streams: None,
+            tls: None,
         }],
         upstream: Default::default(),
         limits: Default::default(),

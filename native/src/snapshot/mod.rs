@@ -129,50 +129,6 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
-/// A listener's certificates, the first the default, the others chosen by
-/// the client's SNI.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub certificates: Vec<TlsCertificate>,
-    #[serde(default)]
-    pub min_protocol_version: TlsVersion,
-    /// MUTUAL: clients must present a certificate these CAs (PEM) signed.
-    #[serde(default)]
-    pub client_ca_pem: Option<String>,
-    /// The CA file's name, for error messages.
-    #[serde(default)]
-    pub client_ca_file: Option<String>,
-    /// TLS 1.2 suites offered, by IANA name, in order (empty: rustls's own);
-    /// TLS 1.3's are always offered, as Envoy does.
-    #[serde(default)]
-    pub cipher_suites: Vec<String>,
-}
-
-/// One certificate chain and its private key, as PEM text read by the
-/// control plane (the files' names are kept for error messages), and the
-/// server names it is chosen for (`reviews.example.com`, `*.example.com`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsCertificate {
-    pub certificate_pem: String,
-    pub private_key_pem: String,
-    pub certificate_file: String,
-    pub private_key_file: String,
-    #[serde(default)]
-    pub sni_hosts: Vec<String>,
-}
-
-/// The oldest TLS version a listener accepts; rustls has nothing older than 1.2.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TlsVersion {
-    #[default]
-    #[serde(rename = "1.2")]
-    Tls12,
-    #[serde(rename = "1.3")]
-    Tls13,
-}
-
 /// One VirtualService: the host patterns it serves and its ordered routes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -524,6 +480,10 @@ pub struct Cluster {
     /// maxConcurrentStreams); the peer's SETTINGS may lower it.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
+    /// TLS to the endpoints (DestinationRule `tls` SIMPLE or MUTUAL); `None`:
+    /// plaintext.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// How requests to a cluster are sent.
@@ -599,8 +559,10 @@ impl Default for UpstreamSettings {
 /// Defaults shared with `pymirror/defaults.py`; keep the two in step.
 pub mod defaults;
 mod limits;
+pub mod tls;
 
 pub use limits::{Http2Limits, Limits};
+pub use tls::{ListenerTls, TlsVersion, UpstreamTls};
 
 impl Snapshot {
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {

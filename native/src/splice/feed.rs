@@ -19,7 +19,7 @@ use crate::telemetry::gauge::{Field, Held};
 use crate::telemetry::{TcpCutReason, TcpMirrorStats};
 use crate::transport::Stream;
 use crate::upstream::cluster::Cluster;
-use crate::upstream::dial::dial;
+use crate::upstream::dial::{dial, DialError};
 use crate::upstream::gauges::{ConnectionGauges, Gauge, GaugeHold, Role};
 use crate::upstream::MIRROR_RECEIVE_BUFFER;
 
@@ -158,7 +158,7 @@ async fn run_mirror(
         }
     };
     let finish_timeout = target.finish_timeout;
-    let mut stream = match open_mirror(target).await {
+    let mut stream = match open_mirror(target, &gauge).await {
         Ok(stream) => stream,
         Err(reason) => return give_up(reason),
     };
@@ -176,17 +176,26 @@ async fn run_mirror(
 
 /// Connects to the mirror endpoint (learning its back-off) and, for an
 /// upgrade, sends the upgrade request and waits for the mirror's 101.
-async fn open_mirror(target: MirrorTarget) -> Result<Stream, TcpCutReason> {
+async fn open_mirror(target: MirrorTarget, gauge: &Gauge) -> Result<Stream, TcpCutReason> {
     let endpoint = target.cluster.endpoint(target.endpoint);
     let backoff = &endpoint.health.backoff;
+    let tls = target.cluster.spliced_tls();
     let dialed = dial(
         &endpoint.authority,
         target.connect_timeout,
         Some(MIRROR_RECEIVE_BUFFER),
+        tls,
+        gauge,
     );
-    let Ok(mut stream) = dialed.await else {
-        backoff.connect_failed();
-        return Err(TcpCutReason::ConnectFailed);
+    let mut stream = match dialed.await {
+        Ok(stream) => stream,
+        Err(failed) => {
+            backoff.connect_failed();
+            return Err(match failed {
+                DialError::Tls => TcpCutReason::TlsFailed,
+                DialError::Failed | DialError::TimedOut => TcpCutReason::ConnectFailed,
+            });
+        }
     };
     backoff.connected();
     if let Some(head) = target.handshake {
@@ -327,6 +336,7 @@ mod tests {
             protocol: Default::default(),
             max_requests_per_connection: None,
             max_concurrent_streams: None,
+            tls: None,
         };
         let cluster = Cluster::compile(&spec, &EndpointIds::default()).unwrap();
         Mirror {

@@ -114,6 +114,9 @@ closed_list! {
     pub enum FailReason {
         /// No connection could be opened.
         Connect => "connect",
+        /// Connected, but the TLS handshake failed (certificate not trusted,
+        /// not for the name; no version or suite in common).
+        Tls => "tls",
         /// The connection was reset or closed before the answer's head was complete.
         Reset => "reset",
         /// The answer's head does not parse as HTTP/1.1, or is larger than allowed.
@@ -132,6 +135,8 @@ closed_list! {
         BufferFull => "buffer_full",
         /// The mirror could not be connected to (refused, timed out).
         ConnectFailed => "connect_failed",
+        /// Connected, but the TLS handshake with the mirror failed.
+        TlsFailed => "tls_failed",
         /// Writing to (or reading from) the mirror failed: reset, closed.
         Failed => "failed",
         /// The client's side ended and the mirror did not take the rest in time.

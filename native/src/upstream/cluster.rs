@@ -6,15 +6,47 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use http::uri::Authority;
+use rustls::pki_types::ServerName;
 
 use crate::http::local_reply::LocalReply;
 use crate::http::retry::TryOutcome;
 use crate::sampling::WeightedPicker;
 use crate::snapshot::{self, LoadBalancer, UpstreamProtocol};
+use crate::tls::{Alpn, Originator};
+use crate::upstream::dial::Originate;
 use crate::upstream::multiplex::Sharing;
 use crate::upstream::outlier::{Health, Outliers};
 use crate::upstream::pool::{EndpointIds, Target};
 use crate::upstream::protocol::Wire;
+
+/// The destination's TLS, and the name it goes by when no request names one.
+fn originator(
+    c: &snapshot::Cluster,
+) -> Result<(Option<Originator>, Option<ServerName<'static>>), String> {
+    let Some(settings) = &c.tls else {
+        return Ok((None, None));
+    };
+    let originator =
+        Originator::new(settings).map_err(|e| format!("cluster {:?}: tls: {e}", c.host))?;
+    let name = originator.name(&c.host).ok_or_else(|| {
+        format!(
+            "cluster {:?}: tls: the host is not a name a certificate can carry; set `sni`",
+            c.host
+        )
+    })?;
+    Ok((Some(originator), Some(name)))
+}
+
+/// SHA-256 of a destination's TLS settings (PEM content included), hex.
+fn fingerprint(settings: &snapshot::UpstreamTls) -> String {
+    use std::fmt::Write as _;
+    let text = serde_json::to_string(settings).unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().fold(String::new(), |mut hex, b| {
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
+}
 
 /// Longest smooth round-robin schedule precomputed; past it weights are honoured
 /// by weighted random picks instead.
@@ -68,7 +100,18 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub max_requests_per_connection: Option<u64>,
     pub max_concurrent_streams: u32,
+    /// TLS to the endpoints (DestinationRule `tls`); `None`: plaintext.
+    pub tls: Option<Originator>,
+    /// The name TLS sends and verifies when no request names one (copies,
+    /// spliced connections): `sni`, else the destination host. Set (checked
+    /// when compiled) whenever `tls` is.
+    own_name: Option<ServerName<'static>>,
 }
+
+/// A TLS destination's name for a connection could not be made (a Host
+/// that is no DNS name or address): the request fails as a handshake would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoTlsName;
 
 impl Cluster {
     pub fn compile(c: &snapshot::Cluster, ids: &EndpointIds) -> Result<Self, String> {
@@ -84,6 +127,14 @@ impl Cluster {
                 c.endpoints.len()
             ));
         };
+        let (tls, own_name) = originator(c)?;
+        // TLS connections are pooled apart from plaintext ones to the same
+        // address, and apart per TLS settings (a rotated client certificate
+        // opens new connections).
+        let pool_key = |a: &Authority| match &c.tls {
+            None => a.as_str().to_owned(),
+            Some(settings) => format!("{a} tls {}", fingerprint(settings)),
+        };
         let endpoints: Vec<Endpoint> = c
             .endpoints
             .iter()
@@ -91,7 +142,7 @@ impl Cluster {
             .enumerate()
             .map(|(index, (e, &weight))| match e.parse::<Authority>() {
                 Ok(a) if a.port_u16().is_some() && !a.as_str().contains('@') => Ok(Endpoint {
-                    id: ids.id(a.as_str()),
+                    id: ids.id(&pool_key(&a)),
                     authority: a,
                     active: AtomicU32::new(0),
                     index,
@@ -138,6 +189,35 @@ impl Cluster {
                 .max_concurrent_streams
                 .unwrap_or_else(snapshot::defaults::upstream_max_concurrent_streams)
                 .max(1),
+            own_name,
+            tls,
+        })
+    }
+
+    /// The name a TLS connection for a request sends as SNI and verifies:
+    /// `sni` when configured, else `host` (the request's Host: Istio's auto
+    /// SNI). `Ok(None)`: the destination is plaintext.
+    pub fn tls_name<'s>(
+        &self,
+        host: impl FnOnce() -> Option<&'s str>,
+    ) -> Result<Option<ServerName<'static>>, NoTlsName> {
+        let Some(originator) = &self.tls else {
+            return Ok(None);
+        };
+        match host() {
+            Some(host) => originator.name(host).map(Some).ok_or(NoTlsName),
+            None => Ok(self.own_name.clone()),
+        }
+    }
+
+    /// The TLS a spliced connection (tcp route, tunnel, tcp mirror) to this
+    /// destination originates: no ALPN, named by `sni` or the destination host.
+    pub fn spliced_tls(&self) -> Option<Originate<'_>> {
+        let originator = self.tls.as_ref()?;
+        Some(Originate {
+            originator,
+            name: self.own_name.clone()?,
+            alpn: Alpn::None,
         })
     }
 
@@ -149,12 +229,19 @@ impl Cluster {
     }
 
     /// Where a request to `endpoint` goes, in `wire`, with this cluster's
-    /// bounds on sharing a connection.
-    pub fn target<'e>(&self, endpoint: &'e Endpoint, wire: Wire) -> Target<'e> {
+    /// bounds on sharing a connection, over TLS as `name` (from `tls_name`;
+    /// `None`: the destination's own name).
+    pub fn target<'e>(
+        &'e self,
+        endpoint: &'e Endpoint,
+        wire: Wire,
+        name: Option<&'e ServerName<'static>>,
+    ) -> Target<'e> {
         Target {
             endpoint: endpoint.id,
             authority: &endpoint.authority,
             wire,
+            tls: self.tls.as_ref().zip(name.or(self.own_name.as_ref())),
             sharing: Sharing {
                 max_streams: self.max_concurrent_streams,
                 max_requests: self.max_requests_per_connection,
@@ -382,6 +469,7 @@ mod tests {
                 protocol: Default::default(),
                 max_requests_per_connection: None,
                 max_concurrent_streams: None,
+                tls: None,
             },
             &EndpointIds::default(),
         )
@@ -472,6 +560,7 @@ mod tests {
                 protocol: Default::default(),
                 max_requests_per_connection: None,
                 max_concurrent_streams: None,
+                tls: None,
             },
             &EndpointIds::default(),
         )
@@ -535,6 +624,7 @@ mod tests {
                     protocol: Default::default(),
                     max_requests_per_connection: None,
                     max_concurrent_streams: None,
+                    tls: None,
                 },
                 &EndpointIds::default(),
             )

@@ -22,9 +22,28 @@ pub enum Role {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Gauge {
+pub struct Gauge {
     open: AtomicU64,
     opened_total: AtomicU64,
+    /// TLS handshakes originated: full, resumed (a cached session), failed.
+    tls_full: AtomicU64,
+    tls_resumed: AtomicU64,
+    tls_failed: AtomicU64,
+}
+
+impl Gauge {
+    pub(crate) fn tls_handshake(&self, resumed: bool) {
+        let count = if resumed {
+            &self.tls_resumed
+        } else {
+            &self.tls_full
+        };
+        count.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn tls_failed(&self) {
+        self.tls_failed.fetch_add(1, Relaxed);
+    }
 }
 
 /// Open upstream connections by role and endpoint. The map is locked only
@@ -40,6 +59,9 @@ pub struct ConnectionReport {
     pub endpoint: String,
     pub open: u64,
     pub opened_total: u64,
+    pub tls_full: u64,
+    pub tls_resumed: u64,
+    pub tls_failed: u64,
 }
 
 impl ConnectionGauges {
@@ -56,6 +78,9 @@ impl ConnectionGauges {
                 endpoint: endpoint.clone(),
                 open: g.open.load(Relaxed),
                 opened_total: g.opened_total.load(Relaxed),
+                tls_full: g.tls_full.load(Relaxed),
+                tls_resumed: g.tls_resumed.load(Relaxed),
+                tls_failed: g.tls_failed.load(Relaxed),
             })
             .collect()
     }

@@ -18,6 +18,7 @@ use http_body::Body;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 
 /// A request body type with its own per-thread HTTP/2 connections.
 pub trait Multiplexed:
@@ -62,6 +63,8 @@ impl Default for Http2Settings {
 
 struct Shared<B> {
     sender: SendRequest<B>,
+    /// The name its TLS session was made for (`None`: plaintext).
+    name: Option<ServerName<'static>>,
     open: Arc<AtomicU32>,
     sent: u64,
     last_used: Instant,
@@ -93,17 +96,21 @@ impl Drop for StreamSlot {
     }
 }
 
-/// A stream on one of this thread's connections to `endpoint` that has room
-/// for it, if any. Closed connections are dropped on the way.
+/// A stream on one of this thread's connections to `endpoint` (made for
+/// `name`, over TLS) that has room for it, if any. Closed connections are
+/// dropped on the way.
 pub fn checkout<B: Multiplexed>(
     endpoint: u32,
+    name: Option<&ServerName<'static>>,
     sharing: Sharing,
 ) -> Option<(SendRequest<B>, StreamSlot)> {
     B::connections().with(|all| {
         let mut all = all.borrow_mut();
         let list = all.by_endpoint.get_mut(endpoint as usize)?;
         list.retain(|c| !c.sender.is_closed());
-        let index = list.iter().position(|c| has_room(c, sharing))?;
+        let index = list
+            .iter()
+            .position(|c| c.name.as_ref() == name && has_room(c, sharing))?;
         let taken = take_stream(&mut list[index]);
         if sharing
             .max_requests
@@ -119,12 +126,14 @@ pub fn checkout<B: Multiplexed>(
 /// Keeps a new connection for the next requests and takes its first stream.
 pub fn add<B: Multiplexed>(
     endpoint: u32,
+    name: Option<ServerName<'static>>,
     sender: SendRequest<B>,
     sharing: Sharing,
     idle_timeout: Duration,
 ) -> (SendRequest<B>, StreamSlot) {
     let mut shared = Shared {
         sender,
+        name,
         open: Arc::new(AtomicU32::new(0)),
         sent: 0,
         last_used: Instant::now(),

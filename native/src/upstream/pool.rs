@@ -18,8 +18,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 
-use crate::upstream::dial::dial;
+use crate::tls::{Alpn, Originator};
+use crate::upstream::dial::{dial, DialError, Originate};
 use crate::upstream::gauges::{ConnectionGauges, Counted, Role};
 use crate::upstream::multiplex::{self, Http2Settings, Multiplexed, Sharing, StreamSlot};
 use crate::upstream::protocol::Wire;
@@ -41,6 +43,8 @@ impl EndpointIds {
 
 struct IdleConn<B> {
     sender: SendRequest<B>,
+    /// The name its TLS session was made for (`None`: plaintext).
+    name: Option<ServerName<'static>>,
     /// Requests it has carried.
     sent: u64,
     /// When the pool's idle timeout closes it, checked out or not.
@@ -89,6 +93,15 @@ pub struct Target<'a> {
     pub authority: &'a http::uri::Authority,
     pub wire: Wire,
     pub sharing: Sharing,
+    /// TLS to originate, and the name the connection is made for: only a
+    /// connection made for the same name is reused.
+    pub tls: Option<(&'a Originator, &'a ServerName<'static>)>,
+}
+
+impl Target<'_> {
+    fn name(&self) -> Option<&ServerName<'static>> {
+        self.tls.map(|(_, name)| name)
+    }
 }
 
 /// How often each worker closes its idle connections past their timeout.
@@ -111,6 +124,9 @@ pub fn sweep<B: PooledBody>() {
 pub enum SendError {
     /// No connection could be opened (refused, unreachable, timed out, DNS).
     Connect,
+    /// Connected, but the TLS handshake failed (the certificate was not
+    /// trusted or not for the name; no version or suite in common).
+    Tls,
     /// The connection failed after the request was handed to it.
     Exchange(hyper::Error),
 }
@@ -136,6 +152,7 @@ impl<B: PooledBody> Loan<B> {
 /// An HTTP/1.1 connection on loan to one exchange.
 pub struct Kept<B: PooledBody> {
     sender: SendRequest<B>,
+    name: Option<ServerName<'static>>,
     endpoint: u32,
     sent: u64,
     max_requests: Option<u64>,
@@ -151,6 +168,7 @@ impl<B: PooledBody> Kept<B> {
         }
         let Self {
             sender,
+            name,
             endpoint,
             sent,
             max_idle,
@@ -167,6 +185,7 @@ impl<B: PooledBody> Kept<B> {
             if list.len() < max_idle {
                 list.push(IdleConn {
                     sender,
+                    name,
                     sent,
                     expires: Instant::now() + idle_timeout,
                 });
@@ -196,6 +215,9 @@ impl Pool {
     ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
         let (mut parts, body) = request.into_parts();
         super::protocol::to_wire(&mut parts, target.wire, target.authority);
+        if target.tls.is_some() {
+            super::protocol::secure(&mut parts);
+        }
         let request = Request::from_parts(parts, body);
         match target.wire {
             Wire::Http1 => self.send_http1(target, request).await,
@@ -209,19 +231,16 @@ impl Pool {
         mut request: Request<B>,
     ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
         loop {
-            let (mut sender, sent, reused) = match self.checkout::<B>(target.endpoint) {
+            let (mut sender, sent, reused) = match self.checkout::<B>(target) {
                 Some((sender, sent)) => (sender, sent, true),
                 // Boxed, being rare (see `send_http2`).
-                None => (
-                    Box::pin(self.connect::<B>(target.authority)).await?,
-                    0,
-                    false,
-                ),
+                None => (Box::pin(self.connect::<B>(target)).await?, 0, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let loan = Kept {
                         sender,
+                        name: target.name().cloned(),
                         endpoint: target.endpoint,
                         sent: sent + 1,
                         max_requests: target.sharing.max_requests,
@@ -246,16 +265,17 @@ impl Pool {
     ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
         loop {
             let (mut sender, slot, reused) =
-                match multiplex::checkout::<B>(target.endpoint, target.sharing) {
+                match multiplex::checkout::<B>(target.endpoint, target.name(), target.sharing) {
                     Some((sender, slot)) => (sender, slot, true),
                     None => {
                         // Boxed, being rare: an async fn's future is as large as
                         // its largest await, and every request's future is
                         // moved (copied whole) on its way in.
-                        let sender = Box::pin(self.open_http2::<B>(target.authority)).await?;
+                        let sender = Box::pin(self.open_http2::<B>(target)).await?;
                         let idle = self.settings.idle_timeout;
+                        let name = target.name().cloned();
                         let (sender, slot) =
-                            multiplex::add(target.endpoint, sender, target.sharing, idle);
+                            multiplex::add(target.endpoint, name, sender, target.sharing, idle);
                         (sender, slot, false)
                     }
                 };
@@ -273,19 +293,19 @@ impl Pool {
 
     async fn open_http2<B: PooledBody>(
         &self,
-        authority: &http::uri::Authority,
+        target: Target<'_>,
     ) -> Result<hyper::client::conn::http2::SendRequest<B>, SendError> {
-        let io = self.dial(authority).await?;
+        let io = self.dial(target, Alpn::Http2).await?;
         multiplex::handshake(io, self.settings.http2)
             .await
             .map_err(SendError::Exchange)
     }
 
-    fn checkout<B: PooledBody>(&self, endpoint: u32) -> Option<(SendRequest<B>, u64)> {
+    fn checkout<B: PooledBody>(&self, target: Target<'_>) -> Option<(SendRequest<B>, u64)> {
         let now = Instant::now();
         B::idle().with(|idle| {
             let mut idle = idle.borrow_mut();
-            let list = idle.by_endpoint.get_mut(endpoint as usize)?;
+            let list = idle.by_endpoint.get_mut(target.endpoint as usize)?;
             // Most recently used first: the warmest connection, and the
             // stale ones age out at the bottom.
             let mut found = None;
@@ -294,6 +314,11 @@ impl Pool {
                 if conn.expires <= now {
                     list.clear();
                     break;
+                }
+                if conn.name.as_ref() != target.name() {
+                    // Made for another name (auto SNI from another Host).
+                    busy.push(conn);
+                    continue;
                 }
                 let mut cx = Context::from_waker(Waker::noop());
                 match conn.sender.poll_ready(&mut cx) {
@@ -313,26 +338,35 @@ impl Pool {
         })
     }
 
-    /// A connection to `authority`, counted in the role's gauges.
-    async fn dial(&self, authority: &http::uri::Authority) -> Result<Counted, SendError> {
+    /// A connection to the target's endpoint (TLS when it says so), counted
+    /// in the role's gauges.
+    async fn dial(&self, target: Target<'_>, alpn: Alpn) -> Result<Counted, SendError> {
+        let gauge = self.gauges.gauge(self.role, target.authority.as_str());
+        let tls = target.tls.map(|(originator, name)| Originate {
+            originator,
+            name: name.clone(),
+            alpn,
+        });
         let stream = dial(
-            authority,
+            target.authority,
             self.settings.connect_timeout,
             self.settings.receive_buffer,
+            tls,
+            &gauge,
         )
         .await
-        .map_err(|_| SendError::Connect)?;
-        Ok(Counted::new(
-            TokioIo::new(stream),
-            self.gauges.gauge(self.role, authority.as_str()),
-        ))
+        .map_err(|e| match e {
+            DialError::Tls => SendError::Tls,
+            DialError::Failed | DialError::TimedOut => SendError::Connect,
+        })?;
+        Ok(Counted::new(TokioIo::new(stream), gauge))
     }
 
     async fn connect<B: PooledBody>(
         &self,
-        authority: &http::uri::Authority,
+        target: Target<'_>,
     ) -> Result<SendRequest<B>, SendError> {
-        let io = self.dial(authority).await?;
+        let io = self.dial(target, Alpn::Http1).await?;
         let mut builder = http1::Builder::new();
         if let Some(max) = self.settings.max_head_bytes {
             // hyper's floor for its read buffer is 8 KiB.

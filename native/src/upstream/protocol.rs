@@ -73,6 +73,18 @@ pub fn to_wire(parts: &mut Parts, wire: Wire, endpoint: &Authority) {
     }
 }
 
+/// Marks an HTTP/2 head as going over TLS (`:scheme` https); an HTTP/1.1
+/// head carries no scheme.
+pub fn secure(parts: &mut Parts) {
+    if parts.uri.scheme().is_some() {
+        let mut uri = parts.uri.clone().into_parts();
+        uri.scheme = Some(Scheme::HTTPS);
+        if let Ok(uri) = Uri::from_parts(uri) {
+            parts.uri = uri;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::snapshot::{Listener, ListenerTls, TlsCertificate, TlsVersion};
+use crate::snapshot::{Listener, ListenerTls, TlsVersion};
 use crate::transport::Stream;
+
+use super::identity::{client_identity, ClientIdentity};
+use super::{pem, provider};
 
 /// The protocol a TLS client chose by ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,54 +91,11 @@ pub struct Bound {
     client: Option<Arc<ClientIdentity>>,
 }
 
-/// A verified client certificate, in the terms Envoy's
-/// `x-forwarded-client-cert` uses.
-#[derive(Debug)]
-pub struct ClientIdentity {
-    /// `Hash=<sha256 hex>;Subject="<subject>";URI=<uri>;DNS=<name>...`
-    pub forwarded: http::HeaderValue,
-    /// The subject (RFC 4514), for the access log.
-    pub subject: String,
-}
-
 impl Bound {
     /// The client's verified certificate, on a MUTUAL listener.
     pub fn client(&self) -> Option<&ClientIdentity> {
         self.client.as_deref()
     }
-}
-
-/// Envoy's `x-forwarded-client-cert` element for a client certificate
-/// (`Hash`, `Subject`, `URI`, `DNS`); `None` if its DER does not parse
-/// (rustls verified it, so that would be a parser's limit).
-pub fn client_identity(der: &[u8]) -> Option<ClientIdentity> {
-    use std::fmt::Write as _;
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject().to_string();
-    let hash = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut value = String::from("Hash=");
-    for byte in hash.as_ref() {
-        let _ = write!(value, "{byte:02x}");
-    }
-    // Quoted, with `"` and `\` escaped, as Envoy writes it.
-    let quoted = subject.replace('\\', "\\\\").replace('"', "\\\"");
-    let _ = write!(value, ";Subject=\"{quoted}\"");
-    if let Ok(Some(sans)) = cert.subject_alternative_name() {
-        for name in &sans.value.general_names {
-            match name {
-                GeneralName::URI(uri) => {
-                    let _ = write!(value, ";URI={uri}");
-                }
-                GeneralName::DNSName(dns) => {
-                    let _ = write!(value, ";DNS={dns}");
-                }
-                _ => {}
-            }
-        }
-    }
-    let forwarded = http::HeaderValue::from_str(&value).ok()?;
-    Some(ClientIdentity { forwarded, subject })
 }
 
 impl Bound {
@@ -175,11 +133,7 @@ pub fn terminators(listeners: &[Listener]) -> Result<Vec<Option<Terminator>>, St
 /// The terminator of one listener: its certificates, TLS 1.2 and 1.3 (or
 /// 1.3 only), ALPN `h2` then `http/1.1`.
 pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
-    // ring, not aws-lc-rs (rustls's default, which builds with cmake): ring
-    // builds with the C compiler alone. Its lack of the post-quantum key
-    // exchange is why rustls marks it deprecated.
-    #[allow(deprecated)]
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = provider();
     if !tls.cipher_suites.is_empty() {
         provider.cipher_suites = suites(&tls.cipher_suites)?;
     }
@@ -190,7 +144,13 @@ pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
     let keys = tls
         .certificates
         .iter()
-        .map(|entry| certified_key(entry, &provider))
+        .map(|entry| {
+            pem::certified_key(
+                (&entry.certificate_pem, &entry.certificate_file),
+                (&entry.private_key_pem, &entry.private_key_file),
+                &provider,
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let names = Arc::new(ServerNames(
         tls.certificates
@@ -258,56 +218,14 @@ fn suites(names: &[String]) -> Result<Vec<rustls::SupportedCipherSuite>, String>
 /// MUTUAL: a client must present a certificate that chains to one of `pem`'s
 /// CAs (and is valid now, for client authentication), or the handshake fails.
 fn client_verifier(
-    pem: &str,
+    ca_pem: &str,
     file: &str,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("caCertificates {file}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("caCertificates {file}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("caCertificates {file}: no CERTIFICATE block"));
-    }
+    let roots = pem::roots(ca_pem, file)?;
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| format!("caCertificates {file}: {e}"))
-}
-
-/// One entry's chain and key, checked to belong together.
-fn certified_key(
-    entry: &TlsCertificate,
-    provider: &CryptoProvider,
-) -> Result<Arc<CertifiedKey>, String> {
-    let chain = CertificateDer::pem_slice_iter(entry.certificate_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("certificate {}: {e}", entry.certificate_file))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "certificate {}: no CERTIFICATE block",
-            entry.certificate_file
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(entry.private_key_pem.as_bytes())
-        .map_err(|e| format!("private key {}: {e}", entry.private_key_file))?;
-    let pair = || {
-        format!(
-            "certificate {} and private key {}",
-            entry.certificate_file, entry.private_key_file
-        )
-    };
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("{}: {e}", pair()))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| format!("{}: {e}", pair()))?;
-    Ok(Arc::new(certified))
 }
 
 /// Chooses the certificate by the ClientHello's server name.
@@ -359,9 +277,10 @@ pub async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::tls::TlsCertificate;
 
-    const CERT: &str = include_str!("../tests/data/tls-cert.pem");
-    const KEY: &str = include_str!("../tests/data/tls-key.pem");
+    const CERT: &str = include_str!("../../tests/data/tls-cert.pem");
+    const KEY: &str = include_str!("../../tests/data/tls-key.pem");
 
     fn entry(cert: &str, key: &str, sni: &[&str]) -> TlsCertificate {
         TlsCertificate {
@@ -394,20 +313,6 @@ mod tests {
         );
         let err = suites(&["TLS_RSA_WITH_AES_128_CBC_SHA".to_owned()]).unwrap_err();
         assert!(err.contains("TLS_RSA_WITH_AES_128_CBC_SHA"), "{err}");
-    }
-
-    #[test]
-    fn a_client_certificate_becomes_envoys_forwarded_element() {
-        let der = CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap();
-        let id = client_identity(&der).unwrap();
-        let value = id.forwarded.to_str().unwrap();
-        let hash = ring::digest::digest(&ring::digest::SHA256, &der);
-        let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            value,
-            format!("Hash={hex};Subject=\"CN=reviews\";DNS=reviews;DNS=localhost")
-        );
-        assert_eq!(id.subject, "CN=reviews");
     }
 
     #[test]
