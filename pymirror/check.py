@@ -19,7 +19,7 @@ from .config.types import format_duration
 from .config.upstreams import UpstreamChoice
 from .config.validate import vs_subject
 from .errors import PymirrorError
-from .resolve import resolve
+from .resolve import listener_specs, resolve
 from .resolve.describe import (
     cluster_label,
     describe_route,
@@ -28,7 +28,6 @@ from .resolve.describe import (
     mirror_guards_text,
     tcp_note,
     upstream_lines,
-    written_protocols,
 )
 
 
@@ -139,16 +138,22 @@ def as_text(report: Report) -> list[str]:
 
 def _listeners(config: Config, s: snap.Snapshot, listen: Sequence[str]) -> list[str]:
     lines = []
-    written = written_protocols(config, listen)
-    for i, listener in enumerate(s["listeners"]):
+    for spec, listener in zip(listener_specs(config, listen), s["listeners"], strict=True):
         default = listener.get("default_virtual_host")
         extra = (
-            f" (default host {s['virtual_hosts'][default]['name']})" if default is not None else ""
+            f" (default host {s['virtual_hosts'][default]['name']})"
+            if default is not None and not spec.https_redirect
+            else ""
         )
         if listener.get("protocol") == "tcp":
-            extra = tcp_note(config, listener["address"], written[i])
+            extra = tcp_note(config, listener["address"], spec.written)
+        if spec.gateway is not None:
+            extra += f" (gateway {spec.gateway.name})"
         lines.append(f"listener {listener['address']}{extra}")
-        lines += listener_serves(listener)
+        if spec.https_redirect:
+            lines.append("  redirects every request to HTTPS (301)")
+        else:
+            lines += listener_serves(listener)
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
     return lines

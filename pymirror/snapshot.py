@@ -188,6 +188,9 @@ class Listener(TypedDict):
     """`http` (default) or `tcp`: connections routed by `Snapshot.tcp_routes`."""
     tls: NotRequired[ListenerTls]
     """TLS termination: the certificate and key, as PEM text."""
+    virtual_hosts: NotRequired[list[int]]
+    """The virtual hosts it serves (indexes); absent: all of them. Written when Istio
+    Gateways bind virtual services to listeners."""
 
 
 class ListenerTls(TypedDict):

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
+from .binding import MESH, gateway_names, named_gateways
 from .errors import Path, Problem
 from .istio import HTTPRoute, L4Route, TCPRoute, VirtualService
 from .matches import IGNORED_HEADER_KEYS
@@ -36,7 +37,9 @@ def config_warnings(config: Config) -> list[Issue]:
     tcp_listener = any(
         config.listener_protocol(lst.address, lst.protocol) == "tcp" for lst in config.listeners
     )
+    defined = gateway_names(config)
     for i, vs in enumerate(config.virtual_services):
+        issues += _gateways(("virtualServices", i), vs, defined)
         issues += _virtual_service(("virtualServices", i), vs, tcp_listener)
         issues += unreachable(("virtualServices", i), vs)
     for name, service in config.services.items():
@@ -48,13 +51,31 @@ def config_warnings(config: Config) -> list[Issue]:
     return issues
 
 
-def _virtual_service(here: Path, vs: VirtualService, tcp_listener: bool) -> Iterator[Issue]:
-    if vs.gateways:
+def _gateways(here: Path, vs: VirtualService, defined: frozenset[str]) -> Iterator[Issue]:
+    """A VirtualService's `gateways` that no Gateway here defines."""
+    named = named_gateways(vs)
+    if named and not defined:
         yield _warn(
             (*here, "gateways"),
-            f"`gateways` {_MESH_ONLY}: pymirror serves this virtual service on every listener",
-            "not-applicable",
+            "no Gateway is defined here: pymirror serves this virtual service on every listener",
+            "unknown-gateway",
         )
+        return
+    for j, name in enumerate(vs.gateways):
+        if (
+            name != MESH
+            and named_gateways(vs.model_copy(update={"gateways": [name]}))[0] not in defined
+        ):
+            yield _warn(
+                (*here, "gateways", j),
+                f"gateway `{name}` is not defined here: no listener serves this virtual "
+                "service for it",
+                "unknown-gateway",
+                at_key=False,
+            )
+
+
+def _virtual_service(here: Path, vs: VirtualService, tcp_listener: bool) -> Iterator[Issue]:
     if vs.tls:
         yield _warn(
             (*here, "tls"),

@@ -239,6 +239,18 @@ class Service(_Model):
         return next((p for p in self.ports if p.number == number), None)
 
 
+class ListenerGateway(_Model):
+    """Which Gateway (and server) made a listener."""
+
+    name: str
+    """`namespace/name` of the Gateway."""
+    bind: bool = False
+    """Whether the server wrote its address (`bind`); else the listener takes the IP of
+    the configured listeners or `--listen`, keeping its port."""
+    redirect_port: int | None = None
+    """`httpsRedirect`: the gateway's HTTPS port, where clients are sent (else 443)."""
+
+
 class Listener(_Model):
     """An address to accept connections on: HTTP/1.1, or TCP spliced through."""
 
@@ -255,9 +267,18 @@ class Listener(_Model):
     `MYSQL` or `REDIS`, else `http` (see `Config.listener_protocol`)."""
     tls: ListenerTls | None = None
     """Terminate TLS with this certificate: HTTPS, HTTP/2 chosen by ALPN."""
+    gateway: ListenerGateway | None = None
+    """The Istio Gateway this listener is a server of (written by a Gateway resource):
+    it serves the virtual services bound to that gateway, and only those."""
+    https_redirect: bool = False
+    """Answer every request 301 with its `https://` URL (a Gateway's `httpsRedirect`)."""
 
     @model_validator(mode="after")
     def _check(self) -> Listener:
+        if self.https_redirect and (self.protocol == "tcp" or self.tls is not None):
+            raise problem(
+                "`httpsRedirect` is for a plain `http` listener", "httpsRedirect", at_key=True
+            )
         if self.protocol == "tcp" and self.tls is not None:
             raise problem(
                 "TLS on a `protocol: tcp` listener is not served yet; terminate on an "

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .analyzers import analyze
+from .binding import gateway_names, groups
 from .errors import Path, Problem
 from .hosts import domains
 from .listeners import listener_issues
@@ -98,7 +99,8 @@ class _Checker:
 
     def virtual_services(self) -> Iterator[Issue]:
         names: dict[tuple[str | None, str], Path] = {}
-        hosts: dict[str, Path] = {}
+        hosts: dict[tuple[str, str], Path] = {}
+        defined = gateway_names(self.config)
         for i, vs in enumerate(self.config.virtual_services):
             here: Path = ("virtualServices", i)
             name = (vs.namespace, vs.name)
@@ -109,17 +111,19 @@ class _Checker:
                 )
             names.setdefault(name, (*here, "name"))
             # Only HTTP routes are served: tcp- or tls-only hosts claim no request host.
+            # A host is claimed once per listener group (the mesh's, each gateway's).
             for j, host in enumerate(vs.hosts if vs.serves_http else ()):
-                for domain in domains(host, vs.namespace):
-                    if domain.lower() in hosts:
-                        yield Issue(
-                            (*here, "hosts", j),
-                            f"host `{domain}` is already served by the "
-                            f"virtual service at {self.where(hosts[domain.lower()])}",
-                        )
-                        break
-                for domain in domains(host, vs.namespace):
-                    hosts.setdefault(domain.lower(), (*here, "hosts", j))
+                claims = [
+                    (g, d.lower()) for g in groups(vs, defined) for d in domains(host, vs.namespace)
+                ]
+                if (taken := next((c for c in claims if c in hosts), None)) is not None:
+                    yield Issue(
+                        (*here, "hosts", j),
+                        f"host `{taken[1]}` is already served by the "
+                        f"virtual service at {self.where(hosts[taken])}",
+                    )
+                for claim in claims:
+                    hosts.setdefault(claim, (*here, "hosts", j))
             resource = self.config.source(i) is not None
             found = [
                 (("http", j, *path), dest)

@@ -1,10 +1,10 @@
-"""Kubernetes-style resources: Istio's VirtualService, DestinationRule and ServiceEntry
-(networking.istio.io v1alpha3, v1beta1, v1) and pymirror's MirrorProxy, each checked on
-its own so one broken resource does not hide the others' findings.
+"""Kubernetes-style resources: Istio's VirtualService, DestinationRule, ServiceEntry and
+Gateway (networking.istio.io v1alpha3, v1beta1, v1) and pymirror's MirrorProxy, each
+checked on its own so one broken resource does not hide the others' findings.
 
 Errors name the resource's own paths (`spec.http[0].mirrorPercentage.value`). Other kinds
-(Gateway, Service, Deployment, ...) are skipped with one warning each; a Kubernetes
-Service still tells reference checks that its host exists, as in Istio's analyzer.
+(Service, Deployment, ...) are skipped with one warning each; a Kubernetes Service still
+tells reference checks that its host exists, as in Istio's analyzer.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel, to_snake
 from .base import is_dns_label
 from .destination_rule import DestinationRuleSpec
 from .errors import Path, Problem
+from .gateway import GatewaySpec
 from .hosts import Declaration, scopes_of
 from .istio import MIRROR_EXTENSIONS, VirtualService
 from .merge import Origin, describe_value
@@ -30,7 +31,7 @@ ISTIO_GROUP = "networking.istio.io"
 ISTIO_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 PYMIRROR_API = "pymirror.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"
-_SERVED = ("VirtualService", "DestinationRule", "ServiceEntry")
+_SERVED = ("VirtualService", "DestinationRule", "ServiceEntry", "Gateway")
 _TOP = ("apiVersion", "kind", "metadata", "spec", "status")
 #: What a MirrorProxy spec holds: the routes format's keys outside Istio's resources.
 PROXY_KEYS = (
@@ -123,6 +124,7 @@ class Resources:
     written_virtual_services: list[Resource] = field(default_factory=list)
     rules: list[tuple[Resource, DestinationRuleSpec]] = field(default_factory=list)
     entries: list[tuple[Resource, ServiceEntrySpec]] = field(default_factory=list)
+    gateways: list[tuple[Resource, GatewaySpec]] = field(default_factory=list)
     #: Hosts that Kubernetes Services declare (for reference checks only).
     kube_services: list[Declaration] = field(default_factory=list)
     #: MirrorProxy specs, as routes-format documents for `merge_mappings`.
@@ -216,6 +218,9 @@ def _read(resource: Resource, out: Resources) -> None:
     elif kind == "ServiceEntry":
         if (entry := _validate(resource, ServiceEntrySpec, resource.spec, out)) is not None:
             out.entries.append((resource, entry))
+    elif kind == "Gateway":
+        if (gateway := _validate(resource, GatewaySpec, resource.spec, out)) is not None:
+            out.gateways.append((resource, gateway))
     else:
         _proxy(resource, out)
 
@@ -225,8 +230,8 @@ def _skipped(resource: Resource, api: str) -> Problem:
         "pymirror does not read Kubernetes Services: a destination host it names is resolved "
         "by DNS, unless a ServiceEntry declares its endpoints"
         if (api, resource.kind) == ("v1", "Service")
-        else f"pymirror reads VirtualService, DestinationRule and ServiceEntry ({ISTIO_GROUP}) "
-        "and MirrorProxy"
+        else "pymirror reads VirtualService, DestinationRule, ServiceEntry and Gateway "
+        f"({ISTIO_GROUP}) and MirrorProxy"
     )
     return resource.problem(
         ("kind",), f"`{resource.kind}` skipped: {why}", severity="warning", code="skipped"

@@ -17,6 +17,7 @@ from typing import Any
 
 from .destination_rule import DestinationRuleSpec
 from .errors import Path, Problem
+from .gateway import gateway_listeners
 from .hosts import Declaration, Registry, fqdn, host_matches
 from .resources import Resource, Resources, entry_declarations, tcp_mirror_entries, written_key
 from .service_entry import ServiceEntrySpec
@@ -245,6 +246,8 @@ def compile_resources(resources: Resources, routes_services: Collection[str]) ->
         sources.append(r.subject)
     _tcp_mirror_hosts(resources, compiler)
     data: dict[str, Any] = {}
+    if listeners := _gateway_listeners(resources, compiler):
+        data["listeners"] = listeners
     if entries:
         data["virtualServices"] = entries
     if compiler.services:
@@ -271,11 +274,25 @@ def _tcp_mirror_hosts(resources: Resources, compiler: _Compiler) -> None:
                 doc.data[key][i]["mirror"]["host"] = target
 
 
+def _gateway_listeners(resources: Resources, compiler: _Compiler) -> list[dict[str, Any]]:
+    """Each Gateway's servers as listeners, placed where their servers were written."""
+    listeners: list[dict[str, Any]] = []
+    for r, gateway in resources.gateways:
+        for indexes, listener in gateway_listeners(f"{r.namespace}/{r.name}", gateway):
+            server: Path = ("spec", "servers", indexes[0])
+            here: Path = ("listeners", len(listeners))
+            compiler.copy(r, server, here)
+            compiler.copy(r, (*server, "port"), (*here, "address"))
+            listeners.append(listener)
+    return listeners
+
+
 def _first_resource(resources: Resources) -> Resource:
     found = [
         *(r for r, _, _ in resources.virtual_services),
         *(r for r, _ in resources.rules),
         *(r for r, _ in resources.entries),
+        *(r for r, _ in resources.gateways),
     ]
     return found[0]
 

@@ -19,11 +19,12 @@ from .describe import (
     mirror_guards_text,
     tcp_note,
     upstream_lines,
-    written_protocols,
 )
+from .listeners import ListenerSpec, listener_specs
 from .route_parts import per_million
 
 __all__ = [
+    "ListenerSpec",
     "Resolved",
     "build_snapshot",
     "cluster_label",
@@ -31,10 +32,10 @@ __all__ = [
     "describe_route",
     "describe_tcp_route",
     "listener_serves",
+    "listener_specs",
     "mirror_guards_text",
     "per_million",
     "resolve",
     "tcp_note",
     "upstream_lines",
-    "written_protocols",
 ]

@@ -15,16 +15,18 @@ from pathlib import Path
 
 from .. import defaults
 from .. import snapshot as snap
+from ..config.binding import MESH, gateway_names, groups
 from ..config.errors import ConfigError, Problem
 from ..config.hosts import domains, host_matches
 from ..config.listeners import protocol_conflict
-from ..config.model import Config, Http2Limits, HTTPRoute, VirtualService
+from ..config.model import Config, Http2Limits, HTTPRoute, ListenerGateway, VirtualService
 from ..config.references import references_of
 from ..config.tls import TLS12_SUITES, ListenerTls
 from ..config.types import check_listen_address, duration_ms, split_host_port
 from ..config.upstreams import UpstreamChoice
 from ..config.validate import Issue, locate
 from .clusters import Clusters
+from .listeners import ListenerSpec, listener_specs
 from .routes import Routes
 
 
@@ -120,39 +122,21 @@ class _Resolver:
             {"name": vs.name, "domains": virtual_host_domains(vs), "routes": self.routes.http(vs)}
             for vs in self.served
         ]
-        if listen:
-            first = config.listeners[0] if config.listeners else None
-            host, written = (first.host, first.protocol) if first else (None, None)
-            protocols = [config.listener_protocol(address, written) for address in listen]
-            # A tcp listener routes no requests, so it has no default host.
-            # `--listen` addresses take the first listener's TLS too, as its host.
-            tls = first.tls if first else None
-            quads = [
-                (address, host if protocol == "http" else None, protocol, tls)
-                for address, protocol in zip(listen, protocols, strict=True)
-            ]
-        else:
-            quads = [
-                (
-                    lst.address,
-                    lst.host,
-                    config.listener_protocol(lst.address, lst.protocol),
-                    lst.tls,
-                )
-                for lst in config.listeners
-            ]
-        # `protocol`, `tls` and `tcp_routes` are written only when used, so that an
+        # `protocol`, `tls` and `virtual_hosts` are written only when used, so that an
         # HTTP-only config keeps the snapshot (and version) it had before they existed.
+        defined = gateway_names(config)
         listeners: list[snap.Listener] = []
-        for address, host, protocol, tls in quads:
+        for spec in listener_specs(config, listen):
             listener: snap.Listener = {
-                "address": address,
-                "default_virtual_host": self.default_host(host),
+                "address": spec.address,
+                "default_virtual_host": self.default_host(spec.host),
             }
-            if protocol == "tcp":
+            if spec.protocol == "tcp":
                 listener["protocol"] = "tcp"
-            if tls is not None:
-                listener["tls"] = listener_tls(tls)
+            if spec.tls is not None:
+                listener["tls"] = listener_tls(spec.tls)
+            if defined:
+                self.bind(listener, spec, defined)
             listeners.append(listener)
         upstream: snap.UpstreamSettings = {
             "connect_timeout_ms": duration_ms(config.upstream.connect_timeout),
@@ -185,6 +169,23 @@ class _Resolver:
         result["version"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
         return result
 
+    def bind(self, listener: snap.Listener, spec: ListenerSpec, defined: frozenset[str]) -> None:
+        """The virtual hosts ``listener`` serves: its group's (the mesh's, or its
+        gateway's), with its default; or, redirecting to HTTPS, one that redirects all."""
+        if spec.https_redirect:
+            assert spec.gateway is not None
+            index = len(self.virtual_hosts)
+            self.virtual_hosts.append(https_redirect(spec.gateway))
+            listener["default_virtual_host"] = index
+            listener["virtual_hosts"] = [index]
+            return
+        group = MESH if spec.gateway is None else spec.gateway.name
+        chosen = [i for i, vs in enumerate(self.served) if group in groups(vs, defined)]
+        default = listener.get("default_virtual_host")
+        if default is not None and default not in chosen:
+            chosen.append(default)
+        listener["virtual_hosts"] = chosen
+
     def default_host(self, host: str | None) -> int | None:
         """The virtual host serving ``host``: exact domain first, then the longest wildcard;
         else an implicit one for the service of that name (validation ensured one exists)."""
@@ -208,6 +209,17 @@ class _Resolver:
             {"name": host, "domains": [host], "routes": [self.routes.route("0", route, [])]}
         )
         return len(self.virtual_hosts) - 1
+
+
+def https_redirect(gateway: ListenerGateway) -> snap.VirtualHost:
+    """A virtual host that answers every request 301 with its `https://` URL, on the
+    gateway's HTTPS port."""
+    redirect: snap.Redirect = {"scheme": "https", "port": gateway.redirect_port or 443, "code": 301}
+    return {
+        "name": f"{gateway.name} https redirect",
+        "domains": ["*"],
+        "routes": [{"name": "https-redirect", "redirect": redirect}],
+    }
 
 
 def http2_limits(limits: Http2Limits) -> snap.Http2Limits:

@@ -14,6 +14,7 @@ from ..config.model import Config
 from ..config.types import format_duration, split_host_port
 from ..config.upstreams import UpstreamChoice
 from .build import resolve
+from .listeners import listener_specs
 
 #: What an `http` listener serves: the connection preface tells the two apart on one port.
 HTTP_LISTENER_SERVES = "serves HTTP/1.1 and HTTP/2 (h2c prior knowledge)"
@@ -26,15 +27,18 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
     resolved = resolve(config, listen=listen)
     s = resolved.snapshot
     lines = []
-    hosts = [lst.host for lst in config.listeners]
-    written = written_protocols(config, listen)
-    for i, listener in enumerate(s["listeners"]):
-        host = (hosts[0] if hosts else None) if listen else hosts[i]
-        extra = f" (default host {host})" if host else ""
+    specs = listener_specs(config, listen)
+    for spec, listener in zip(specs, s["listeners"], strict=True):
+        extra = f" (default host {spec.host})" if spec.host else ""
         if listener.get("protocol") == "tcp":
-            extra = tcp_note(config, listener["address"], written[i])
+            extra = tcp_note(config, listener["address"], spec.written)
+        if spec.gateway is not None:
+            extra += f" (gateway {spec.gateway.name})"
         lines.append(f"listener {listener['address']}{extra}")
-        lines += listener_serves(listener)
+        if spec.https_redirect:
+            lines.append("  redirects every request to HTTPS (301)")
+        else:
+            lines += listener_serves(listener)
     if config.admin is not None:
         lines.append(f"admin {config.admin.address}")
     lines += upstream_lines(s, resolved.upstreams)
@@ -44,13 +48,6 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
     for tcp in s.get("tcp_routes", []):
         lines.append(f"{tcp['virtual_service']}/tcp/{tcp['name']}: {describe_tcp_route(s, tcp)}")
     return lines
-
-
-def written_protocols(config: Config, listen: Sequence[str] | None) -> list[str | None]:
-    """The `protocol` written for each snapshot listener (None: taken from its port)."""
-    if listen:
-        return [config.listeners[0].protocol if config.listeners else None] * len(listen)
-    return [lst.protocol for lst in config.listeners]
 
 
 def listener_serves(listener: snap.Listener) -> list[str]:

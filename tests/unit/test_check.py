@@ -57,8 +57,8 @@ spec:
   - {address: 127.0.0.1, ports: {http: 9082}, labels: {version: v2}}
 ---
 apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw}
+kind: Sidecar
+metadata: {name: sc}
 spec: {}
 """
 
@@ -105,8 +105,8 @@ def test_text_has_one_block_per_virtual_service(
         "not served)",
         "",
         "warnings:",
-        f"  {path}:44:7: warning: kind: `Gateway` skipped: pymirror reads VirtualService, "
-        "DestinationRule and ServiceEntry (networking.istio.io) and MirrorProxy",
+        f"  {path}:44:7: warning: kind: `Sidecar` skipped: pymirror reads VirtualService, "
+        "DestinationRule, ServiceEntry and Gateway (networking.istio.io) and MirrorProxy",
         "",
         out.splitlines()[-1],
     ]
@@ -173,7 +173,7 @@ def test_a_misspelt_field_is_rejected_naming_field_and_line(
     assert code == 1
     assert f"{path}:18:5: spec.http[0].mirrorPercnt: unknown field `mirrorPercnt`" in err
     # The broken resource is left out; the rest is still reported.
-    assert "warning: kind: `Gateway` skipped" in out
+    assert "warning: kind: `Sidecar` skipped" in out
     code, out, _ = run(capsys, "--format", "json", str(path))
     report = json.loads(out)
     assert (code, report["ok"]) == (1, False)

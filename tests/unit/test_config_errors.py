@@ -63,7 +63,7 @@ def test_unknown_field_without_close_name_lists_the_fields() -> None:
     text = NO_ROUTES.replace("127.0.0.1:8080\n", "127.0.0.1:8080\n    zz: 1\n")
     assert problems(text) == [
         "<string>:3:5: listeners[0].zz: unknown field `zz`; expected one of `address`, `host`, "
-        "`protocol`, `tls`"
+        "`protocol`, `tls`, `gateway`, `httpsRedirect`"
     ]
 
 

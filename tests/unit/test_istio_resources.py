@@ -102,7 +102,7 @@ def test_native_format_and_resources_mix() -> None:
 
 def test_other_kinds_are_skipped_with_one_warning_each() -> None:
     text = (
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec: {}\n"
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: sc}\nspec: {}\n"
         "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n---\n" + VS
     )
     loaded = load(text, strict=False)
@@ -111,14 +111,14 @@ def test_other_kinds_are_skipped_with_one_warning_each() -> None:
         (
             2,
             7,
-            "`Gateway` skipped: pymirror reads VirtualService, DestinationRule and ServiceEntry "
-            "(networking.istio.io) and MirrorProxy",
+            "`Sidecar` skipped: pymirror reads VirtualService, DestinationRule, ServiceEntry and "
+            "Gateway (networking.istio.io) and MirrorProxy",
         ),
         (
             7,
             7,
-            "`Deployment` skipped: pymirror reads VirtualService, DestinationRule and "
-            "ServiceEntry (networking.istio.io) and MirrorProxy",
+            "`Deployment` skipped: pymirror reads VirtualService, DestinationRule, "
+            "ServiceEntry and Gateway (networking.istio.io) and MirrorProxy",
         ),
     ]
     assert loaded.config is not None and len(loaded.config.virtual_services) == 1
@@ -352,8 +352,8 @@ def test_mesh_only_and_unsupported_fields_are_warnings() -> None:
     )
     loaded = load("---\n".join([PROXY, vs, DR, SE]))
     assert loaded.errors == []
+    # `gateways: [mesh]` is what serving on the listeners that are no gateway's means.
     assert [(p.code, p.line, p.column) for p in loaded.warnings] == [
-        ("not-applicable", 14, 3),  # gateways
         ("not-applicable", 16, 14),  # match sourceLabels
         ("ignored", 16, 50),  # `uri` as a header key
         ("not-served", 17, 5),  # corsPolicy

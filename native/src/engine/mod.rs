@@ -233,6 +233,7 @@ fn listener_specs(snapshot: &Snapshot) -> Vec<String> {
         .map(|l| match l.protocol {
             Protocol::Http => l.address.clone(),
             Protocol::Tcp => format!("tcp:{}", l.address),
+            Protocol::Tls => format!("tls:{}", l.address),
         })
         .collect()
 }

@@ -81,9 +81,10 @@ pub async fn serve(
                 let stream = accept::accepted(stream);
                 let hold = Arc::new((active, spliced.clone()));
                 match protocol {
-                    Protocol::Tcp => {
-                        let serving = tcp::serve(stream, shared.clone(), index, idle_timeout_ms, hold);
-                        tokio::spawn(serving);
+                    Protocol::Tcp | Protocol::Tls => {
+                        let passthrough = (protocol == Protocol::Tls).then_some(settings.header_read_timeout);
+                        let listening = tcp::Listening { index, idle_timeout_ms, passthrough };
+                        tokio::spawn(tcp::serve(stream, shared.clone(), listening, hold));
                     }
                     Protocol::Http => {
                         let accepted = Accepted { stream, peer, listener: index, port, hold, tls: None };

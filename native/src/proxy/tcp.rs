@@ -4,6 +4,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
 use crate::http::retry::TryOutcome;
 use crate::route::tcp::{TcpMirror, TcpRoute};
 use crate::splice::feed::{start_feed, Context, Feed, FeedSpec};
@@ -13,8 +16,16 @@ use crate::transport::Stream;
 use crate::upstream::dial::dial;
 use crate::upstream::gauges::{GaugeHold, Role};
 
-/// Serves one accepted connection on `route` to the end.
-pub async fn serve(mut client: Stream, route: &TcpRoute, cx: Context<'_>) {
+/// Serves one accepted connection on `route` to the end. `passthrough`: the
+/// bytes already read of a TLS connection passed through unterminated (its
+/// ClientHello), sent first; the destination gets them as they came, so no
+/// TLS is originated over them.
+pub async fn serve(
+    mut client: Stream,
+    route: &TcpRoute,
+    cx: Context<'_>,
+    passthrough: Option<Bytes>,
+) {
     let destination = route.pick();
     let stats = &destination.stats;
     stats.connections_total.fetch_add(1, Relaxed);
@@ -26,9 +37,17 @@ pub async fn serve(mut client: Stream, route: &TcpRoute, cx: Context<'_>) {
     };
     let endpoint = lease.endpoint();
     let gauge = cx.gauges.gauge(Role::Primary, endpoint.authority.as_str());
-    let tls = destination.cluster.spliced_tls();
+    let tls = match passthrough {
+        None => destination.cluster.spliced_tls(),
+        Some(_) => None,
+    };
     let dialed = dial(&endpoint.authority, cx.connect_timeout, None, tls, &gauge).await;
-    let mut upstream = match dialed {
+    let sent = match (dialed, &passthrough) {
+        (Ok(mut stream), Some(first)) => stream.write_all(first).await.map(|()| stream),
+        (Ok(stream), None) => Ok(stream),
+        (Err(_), _) => Err(std::io::ErrorKind::NotConnected.into()),
+    };
+    let mut upstream = match sent {
         Ok(stream) => stream,
         Err(_) => {
             stats.connect_failed.fetch_add(1, Relaxed);
@@ -158,7 +177,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let proxy = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            let route = routes.route_for(s.local_addr().unwrap()).unwrap();
+            let route = routes.route_for(s.local_addr().unwrap(), None).unwrap();
             let gauges = ConnectionGauges::default();
             let budget = MirrorBudget::new(1 << 30);
             let cx = Context {
@@ -167,7 +186,7 @@ mod tests {
                 gauges: &gauges,
                 budget: &budget,
             };
-            serve(Stream::tcp(s), route, cx).await;
+            serve(Stream::tcp(s), route, cx, None).await;
         });
         let mut client = TcpStream::connect(addr).await.unwrap();
         let (mut r, mut w) = client.split();
@@ -263,7 +282,9 @@ mod tests {
             .await
             .unwrap();
         let (accepted, _) = front.accept().await.unwrap();
-        let route = routes.route_for(accepted.local_addr().unwrap()).unwrap();
+        let route = routes
+            .route_for(accepted.local_addr().unwrap(), None)
+            .unwrap();
         let (gauges, budget) = (ConnectionGauges::default(), MirrorBudget::new(1));
         let cx = Context {
             connect_timeout: Duration::from_secs(1),
@@ -272,7 +293,7 @@ mod tests {
             budget: &budget,
         };
         let started = Instant::now();
-        serve(Stream::tcp(accepted), route, cx).await;
+        serve(Stream::tcp(accepted), route, cx, None).await;
         assert!(started.elapsed() >= Duration::from_millis(100));
         let mut rest = Vec::new();
         assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
@@ -298,7 +319,7 @@ mod tests {
             gauges: &gauges,
             budget: &budget,
         };
-        serve(Stream::tcp(accepted), &routes.routes[0], cx).await;
+        serve(Stream::tcp(accepted), &routes.routes[0], cx, None).await;
         let mut rest = Vec::new();
         assert_eq!(client.read_to_end(&mut rest).await.unwrap(), 0);
         let stats = &routes.routes[0].destinations[0].stats;

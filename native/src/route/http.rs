@@ -156,11 +156,14 @@ impl HostIndex {
 #[derive(Debug)]
 pub struct RouteTable {
     pub version: String,
-    hosts: HostIndex,
+    /// Each listener's host index: its own virtual hosts, or (shared) all.
+    hosts: Vec<Arc<HostIndex>>,
     virtual_hosts: Vec<VirtualHost>,
     listener_defaults: Vec<Option<usize>>,
     /// Routes for connections on `tcp` listeners.
     pub tcp: TcpRoutes,
+    /// Routes for connections on `tls` (passthrough) listeners, by SNI.
+    pub tls: TcpRoutes,
     /// Every cluster, in snapshot order: their outlier state is reported.
     pub clusters: Vec<Arc<Cluster>>,
 }
@@ -170,7 +173,8 @@ impl RouteTable {
     /// (lower case, no port); the listener's default when none matches.
     pub fn virtual_host(&self, listener: usize, host: &str) -> Option<&VirtualHost> {
         self.hosts
-            .lookup(host)
+            .get(listener)
+            .and_then(|hosts| hosts.lookup(host))
             .or_else(|| self.listener_defaults.get(listener).copied().flatten())
             .map(|i| &self.virtual_hosts[i])
     }
@@ -204,12 +208,8 @@ impl RouteTable {
                 .ok_or_else(|| format!("cluster index {i} out of range"))
         };
 
-        let mut hosts = HostIndex::default();
         let mut virtual_hosts = Vec::with_capacity(snap.virtual_hosts.len());
-        for (vi, vh) in snap.virtual_hosts.iter().enumerate() {
-            for domain in &vh.domains {
-                hosts.insert(domain, vi)?;
-            }
+        for vh in &snap.virtual_hosts {
             let routes = vh
                 .routes
                 .iter()
@@ -235,7 +235,12 @@ impl RouteTable {
                 None => Ok(None),
             })
             .collect::<Result<_, _>>()?;
+        let hosts = listener_hosts(snap)?;
         let tcp = TcpRoutes::compile(&snap.tcp_routes, &cluster, registry)?;
+        if snap.tls_routes.iter().any(|r| !r.mirrors.is_empty()) {
+            return Err("a tls (passthrough) route cannot be mirrored".into());
+        }
+        let tls = TcpRoutes::compile(&snap.tls_routes, &cluster, registry)?;
         Ok(Self {
             clusters,
             version: snap.version.clone(),
@@ -243,8 +248,45 @@ impl RouteTable {
             virtual_hosts,
             listener_defaults,
             tcp,
+            tls,
         })
     }
+}
+
+/// Each listener's host index: the virtual hosts it lists, or all of them
+/// (one index shared by every listener that lists none).
+fn listener_hosts(snap: &Snapshot) -> Result<Vec<Arc<HostIndex>>, String> {
+    let index = |chosen: &mut dyn Iterator<Item = usize>| -> Result<HostIndex, String> {
+        let mut hosts = HostIndex::default();
+        for vi in chosen {
+            let vh = snap
+                .virtual_hosts
+                .get(vi)
+                .ok_or_else(|| format!("virtual host {vi} out of range"))?;
+            for domain in &vh.domains {
+                hosts.insert(domain, vi)?;
+            }
+        }
+        Ok(hosts)
+    };
+    // Built (and so checked) unless every listener lists its own.
+    let needed =
+        snap.listeners.is_empty() || snap.listeners.iter().any(|l| l.virtual_hosts.is_none());
+    let shared = if needed {
+        Some(Arc::new(index(&mut (0..snap.virtual_hosts.len()))?))
+    } else {
+        None
+    };
+    snap.listeners
+        .iter()
+        .map(|l| match (&l.virtual_hosts, &shared) {
+            (Some(chosen), _) => index(&mut chosen.iter().map(|&i| i as usize))
+                .map(Arc::new)
+                .map_err(|e| format!("listener {}: {e}", l.address)),
+            (None, Some(all)) => Ok(all.clone()),
+            (None, None) => Err(format!("listener {}: no virtual hosts", l.address)),
+        })
+        .collect()
 }
 
 /// Where a route's compilation draws clusters and counter sets from.
@@ -451,6 +493,30 @@ mod tests {
         assert_eq!(name("x.api.example.com"), "deep");
         assert_eq!(name("example.com"), "any");
         assert_eq!(name("other"), "any");
+    }
+
+    #[test]
+    fn a_listener_that_lists_its_virtual_hosts_serves_only_those() {
+        // Two virtual services for one host, each bound to its own listener (an
+        // Istio Gateway's, and the mesh's): no conflict, each its own.
+        let mut snap = seed(r#",{"name": "gateway", "domains": ["reviews"], "routes": []}"#);
+        let mut gateway = snap.listeners[0].clone();
+        gateway.default_virtual_host = None;
+        gateway.virtual_hosts = Some(vec![1]);
+        snap.listeners[0].virtual_hosts = Some(vec![0]);
+        snap.listeners.push(gateway);
+        let compile = |snap: &Snapshot| {
+            RouteTable::compile(snap, &mut StatsRegistry::default(), &EndpointIds::default())
+        };
+        let t = compile(&snap).unwrap();
+        assert_eq!(t.virtual_host(0, "reviews").unwrap().name, "reviews");
+        assert_eq!(t.virtual_host(1, "reviews").unwrap().name, "gateway");
+        assert!(t.virtual_host(1, "other").is_none());
+        // A listener that lists none serves all: the same host twice is refused.
+        snap.listeners[1].virtual_hosts = None;
+        assert!(compile(&snap).unwrap_err().contains("two virtual hosts"));
+        snap.listeners[1].virtual_hosts = Some(vec![7]);
+        assert!(compile(&snap).unwrap_err().contains("out of range"));
     }
 
     #[test]

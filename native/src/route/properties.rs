@@ -409,6 +409,7 @@ fn build(vhosts: &[VHost], default: Option<u32>) -> Snapshot {
             default_virtual_host: default,
             protocol: Default::default(),
             tls: None,
+            virtual_hosts: None,
         }],
         clusters: vec![snapshot::Cluster {
             host: "reviews".into(),
@@ -426,6 +427,7 @@ fn build(vhosts: &[VHost], default: Option<u32>) -> Snapshot {
         upstream: Default::default(),
         limits: Default::default(),
         tcp_routes: vec![],
+        tls_routes: vec![],
         virtual_hosts: vhosts
             .iter()
             .enumerate()
@@ -480,6 +482,10 @@ fn reference_vhost(
     listener: usize,
     default: Option<u32>,
 ) -> Option<usize> {
+    // The snapshot has one listener: another index is served nothing.
+    if listener != 0 {
+        return None;
+    }
     // Patterns are keys too: a request host spelt `*.example.com` is no exact name.
     if let Some(&v) = owner.get(host).filter(|_| !host.starts_with('*')) {
         return Some(v);
@@ -493,12 +499,9 @@ fn reference_vhost(
         })
         .max_by_key(|&(len, _)| len)
         .map(|(_, v)| v);
-    best_suffix.or_else(|| owner.get("*").copied()).or_else(|| {
-        (listener == 0)
-            .then_some(default)
-            .flatten()
-            .map(|d| d as usize)
-    })
+    best_suffix
+        .or_else(|| owner.get("*").copied())
+        .or_else(|| default.map(|d| d as usize))
 }
 
 fn header_map(req: &Req) -> HeaderMap {

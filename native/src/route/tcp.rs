@@ -1,6 +1,7 @@
 //! Tcp routes, compiled: a connection accepted on a tcp listener is matched
 //! once (listener port, destination subnets) and sent to one weighted
-//! destination; sampled mirrors get its bytes.
+//! destination; sampled mirrors get its bytes. Tls routes (passthrough) are
+//! the same, matched by the ClientHello's SNI too, and never mirrored.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -70,12 +71,26 @@ impl Cidr {
 struct TcpMatcher {
     port: Option<u16>,
     subnets: Vec<Cidr>,
+    /// Lower case; `*.suffix` for one or more labels, `*` for any name.
+    sni: Vec<String>,
 }
 
 impl TcpMatcher {
-    fn is_match(&self, local: SocketAddr) -> bool {
+    fn is_match(&self, local: SocketAddr, sni: Option<&str>) -> bool {
         self.port.is_none_or(|p| p == local.port())
             && (self.subnets.is_empty() || self.subnets.iter().any(|c| c.contains(local.ip())))
+            && (self.sni.is_empty() || sni.is_some_and(|name| self.sni_matches(name)))
+    }
+
+    fn sni_matches(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        self.sni
+            .iter()
+            .any(|pattern| match pattern.strip_prefix('*') {
+                Some("") => true,
+                Some(suffix) => name.len() > suffix.len() && name.ends_with(suffix),
+                None => *pattern == name,
+            })
     }
 }
 
@@ -135,11 +150,12 @@ impl TcpRoutes {
         Ok(Self { routes })
     }
 
-    /// The first route whose match holds for a connection to `local`.
-    pub fn route_for(&self, local: SocketAddr) -> Option<&TcpRoute> {
+    /// The first route whose match holds for a connection to `local` (whose
+    /// ClientHello named `sni`, on a passthrough listener).
+    pub fn route_for(&self, local: SocketAddr, sni: Option<&str>) -> Option<&TcpRoute> {
         self.routes
             .iter()
-            .find(|r| r.matchers.is_empty() || r.matchers.iter().any(|m| m.is_match(local)))
+            .find(|r| r.matchers.is_empty() || r.matchers.iter().any(|m| m.is_match(local, sni)))
     }
 }
 
@@ -165,6 +181,7 @@ fn compile_route(
                     .iter()
                     .map(|s| Cidr::parse(s))
                     .collect::<Result<_, String>>()?,
+                sni: m.sni_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             })
         })
         .collect::<Result<_, String>>()?;
@@ -230,9 +247,31 @@ mod tests {
         let m = TcpMatcher {
             port: Some(6379),
             subnets: vec![Cidr::parse("127.0.0.0/8").unwrap()],
+            sni: vec![],
         };
-        assert!(m.is_match("127.0.0.1:6379".parse().unwrap()));
-        assert!(!m.is_match("127.0.0.1:6380".parse().unwrap()));
-        assert!(!m.is_match("10.0.0.1:6379".parse().unwrap()));
+        assert!(m.is_match("127.0.0.1:6379".parse().unwrap(), None));
+        assert!(!m.is_match("127.0.0.1:6380".parse().unwrap(), None));
+        assert!(!m.is_match("10.0.0.1:6379".parse().unwrap(), None));
+    }
+
+    #[test]
+    fn passthrough_routes_match_the_sni_exactly_or_by_wildcard() {
+        let m = TcpMatcher {
+            port: None,
+            subnets: vec![],
+            sni: vec!["api.example.com".into(), "*.shop.example.com".into()],
+        };
+        let local = "127.0.0.1:443".parse().unwrap();
+        assert!(m.is_match(local, Some("API.example.com")));
+        assert!(m.is_match(local, Some("a.b.shop.example.com")));
+        assert!(!m.is_match(local, Some("shop.example.com")));
+        assert!(!m.is_match(local, Some("example.com")));
+        // A route that names servers takes no client that names none.
+        assert!(!m.is_match(local, None));
+        let any = TcpMatcher {
+            sni: vec!["*".into()],
+            ..m
+        };
+        assert!(any.is_match(local, Some("anything")) && !any.is_match(local, None));
     }
 }

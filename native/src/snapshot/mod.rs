@@ -30,6 +30,11 @@ pub struct Snapshot {
     /// first whose match holds takes the connection.
     #[serde(default)]
     pub tcp_routes: Vec<TcpRoute>,
+    /// Routes for connections accepted on `tls` (passthrough) listeners, by
+    /// their ClientHello's SNI; no mirrors (a copy could not complete a
+    /// handshake meant for another server).
+    #[serde(default)]
+    pub tls_routes: Vec<TcpRoute>,
 }
 
 /// What a listener speaks.
@@ -41,6 +46,9 @@ pub enum Protocol {
     Http,
     /// Bytes spliced to an upstream picked by `tcp_routes`, per connection.
     Tcp,
+    /// TLS passed through unterminated: the ClientHello's SNI picks one of
+    /// `tls_routes`, and the bytes are spliced to it as they came.
+    Tls,
 }
 
 /// One entry of an Istio VirtualService's `tcp:` list.
@@ -72,6 +80,10 @@ pub struct TcpMatch {
     /// (the listener's local address) must fall in, any of them. Empty: any.
     #[serde(default)]
     pub destination_subnets: Vec<String>,
+    /// `tls_routes` only: server names (`api.example.com`, `*.example.com`,
+    /// `*`) the ClientHello's SNI must match, any of them. Empty: any.
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +139,10 @@ pub struct Listener {
     /// TLS termination (an `http` listener): its certificate and key.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// The virtual hosts it serves (indexes into `virtual_hosts`); `None`:
+    /// all of them. Istio Gateways bind virtual services to their listeners.
+    #[serde(default)]
+    pub virtual_hosts: Option<Vec<u32>>,
 }
 
 /// One VirtualService: the host patterns it serves and its ordered routes.

@@ -1,12 +1,14 @@
 //! TLS on both hops, with rustls: termination on a listener (`terminate`:
 //! certificates by SNI, MUTUAL, ALPN choosing the connection builder) and
 //! origination to an upstream (`originate`: a destination's DestinationRule
-//! `tls`, with its SNI, verification and session resumption). The PEM files
-//! both read are turned into rustls's types in one place (`pem`).
+//! `tls`, with its SNI, verification and session resumption), and the SNI of
+//! a ClientHello read without terminating (`sni`, for passthrough). The PEM
+//! files both sides read become rustls's types in one place (`pem`).
 
 mod identity;
 pub mod originate;
 mod pem;
+pub mod sni;
 mod terminate;
 
 pub use identity::ClientIdentity;
