@@ -147,6 +147,8 @@ def _listeners(config: Config, s: snap.Snapshot, listen: Sequence[str]) -> list[
         )
         if listener.get("protocol") == "tcp":
             extra = tcp_note(config, listener["address"], spec.written)
+        elif listener.get("protocol") == "tls":
+            extra = " (tls passthrough)"
         if spec.gateway is not None:
             extra += f" (gateway {spec.gateway.name})"
         lines.append(f"listener {listener['address']}{extra}")
@@ -187,7 +189,7 @@ def _block(config: Config, s: snap.Snapshot, vs: VirtualService, index: int) -> 
         lines += ["  " + line for line in _route_lines(s, route)]
     if not vh["routes"]:
         lines.append("no HTTP route served")
-    return lines + _tcp_lines(s, vs)
+    return lines + _tcp_lines(s, vs) + _tls_lines(s, vs)
 
 
 def _tcp_lines(s: snap.Snapshot, vs: VirtualService) -> list[str]:
@@ -199,6 +201,16 @@ def _tcp_lines(s: snap.Snapshot, vs: VirtualService) -> list[str]:
     if not served or not any(lst.get("protocol") == "tcp" for lst in s["listeners"]):
         return [f"{len(vs.tcp)} tcp route(s), not served: no listener is tcp"]
     return [f"tcp route {t['name']}: {describe_tcp_route(s, t)}" for t in served]
+
+
+def _tls_lines(s: snap.Snapshot, vs: VirtualService) -> list[str]:
+    """The virtual service's tls (passthrough) routes, or why they are not served."""
+    if not vs.tls:
+        return []
+    if not any(lst.get("protocol") == "tls" for lst in s["listeners"]):
+        return [f"{len(vs.tls)} tls route(s), not served: no listener passes TLS through"]
+    served = [t for t in s.get("tls_routes", []) if t["virtual_service"] == vs.name]
+    return [f"tls route {t['name'][4:]}: {describe_tcp_route(s, t)}" for t in served]
 
 
 _NO_OPS: snap.HeaderOps = {"set": [], "add": [], "remove": []}

@@ -185,7 +185,8 @@ class Listener(TypedDict):
     default_virtual_host: NotRequired[int | None]
     """Index into `Snapshot.virtual_hosts` for requests whose Host matches none."""
     protocol: NotRequired[str]
-    """`http` (default) or `tcp`: connections routed by `Snapshot.tcp_routes`."""
+    """`http` (default), `tcp` (connections routed by `Snapshot.tcp_routes`) or `tls`
+    (passed through, routed by `Snapshot.tls_routes` on their SNI)."""
     tls: NotRequired[ListenerTls]
     """TLS termination: the certificate and key, as PEM text."""
     virtual_hosts: NotRequired[list[int]]
@@ -221,6 +222,8 @@ class TcpMatch(TypedDict):
     """The listener port the connection arrived on."""
     destination_subnets: NotRequired[list[str]]
     """CIDRs or addresses; the listener's address must be in one. Empty: any."""
+    sni_hosts: NotRequired[list[str]]
+    """`tls_routes` only: server names the ClientHello's SNI must match. Empty: any."""
 
 
 class TcpDestination(TypedDict):
@@ -363,3 +366,5 @@ class Snapshot(TypedDict):
     limits: NotRequired[Limits]
     tcp_routes: NotRequired[list[TcpRoute]]
     """Tried in order for each connection on a `tcp` listener."""
+    tls_routes: NotRequired[list[TcpRoute]]
+    """Tried in order for each connection on a `tls` (passthrough) listener; no mirrors."""

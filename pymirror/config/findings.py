@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from .binding import MESH, gateway_names, named_gateways
 from .errors import Path, Problem
-from .istio import HTTPRoute, L4Route, TCPRoute, VirtualService
+from .istio import HTTPRoute, L4MatchAttributes, TCPRoute, TLSRoute, VirtualService
 from .matches import IGNORED_HEADER_KEYS
 from .model import Config
 from .resources import Resources
@@ -34,13 +34,12 @@ def _warn(path: Path, message: str, code: str, *, at_key: bool = True) -> Issue:
 def config_warnings(config: Config) -> list[Issue]:
     """Warnings on what the model holds (both the routes format and resources)."""
     issues: list[Issue] = []
-    tcp_listener = any(
-        config.listener_protocol(lst.address, lst.protocol) == "tcp" for lst in config.listeners
-    )
+    protocols = {config.listener_protocol(lst.address, lst.protocol) for lst in config.listeners}
+    tcp_listener, tls_listener = "tcp" in protocols, "tls" in protocols
     defined = gateway_names(config)
     for i, vs in enumerate(config.virtual_services):
         issues += _gateways(("virtualServices", i), vs, defined)
-        issues += _virtual_service(("virtualServices", i), vs, tcp_listener)
+        issues += _virtual_service(("virtualServices", i), vs, tcp_listener, tls_listener)
         issues += unreachable(("virtualServices", i), vs)
     for name, service in config.services.items():
         here: Path = ("services", name)
@@ -75,11 +74,15 @@ def _gateways(here: Path, vs: VirtualService, defined: frozenset[str]) -> Iterat
             )
 
 
-def _virtual_service(here: Path, vs: VirtualService, tcp_listener: bool) -> Iterator[Issue]:
-    if vs.tls:
+def _virtual_service(
+    here: Path, vs: VirtualService, tcp_listener: bool, tls_listener: bool
+) -> Iterator[Issue]:
+    if vs.tls and not tls_listener:
         yield _warn(
             (*here, "tls"),
-            "`tls` routes are not served yet: pymirror serves HTTP and TCP routes",
+            "`tls` routes serve connections on passthrough listeners (`protocol: tls`, or a "
+            "Gateway server with `mode: PASSTHROUGH`), and no listener is one: these routes "
+            "take no connection",
             "not-served",
         )
     if vs.tcp and not tcp_listener:
@@ -90,15 +93,18 @@ def _virtual_service(here: Path, vs: VirtualService, tcp_listener: bool) -> Iter
             "connection",
             "not-served",
         )
-    for j, tcp in enumerate(vs.tcp):
-        for k, match in enumerate(tcp.match):
-            for field in ("source_labels", "gateways", "source_namespace"):
-                if getattr(match, field):
-                    yield _warn(
-                        (*here, "tcp", j, "match", k, to_camel(field)),
-                        f"`{to_camel(field)}` {_MESH_ONLY}: this condition is ignored",
-                        "not-applicable",
-                    )
+    l4: list[tuple[str, int, int, L4MatchAttributes]] = [
+        *(("tcp", j, k, m) for j, r in enumerate(vs.tcp) for k, m in enumerate(r.match)),
+        *(("tls", j, k, m) for j, r in enumerate(vs.tls) for k, m in enumerate(r.match)),
+    ]
+    for kind, j, k, match in l4:
+        for field in ("source_labels", "gateways", "source_namespace"):
+            if getattr(match, field):
+                yield _warn(
+                    (*here, kind, j, "match", k, to_camel(field)),
+                    f"`{to_camel(field)}` {_MESH_ONLY}: this condition is ignored",
+                    "not-applicable",
+                )
     for j, route in enumerate(vs.http):
         yield from _route((*here, "http", j), route)
 
@@ -248,7 +254,7 @@ def unreachable(here: Path, vs: VirtualService) -> list[Issue]:
     an earlier one is ineffective, and a rule whose matches all are is unreachable."""
     issues: list[Issue] = []
     for kind in ("http", "tcp", "tls"):
-        routes: Sequence[HTTPRoute | TCPRoute | L4Route] = getattr(vs, kind)
+        routes: Sequence[HTTPRoute | TCPRoute | TLSRoute] = getattr(vs, kind)
         seen: dict[str, int] = {}
         catch_all = False
         for j, route in enumerate(routes):
@@ -294,7 +300,7 @@ def unreachable(here: Path, vs: VirtualService) -> list[Issue]:
     return issues
 
 
-def _rule_name(route: HTTPRoute | TCPRoute | L4Route, index: int) -> str:
+def _rule_name(route: HTTPRoute | TCPRoute | TLSRoute, index: int) -> str:
     name = getattr(route, "name", None)
     return f"`{name}`" if name else str(index)
 

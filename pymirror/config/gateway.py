@@ -1,6 +1,7 @@
 """Istio's Gateway: each server is a listener of pymirror's (its port, on the address the
-configured listeners or `--listen` give), HTTP or HTTPS (SIMPLE, MUTUAL), or plain
-HTTP that redirects to HTTPS (`httpsRedirect`). A VirtualService that names a gateway in
+configured listeners or `--listen` give), HTTP or HTTPS (SIMPLE, MUTUAL), plain HTTP
+that redirects to HTTPS (`httpsRedirect`), or TLS passed through by SNI (PASSTHROUGH,
+for `tls` routes). A VirtualService that names a gateway in
 `gateways` is served on that gateway's listeners only; see `pymirror.config.binding`.
 
 Servers on one port share a listener: their certificates become its `certificates`,
@@ -31,19 +32,14 @@ class GatewayPort(_Model):
     """A label only."""
     protocol: str = "HTTP"
     """HTTP, HTTPS, HTTP2, GRPC, GRPC-WEB (served as HTTP), TCP, MONGO, MYSQL, REDIS
-    (served as tcp); TLS (SNI passthrough) is not served yet."""
+    (served as tcp), TLS (passed through by SNI, with `tls.mode: PASSTHROUGH`)."""
     target_port: int | None = Field(default=None, ge=1, le=65535)
     """Accepted; pymirror listens on `number`."""
 
     @model_validator(mode="after")
     def _check(self) -> GatewayPort:
         protocol = self.protocol.upper()
-        if protocol == "TLS":
-            raise problem(
-                "protocol TLS (SNI passthrough) is not served yet: terminate with HTTPS",
-                "protocol",
-            )
-        if protocol != "HTTPS" and protocol not in (*HTTP_PROTOCOLS, *TCP_PROTOCOLS):
+        if protocol not in ("HTTPS", "TLS", *HTTP_PROTOCOLS, *TCP_PROTOCOLS):
             raise problem(f"protocol `{self.protocol}` is not one a gateway serves", "protocol")
         return self
 
@@ -56,7 +52,7 @@ class ServerTls(_Model):
     mode: Literal[
         "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"
     ] = "PASSTHROUGH"
-    """SIMPLE or MUTUAL (PASSTHROUGH is Istio's default, and not served yet)."""
+    """SIMPLE or MUTUAL (terminated), or PASSTHROUGH (Istio's default: routed by SNI)."""
     server_certificate: str | None = None
     """PEM file: the server certificate, then its intermediates."""
     private_key: str | None = None
@@ -140,7 +136,17 @@ class Server(_Model):
     def _check(self) -> Server:
         protocol = self.port.protocol.upper()
         tls = self.tls
-        if protocol == "HTTPS":
+        if protocol in ("HTTPS", "TLS") and tls is not None and tls.mode == "PASSTHROUGH":
+            if tls.server_certificate or tls.private_key or tls.ca_certificates:
+                raise problem("mode PASSTHROUGH does not terminate: it takes no certificate", "tls")
+        elif protocol == "TLS":
+            raise problem(
+                "protocol TLS is served with `tls.mode: PASSTHROUGH` (routed by SNI, for "
+                "`tls` routes); to terminate, write `protocol: HTTPS`",
+                "tls" if tls is not None else "port",
+                *(("mode",) if tls is not None else ("protocol",)),
+            )
+        elif protocol == "HTTPS":
             if tls is None:
                 raise problem("an HTTPS server needs `tls`", "tls", at_key=True)
             if tls.https_redirect:
@@ -169,6 +175,13 @@ class Server(_Model):
         return self
 
     @property
+    def passthrough(self) -> bool:
+        """Whether it passes TLS through, by SNI (an HTTP server's `tls` only redirects)."""
+        protocol = self.port.protocol.upper()
+        tls = self.tls
+        return protocol in ("HTTPS", "TLS") and tls is not None and tls.mode == "PASSTHROUGH"
+
+    @property
     def sni_hosts(self) -> list[str]:
         """Its hosts without their namespace, as SNI patterns (`*` matches any)."""
         return [h.rpartition("/")[2] for h in self.hosts]
@@ -195,8 +208,14 @@ class GatewaySpec(_Model):
 def _cannot_share(first: Server, later: Server) -> str | None:
     """Why ``later`` cannot share ``first``'s listener (same address), if it cannot."""
     port = later.port.number
-    if first.port.protocol.upper() != "HTTPS" or later.port.protocol.upper() != "HTTPS":
-        return f"port {port} is already another server's: only HTTPS servers share a port"
+    if first.passthrough and later.passthrough:
+        return None  # one passthrough listener: the tls routes choose by SNI
+    https = first.port.protocol.upper() == later.port.protocol.upper() == "HTTPS"
+    if not https or first.passthrough or later.passthrough:
+        return (
+            f"port {port} is already another server's: only HTTPS servers (or PASSTHROUGH "
+            "ones, together) share a port"
+        )
     assert first.tls is not None and later.tls is not None
     mine, theirs = later.tls.listener_tls(), first.tls.listener_tls()
     for key in ("certificate", "privateKey"):
@@ -221,15 +240,16 @@ def gateway_listeners(name: str, spec: GatewaySpec) -> list[tuple[list[int], dic
         servers = [spec.servers[i] for i in indexes]
         first = servers[0]
         protocol = first.port.protocol.upper()
+        kind = "tls" if first.passthrough else "tcp" if protocol in TCP_PROTOCOLS else "http"
         listener: dict[str, Any] = {
             "address": f"{bind or '0.0.0.0'}:{port}",
-            "protocol": "tcp" if protocol in TCP_PROTOCOLS else "http",
+            "protocol": kind,
             "gateway": {"name": name, "bind": bind is not None},
         }
         if first.tls is not None and first.tls.https_redirect:
             listener["httpsRedirect"] = True
             listener["gateway"]["redirectPort"] = https_ports[0] if https_ports else 443
-        if protocol == "HTTPS":
+        if protocol == "HTTPS" and kind == "http":
             listener["tls"] = _shared_tls(servers)
         out.append((indexes, listener))
     return out

@@ -415,13 +415,44 @@ class TCPRoute(_Model):
         return self.mirror_percentage.value if self.mirror_percentage is not None else 100.0
 
 
-class L4Route(_Model):
-    """Istio TLSRoute: accepted and reported, not served yet."""
+class TLSMatchAttributes(L4MatchAttributes):
+    """Istio TLSMatchAttributes: an L4 match and the server names the ClientHello asks for."""
 
-    match: list[dict[str, Any]] = Field(default_factory=list)
-    """Conditions, as Istio writes them (kept for the report)."""
+    sni_hosts: list[HostPattern] = Field(min_length=1)
+    """SNI names (`api.example.com`, `*.example.com`, `*`), any of which selects the route."""
+
+
+class TLSRoute(_Model):
+    """Istio TLSRoute: on a passthrough (`protocol: tls`) listener, a connection whose
+    ClientHello names one of `sniHosts` goes, unterminated, to one destination by weight."""
+
+    match: list[TLSMatchAttributes] = Field(min_length=1)
+    """Conditions, any of which selects this route (OR)."""
     route: list[RouteDestination] = Field(min_length=1)
-    """Destinations."""
+    """Destinations; each connection goes to one of them, by weight."""
+    mirror: Any = None
+    """Refused: see the error it gives."""
+    mirror_percentage: Any = None
+    """Refused, with `mirror`."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TLSRoute:
+        for field in ("mirror", "mirror_percentage"):
+            if getattr(self, field) is not None:
+                raise problem(
+                    "a `tls` route passes TLS through unread: a copy could not complete a "
+                    "handshake meant for another server, so it cannot be mirrored; terminate "
+                    "TLS on a listener and mirror an `http` route instead",
+                    to_camel(field),
+                    at_key=True,
+                )
+        check_weights(self.weights)
+        return self
+
+    @property
+    def weights(self) -> list[int]:
+        """The destinations' weights, as Istio reads them."""
+        return relative_weights([d.weight for d in self.route])
 
 
 class VirtualService(_Model):
@@ -438,13 +469,15 @@ class VirtualService(_Model):
     request's Host without port, case-insensitively. None: a delegate, served only through
     another VirtualService's `delegate`."""
     gateways: list[str] = Field(default_factory=list)
-    """Accepted, not applicable outside a mesh (reported): pymirror serves every listener."""
+    """The Istio Gateways (`name` or `namespace/name`; `mesh` for the other listeners)
+    whose listeners serve it. Default: the listeners that are no gateway's."""
     http: list[HTTPRoute] = Field(default_factory=list)
     """Routes, tried in order; the first whose match holds serves the request."""
     tcp: list[TCPRoute] = Field(default_factory=list)
     """TCP routes, tried in order for each connection on a `protocol: tcp` listener."""
-    tls: list[L4Route] = Field(default_factory=list)
-    """Accepted, not served yet (reported)."""
+    tls: list[TLSRoute] = Field(default_factory=list)
+    """TLS routes, tried in order for each connection on a passthrough (`protocol: tls`)
+    listener, by its ClientHello's SNI."""
     export_to: list[str] = Field(default_factory=list)
     """Namespaces this VirtualService is visible to (decides which ServiceEntries its
     destinations see, as in Istio)."""

@@ -30,11 +30,11 @@ from .istio import (
     HTTPRoute,
     HTTPRouteDestination,
     L4MatchAttributes,
-    L4Route,
     MirrorDestination,
     MirrorHeaders,
     MirrorOptions,
     TCPRoute,
+    TLSRoute,
     VirtualService,
 )
 from .limits import Http2Limits, Limits
@@ -73,7 +73,6 @@ __all__ = [
     "Headers",
     "Http2Limits",
     "L4MatchAttributes",
-    "L4Route",
     "Limits",
     "Listener",
     "MirrorDefaults",
@@ -87,6 +86,7 @@ __all__ = [
     "ServicePort",
     "StringMatch",
     "TCPRoute",
+    "TLSRoute",
     "TcpMirrorPolicy",
     "TrafficPolicy",
     "Upstream",
@@ -239,6 +239,10 @@ class Service(_Model):
         return next((p for p in self.ports if p.number == number), None)
 
 
+#: What a listener serves: HTTP, spliced TCP, or TLS passed through by SNI.
+ListenerProtocol = Literal["http", "tcp", "tls"]
+
+
 class ListenerGateway(_Model):
     """Which Gateway (and server) made a listener."""
 
@@ -259,10 +263,12 @@ class Listener(_Model):
     host: HostName | None = None
     """The host that a request whose Host matches no virtual service is routed as.
     Default: such requests get 404. Not on a `tcp` listener."""
-    protocol: Literal["http", "tcp"] | None = None
+    protocol: ListenerProtocol | None = None
     """`http`: requests are routed by the virtual services' `http` routes. `tcp`: each
     connection goes where the first matching `tcp` route (of any virtual service) sends
-    it, and its bytes are spliced through unread. Default: as Istio's sidecar, from the
+    it, and its bytes are spliced through unread. `tls`: TLS passed through unterminated,
+    each connection going where the first `tls` route whose `sniHosts` match its
+    ClientHello's server name sends it. Default: as Istio's sidecar, from the
     service ports with the listener's port number: `tcp` when they declare `TCP`, `MONGO`,
     `MYSQL` or `REDIS`, else `http` (see `Config.listener_protocol`)."""
     tls: ListenerTls | None = None
@@ -286,9 +292,17 @@ class Listener(_Model):
                 "tls",
                 at_key=True,
             )
-        if self.protocol == "tcp" and self.host is not None:
+        if self.protocol == "tls" and self.tls is not None:
             raise problem(
-                "a `protocol: tcp` listener has no requests to route by host; remove `host`",
+                "a `protocol: tls` listener passes TLS through unterminated: it takes no "
+                "certificate (terminate on an `http` listener instead)",
+                "tls",
+                at_key=True,
+            )
+        if self.protocol in ("tcp", "tls") and self.host is not None:
+            raise problem(
+                f"a `protocol: {self.protocol}` listener has no requests to route by host; "
+                "remove `host`",
                 "host",
                 at_key=True,
             )
@@ -430,7 +444,9 @@ class Config(_Model):
             if port.number == number and (found := family(port.protocol))
         ]
 
-    def listener_protocol(self, address: str, written: Family | None = None) -> Family:
+    def listener_protocol(
+        self, address: str, written: ListenerProtocol | None = None
+    ) -> ListenerProtocol:
         """The protocol a listener on ``address`` serves: ``written`` (its `protocol`) when
         given; else `tcp` when the service ports with its port number declare a TCP-family
         protocol and none an HTTP-family one (disagreeing ports are a validation error);

@@ -137,11 +137,24 @@ class _Checker:
                 ]
                 if tcp.mirror is not None:
                     found.append((("tcp", j, "mirror"), tcp.mirror))
+            for j, tls in enumerate(vs.tls if self.tls_served else ()):
+                found += [
+                    (("tls", j, "route", k, "destination"), d.destination)
+                    for k, d in enumerate(tls.route)
+                ]
             for path, dest in found:
                 # A resource's destinations are checked as Istio's analyzer does
                 # (`analyzers`), unless they name a service of the routes format.
                 if not resource or self.own_service(dest.host):
                     yield from self.destination((*here, *path), dest)
+
+    @property
+    def tls_served(self) -> bool:
+        """`tls` routes are served only where a listener passes TLS through."""
+        return any(
+            self.config.listener_protocol(lst.address, lst.protocol) == "tls"
+            for lst in self.config.listeners
+        )
 
     @property
     def tcp_served(self) -> bool:

@@ -15,7 +15,10 @@ from .types import HostPattern
 
 #: Istio's TLS modes pymirror does not serve on a listener, and why.
 _UNSERVED_TLS_MODES = {
-    "PASSTHROUGH": "is not served yet (SNI routes, `tls:` VirtualService rules)",
+    "PASSTHROUGH": (
+        "does not terminate: write `protocol: tls` on the listener (no `tls`) to pass TLS "
+        "through to `tls` routes by SNI"
+    ),
     "ISTIO_MUTUAL": (
         "needs Istio's mesh CA, which pymirror has not: write `mode: MUTUAL` with "
         "`caCertificates` (and `certificate`, `privateKey`)"

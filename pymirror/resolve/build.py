@@ -131,8 +131,8 @@ class _Resolver:
                 "address": spec.address,
                 "default_virtual_host": self.default_host(spec.host),
             }
-            if spec.protocol == "tcp":
-                listener["protocol"] = "tcp"
+            if spec.protocol != "http":
+                listener["protocol"] = spec.protocol
             if spec.tls is not None:
                 listener["tls"] = listener_tls(spec.tls)
             if defined:
@@ -164,6 +164,8 @@ class _Resolver:
         }
         if tcp_routes := self.routes.tcp():
             result["tcp_routes"] = tcp_routes
+        if tls_routes := self.routes.tls():
+            result["tls_routes"] = tls_routes
         # The version labels what the core runs: equal snapshots get equal versions.
         canonical = json.dumps({**result, "version": None}, sort_keys=True, separators=(",", ":"))
         result["version"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]

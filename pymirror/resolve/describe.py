@@ -32,6 +32,8 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
         extra = f" (default host {spec.host})" if spec.host else ""
         if listener.get("protocol") == "tcp":
             extra = tcp_note(config, listener["address"], spec.written)
+        elif listener.get("protocol") == "tls":
+            extra = " (tls passthrough)"
         if spec.gateway is not None:
             extra += f" (gateway {spec.gateway.name})"
         lines.append(f"listener {listener['address']}{extra}")
@@ -47,6 +49,8 @@ def describe(config: Config, *, listen: Sequence[str] | None = None) -> list[str
             lines.append(f"{vh['name']}/{route['name']}: {describe_route(s, route)}")
     for tcp in s.get("tcp_routes", []):
         lines.append(f"{tcp['virtual_service']}/tcp/{tcp['name']}: {describe_tcp_route(s, tcp)}")
+    for tls in s.get("tls_routes", []):
+        lines.append(f"{tls['virtual_service']}/{tls['name']}: {describe_tcp_route(s, tls)}")
     return lines
 
 
@@ -54,6 +58,8 @@ def listener_serves(listener: snap.Listener) -> list[str]:
     """The line under an `http` listener saying what it serves (a tcp one's says `tcp`)."""
     if listener.get("protocol") == "tcp":
         return []
+    if listener.get("protocol") == "tls":
+        return ["  passes TLS through unterminated, routed by SNI (`tls` routes)"]
     if (tls := listener.get("tls")) is not None:
         version = tls["min_protocol_version"].removeprefix("1.")
         files = ", ".join(c["certificate_file"] for c in tls["certificates"])
@@ -89,6 +95,8 @@ def describe_tcp_route(s: snap.Snapshot, route: snap.TcpRoute) -> str:
         parts = [f"port {match['port']}"] if match.get("port") else []
         if subnets := match.get("destination_subnets"):
             parts.append(f"to {', '.join(subnets)}")
+        if sni := match.get("sni_hosts"):
+            parts.append(f"sni {', '.join(sni)}")
         conditions.append(" ".join(parts) or "*")
     dests = route["destinations"]
     total = sum(d["weight"] for d in dests)
@@ -97,7 +105,8 @@ def describe_tcp_route(s: snap.Snapshot, route: snap.TcpRoute) -> str:
         + (f" {d['weight'] * 100 / total:.4g}%" if len(dests) > 1 else "")
         for d in dests
     )
-    text = f"tcp {' | '.join(conditions) or '*'} -> {answer}"
+    kind = "tls" if route["name"].startswith("tls/") else "tcp"
+    text = f"{kind} {' | '.join(conditions) or '*'} -> {answer}"
     for m in route.get("mirrors", []):
         text += f"; mirror {m['per_million'] / 10_000:g}% -> {cluster_label(s, m['cluster'])}"
     return text

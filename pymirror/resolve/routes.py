@@ -169,6 +169,33 @@ class Routes:
                 )
         return routes
 
+    def tls(self) -> list[snap.TcpRoute]:
+        """Every virtual service's `tls` routes, in order (first match wins per connection,
+        by its ClientHello's SNI); never mirrored."""
+        routes: list[snap.TcpRoute] = []
+        for vs in self.config.virtual_services:
+            for i, route in enumerate(vs.tls):
+                routes.append(
+                    {
+                        "virtual_service": vs.name,
+                        "name": f"tls/{i}",
+                        "matches": [
+                            {
+                                "port": m.port,
+                                "destination_subnets": list(m.destination_subnets),
+                                "sni_hosts": [h.lower() for h in m.sni_hosts],
+                            }
+                            for m in route.match
+                        ],
+                        "destinations": [
+                            {"cluster": self.clusters.id(d.destination, http=False), "weight": w}
+                            for d, w in zip(route.route, route.weights, strict=True)
+                        ],
+                        "mirrors": [],
+                    }
+                )
+        return routes
+
     def policies(self, vs: VirtualService, index: int) -> list[MirrorPolicy]:
         """The `mirrorPolicies` for route ``index`` of ``vs``: its route's, then its own."""
         mine = [p for p in self.config.mirror_policies if p.selects(vs)]

@@ -202,7 +202,7 @@ def test_a_mutual_server_asks_for_a_client_certificate(backend: Callable, tmp_pa
     [
         ("{mode: SIMPLE, credentialName: reviews-cert}", "mount it and write `serverCertificate`"),
         ("{mode: SIMPLE, serverCertificate: CERT}", "needs `privateKey`"),
-        ("{mode: PASSTHROUGH, serverCertificate: CERT, privateKey: KEY}", "not served yet"),
+        ("{mode: PASSTHROUGH, serverCertificate: CERT, privateKey: KEY}", "takes no certificate"),
         (
             "{mode: SIMPLE, serverCertificate: CERT, privateKey: KEY, minProtocolVersion: TLSV1_1}",
             "TLS 1.1",

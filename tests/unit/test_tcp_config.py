@@ -132,7 +132,7 @@ def test_a_tcp_destination_error_stops_a_run_once_tcp_is_served() -> None:
         (
             "protocol: tcp}",
             "protocol: udp}",
-            "<string>:3:41: listeners[1].protocol: Input should be 'http' or 'tcp'",
+            "<string>:3:41: listeners[1].protocol: Input should be 'http', 'tcp' or 'tls'",
         ),
         (
             "destinationSubnets: [127.0.0.0/8]",
