@@ -105,14 +105,22 @@ def h2load_figures(
         "connections": connections,
         "streams": streams,
     }
+    return with_proxy_figures(figures, requests=result.requests, cpu=cpu, rss=rss, copies=copies)
+
+
+def with_proxy_figures(
+    figures: Figures, *, requests: int, cpu: float | None, rss: int, copies: int | None
+) -> Figures:
+    """`figures` with the proxy's CPU per request and peak RSS (`cpu` None: direct) and
+    the copies that reached v2 as a share of the requests answered (None: no mirror)."""
     if cpu is not None:
-        figures["cpu_us_per_req"] = cpu / max(1, result.requests) * 1e6
+        figures["cpu_us_per_req"] = cpu / max(1, requests) * 1e6
         figures["rss_mib"] = rss / 2**20
     if copies is not None:
-        # Streams in flight when h2load stops were copied but are not in its count (up
-        # to connections x streams), so the share reads a little high.
+        # Requests in flight when the load stops were copied but are not in its count, so
+        # the share reads a little high.
         figures["copies"] = copies
-        figures["copy_share"] = copies / max(1, result.requests)
+        figures["copy_share"] = copies / max(1, requests)
     return figures
 
 

@@ -20,6 +20,7 @@ ORDER = (
     "plain", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead", "post-1mib",
     "conns-1000", "reload", "compare-off", "compare-1", "compare-100",
     "h2-plain", "h2-mirror-100", "grpc-plain", "grpc-mirror-100",
+    "tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100", "tls-handshakes",
     "tcp-bulk", "tcp-bulk-mirror", "hostile-mirror", "compare-flood",
 )  # fmt: skip
 #: Bulk TCP scenarios (bench/scenarios/test_tcp.py): their own table, not in the chart.
@@ -30,6 +31,9 @@ H2 = ("h2-plain", "h2-mirror-100")
 #: Unary gRPC scenarios (bench/scenarios/test_grpc.py): their own table, as the HTTP/2
 #: ones (h2load too), not in the chart.
 GRPC = ("grpc-plain", "grpc-mirror-100")
+#: TLS scenarios (bench/scenarios/test_tls.py): their own table (wrk, closed loop only),
+#: not in the chart.
+TLS = ("tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100", "tls-handshakes")
 #: pymirror alone against hostile peers (bench/scenarios/test_hostile_mirror.py): their
 #: own tables, not in the chart.
 HOSTILE = ("hostile-mirror", "compare-flood")
@@ -57,6 +61,17 @@ H2_TARGETS = (
 GRPC_TARGETS = (
     ("grpc-mirror-100", "cpu_us_per_req", "gRPC: CPU/request at 100% mirror", "<=", 0.5),
     ("grpc-mirror-100", "rps", "gRPC: throughput at 100% mirror", ">=", 2.0),
+)
+
+
+#: Issue 17's: pymirror over nginx, and over Envoy, in the same run.
+_CPU = "cpu_us_per_req"
+TLS_TARGETS = (
+    ("tls-in-mirror-100", _CPU, "TLS in: CPU/request at 100% mirror", "<=", 0.5, "nginx"),
+    ("tls-in-mirror-100", _CPU, "TLS in: CPU/request at 100% mirror", "<=", 0.6, "envoy"),
+    ("tls-out-mirror-100", _CPU, "TLS out: CPU/request at 100% mirror", "<=", 0.5, "nginx"),
+    ("tls-out-mirror-100", _CPU, "TLS out: CPU/request at 100% mirror", "<=", 0.6, "envoy"),
+    ("tls-handshakes", "rps", "handshakes per second", ">=", 1.0, "nginx"),
 )
 
 
@@ -354,6 +369,19 @@ def _envoy_targets(
     return [*lines, "", f"{what} that reached v2 under h2load at 100%: {', '.join(shares)}."]
 
 
+def _tls_targets(scenarios: dict[str, Any]) -> list[str]:
+    """Issue 17's targets: pymirror's figure over nginx's or Envoy's, in one run."""
+    rows = []
+    for key, figure, label, op, bound, other in TLS_TARGETS:
+        rows += [
+            row.replace(f"| {label} |", f"| {label}, vs {other} |", 1)
+            for row in _target_rows(scenarios, ((key, figure, label, op, bound),), other)
+        ]
+    if not rows:
+        return []
+    return ["| target (issue 17) | pymirror/peer | wanted | met |", "|---|---:|---:|---|", *rows]
+
+
 def _targets(scenarios: dict[str, Any]) -> list[str]:
     lines = ["| target (issue 5) | pymirror/nginx | wanted | met |", "|---|---:|---:|---|"]
     lines += _target_rows(scenarios, TARGETS, "nginx")
@@ -428,6 +456,7 @@ def render(data: dict[str, Any], chart: str | None) -> str:
     for envoy_targets in (
         _envoy_targets(scenarios, H2_TARGETS, "Copies"),
         _envoy_targets(scenarios, GRPC_TARGETS, "gRPC copies"),
+        _tls_targets(scenarios),
     ):
         if envoy_targets:
             lines += [*envoy_targets, ""]
@@ -482,6 +511,23 @@ def render(data: dict[str, Any], chart: str | None) -> str:
             continue
         if key == "reload":
             lines += [f"Fixed rate {entry['rate']:g} req/s.", "", *_reload_table(entry), ""]
+            continue
+        if key in TLS:
+            lines += [
+                "",
+                f"wrk {meta.get('wrk', '?')} (OpenSSL), 1 thread, 32 connections, for "
+                f"{meta['seconds']:g} s; **p50/p99** are wrk's (closed loop: latency at "
+                "saturation). Every peer serves and checks one ECDSA P-256 certificate "
+                "(bench/peers/tls.py) with its default TLS 1.3 suites; upstream, nginx "
+                "reuses sessions (`proxy_ssl_session_reuse`) and keeps connections alive, "
+                "as pymirror and Envoy do. **copies at v2**: v2's access log lines as a "
+                "share of the requests answered.",
+                "",
+                *_h2_table(entry),
+                "",
+                *_ratios(entry),
+                "",
+            ]
             continue
         if key in H2 or key in GRPC:
             if key in GRPC:

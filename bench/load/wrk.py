@@ -81,18 +81,24 @@ def wrk(
     connections: int = 32,
     script: Path | None = None,
     midway: Callable[[], None] | None = None,
+    https: bool = False,
+    close: bool = False,
 ) -> WrkResult:
     """wrk, 1 thread, for `seconds` (whole seconds, at least 1); `midway` is called
-    half-way through (the reload scenario's SIGHUP)."""
+    half-way through (the reload scenario's SIGHUP). `https`: over TLS (wrk's OpenSSL,
+    which verifies nothing and sends no SNI to an address); `close`: `Connection: close`,
+    a new connection (and handshake) per request."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed (Debian package wrk)")
     duration = max(1, round(seconds))
     argv = [binary, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "--timeout", "5s"]
     argv += ["-H", "Host: reviews"]
+    if close:
+        argv += ["-H", "Connection: close"]
     if script is not None:
         argv += ["-s", str(script)]
-    argv.append(f"http://{address}/")
+    argv.append(f"{'https' if https else 'http'}://{address}/")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         if midway is not None:

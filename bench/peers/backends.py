@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peers.process import Process, free_port, start
+from peers.tls import TlsFiles
 
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+#: An HTTPS backend's (and nginx peer's) certificate and session cache.
+SERVER_SSL = """        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_session_cache shared:tls:10m;"""
 #: The response header an HTTP/2 backend names its protocol in (`HTTP/2.0`).
 SERVED_OVER = "x-served-over"
 
@@ -41,7 +46,8 @@ http {{
     client_max_body_size 0;
     client_body_buffer_size 2m;
     server {{
-        listen {address}{http2} backlog=4096;
+        listen {address}{http2}{ssl} backlog=4096;
+{ssl_lines}
         location / {{ {location} }}
     }}
 }}
@@ -135,11 +141,14 @@ def nginx_backend(
     delay: float = 0.0,
     log: bool = False,
     http2: bool = False,
+    tls: TlsFiles | None = None,
 ) -> Backend:
     """nginx answering 200 and `body` to every request, after `delay` seconds if set.
     A logging backend (a v2) reads the whole request body before it answers (echo module).
     `http2`: HTTP/2 with prior knowledge (h2c) on its plaintext port; nginx before 1.25.1
-    speaks nothing else there, later ones HTTP/1.1 too, hence the SERVED_OVER header."""
+    speaks nothing else there, later ones HTTP/1.1 too, hence the SERVED_OVER header.
+    `tls`: HTTPS with that certificate (sessions cached and ticketed, as nginx would be
+    deployed)."""
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     if log:  # read the whole body first, so that $request_length counts it
@@ -156,6 +165,8 @@ def nginx_backend(
             dir=workdir,
             address=address,
             http2=" http2" if http2 else "",
+            ssl=" ssl" if tls else "",
+            ssl_lines=SERVER_SSL.format(cert=tls.cert, key=tls.key) if tls else "",
             location=location,
             load_module=f"load_module {ECHO_MODULE};" if log else "",
             access_log=f"{workdir}/access.log counted" if log else "off",

@@ -17,6 +17,7 @@ import yaml
 
 from peers.process import Process, free_port, start
 from peers.route import WORKERS, Route
+from peers.tls import TlsFiles
 
 _TYPES = "type.googleapis.com/envoy.extensions"
 NO_RELOAD = (
@@ -42,7 +43,13 @@ def envoy_missing() -> str | None:
     return None
 
 
-def _cluster(name: str, address: str, http2: bool) -> dict[str, Any]:
+def _tls_socket(kind: str, context: dict[str, Any]) -> dict[str, Any]:
+    """A `transport_socket` of Envoy's TLS (`DownstreamTlsContext` or `Upstream...`)."""
+    typed = {"@type": f"{_TYPES}.transport_sockets.tls.v3.{kind}", **context}
+    return {"name": "envoy.transport_sockets.tls", "typed_config": typed}
+
+
+def _cluster(name: str, address: str, http2: bool, tls: TlsFiles | None = None) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
     endpoint = {"address": {"socket_address": {"address": host, "port_value": int(port)}}}
     endpoints = [{"lb_endpoints": [{"endpoint": endpoint}]}]
@@ -59,19 +66,24 @@ def _cluster(name: str, address: str, http2: bool) -> dict[str, Any]:
         }
         key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         cluster["typed_extension_protocol_options"] = {key: options}
+    if tls is not None:  # verified against the CA, for the name pymirror and nginx check
+        validation = {"trusted_ca": {"filename": str(tls.ca)}, "match_typed_subject_alt_names":
+                      [{"san_type": "DNS", "matcher": {"exact": "reviews"}}]}  # fmt: skip
+        context = {"sni": "reviews", "common_tls_context": {"validation_context": validation}}
+        cluster["transport_socket"] = _tls_socket("UpstreamTlsContext", context)
     return cluster
 
 
 def bootstrap(route: Route, address: str, *, http2: bool = False) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
     action: dict[str, Any] = {"cluster": "v1"}
-    clusters = [_cluster("v1", route.primary, http2)]
+    clusters = [_cluster("v1", route.primary, http2, route.tls_out)]
     if route.mirror is not None:
         fraction = {"numerator": route.per_million, "denominator": "MILLION"}
         action["request_mirror_policies"] = [
             {"cluster": "v2", "runtime_fraction": {"default_value": fraction}}
         ]
-        clusters.append(_cluster("v2", route.mirror, http2))
+        clusters.append(_cluster("v2", route.mirror, http2, route.tls_out))
     routes = [{"match": {"prefix": "/"}, "route": action}]
     router = {"@type": f"{_TYPES}.filters.http.router.v3.Router"}
     manager = {
@@ -84,10 +96,21 @@ def bootstrap(route: Route, address: str, *, http2: bool = False) -> dict[str, A
         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": router}],
     }
     hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+    chain: dict[str, Any] = {"filters": [hcm]}
+    if route.tls_in is not None:
+        pair = {
+            "certificate_chain": {"filename": str(route.tls_in.cert)},
+            "private_key": {"filename": str(route.tls_in.key)},
+        }
+        alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
+        common = {"tls_certificates": [pair], "alpn_protocols": alpn}
+        chain["transport_socket"] = _tls_socket(
+            "DownstreamTlsContext", {"common_tls_context": common}
+        )
     listener = {
         "name": "main",
         "address": {"socket_address": {"address": host, "port_value": int(port)}},
-        "filter_chains": [{"filters": [hcm]}],
+        "filter_chains": [chain],
     }
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},

@@ -3,7 +3,9 @@ as its documentation shows (`mirror /mirror; mirror_request_body on;` and an int
 location proxying to v2). Both upstreams keep connections alive. nginx's mirror has no
 percentage; a share below 100% is sampled with `split_clients` on `$request_id` and the
 unsampled subrequests end in the internal location with a 204, the usual recipe.
-Reload is SIGHUP to the master (what `nginx -s reload` sends)."""
+Reload is SIGHUP to the master (what `nginx -s reload` sends). With the route's TLS:
+`listen ... ssl` for clients; `proxy_pass https://` upstream, verifying the CA and the
+name, with kept-alive connections and reused sessions (`proxy_ssl_session_reuse`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import getpass
 import signal
 from pathlib import Path
 
-from peers.backends import nginx_binary
+from peers.backends import SERVER_SSL, nginx_binary
 from peers.process import Process, free_port, start
 from peers.route import WORKERS, Route
 
@@ -33,12 +35,14 @@ http {{
     keepalive_timeout 120s;
     client_max_body_size 0;
     upstream v1 {{ server {primary}; keepalive 256; keepalive_requests 1000000; }}
+{upstream_ssl}
 {mirror_http}
     server {{
-        listen {address} backlog=4096;
+        listen {address}{ssl} backlog=4096;
+{ssl_lines}
         location / {{
 {mirror_location}
-            proxy_pass http://v1;
+            proxy_pass {scheme}://v1;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
@@ -59,15 +63,23 @@ _MIRROR_INTERNAL = """
         location = /mirror {{
             internal;
 {skip}
-            proxy_pass http://v2$request_uri;
+            proxy_pass {scheme}://v2$request_uri;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host-shadow;
         }}"""
 
 
+_UPSTREAM_SSL = """    proxy_ssl_trusted_certificate {ca};
+    proxy_ssl_verify on;
+    proxy_ssl_name reviews;
+    proxy_ssl_server_name on;
+    proxy_ssl_session_reuse on;"""
+
+
 def config(route: Route, address: str, workdir: Path) -> str:
     mirror_http = mirror_location = mirror_internal = ""
+    scheme = "https" if route.tls_out else "http"
     if route.mirror is not None:
         sample = skip = ""
         if route.percent < 100:
@@ -75,7 +87,7 @@ def config(route: Route, address: str, workdir: Path) -> str:
             skip = '            if ($mirrored = "") { return 204; }'
         mirror_http = _MIRROR_HTTP.format(mirror=route.mirror, sample=sample)
         mirror_location = _MIRROR_LOCATION
-        mirror_internal = _MIRROR_INTERNAL.format(skip=skip)
+        mirror_internal = _MIRROR_INTERNAL.format(skip=skip, scheme=scheme)
     return _CONF.format(
         user=getpass.getuser(),
         workers=WORKERS,
@@ -85,6 +97,12 @@ def config(route: Route, address: str, workdir: Path) -> str:
         mirror_http=mirror_http,
         mirror_location=mirror_location,
         mirror_internal=mirror_internal,
+        scheme=scheme,
+        upstream_ssl=_UPSTREAM_SSL.format(ca=route.tls_out.ca) if route.tls_out else "",
+        ssl=" ssl" if route.tls_in else "",
+        ssl_lines=SERVER_SSL.format(cert=route.tls_in.cert, key=route.tls_in.key)
+        if route.tls_in
+        else "",
     )
 
 

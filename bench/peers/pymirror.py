@@ -13,10 +13,11 @@ from pathlib import Path
 
 from peers.process import Process, free_port, start
 from peers.route import WORKERS, Route
+from peers.tls import TlsFiles
 
 _CONFIG = """\
 listeners:
-  - {{address: "{listen}", host: reviews}}
+  - {{address: "{listen}", host: reviews{listener_tls}}}
 services:
   v1: {primary}
   v2: {mirror}
@@ -36,12 +37,16 @@ _HTTP2_SERVICE = (
 )
 
 
-def _service(address: str, http2: bool, grpc: bool) -> str:
+def _service(address: str, http2: bool, grpc: bool, tls: TlsFiles | None = None) -> str:
+    # TLS: SIMPLE, verified against the CA; the names sent are the Host (`reviews`) for
+    # primaries and the destination host (`v2`) for copies, both on the certificate.
+    policy = f", trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: {tls.ca}}}}}" if tls else ""
     if not http2:
-        return f'{{endpoints: [{{address: "{address}"}}]}}'
+        return f'{{endpoints: [{{address: "{address}"}}]{policy}}}'
     host, port = address.rsplit(":", 1)
     name, protocol = ("grpc-echo", "GRPC") if grpc else ("http2-web", "HTTP2")
-    return _HTTP2_SERVICE.format(name=name, protocol=protocol, host=host, port=port)
+    service = _HTTP2_SERVICE.format(name=name, protocol=protocol, host=host, port=port)
+    return service[:-1] + policy + "}"
 
 
 def config(route: Route, listen: str, *, http2: bool = False, grpc: bool = False) -> str:
@@ -54,10 +59,14 @@ def config(route: Route, listen: str, *, http2: bool = False, grpc: bool = False
             mirror_lines = mirror_lines.replace(
                 "{host: v2}", f"{{host: v2, compare: {{percentage: {{value: {route.compare}}}}}}}"
             )
+    tls_in = route.tls_in
     return _CONFIG.format(
         listen=listen,
-        primary=_service(route.primary, http2, grpc),
-        mirror=_service(route.mirror or route.primary, http2, grpc),
+        listener_tls=f", tls: {{certificate: {tls_in.cert}, privateKey: {tls_in.key}}}"
+        if tls_in
+        else "",
+        primary=_service(route.primary, http2, grpc, route.tls_out),
+        mirror=_service(route.mirror or route.primary, http2, grpc, route.tls_out),
         mirror_lines=mirror_lines,
     )
 
