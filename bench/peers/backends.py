@@ -18,10 +18,16 @@ from peers.process import Process, free_port, start
 from peers.tls import TlsFiles
 
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
-#: An HTTPS backend's (and nginx peer's) certificate and session cache.
+#: An HTTPS backend's (and nginx peer's) certificate and session cache, choosing
+#: AES-128-GCM first as pymirror's listener does and Envoy's BoringSSL by default: every
+#: peer runs the same suite.
 SERVER_SSL = """        ssl_certificate {cert};
         ssl_certificate_key {key};
-        ssl_session_cache shared:tls:10m;"""
+        ssl_session_cache shared:tls:10m;
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites {suites};""".replace(
+    "{suites}", "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+)
 #: The response header an HTTP/2 backend names its protocol in (`HTTP/2.0`).
 SERVED_OVER = "x-served-over"
 

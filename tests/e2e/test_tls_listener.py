@@ -20,6 +20,7 @@ import pytest
 from conftest import seed_config, settle
 from support.client import Client
 from support.process import PymirrorProcess
+from support.secret_mount import mount
 
 from pymirror import ConfigError, Proxy, ServerOptions, SnapshotError
 
@@ -283,21 +284,6 @@ def test_only_the_first_certificate_may_go_without_sni_hosts(
         Proxy(config)
     assert "no client could reach this one" in str(refused.value)
     assert "certificates[1]" in str(refused.value)
-
-
-def mount(directory: Path, version: str, pair: tuple[Path, Path]) -> None:
-    """A Kubernetes secret volume: `tls.crt` and `tls.key` are symlinks into `..data`,
-    itself a symlink to a versioned directory that an update swaps whole, atomically."""
-    target = directory / f"..{version}"
-    target.mkdir()
-    shutil.copy(pair[0], target / "tls.crt")
-    shutil.copy(pair[1], target / "tls.key")
-    swap = directory / "..data_tmp"
-    swap.symlink_to(target.name)
-    swap.replace(directory / "..data")
-    for name in ("tls.crt", "tls.key"):
-        if not (directory / name).is_symlink():
-            (directory / name).symlink_to(f"..data/{name}")
 
 
 def test_a_swapped_secret_mount_is_picked_up_without_a_signal(

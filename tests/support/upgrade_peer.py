@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 
@@ -15,7 +16,12 @@ PROTOCOL = b"echo/1"
 class UpgradeEcho:
     """`UpgradeEcho().start()`; records each session's request head and the bytes after it."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        #: With `tls`, each session is TLS (server side) first; `server_names` the SNIs.
+        self._tls = tls
+        self.server_names: list[str | None] = []
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _ctx: self.server_names.append(name)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._lock = threading.Lock()
         self.heads: list[bytes] = []
@@ -66,6 +72,9 @@ class UpgradeEcho:
 
     def _serve(self, conn: socket.socket) -> None:
         try:
+            if self._tls is not None:
+                conn.settimeout(10)
+                conn = self._tls.wrap_socket(conn, server_side=True)
             self._session(conn)
         except OSError as exc:  # e.g. reset by the proxy: tests see it in `finished`
             with self._lock:

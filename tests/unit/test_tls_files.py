@@ -68,3 +68,54 @@ def test_files_gone_after_loading_are_still_listed_not_checked_again(tmp_path: P
     loaded = load_config(config(tmp_path, f"{{certificate: {a}, privateKey: {k}}}"))
     (tmp_path / "a.crt").unlink()
     assert tls_files(loaded) == [a, k]
+
+
+def test_origination_takes_its_layer_and_its_files_are_watched(tmp_path: Path) -> None:
+    """A port's `tls` replaces the service's (Istio's rule); DISABLE is plaintext; the
+    files every layer names are polled, once each."""
+    from pymirror.resolve import build_snapshot
+
+    for name in ("ca.crt", "port-ca.crt", "me.crt", "me.key"):
+        (tmp_path / name).write_text(PEM)
+    ca, port_ca, me, key = (
+        str(tmp_path / n) for n in ("ca.crt", "port-ca.crt", "me.crt", "me.key")
+    )
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        f"""
+listeners: [{{address: 127.0.0.1:0}}]
+services:
+  reviews:
+    ports: [{{number: 9080, name: http}}, {{number: 9443, name: https}}]
+    endpoints: [{{address: 127.0.0.1, labels: {{version: v1}}}}]
+    subsets: {{v1: {{version: v1}}, plain: {{version: v1}}}}
+    trafficPolicy:
+      tls: {{mode: SIMPLE, caCertificates: {ca}, sni: reviews.internal}}
+      portLevelSettings:
+        - port: {{number: 9443}}
+          tls: {{mode: MUTUAL, caCertificates: {port_ca},
+                 clientCertificate: {me}, privateKey: {key}}}
+    subsetPolicies:
+      plain: {{tls: {{mode: DISABLE}}}}
+virtualServices:
+  - name: reviews
+    hosts: [reviews]
+    http:
+      - match: [{{port: 1}}]
+        route: [{{destination: {{host: reviews, subset: v1, port: {{number: 9443}}}}}}]
+      - match: [{{port: 2}}]
+        route: [{{destination: {{host: reviews, subset: plain, port: {{number: 9080}}}}}}]
+      - route: [{{destination: {{host: reviews, subset: v1, port: {{number: 9080}}}}}}]
+"""
+    )
+    config = load_config(path)
+    clusters = build_snapshot(config)["clusters"]
+    by_port = {(c["subset"], c["endpoints"][0]): c.get("tls") for c in clusters}
+    service = by_port[("v1", "127.0.0.1:9080")]
+    assert service is not None and service["ca_file"] == ca and service["sni"] == "reviews.internal"
+    port = by_port[("v1", "127.0.0.1:9443")]
+    # The port's entry replaces the service's `tls` whole: its CA, its certificate, no sni.
+    assert port is not None and port["ca_file"] == port_ca and "sni" not in port
+    assert port["client_certificate_file"] == me and port["private_key_pem"] == PEM
+    assert by_port[("plain", "127.0.0.1:9080")] is None
+    assert tls_files(config) == [ca, me, key, port_ca]

@@ -19,7 +19,7 @@ pub fn client_identity(der: &[u8]) -> Option<ClientIdentity> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject().to_string();
-    let hash = ring::digest::digest(&ring::digest::SHA256, der);
+    let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
     let mut value = String::from("Hash=");
     for byte in hash.as_ref() {
         let _ = write!(value, "{byte:02x}");
@@ -57,7 +57,7 @@ mod tests {
         let der = CertificateDer::from_pem_slice(CERT.as_bytes()).unwrap();
         let id = client_identity(&der).unwrap();
         let value = id.forwarded.to_str().unwrap();
-        let hash = ring::digest::digest(&ring::digest::SHA256, &der);
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
         let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             value,

@@ -135,7 +135,7 @@ pub fn terminators(listeners: &[Listener]) -> Result<Vec<Option<Terminator>>, St
 pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
     let mut provider = provider();
     if !tls.cipher_suites.is_empty() {
-        provider.cipher_suites = suites(&tls.cipher_suites)?;
+        provider.cipher_suites = suites(&tls.cipher_suites, &provider.cipher_suites)?;
     }
     let provider = Arc::new(provider);
     if tls.certificates.is_empty() {
@@ -177,36 +177,41 @@ pub fn terminator(tls: &ListenerTls) -> Result<Terminator, String> {
         names: names.clone(),
     }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The suite is the server's choice, in `provider`'s order (see there).
+    config.ignore_client_order = true;
     Ok(Terminator {
         acceptor: TlsAcceptor::from(Arc::new(config)),
         names,
     })
 }
 
-/// TLS 1.3's suites, then the TLS 1.2 suites `names` (IANA names) in their
-/// order: what `cipherSuites` restricts is TLS 1.2, as in Envoy.
-fn suites(names: &[String]) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
-    use rustls::crypto::ring::cipher_suite as ring;
-    let mut out = vec![
-        ring::TLS13_AES_256_GCM_SHA384,
-        ring::TLS13_AES_128_GCM_SHA256,
-        ring::TLS13_CHACHA20_POLY1305_SHA256,
-    ];
+/// TLS 1.3's suites (in `all`'s order), then the TLS 1.2 suites `names` (IANA
+/// names) in their order: what `cipherSuites` restricts is TLS 1.2, as in Envoy.
+fn suites(
+    names: &[String],
+    all: &[rustls::SupportedCipherSuite],
+) -> Result<Vec<rustls::SupportedCipherSuite>, String> {
+    use rustls::crypto::aws_lc_rs::cipher_suite as aws;
+    let mut out: Vec<_> = all
+        .iter()
+        .filter(|s| s.version() == &rustls::version::TLS13)
+        .copied()
+        .collect();
     for name in names {
         let suite = match name.as_str() {
             "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
-                ring::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                aws::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
             }
             "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
-                ring::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                aws::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
             }
             "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
-                ring::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                aws::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
             }
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => ring::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => ring::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => aws::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => aws::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
-                ring::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+                aws::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
             }
             other => return Err(format!("cipher suite {other}: not implemented by rustls")),
         };
@@ -305,13 +310,18 @@ mod tests {
     #[test]
     fn cipher_suites_restrict_tls12_and_keep_tls13() {
         let names = ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_owned()];
-        let chosen = suites(&names).unwrap();
+        let all = provider().cipher_suites;
+        let chosen = suites(&names, &all).unwrap();
         assert_eq!(chosen.len(), 4);
+        assert_eq!(
+            chosen[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
         assert_eq!(
             chosen[3].suite(),
             rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
         );
-        let err = suites(&["TLS_RSA_WITH_AES_128_CBC_SHA".to_owned()]).unwrap_err();
+        let err = suites(&["TLS_RSA_WITH_AES_128_CBC_SHA".to_owned()], &all).unwrap_err();
         assert!(err.contains("TLS_RSA_WITH_AES_128_CBC_SHA"), "{err}");
     }
 

@@ -41,7 +41,7 @@ fn originator(
 fn fingerprint(settings: &snapshot::UpstreamTls) -> String {
     use std::fmt::Write as _;
     let text = serde_json::to_string(settings).unwrap_or_default();
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
     digest.as_ref().iter().fold(String::new(), |mut hex, b| {
         let _ = write!(hex, "{b:02x}");
         hex
