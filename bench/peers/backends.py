@@ -18,11 +18,13 @@ from peers.process import Process, free_port, start
 from peers.tls import TlsFiles
 
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
-#: An HTTPS backend's (and nginx peer's) certificate and session cache, choosing
-#: AES-128-GCM first as pymirror's listener does and Envoy's BoringSSL by default: every
-#: peer runs the same suite.
+#: An HTTPS backend's (and nginx peer's) certificate and session cache, TLS 1.3 (nginx
+#: before 1.23.4 offers up to 1.2 unless told) choosing AES-128-GCM first, as pymirror's
+#: listener does and Envoy's BoringSSL by default: every peer runs the same protocol and
+#: suite.
 SERVER_SSL = """        ssl_certificate {cert};
         ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:tls:10m;
         ssl_prefer_server_ciphers on;
         ssl_conf_command Ciphersuites {suites};""".replace(

@@ -70,7 +70,8 @@ _MIRROR_INTERNAL = """
         }}"""
 
 
-_UPSTREAM_SSL = """    proxy_ssl_trusted_certificate {ca};
+_UPSTREAM_SSL = """    proxy_ssl_protocols TLSv1.2 TLSv1.3;
+    proxy_ssl_trusted_certificate {ca};
     proxy_ssl_verify on;
     proxy_ssl_name reviews;
     proxy_ssl_server_name on;
