@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import trio
 
@@ -88,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_DRAIN_SECONDS,
         metavar="SECONDS",
         help="how long in-flight requests may finish on shutdown (default: %(default)g)",
+    )
+    run.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on SIGTERM, answer /readyz 503 at once but keep serving this long before the "
+        "drain, so that traffic moves elsewhere first (default: 5 in a Kubernetes pod, "
+        "where KUBERNETES_SERVICE_HOST is set; else 0)",
     )
     run.add_argument(
         "--compare-max-rate",
@@ -222,9 +232,23 @@ def _run(args: argparse.Namespace) -> int:
         admin=args.admin,
         compare_max_per_second=max(1, args.compare_max_rate),
         tls_poll=max(0.0, args.tls_poll_interval),
+        shutdown_delay=shutdown_delay(args.shutdown_delay, os.environ),
     )
     exit_code: int = trio.run(supervisor.run)
     return exit_code
+
+
+#: The shutdown delay in a Kubernetes pod unless told: endpoints controllers and kube-proxy
+#: take a few seconds to stop routing to a terminating pod.
+KUBERNETES_SHUTDOWN_DELAY = 5.0
+
+
+def shutdown_delay(given: float | None, environ: Mapping[str, str]) -> float:
+    """`--shutdown-delay` as given, else 5 s in a Kubernetes pod (KUBERNETES_SERVICE_HOST
+    set), else 0."""
+    if given is not None:
+        return max(0.0, given)
+    return KUBERNETES_SHUTDOWN_DELAY if environ.get("KUBERNETES_SERVICE_HOST") else 0.0
 
 
 def _check(args: argparse.Namespace) -> int:

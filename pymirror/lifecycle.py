@@ -145,6 +145,10 @@ class Supervisor:
     """Compared pairs diffed per second at most (see `COMPARE_MAX_PER_SECOND`)."""
     tls_poll: float = DEFAULT_POLL_SECONDS
     """Seconds between looks at the TLS files (see `pymirror.tls_files`); 0: never."""
+    shutdown_delay: float = 0.0
+    """Seconds between SIGTERM (or SIGINT) and the drain: `/readyz` is 503 at once while
+    the listeners keep serving, so that an orchestrator stops sending traffic before it
+    is refused (Kubernetes keeps routing to a terminating pod for a few seconds)."""
     reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
 
     async def run(self) -> int:
@@ -177,6 +181,8 @@ class Supervisor:
                     break
                 # /readyz answers 503 from here on, so orchestrators send traffic elsewhere.
                 admin.draining = True
+                if self.shutdown_delay > 0:
+                    await _serve_while_deregistered(signals, self.shutdown_delay)
                 cut = trio.Event()
                 nursery.start_soon(_cut_on_second_signal, signals, proxy, cut)
                 drained = await trio.to_thread.run_sync(proxy.close, self.drain)
@@ -231,6 +237,18 @@ class Supervisor:
         log.info("reloaded: now serving config version %s", proxy.version)
         if self._admin_address(config) != admin_before:
             log.warning("the admin address changed; it takes effect on restart")
+
+
+async def _serve_while_deregistered(signals: AsyncIterator[int], delay: float) -> None:
+    """Keeps serving for ``delay`` seconds with `/readyz` at 503, so that load balancers
+    and Kubernetes endpoints stop sending traffic before the listeners close. A second
+    SIGINT or SIGTERM ends the wait (and a third cuts the drain, as always)."""
+    log.info("serving %.1fs more with /readyz at 503 before draining (--shutdown-delay)", delay)
+    with trio.move_on_after(delay):
+        async for signum in signals:
+            if signum != signal.SIGHUP:
+                log.warning("%s again: draining now", signal.Signals(signum).name)
+                return
 
 
 async def _cut_on_second_signal(signals: AsyncIterator[int], proxy: Proxy, cut: trio.Event) -> None:

@@ -120,3 +120,49 @@ def test_a_request_longer_than_the_drain_deadline_is_cut_and_exit_is_clean(
     assert outcome != 200 and isinstance(outcome, str)
     assert at - sent < 5.0
     print(f"cut: {outcome} after {at - sent:.2f}s, exit 0 after {exited - sent:.2f}s")
+
+
+def test_a_shutdown_delay_keeps_serving_while_readyz_turns_503(backend, tmp_path: Path) -> None:
+    """Kubernetes keeps sending traffic to a terminating pod for a few seconds: with
+    `--shutdown-delay`, `/readyz` is 503 at once on SIGTERM while every request arriving
+    during the delay, on new connections, is still served; then the drain runs."""
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    config = tmp_path / "routes.yaml"
+    config.write_text(seed_config(v1.address, v2.address, mirror=None))
+    delay = 1.5
+    proc = PymirrorProcess(config, "--shutdown-delay", str(delay))
+    admin = proc.admin_address
+    outcomes: list[tuple[float, int | str]] = []
+    stop = threading.Event()
+
+    def arrive() -> None:
+        # A new connection per request, as traffic from another pod through kube-proxy.
+        while not stop.is_set():
+            try:
+                with Client(proc.address, timeout=5) as client:
+                    outcome: int | str = client.request().status
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            outcomes.append((time.monotonic(), outcome))
+            time.sleep(0.01)
+
+    try:
+        load = threading.Thread(target=arrive, daemon=True)
+        load.start()
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        poll(lambda: fetch(admin, "/readyz")[0] == 503, 1, lambda: "readyz still 200")
+        deregistered = time.monotonic() - signalled
+        time.sleep(delay - deregistered - 0.2)
+        stop.set()
+        load.join(timeout=10)
+        assert proc.wait() == 0
+    finally:
+        stop.set()
+        proc.stop()
+    assert deregistered < 0.5, deregistered
+    during = [o for t, o in outcomes if t > signalled]
+    assert len(during) > 20 and set(during) == {200}, during[-5:]
+    assert all(o == 200 for _, o in outcomes)
+    proc.wait_for(r"serving 1\.5s more with /readyz at 503 before draining")
