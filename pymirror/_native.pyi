@@ -24,6 +24,7 @@ class Engine:
         mirror_buffer_budget: int = ...,
         compare_queue_capacity: int = ...,
         compare_buffer_budget: int = ...,
+        reuse_port: bool = False,
     ) -> Engine: ...
     @property
     def addresses(self) -> list[str]: ...

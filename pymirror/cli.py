@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how long in-flight requests may finish on shutdown (default: %(default)g)",
     )
     run.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="serve addresses another process serves too, the kernel splitting new "
+        "connections between them (to start a new pymirror before stopping the old one); "
+        "without it such an address is refused",
+    )
+    run.add_argument(
         "--shutdown-delay",
         type=float,
         default=None,
@@ -223,6 +230,7 @@ def _run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         mirror_buffer_budget=args.mirror_buffer_budget,
         compare_buffer_budget=args.compare_buffer_budget,
+        reuse_port=args.reuse_port,
     )
     supervisor = Supervisor(
         args.files,

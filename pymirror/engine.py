@@ -173,6 +173,10 @@ class ServerOptions:
     headers), from capture until the comparator takes them; past it a pair is skipped
     and counted (`buffer_budget`). Bounds comparison's memory in bytes, however large the
     answers and however far the comparator falls behind."""
+    reuse_port: bool = False
+    """Serve an address another process serves too (`SO_REUSEPORT`: the kernel splits new
+    connections between the two), for a start-new-then-stop-old upgrade. False: such an
+    address is refused with a ListenError, never shared in silence."""
 
 
 def _dump(snapshot: Snapshot) -> str:
@@ -197,6 +201,7 @@ class Engine:
             access_log=opts.access_log,
             mirror_buffer_budget=opts.mirror_buffer_budget,
             compare_buffer_budget=opts.compare_buffer_budget,
+            reuse_port=opts.reuse_port,
         )
 
     @property

@@ -15,6 +15,7 @@ import trio
 
 from pymirror.admin import DEFAULT_ADDRESS, Admin
 from pymirror.config import Config, ConfigError, Source, load_config
+from pymirror.config.source import STDIN
 from pymirror.engine import ServerOptions
 from pymirror.errors import PymirrorError
 from pymirror.proxy import ConfigSource, Proxy, as_config
@@ -226,7 +227,16 @@ class Supervisor:
         log.info("%s: reloading %s", reason, ", ".join(str(s) for s in self.sources))
         admin_before = self._admin_address(proxy.config)
         try:
-            config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
+            if STDIN in self.sources:
+                # Read once and gone: the running configuration is resolved again, which
+                # reads its TLS files again.
+                log.warning(
+                    "the configuration came from standard input, which cannot be read "
+                    "again: keeping it, reading its TLS files again"
+                )
+                config = proxy.config
+            else:
+                config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
             await trio.to_thread.run_sync(proxy.reload, config)
         # OSError: a TLS file that vanished between its check and its read (a rotation).
         except (ConfigError, PymirrorError, OSError) as exc:

@@ -47,7 +47,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::mirror::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::body::capture::DEFAULT_BUFFER_BUDGET))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::mirror::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::body::capture::DEFAULT_BUFFER_BUDGET, reuse_port = false))]
     // Python's keyword arguments, one per option: a struct would only move the list.
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -60,6 +60,7 @@ impl PyEngine {
         mirror_buffer_budget: u64,
         compare_queue_capacity: usize,
         compare_buffer_budget: u64,
+        reuse_port: bool,
     ) -> PyResult<Self> {
         let snapshot = parse(py, snapshot_json)?;
         let timeout = Duration::try_from_secs_f64(header_read_timeout)
@@ -74,6 +75,7 @@ impl PyEngine {
             mirror_buffer_budget,
             compare_queue_capacity,
             compare_buffer_budget,
+            reuse_port,
         };
         py.detach(|| Engine::start(&snapshot, options))
             .map(|inner| Self { inner })

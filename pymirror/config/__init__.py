@@ -19,7 +19,7 @@ from .merge import merge_mappings
 from .model import Config
 from .protocols import tcp_listener_in
 from .references import check_references
-from .resources import is_resource, read_resources
+from .resources import expand_lists, is_resource, read_resources
 from .services import Compiled, compile_resources
 from .source import Document, Source, read_sources
 from .validate import locate, problems_from
@@ -60,7 +60,7 @@ def load(*sources: Source, strict: bool = True) -> Loaded:
     passes False and gets a warning. ``config`` is None when an error leaves no model.
     """
     try:
-        documents = read_sources(*sources)
+        documents = expand_lists(read_sources(*sources))
     except ConfigError as exc:
         return Loaded(None, exc.problems)
     mappings = [d for d in documents if not is_resource(d)]

@@ -134,6 +134,33 @@ class Resources:
     problems: list[Problem] = field(default_factory=list)
 
 
+def expand_lists(documents: Iterable[Document]) -> list[Document]:
+    """`kubectl get vs,dr,se -o yaml` prints one `kind: List` (`apiVersion: v1`) whose
+    `items` are the resources: each becomes a document of its own, its positions those it
+    was written at."""
+    out: list[Document] = []
+    for doc in documents:
+        data = doc.data
+        if not (
+            isinstance(data, dict)
+            and data.get("kind") == "List"
+            and data.get("apiVersion", "v1") == "v1"
+            and isinstance(data.get("items"), list)
+        ):
+            out.append(doc)
+            continue
+        for i, item in enumerate(data["items"]):
+            prefix: Path = ("items", i)
+            n = len(prefix)
+            values = {p[n:]: loc for p, loc in doc.values.items() if p[:n] == prefix}
+            keys = {p[n:]: loc for p, loc in doc.keys.items() if p[:n] == prefix}
+            # Not first in its stream: an item that is no resource is refused as such.
+            item_doc = Document(doc.file, item, doc.values.get(prefix, doc.root), 1 + i)
+            item_doc.values, item_doc.keys = values, keys
+            out.append(item_doc)
+    return out
+
+
 def is_resource(doc: Document) -> bool:
     return isinstance(doc.data, dict) and ("apiVersion" in doc.data or "kind" in doc.data)
 
@@ -151,16 +178,19 @@ def read_resources(documents: Iterable[Document]) -> Resources:
 def _identify(doc: Document, problems: list[Problem]) -> Resource | None:
     data: dict[str, Any] = doc.data
     bad = Resource(doc, str(data.get("kind", "resource")), "?", DEFAULT_NAMESPACE, None)
-    for key in data:
+    for key in ("apiVersion", "kind"):
+        if not isinstance(data.get(key), str):
+            problems.append(_needs(bad, (key,), data.get(key), "text, such as `VirtualService`"))
+            return None
+    # Other groups' kinds (a ConfigMap's `data`, a Deployment's) are skipped whole: only
+    # the resources read here are held to their top-level fields.
+    group = data["apiVersion"].rpartition("/")[0]
+    for key in data if group == ISTIO_GROUP or data["apiVersion"] == PYMIRROR_API else ():
         if key not in _TOP:
             allowed = ", ".join(f"`{k}`" for k in _TOP)
             problems.append(
                 bad.problem((key,), f"unknown field `{key}`; expected {allowed}", at_key=True)
             )
-            return None
-    for key in ("apiVersion", "kind"):
-        if not isinstance(data.get(key), str):
-            problems.append(_needs(bad, (key,), data.get(key), "text, such as `VirtualService`"))
             return None
     meta = data.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -95,8 +96,14 @@ def read_sources(*sources: Source) -> list[Document]:
     return documents
 
 
+#: The source that means standard input (`pymirror check -`, `kubectl ... | pymirror run -`).
+STDIN = "-"
+
+
 def _texts(source: Source) -> list[tuple[str, str, Problem | None]]:
-    """The (name, text, problem) of each file a source stands for."""
+    """The (name, text, problem) of each file a source stands for; `-`: standard input."""
+    if source == STDIN:
+        return [("<stdin>", sys.stdin.read(), None)]
     if isinstance(source, str) and ("\n" in source or not os.path.exists(source)):
         if "\n" not in source and source.strip().endswith(_EXTENSIONS):
             return [(source, "", Problem(source, None, None, (), "no such file or folder"))]

@@ -170,3 +170,89 @@ def test_check_prints_the_plan_and_exit_1_on_errors(backend, tmp_path: Path) -> 
     assert bad.returncode == 1
     assert f"{routes}:" in bad.stderr
     assert "mirrorPercentge" in bad.stderr and "mirrorPercentage" in bad.stderr
+
+
+def test_a_second_instance_on_a_served_address_is_refused_unless_asked(
+    backend, tmp_path: Path
+) -> None:
+    """Listeners use SO_REUSEPORT (one socket per worker), which would let a second
+    `pymirror run` on the same address start and split the traffic in silence."""
+    v1, v2 = backend("v1", body=b"v1"), backend("v2")
+    config = tmp_path / "routes.yaml"
+    config.write_text(seed_config(v1.address, v2.address, mirror=None))
+    first = PymirrorProcess(config)
+    second: PymirrorProcess | None = None
+    try:
+        refused = subprocess.run(
+            [sys.executable, "-m", "pymirror.cli", "run", str(config), "--listen",
+             first.address, "--admin", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        said = refused.stdout + refused.stderr
+        assert first.address in said and "already served by another process" in said, said
+        assert "--reuse-port" in said
+        # On purpose (start the new one, then stop the old): both serve the address.
+        second = PymirrorProcess(config, "--reuse-port", listen=first.address)
+        assert second.address == first.address
+        first.signal(signal.SIGTERM)
+        assert first.wait() == 0
+        with Client(second.address) as client:
+            assert client.request().body == b"v1"
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+KUBECTL_LIST = """\
+apiVersion: v1
+items:
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {{name: reviews, namespace: default, resourceVersion: "1"}}
+  spec:
+    hosts: [reviews]
+    http: [{{route: [{{destination: {{host: reviews}}}}]}}]
+- apiVersion: networking.istio.io/v1
+  kind: ServiceEntry
+  metadata: {{name: reviews, namespace: default}}
+  spec:
+    hosts: [reviews]
+    ports: [{{number: 80, name: http, protocol: HTTP}}]
+    resolution: STATIC
+    endpoints: [{{address: "{host}", ports: {{http: {port}}}}}]
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {{name: unrelated}}
+  data: {{key: value}}
+kind: List
+metadata: {{resourceVersion: ""}}
+"""
+
+
+def test_kubectl_list_output_on_stdin_is_checked_and_served(backend) -> None:
+    """`kubectl get vs,se,cm -o yaml | pymirror check -` and `... | pymirror run -`."""
+    v1 = backend("v1", body=b"v1")
+    host, port = v1.address.rsplit(":", 1)
+    text = KUBECTL_LIST.format(host=host, port=port)
+    checked = subprocess.run(
+        [sys.executable, "-m", "pymirror.cli", "check", "-"],
+        input=text, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "VirtualService default/reviews (<stdin>:" in checked.stdout
+    # The ConfigMap is skipped with one warning, at its place in the list.
+    assert "<stdin>:18:9: warning: items[2].kind: `ConfigMap` skipped" in checked.stdout
+    proc = PymirrorProcess("-", stdin=text)
+    try:
+        with Client(proc.address) as client:
+            assert client.request().body == b"v1"
+        # Standard input cannot be read again: SIGHUP says so and keeps serving.
+        proc.signal(signal.SIGHUP)
+        proc.wait_for(r"came from standard input, which cannot be read again")
+        proc.wait_for(r"reloaded: now serving config version")
+        with Client(proc.address) as client:
+            assert client.request().body == b"v1"
+    finally:
+        proc.stop()

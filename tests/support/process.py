@@ -20,7 +20,10 @@ class PymirrorProcess:
     contend for the default 127.0.0.1:9901; `admin_address` finds it in the log.
     """
 
-    def __init__(self, config: Path, *extra: str) -> None:
+    def __init__(
+        self, config: Path | str, *extra: str, listen: str = "127.0.0.1:0", stdin: str = ""
+    ) -> None:
+        """`config` `-` reads the configuration from `stdin`."""
         admin = () if "--admin" in extra else ("--admin", "127.0.0.1:0")
         self.proc = subprocess.Popen(
             [
@@ -30,17 +33,21 @@ class PymirrorProcess:
                 "run",
                 str(config),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--drain-timeout",
                 "10",
                 *admin,
                 *extra,
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(stdin)
+        self.proc.stdin.close()
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)

@@ -43,6 +43,9 @@ pub struct EngineOptions {
     /// Bytes that captured pairs may hold together (see `compare::CompareBudget`).
     /// 0: `compare::DEFAULT_BUFFER_BUDGET`.
     pub compare_buffer_budget: u64,
+    /// Bind listeners that another process serves too (`SO_REUSEPORT` across
+    /// processes); else such an address is refused.
+    pub reuse_port: bool,
 }
 
 /// 256 MiB: with the per-copy 4 MiB buffer, 64 slow large copies at once.
@@ -57,6 +60,7 @@ impl Default for EngineOptions {
             mirror_buffer_budget: DEFAULT_MIRROR_BUFFER_BUDGET,
             compare_queue_capacity: crate::mirror::compare::DEFAULT_QUEUE_CAPACITY,
             compare_buffer_budget: crate::body::capture::DEFAULT_BUFFER_BUDGET,
+            reuse_port: false,
         }
     }
 }
@@ -100,7 +104,7 @@ impl Engine {
         let table = RouteTable::compile(snapshot, &mut registry, &endpoint_ids)
             .map_err(EngineError::Snapshot)?;
         let worker_count = workers::default_count(options.worker_threads);
-        let (per_worker, addresses) = bind_all(snapshot, worker_count)?;
+        let (per_worker, addresses) = bind_all(snapshot, worker_count, options.reuse_port)?;
         let access_log = open_access_log(&options)?;
         let connections = Arc::new(ConnectionGauges::default());
         let shared = Arc::new(Shared {
@@ -244,12 +248,13 @@ fn listener_specs(snapshot: &Snapshot) -> Vec<String> {
 fn bind_all(
     snapshot: &Snapshot,
     worker_count: usize,
+    share: bool,
 ) -> Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>), EngineError> {
     let mut per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..worker_count).map(|_| Vec::new()).collect();
     let mut addresses = Vec::with_capacity(snapshot.listeners.len());
     for listener in &snapshot.listeners {
-        let sockets = workers::bind_shared(&listener.address, worker_count)?;
+        let sockets = workers::bind_shared(&listener.address, worker_count, share)?;
         addresses.push(sockets[0].local_addr().map_err(EngineError::Runtime)?);
         for (w, socket) in sockets.into_iter().enumerate() {
             per_worker[w].push(socket);

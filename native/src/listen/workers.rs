@@ -24,7 +24,16 @@ pub type DrainSignal = watch::Receiver<Option<Duration>>;
 /// Binds `count` sockets to `address` with `SO_REUSEPORT` (the kernel spreads
 /// new connections across them). Port 0 is resolved by the first socket and
 /// reused by the others, so every worker listens on the same port.
-pub fn bind_shared(address: &str, count: usize) -> Result<Vec<std::net::TcpListener>, EngineError> {
+///
+/// `SO_REUSEPORT` would let another process bind the same address too, and
+/// the kernel would split the traffic between the two in silence. Unless
+/// `share` says that is wanted (a start-new-then-stop-old upgrade), a socket
+/// without it is bound first: it fails where anything listens already.
+pub fn bind_shared(
+    address: &str,
+    count: usize,
+    share: bool,
+) -> Result<Vec<std::net::TcpListener>, EngineError> {
     let fail = |source| EngineError::Bind {
         address: address.to_owned(),
         source,
@@ -35,6 +44,9 @@ pub fn bind_shared(address: &str, count: usize) -> Result<Vec<std::net::TcpListe
             "expected ip:port",
         ))
     })?;
+    if !share && addr.port() != 0 {
+        claim(addr).map_err(fail)?;
+    }
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
@@ -48,6 +60,24 @@ pub fn bind_shared(address: &str, count: usize) -> Result<Vec<std::net::TcpListe
         sockets.push(listener);
     }
     Ok(sockets)
+}
+
+/// Fails with "address in use" when something listens on `addr` already,
+/// `SO_REUSEPORT` or not (`SO_REUSEADDR` lets connections in TIME_WAIT pass).
+fn claim(addr: SocketAddr) -> std::io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            std::io::Error::new(
+                e.kind(),
+                "already served by another process (SO_REUSEPORT would split the traffic \
+                 with it in silence; pass --reuse-port to share it on purpose)",
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// The running workers.
@@ -168,8 +198,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_address_another_listener_serves_is_refused_unless_shared() {
+        let first = bind_shared("127.0.0.1:0", 2, false).unwrap();
+        let address = first[0].local_addr().unwrap().to_string();
+        let refused = bind_shared(&address, 2, false).unwrap_err().to_string();
+        assert!(refused.contains("--reuse-port"), "{refused}");
+        assert!(refused.contains(&address), "{refused}");
+        // On purpose: both listen, the kernel spreads connections across them.
+        assert_eq!(bind_shared(&address, 1, true).unwrap().len(), 1);
+        drop(first);
+        // Gone: the address is free again.
+        assert_eq!(bind_shared(&address, 1, false).unwrap().len(), 1);
+    }
+
+    #[test]
     fn every_worker_socket_shares_one_resolved_port() {
-        let sockets = bind_shared("127.0.0.1:0", 3).unwrap();
+        let sockets = bind_shared("127.0.0.1:0", 3, false).unwrap();
         let ports: Vec<u16> = sockets
             .iter()
             .map(|s| s.local_addr().unwrap().port())
@@ -182,14 +226,14 @@ mod tests {
     #[test]
     fn a_bad_address_is_a_bind_error() {
         assert!(matches!(
-            bind_shared("not-an-address", 2),
+            bind_shared("not-an-address", 2, false),
             Err(EngineError::Bind { .. })
         ));
     }
 
     #[test]
     fn workers_serve_until_drained_and_report_it() {
-        let sockets = bind_shared("127.0.0.1:0", 2).unwrap();
+        let sockets = bind_shared("127.0.0.1:0", 2, false).unwrap();
         let per_worker = sockets.into_iter().map(|s| vec![s]).collect();
         let workers = Workers::start(per_worker, |listeners, mut drain: DrainSignal| async move {
             assert_eq!(listeners.len(), 1);
@@ -201,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_cut_ends_the_drain_before_its_deadline() {
-        let sockets = bind_shared("127.0.0.1:0", 1).unwrap();
+        let sockets = bind_shared("127.0.0.1:0", 1, false).unwrap();
         let per_worker = sockets.into_iter().map(|s| vec![s]).collect();
         // A worker whose connections never finish.
         let workers = Workers::start(per_worker, |_listeners, _drain| async move {
@@ -219,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_worker_past_its_deadline_reports_it() {
-        let sockets = bind_shared("127.0.0.1:0", 1).unwrap();
+        let sockets = bind_shared("127.0.0.1:0", 1, false).unwrap();
         let workers = Workers::start(vec![sockets], |_, _| async {
             std::future::pending::<()>().await;
         })
