@@ -5,7 +5,9 @@ Text for people, JSON for machines."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -17,7 +19,7 @@ from .config.errors import ConfigError, render_path
 from .config.model import Config, VirtualService
 from .config.types import format_duration
 from .config.upstreams import UpstreamChoice
-from .config.validate import vs_subject
+from .config.validate import locate, vs_subject
 from .errors import PymirrorError
 from .resolve import listener_specs, resolve
 from .resolve.describe import (
@@ -29,6 +31,7 @@ from .resolve.describe import (
     tcp_note,
     upstream_lines,
 )
+from .resolve.misroutes import misroutes, unresolved
 
 
 @dataclass
@@ -77,6 +80,8 @@ def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> 
     try:
         resolved = resolve(loaded.config, listen=listen, strict=False)
         report.snapshot, report.upstreams = resolved.snapshot, resolved.upstreams
+        findings = misroutes(loaded.config) + unresolved(loaded.config, dns_failure)
+        report.problems += locate(loaded.config, findings)
         validate(report.snapshot)
     except ConfigError as exc:
         # The load already reported the reference errors that resolution refuses.
@@ -86,15 +91,35 @@ def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> 
     return report
 
 
+#: How long `check` waits for a DNS answer; a slow resolver is no evidence of a typo.
+DNS_TIMEOUT_SECONDS = 2.0
+
+
+def dns_failure(host: str) -> str | None:
+    """Why ``host`` does not resolve (None: it does, or DNS did not answer in time)."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    lookup = pool.submit(socket.getaddrinfo, host, None)
+    pool.shutdown(wait=False)
+    try:
+        lookup.result(timeout=DNS_TIMEOUT_SECONDS)
+    except socket.gaierror as exc:
+        return exc.strerror or str(exc)
+    except (OSError, concurrent.futures.TimeoutError, UnicodeError):
+        return None
+    return None
+
+
 def run_check(
     sources: Sequence[Source],
     *,
     listen: Sequence[str] | None = None,
     fmt: str = "text",
+    strict: bool = False,
     out: TextIO,
     err: TextIO,
 ) -> int:
-    """What the command does: print the report; 1 when there is any error, else 0."""
+    """What the command does: print the report; 1 when there is any error (or, with
+    ``strict``, any warning), else 0."""
     report = check(sources, listen=listen)
     if fmt == "json":
         json.dump(as_json(report), out, indent=2)
@@ -104,7 +129,10 @@ def run_check(
         if report.errors:
             err.write("pymirror: configuration error\n")
             err.writelines(f"{p}\n" for p in report.errors)
-    return 0 if report.ok else 1
+    warned = any(p.severity == "warning" for p in report.problems)
+    if strict and warned and report.ok:
+        err.write("pymirror: warnings fail the check (--strict)\n")
+    return 0 if report.ok and not (strict and warned) else 1
 
 
 # === text ===

@@ -155,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("files", nargs="+", metavar="FILE", help="config files or folders")
     check.add_argument("--listen", action="append", metavar="HOST:PORT")
     check.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too (for CI gates)"
+    )
+    check.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
@@ -261,7 +264,12 @@ def shutdown_delay(given: float | None, environ: Mapping[str, str]) -> float:
 
 def _check(args: argparse.Namespace) -> int:
     return run_check(
-        args.files, listen=args.listen, fmt=args.format, out=sys.stdout, err=sys.stderr
+        args.files,
+        listen=args.listen,
+        fmt=args.format,
+        strict=args.strict,
+        out=sys.stdout,
+        err=sys.stderr,
     )
 
 

@@ -256,3 +256,29 @@ def test_kubectl_list_output_on_stdin_is_checked_and_served(backend) -> None:
             assert client.request().body == b"v1"
     finally:
         proc.stop()
+
+
+def test_check_strict_fails_on_a_mirror_host_typo(backend, tmp_path: Path) -> None:
+    """A mirror host typo (`reviewz`, no services entry, no DNS name) passes `check` with
+    a warning, and fails it with `--strict`, as a CI gate wants."""
+    v1, v2 = backend("v1"), backend("v2")
+    config = tmp_path / "routes.yaml"
+    config.write_text(
+        seed_config(v1.address, v2.address).replace(
+            "mirror: {host: reviews, subset: v2}", "mirror: {host: reviewz}"
+        )
+    )
+
+    def check(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pymirror.cli", "check", str(config), *flags],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    lenient, strict = check(), check("--strict")
+    assert lenient.returncode == 0
+    assert "warning: virtualServices[0].http[0].mirror.host: host `reviewz` has no" in (
+        lenient.stdout
+    )
+    assert strict.returncode == 1
+    assert "warnings fail the check (--strict)" in strict.stderr
