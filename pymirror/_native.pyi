@@ -3,7 +3,7 @@ extension by `python3 -m mypy.stubtest pymirror._native`."""
 
 from typing import Any, Final, final
 
-__all__ = ["SNAPSHOT_SCHEMA", "Engine", "__version__", "validate"]
+__all__ = ["SNAPSHOT_SCHEMA", "Engine", "__version__", "regex_problem", "validate"]
 
 SNAPSHOT_SCHEMA: Final[int]
 __version__: Final[str]
@@ -37,3 +37,4 @@ class Engine:
     def cut_drain(self) -> None: ...
 
 def validate(snapshot_json: str) -> None: ...
+def regex_problem(pattern: str) -> str | None: ...

@@ -17,6 +17,7 @@ from . import snapshot as snap
 from .config import Loaded, Problem, Source, load
 from .config.errors import ConfigError, render_path
 from .config.model import Config, VirtualService
+from .config.regexes import refused
 from .config.types import format_duration
 from .config.upstreams import UpstreamChoice
 from .config.validate import locate, vs_subject
@@ -58,7 +59,7 @@ class Report:
 def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> Report:
     """Load leniently (a rule in a file not given is a warning) and resolve what loads;
     the core compiles the snapshot too, as `run` would."""
-    from .engine import validate  # the compiled core: imported only where it is needed
+    from .engine import regex_problem, validate  # the compiled core, where it is needed
 
     loaded = load(*sources, strict=False)
     report = Report(loaded, problems=list(loaded.problems), listen=tuple(listen or ()))
@@ -81,8 +82,10 @@ def check(sources: Sequence[Source], *, listen: Sequence[str] | None = None) -> 
         resolved = resolve(loaded.config, listen=listen, strict=False)
         report.snapshot, report.upstreams = resolved.snapshot, resolved.upstreams
         findings = misroutes(loaded.config) + unresolved(loaded.config, dns_failure)
-        report.problems += locate(loaded.config, findings)
-        validate(report.snapshot)
+        bad_regexes = refused(loaded.config, regex_problem)
+        report.problems += locate(loaded.config, findings + bad_regexes)
+        if not bad_regexes:  # they say, with their places, what the core would refuse
+            validate(report.snapshot)
     except ConfigError as exc:
         # The load already reported the reference errors that resolution refuses.
         report.problems += [p for p in exc.problems if p not in report.problems]

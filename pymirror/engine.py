@@ -9,6 +9,11 @@ from typing import Any, TypedDict
 from pymirror import _native
 from pymirror.snapshot import Snapshot
 
+#: The data plane's version (the package's: they are built together).
+VERSION: str = _native.__version__
+#: The Snapshot schema the data plane reads.
+SNAPSHOT_SCHEMA: int = _native.SNAPSHOT_SCHEMA
+
 
 class HistogramStats(TypedDict):
     count: int
@@ -181,6 +186,11 @@ class ServerOptions:
 
 def _dump(snapshot: Snapshot) -> str:
     return json.dumps(snapshot, separators=(",", ":"))
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Why the data plane's regex engine refuses ``pattern`` (None: it compiles)."""
+    return _native.regex_problem(pattern)
 
 
 def validate(snapshot: Snapshot) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -150,7 +151,15 @@ class Supervisor:
     """Seconds between SIGTERM (or SIGINT) and the drain: `/readyz` is 503 at once while
     the listeners keep serving, so that an orchestrator stops sending traffic before it
     is refused (Kubernetes keeps routing to a terminating pod for a few seconds)."""
-    reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    reloads: dict[str, int] = field(
+        # last_ok, last_at: the gauges of the last reload (start counts as one that took).
+        default_factory=lambda: {
+            "success": 0,
+            "failure": 0,
+            "last_ok": 1,
+            "last_at": int(time.time()),
+        }
+    )
 
     async def run(self) -> int:
         # Open the receiver first: a signal during start-up is not lost.
@@ -241,9 +250,11 @@ class Supervisor:
         # OSError: a TLS file that vanished between its check and its read (a rotation).
         except (ConfigError, PymirrorError, OSError) as exc:
             self.reloads["failure"] += 1
+            self.reloads["last_ok"] = 0
             log.error("reload refused, still serving version %s:\n%s", proxy.version, exc)
             return
         self.reloads["success"] += 1
+        self.reloads["last_ok"], self.reloads["last_at"] = 1, int(time.time())
         log.info("reloaded: now serving config version %s", proxy.version)
         if self._admin_address(config) != admin_before:
             log.warning("the admin address changed; it takes effect on restart")

@@ -7,6 +7,7 @@ per request; a scrape costs one `Engine.stats()` call however many series there 
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from pymirror.engine import (
+    SNAPSHOT_SCHEMA,
+    VERSION,
     DestinationStats,
     HistogramStats,
     MirrorStats,
@@ -68,7 +71,26 @@ def families(scrape: Scrape) -> list[Metric]:
     )
     for result in ("success", "failure"):
         reloads.add_metric([result], scrape.reloads.get(result, 0))
-    out: list[Metric] = [reloads]
+    build = GaugeMetricFamily(
+        "pymirror_build_info",
+        "What runs: pymirror's version, the Snapshot schema its core reads, Python's "
+        "version. Always 1.",
+        labels=["version", "snapshot_schema", "python"],
+    )
+    build.add_metric([VERSION, str(SNAPSHOT_SCHEMA), platform.python_version()], 1)
+    last_ok = GaugeMetricFamily(
+        "pymirror_config_last_reload_successful",
+        "1 when the last reload (SIGHUP, a changed TLS file) took effect, or none was "
+        "tried; 0 when it was refused and an older configuration still serves.",
+    )
+    last_ok.add_metric([], scrape.reloads.get("last_ok", 1))
+    last_at = GaugeMetricFamily(
+        "pymirror_config_last_reload_success_timestamp_seconds",
+        "When the running configuration was loaded (start, or the last reload that took "
+        "effect), in seconds since the epoch.",
+    )
+    last_at.add_metric([], scrape.reloads.get("last_at", 0))
+    out: list[Metric] = [reloads, build, last_ok, last_at]
     stats = scrape.stats
     if stats is None:
         return out

@@ -11,8 +11,10 @@ from types import TracebackType
 from typing import Self
 
 from pymirror.compare.comparator import Comparator
-from pymirror.config import Config, load_config
-from pymirror.engine import Engine, ServerOptions, Stats
+from pymirror.config import Config, ConfigError, load_config
+from pymirror.config.regexes import refused
+from pymirror.config.validate import locate
+from pymirror.engine import Engine, ServerOptions, Stats, regex_problem
 from pymirror.errors import EngineError
 from pymirror.resolve import build_snapshot
 from pymirror.snapshot import Snapshot
@@ -53,6 +55,7 @@ class Proxy:
         """Binds every listener and starts serving. Raises ListenError, SnapshotError."""
         if self._engine is not None:
             raise EngineError("the proxy is already started")
+        _check_regexes(self._config)
         snapshot = build_snapshot(self._config, listen=self._listen)
         self._engine = Engine(snapshot, self._options)
         self._snapshot = snapshot
@@ -146,6 +149,14 @@ class Proxy:
         old one. On any error (ConfigError, SnapshotError, ReloadError) the running
         configuration stays and the error is raised."""
         new = as_config(config)
+        _check_regexes(new)
         snapshot = build_snapshot(new, listen=self._listen)
         self._running.reload(snapshot)
         self._config, self._snapshot = new, snapshot
+
+
+def _check_regexes(config: Config) -> None:
+    """Every regex judged by the data plane's own engine before the snapshot is: a refusal
+    is a ConfigError at its file, line and column, not the core's bare `bad regex`."""
+    if issues := refused(config, regex_problem):
+        raise ConfigError(locate(config, issues))

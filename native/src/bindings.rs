@@ -161,10 +161,17 @@ fn validate(py: Python<'_>, snapshot_json: &str) -> PyResult<()> {
     Engine::validate(&snapshot).map_err(|e| to_py(py, e))
 }
 
+/// Why the core's regex engine refuses `pattern`; `None`: it compiles.
+#[pyfunction]
+fn regex_problem(pattern: &str) -> Option<String> {
+    crate::http::matcher::regex_problem(pattern)
+}
+
 #[pymodule(name = "_native", gil_used = false)]
 fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(regex_problem, m)?)?;
     m.add("SNAPSHOT_SCHEMA", SCHEMA)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -193,13 +193,26 @@ def test_reloads_are_counted_and_the_version_follows(backend, run_pymirror, tmp_
     v1, v2 = backend("v1"), backend("v2")
     routes = tmp_path / "routes.yaml"
     routes.write_text(seed_config(v1.address, v2.address))
+    started = time.time()
     proc = run_pymirror(routes)
     admin = proc.admin_address
-    before = samples(get(admin, "/metrics")[1], "pymirror_config_info")[0].labels
+    first = get(admin, "/metrics")[1]
+    before = samples(first, "pymirror_config_info")[0].labels
+    [build] = samples(first, "pymirror_build_info")
+    assert build.value == 1 and build.labels["version"] == pymirror.__version__
+    # The start counts as a load that took.
+    assert total(first, "pymirror_config_last_reload_successful") == 1
+    loaded_at = total(first, "pymirror_config_last_reload_success_timestamp_seconds")
+    assert started - 1 <= loaded_at <= time.time()
 
+    time.sleep(1.1)  # the timestamp has whole seconds
     routes.write_text(seed_config(v1.address, v2.address, mirror="mirrorPercentage: {value: 5}"))
     proc.signal(signal.SIGHUP)
     proc.wait_for(r"reloaded: now serving")
+    reloaded_at = total(
+        get(admin, "/metrics")[1], "pymirror_config_last_reload_success_timestamp_seconds"
+    )
+    assert reloaded_at > loaded_at
     routes.write_text("listeners: [")
     proc.signal(signal.SIGHUP)
     proc.wait_for(r"reload refused")
@@ -209,6 +222,9 @@ def test_reloads_are_counted_and_the_version_follows(backend, run_pymirror, tmp_
     assert total(text, "pymirror_config_reloads_total", result="failure") == 1
     after = samples(text, "pymirror_config_info")[0].labels
     assert after["version"] != before["version"] and after["checksum"] != before["checksum"]
+    # Refused: an older configuration serves, which the alert on this gauge catches.
+    assert total(text, "pymirror_config_last_reload_successful") == 0
+    assert total(text, "pymirror_config_last_reload_success_timestamp_seconds") == reloaded_at
 
 
 def test_connections_and_access_log_lines(backend, run_pymirror, tmp_path: Path) -> None:

@@ -41,12 +41,13 @@ def _held(address: str, count: int, path: str = "/slow") -> tuple[list[threading
 
 
 def _refused(address: str) -> bool:
-    """Whether a new connection to `address` is refused."""
+    """Whether a new connection to `address` is refused (or reset: it reached the backlog
+    of a listening socket just as that closed)."""
     host, port = address.rsplit(":", 1)
     try:
         with socket.create_connection((host, int(port)), timeout=2):
             pass
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import platform
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import pymirror
 from pymirror.metrics import Scrape, registry, render
 
 
@@ -119,6 +121,14 @@ V2 = {**V1, "subset": "v2"}
 RATINGS = {"virtual_service": "ratings", "route": "api", "host": "ratings.example", "subset": ""}
 
 
+#: pymirror_build_info's labels here.
+BUILD = {
+    "version": pymirror.__version__,
+    "snapshot_schema": "1",
+    "python": platform.python_version(),
+}
+
+
 def line(name: str, labels: dict[str, str], value: float, **extra: str) -> str:
     """One sample line as the text format writes it (label names sorted)."""
     pairs = sorted({**labels, **extra}.items())
@@ -140,7 +150,8 @@ def buckets(name: str, labels: dict[str, str], cumulative: list[int], total: flo
 
 
 def test_exposition_is_exact() -> None:
-    text = render(Scrape(STATS, SNAPSHOT, {"success": 2, "failure": 1}, "0123456789ab"))
+    reloads = {"success": 2, "failure": 1, "last_ok": 0, "last_at": 1_700_000_000}
+    text = render(Scrape(STATS, SNAPSHOT, reloads, "0123456789ab"))
     conn = {"host": "reviews", "subset": "v1", "role": "primary"}
     conn_v2 = {"host": "reviews", "subset": "v2", "role": "mirror"}
     conn_ratings = {"host": "ratings.example", "subset": "", "role": "primary"}
@@ -148,6 +159,9 @@ def test_exposition_is_exact() -> None:
     assert samples(text) == [
         line("pymirror_config_reloads_total", {"result": "success"}, 2),
         line("pymirror_config_reloads_total", {"result": "failure"}, 1),
+        line("pymirror_build_info", BUILD, 1),
+        "pymirror_config_last_reload_successful 0.0",
+        "pymirror_config_last_reload_success_timestamp_seconds 1.7e+09",
         line("pymirror_config_info", {"version": "abc123def456", "checksum": "0123456789ab"}, 1),
         # The two v1 rows are one series: 7 + 2 answers of 200.
         line("pymirror_requests_total", V1, 9, code="200"),
@@ -203,6 +217,9 @@ def test_family_types_and_histogram_consistency() -> None:
     assert {name: f.type for name, f in families.items()} == {
         "pymirror_config_reloads": "counter",
         "pymirror_config_info": "gauge",
+        "pymirror_build_info": "gauge",
+        "pymirror_config_last_reload_successful": "gauge",
+        "pymirror_config_last_reload_success_timestamp_seconds": "gauge",
         "pymirror_requests": "counter",
         "pymirror_grpc_requests": "counter",
         "pymirror_request_duration_seconds": "histogram",
@@ -260,6 +277,10 @@ def test_without_a_running_proxy_only_control_plane_series() -> None:
     assert samples(text) == [
         line("pymirror_config_reloads_total", {"result": "success"}, 0),
         line("pymirror_config_reloads_total", {"result": "failure"}, 3),
+        line("pymirror_build_info", BUILD, 1),
+        # Not given: no reload was tried (1), and no load time is known (0).
+        "pymirror_config_last_reload_successful 1.0",
+        "pymirror_config_last_reload_success_timestamp_seconds 0.0",
     ]
 
 

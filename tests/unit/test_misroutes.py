@@ -55,3 +55,25 @@ def test_a_host_that_does_not_resolve_is_flagged_once_per_place() -> None:
     assert "`reviewz` has no services entry and does not resolve" in found.message
     # Hosts with a services entry are never looked up.
     assert asked == ["reviewz"]
+
+
+def test_a_regex_the_core_refuses_is_an_error_at_its_place() -> None:
+    """Python's `re` takes `\\Z`; RE2 and the data plane's engine do not. `check` and
+    `Proxy` ask the engine and place its refusal (a real core, no network)."""
+    from pymirror import ConfigError, Proxy
+    from pymirror.check import check
+
+    text = CONFIG.replace(
+        'match: [{headers: {x-a: {exact: "1"}}}]', r"match: [{uri: {regex: '/reviews\Z'}}]"
+    )
+    report = check([text])
+    [error] = report.errors
+    assert error.path == ("virtualServices", 0, "http", 0, "match", 0, "uri", "regex")
+    assert (error.line, error.column) == (13, 31)
+    assert "refused by the data plane's engine" in error.message
+    try:
+        Proxy(text).start()
+    except ConfigError as exc:
+        assert [(p.line, p.column) for p in exc.problems] == [(13, 31)]
+    else:
+        raise AssertionError("the proxy started with a regex its engine refuses")

@@ -247,6 +247,17 @@ fn query_matches(query: &str, matcher: &NamedMatcher) -> bool {
         .is_some_and(|value| matcher.value.as_ref().is_none_or(|m| m.is_match(value)))
 }
 
+/// Why the core's regex engine refuses `pattern`, as a route's match (anchored at both
+/// ends) or as a rewrite's pattern; `None`: it compiles. The control plane asks this
+/// for every regex of a configuration, so one engine decides and the answer carries the
+/// file position.
+pub fn regex_problem(pattern: &str) -> Option<String> {
+    Regex::new(pattern)
+        .and_then(|_| Regex::new(&format!("^(?:{pattern})$")))
+        .err()
+        .map(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,6 +417,15 @@ mod tests {
         fn from(q: QueryMatch) -> Self {
             header(q.0, q.1)
         }
+    }
+
+    #[test]
+    fn the_core_says_which_regexes_it_refuses() {
+        assert_eq!(regex_problem("/reviews/[0-9]+"), None);
+        // Python's `\Z` is no RE2; Rust's engine refuses it as Istio's would.
+        assert!(regex_problem("/reviews\\Z").is_some());
+        // Unbalanced alone, balanced once wrapped: still refused.
+        assert!(regex_problem("a)(b").is_some());
     }
 
     #[test]
