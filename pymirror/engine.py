@@ -249,3 +249,7 @@ class Engine:
         """Ends the drain in progress (a `shutdown` blocked in another thread), or the next
         one, at once: open connections are closed instead of waited for."""
         self._native.cut_drain()
+
+    def reopen_access_log(self) -> None:
+        """Has the access log reopen its file at its path (after logrotate moved it)."""
+        self._native.reopen_access_log()

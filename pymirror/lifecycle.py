@@ -163,7 +163,9 @@ class Supervisor:
 
     async def run(self) -> int:
         # Open the receiver first: a signal during start-up is not lost.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        with trio.open_signal_receiver(
+            signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1
+        ) as signals:
             config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
             proxy = Proxy(config, listen=self.listen, options=self.options)
             await trio.to_thread.run_sync(proxy.start)
@@ -186,6 +188,11 @@ class Supervisor:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         await self._reload(proxy, "SIGHUP")
+                        continue
+                    if signum == signal.SIGUSR1:
+                        # logrotate's postrotate: a new file at the same path.
+                        proxy.reopen_access_log()
+                        log.info("SIGUSR1: access log reopened")
                         continue
                     log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, self.drain)
                     break
@@ -260,6 +267,10 @@ class Supervisor:
             log.warning("the admin address changed; it takes effect on restart")
 
 
+#: The signals that stop pymirror (SIGHUP reloads, SIGUSR1 reopens the access log).
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
 async def _serve_while_deregistered(signals: AsyncIterator[int], delay: float) -> None:
     """Keeps serving for ``delay`` seconds with `/readyz` at 503, so that load balancers
     and Kubernetes endpoints stop sending traffic before the listeners close. A second
@@ -267,7 +278,7 @@ async def _serve_while_deregistered(signals: AsyncIterator[int], delay: float) -
     log.info("serving %.1fs more with /readyz at 503 before draining (--shutdown-delay)", delay)
     with trio.move_on_after(delay):
         async for signum in signals:
-            if signum != signal.SIGHUP:
+            if signum in _STOPPING:
                 log.warning("%s again: draining now", signal.Signals(signum).name)
                 return
 
@@ -276,7 +287,7 @@ async def _cut_on_second_signal(signals: AsyncIterator[int], proxy: Proxy, cut: 
     """While draining, a second SIGINT or SIGTERM (Ctrl-C twice, an impatient supervisor)
     ends the drain at once; SIGHUP is ignored, there is nothing left to reload."""
     async for signum in signals:
-        if signum == signal.SIGHUP:
+        if signum not in _STOPPING:
             continue
         log.warning(
             "%s again: cutting the drain, closing open connections", signal.Signals(signum).name

@@ -77,6 +77,12 @@ class Proxy:
         if self._engine is not None:
             self._engine.cut_drain()
 
+    def reopen_access_log(self) -> None:
+        """Reopens the access log file at its path (logrotate moved it away); lines
+        queued before go to the old file. Harmless without an access log."""
+        if self._engine is not None:
+            self._engine.reopen_access_log()
+
     def __enter__(self) -> Self:
         return self.start()
 

@@ -138,6 +138,10 @@ impl PyEngine {
     fn cut_drain(&self) {
         self.inner.cut_drain();
     }
+
+    fn reopen_access_log(&self) {
+        self.inner.reopen_access_log();
+    }
 }
 
 fn side<'py>(py: Python<'py>, c: &Captured) -> PyResult<Bound<'py, PyDict>> {

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import seed_config, settle
 from support.client import Client
 from support.ports import closed_port
+from support.process import PymirrorProcess
 
 from pymirror import Proxy, ServerOptions
 
@@ -26,7 +30,8 @@ def test_lines_match_requests_one_for_one(backend, tmp_path: Path) -> None:
     proxy = Proxy(seed_config(v1.address, v2.address), options=ServerOptions(access_log=str(log)))
     with proxy, Client(proxy.addresses[0]) as client:
         for i in range(n):
-            client.request("POST", f"/reviews/{i}?q=1", body=b"x" * i)
+            agent = {"User-Agent": "pymirror-test"}
+            client.request("POST", f"/reviews/{i}?q=1", body=b"x" * i, headers=agent)
         client.request("GET", "/", host="unknown.example")  # routed by the default host
         settle(proxy)
         stats = proxy.stats()
@@ -45,7 +50,11 @@ def test_lines_match_requests_one_for_one(backend, tmp_path: Path) -> None:
             "v1",
         )
         assert (line["bytes_in"], line["bytes_out"], line["mirrored"]) == (i, 2, True)
-        assert line["duration_ms"] >= 0
+        # Whole microseconds; the client's address; the endpoint that answered.
+        assert isinstance(line["duration_us"], int) and line["duration_us"] > 0
+        assert line["client"].startswith("127.0.0.1:")
+        assert line["upstream"] == v1.address
+        assert line["user_agent"] == "pymirror-test" and "response_flags" not in line
     for line in mirror:
         assert line["request_id"] in by_id
         assert (line["subset"], line["status"], line["outcome"]) == ("v2", 200, "answered")
@@ -84,3 +93,62 @@ def test_upstream_connections_are_counted_by_role(backend) -> None:
     assert 1 <= primary["opened_total"] <= 2 and primary["open"] == primary["opened_total"]
     assert 1 <= mirror["opened_total"] <= 10 and mirror["open"] >= 1
     assert ("primary", v2.address) not in connections
+
+
+def test_the_proxys_own_answers_carry_envoys_response_flags(backend, tmp_path: Path) -> None:
+    """No upstream connection (UF), no route (NR), an injected abort (FI): the line says
+    which, as Envoy's `%RESPONSE_FLAGS%` would; an upstream's own answer has none."""
+    v1 = backend("v1")
+    log = tmp_path / "access.log"
+    text = f"""
+listeners: [{{address: 127.0.0.1:0}}]
+services:
+  reviews: {{endpoints: [{{address: "{v1.address}"}}]}}
+  dead: {{endpoints: [{{address: "{closed_port()}"}}]}}
+virtualServices:
+  - name: reviews
+    hosts: [reviews]
+    http:
+      - match: [{{uri: {{prefix: /dead}}}}]
+        route: [{{destination: {{host: dead}}}}]
+      - match: [{{uri: {{prefix: /fault}}}}]
+        fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}
+        route: [{{destination: {{host: reviews}}}}]
+      - match: [{{uri: {{prefix: /ok}}}}]
+        route: [{{destination: {{host: reviews}}}}]
+"""
+    proxy = Proxy(text, options=ServerOptions(access_log=str(log)))
+    with proxy, Client(proxy.addresses[0]) as client:
+        paths = ("/dead", "/fault", "/nowhere", "/ok")
+        statuses = [client.request("GET", path).status for path in paths]
+    assert statuses == [502, 418, 404, 200]
+    flags = {line["path"]: line.get("response_flags") for line in read_lines(log)}
+    assert flags == {"/dead": "UF", "/fault": "FI", "/nowhere": "NR", "/ok": None}
+
+
+def test_sigusr1_reopens_the_file_after_logrotate_moved_it(backend, tmp_path: Path) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    config = tmp_path / "routes.yaml"
+    config.write_text(seed_config(v1.address, v2.address, mirror=None))
+    log, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    proc = PymirrorProcess(config, "--access-log", str(log))
+    try:
+        with Client(proc.address) as client:
+            client.request("GET", "/before")
+            wait_until(lambda: log.exists() and len(log.read_text().splitlines()) == 1)
+            log.rename(rotated)  # logrotate's move; then its postrotate signal
+            proc.signal(signal.SIGUSR1)
+            proc.wait_for(r"SIGUSR1: access log reopened")
+            client.request("GET", "/after")
+            wait_until(lambda: log.exists() and len(log.read_text().splitlines()) == 1)
+    finally:
+        proc.stop()
+    assert [line["path"] for line in read_lines(rotated)] == ["/before"]
+    assert [line["path"] for line in read_lines(log)] == ["/after"]
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

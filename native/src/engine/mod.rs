@@ -207,6 +207,13 @@ impl Engine {
         self.drain_cut.cut();
     }
 
+    /// Has the access log writer reopen its file (logrotate moved it away).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.shared.access_log {
+            log.reopen();
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish for up to `drain`, then
     /// stops everything (mirror copies still in flight are abandoned).
     /// Returns whether every connection finished within the deadline.

@@ -51,7 +51,34 @@ pub enum LocalReply {
     UpstreamTimeout,
 }
 
+/// Envoy's response flag for an answer that says why it is not (only) the upstream's:
+/// `UF` upstream connection failure, `NR` no route, `FI` fault injected... Carried as a
+/// response extension to the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFlag(pub &'static str);
+
 impl LocalReply {
+    /// This answer's response flag, as Envoy names the same cause.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::AmbiguousFraming
+            | Self::RepeatedContentLength
+            | Self::UnsupportedTransferEncoding
+            | Self::BadHost
+            | Self::InvalidHost
+            | Self::BadConnectTarget
+            | Self::BadRequestBody
+            | Self::HeadersTooLarge => "DPE",
+            Self::ConnectRefused | Self::Misdirected | Self::NoVirtualHost | Self::NoRoute => "NR",
+            Self::NoEndpoint => "UH",
+            Self::Overflow => "UO",
+            Self::UpstreamConnect | Self::UpstreamTls => "UF",
+            Self::UpstreamReset => "UR",
+            Self::UpstreamProtocol | Self::UpstreamFraming => "UPE",
+            Self::UpstreamTimeout => "UT",
+        }
+    }
+
     pub fn status(self) -> StatusCode {
         match self {
             Self::AmbiguousFraming
@@ -132,8 +159,9 @@ impl LocalReply {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // Marks the answer as the proxy's own, for a protocol that answers in
-        // its own terms (gRPC) to find later.
+        // its own terms (gRPC) to find later, and for the access log.
         response.extensions_mut().insert(self);
+        response.extensions_mut().insert(ResponseFlag(self.flag()));
         response
     }
 }

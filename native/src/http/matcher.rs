@@ -250,7 +250,8 @@ fn query_matches(query: &str, matcher: &NamedMatcher) -> bool {
 /// Why the core's regex engine refuses `pattern`, as a route's match (anchored at both
 /// ends) or as a rewrite's pattern; `None`: it compiles. The control plane asks this
 /// for every regex of a configuration, so one engine decides and the answer carries the
-/// file position.
+/// file position. (Its caller is the Python binding.)
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
 pub fn regex_problem(pattern: &str) -> Option<String> {
     Regex::new(pattern)
         .and_then(|_| Regex::new(&format!("^(?:{pattern})$")))

@@ -150,10 +150,14 @@ async fn try_once(
         None => exchange.await,
     };
     let (outcome, result) = match result {
-        Ok((response, loan)) => (
-            TryOutcome::Status(response.status().as_u16()),
-            Ok(response.map(|body| PooledResponse::new(body, loan))),
-        ),
+        Ok((mut response, loan)) => {
+            let host = UpstreamHost(endpoint.authority.clone());
+            response.extensions_mut().insert(host);
+            (
+                TryOutcome::Status(response.status().as_u16()),
+                Ok(response.map(|body| PooledResponse::new(body, loan))),
+            )
+        }
         Err(SendError::Connect) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamConnect)),
         // Envoy's rule too: a failed handshake is a failed connection.
         Err(SendError::Tls) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamTls)),
@@ -168,6 +172,10 @@ async fn try_once(
     drop(lease);
     (Some(outcome), result)
 }
+
+/// The endpoint that answered, carried on its response to the access log.
+#[derive(Debug, Clone)]
+pub struct UpstreamHost(pub http::uri::Authority);
 
 /// A request head for another try (`Parts` itself is not `Clone`).
 fn copy_parts(parts: &Parts) -> Parts {

@@ -24,12 +24,12 @@ use crate::body::{
 };
 use crate::http::grpc;
 use crate::http::headers;
-use crate::http::local_reply::{plain_response, LocalReply};
+use crate::http::local_reply::{plain_response, LocalReply, ResponseFlag};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
 use crate::mirror::{CompareSlot, Gate};
 use crate::proxy::fault;
-use crate::proxy::forward::{self, Forward, Sending, UpstreamBody};
+use crate::proxy::forward::{self, Forward, Sending, UpstreamBody, UpstreamHost};
 use crate::proxy::guard;
 use crate::proxy::session::{self, SessionTo};
 use crate::proxy::{Connection, Published};
@@ -53,8 +53,12 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     let mut line = PendingLine::start(log, &parts);
     line.record.client_cert = conn.client().map(|c| c.subject.clone());
+    line.record.client = conn.peer.to_string();
     let request = Request::from_parts(parts, body);
     let response = proxy(request, &conn, &published, Some(&mut line)).await;
+    let found = response.extensions();
+    line.record.response_flags = found.get::<ResponseFlag>().map(|f| f.0);
+    line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
     let response = in_its_terms(response, grpc, http1);
     line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();

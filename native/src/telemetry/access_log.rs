@@ -5,7 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,9 +23,17 @@ struct Counts {
     dropped: AtomicU64,
 }
 
+/// What the writer is handed: a line, or word to reopen its file.
+#[derive(Debug)]
+enum Message {
+    Line(Vec<u8>),
+    /// logrotate moved the file away: write on in a new one at the same path.
+    Reopen,
+}
+
 #[derive(Debug)]
 pub struct AccessLog {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Message>,
     counts: Arc<Counts>,
     sent: AtomicU64,
 }
@@ -39,37 +47,14 @@ pub struct AccessLogReport {
 impl AccessLog {
     /// Opens `target` for appending (`-` is standard output) and starts the writer.
     pub fn open(target: &str) -> io::Result<Self> {
-        let sink: Box<dyn Write + Send> = if target == "-" {
-            Box::new(io::stdout())
-        } else {
-            Box::new(OpenOptions::new().create(true).append(true).open(target)?)
-        };
-        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+        let sink = open_sink(target)?;
+        let (tx, rx) = sync_channel::<Message>(QUEUE_LINES);
         let counts = Arc::new(Counts::default());
         let written = counts.clone();
+        let target = target.to_owned();
         std::thread::Builder::new()
             .name("pymirror-access-log".into())
-            .spawn(move || {
-                let mut out = BufWriter::with_capacity(64 * 1024, sink);
-                // Write what is queued, flush once the queue is empty: lines show
-                // up promptly without a write call per line under load.
-                while let Ok(line) = rx.recv() {
-                    let mut next = Some(line);
-                    let mut batch = 0;
-                    while let Some(line) = next {
-                        if out.write_all(&line).is_ok() {
-                            written.written.fetch_add(1, Relaxed);
-                        } else {
-                            written.dropped.fetch_add(1, Relaxed);
-                        }
-                        batch += 1;
-                        next = rx.try_recv().ok();
-                    }
-                    let _ = out.flush();
-                    written.processed.fetch_add(batch, Relaxed);
-                }
-                let _ = out.flush();
-            })?;
+            .spawn(move || write_lines(&rx, sink, &target, &written))?;
         Ok(Self {
             tx,
             counts,
@@ -77,10 +62,16 @@ impl AccessLog {
         })
     }
 
+    /// Has the writer reopen its file (after logrotate moved it); lines already
+    /// queued go to the old one. Waits for a full queue: it is rare and bounded.
+    pub fn reopen(&self) {
+        let _ = self.tx.send(Message::Reopen);
+    }
+
     pub fn write(&self, record: &Record) {
         let mut line = serde_json::to_vec(record).unwrap_or_default();
         line.push(b'\n');
-        match self.tx.try_send(line) {
+        match self.tx.try_send(Message::Line(line)) {
             Ok(()) => {
                 self.sent.fetch_add(1, Relaxed);
             }
@@ -106,6 +97,48 @@ impl AccessLog {
             dropped: self.counts.dropped.load(Relaxed),
         }
     }
+}
+
+fn open_sink(target: &str) -> io::Result<Box<dyn Write + Send>> {
+    Ok(if target == "-" {
+        Box::new(io::stdout())
+    } else {
+        Box::new(OpenOptions::new().create(true).append(true).open(target)?)
+    })
+}
+
+/// The writer: writes what is queued and flushes once the queue is empty, so lines
+/// show up promptly without a write call per line under load.
+fn write_lines(rx: &Receiver<Message>, sink: Box<dyn Write + Send>, target: &str, counts: &Counts) {
+    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    let count = if out.write_all(&line).is_ok() {
+                        &counts.written
+                    } else {
+                        &counts.dropped
+                    };
+                    count.fetch_add(1, Relaxed);
+                    batch += 1;
+                }
+                Message::Reopen => {
+                    let _ = out.flush();
+                    // A file that cannot be opened now keeps the old one.
+                    if let Ok(sink) = open_sink(target) {
+                        out = BufWriter::with_capacity(64 * 1024, sink);
+                    }
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+        counts.processed.fetch_add(batch, Relaxed);
+    }
+    let _ = out.flush();
 }
 
 /// Which hop a line describes.
@@ -138,7 +171,8 @@ pub struct Record {
     /// headers when it had no body).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<u32>,
-    pub duration_ms: f64,
+    /// From the request's head to the end of the answer's body, in whole microseconds.
+    pub duration_us: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Primary lines: whether copies of this request went to a mirror.
@@ -153,6 +187,17 @@ pub struct Record {
     /// MUTUAL: the subject of the client's verified certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<String>,
+    /// The client's address and port (the connection's peer).
+    pub client: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The endpoint that answered (`host:port`); absent when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Envoy's flag for an answer the proxy made or changed (`UF`, `NR`, `UO`,
+    /// `UT`, `FI`...); absent for an upstream's own answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_flags: Option<&'static str>,
 }
 
 impl Record {
@@ -172,13 +217,17 @@ impl Record {
             subset: None,
             grpc_status: None,
             status: 0,
-            duration_ms: 0.0,
+            duration_us: 0,
             bytes_in: 0,
             bytes_out: 0,
             mirrored: false,
             outcome: None,
             reason: None,
             client_cert: None,
+            client: String::new(),
+            user_agent: None,
+            upstream: None,
+            response_flags: None,
         }
     }
 }
@@ -210,6 +259,11 @@ impl PendingLine {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), ToString::to_string);
+        record.user_agent = request
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Self {
             log,
             record,
@@ -242,7 +296,8 @@ impl PendingLine {
     }
 
     pub fn finish(mut self, bytes_out: u64) {
-        self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.record.duration_us =
+            u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.record.bytes_in = self.bytes_in.load(Relaxed);
         self.record.bytes_out = bytes_out;
         self.log.write(&self.record);
@@ -287,5 +342,23 @@ mod tests {
         assert_eq!(lines[0]["hop"], "primary");
         assert!(lines[0].get("outcome").is_none());
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_reopen_writes_on_in_a_new_file_at_the_same_path() {
+        let dir = std::env::temp_dir().join(format!("pymirror-rotate-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let (path, rotated) = (dir.join("access.log"), dir.join("access.log.1"));
+        let log = AccessLog::open(path.to_str().unwrap()).unwrap();
+        log.write(&Record::new(Hop::Primary, SystemTime::now()));
+        log.settle(Duration::from_secs(5));
+        std::fs::rename(&path, &rotated).unwrap(); // what logrotate does
+        log.write(&Record::new(Hop::Primary, SystemTime::now())); // still to the old file
+        log.reopen();
+        log.write(&Record::new(Hop::Mirror, SystemTime::now()));
+        log.settle(Duration::from_secs(5));
+        let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+        assert_eq!((lines(&rotated), lines(&path)), (2, 1));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
