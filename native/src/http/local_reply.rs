@@ -61,14 +61,6 @@ impl LocalReply {
     /// This answer's response flag, as Envoy names the same cause.
     pub fn flag(self) -> &'static str {
         match self {
-            Self::AmbiguousFraming
-            | Self::RepeatedContentLength
-            | Self::UnsupportedTransferEncoding
-            | Self::BadHost
-            | Self::InvalidHost
-            | Self::BadConnectTarget
-            | Self::BadRequestBody
-            | Self::HeadersTooLarge => "DPE",
             Self::ConnectRefused | Self::Misdirected | Self::NoVirtualHost | Self::NoRoute => "NR",
             Self::NoEndpoint => "UH",
             Self::Overflow => "UO",
@@ -76,6 +68,8 @@ impl LocalReply {
             Self::UpstreamReset => "UR",
             Self::UpstreamProtocol | Self::UpstreamFraming => "UPE",
             Self::UpstreamTimeout => "UT",
+            // The rest refuse the request itself (400, 431): a downstream protocol error.
+            _ => "DPE",
         }
     }
 
@@ -178,4 +172,23 @@ pub fn plain_response<B: From<Full<Bytes>>>(status: StatusCode, body: Bytes) -> 
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_refused_for_themselves_are_downstream_protocol_errors() {
+        for reply in [
+            LocalReply::AmbiguousFraming,
+            LocalReply::BadHost,
+            LocalReply::HeadersTooLarge,
+            LocalReply::BadRequestBody,
+        ] {
+            assert_eq!(reply.flag(), "DPE", "{reply:?}");
+        }
+        assert_eq!(LocalReply::Misdirected.flag(), "NR");
+        assert_eq!(LocalReply::UpstreamTls.flag(), "UF");
+    }
 }
