@@ -224,8 +224,28 @@ class Admin:
             "sources": source_files(config),
             "listeners": proxy.addresses,  # as bound: port 0 resolved
             "routes": describe(config, listen=proxy.listen),
-            "snapshot": proxy.snapshot,
+            "snapshot": redacted(proxy.snapshot),
         }
+
+
+def redacted(value: Any) -> Any:
+    """``value`` (a snapshot) with the PEM text it carries replaced by its size: private
+    keys never leave the process (the admin endpoint may be reachable from the cluster,
+    for probes), and the file names beside them say what was loaded."""
+    if isinstance(value, dict):
+        return {
+            k: f"(PEM, {len(v)} bytes)"
+            if k.endswith("_pem") and isinstance(v, str)
+            else redacted(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def _is_pem(key: str, value: object) -> bool:
+    return key.endswith("_pem") and isinstance(value, str)
 
 
 def config_checksum(config: Config) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.client import Client
 from support.nginx_tls import NginxTls
 from support.pki import Authority
+from support.process import PymirrorProcess
 from support.upgrade_peer import UpgradeEcho
 
 from pymirror import ConfigError, Proxy
@@ -382,3 +384,28 @@ def test_an_upgrade_originates_tls_named_for_its_host(pki: Authority) -> None:
     # The upgrade's own connection went over TLS, named for the request's Host.
     assert echo.server_names == ["reviews"]
     assert echo.received == [b"hello over TLS"]
+
+
+def test_the_admin_config_never_shows_a_private_key(pki: Authority, tmp_path: Path) -> None:
+    """`/config` shows the running snapshot, which carries the TLS files' text: keys are
+    replaced by their size (the manifests put the admin port on the pod's IP)."""
+    cert, key = pki.issue("reviews", "reviews")
+    client_cert, client_key = pki.issue("me", client=True)
+    mutual = (
+        f"{{mode: MUTUAL, caCertificates: {pki.cert}, clientCertificate: {client_cert}, "
+        f"privateKey: {client_key}}}"
+    )
+    yaml = config("127.0.0.1:1", "127.0.0.1:2", mutual).replace(
+        "listeners: [{address: 127.0.0.1:0, host: reviews}]",
+        f"listeners: [{{address: 127.0.0.1:0, host: reviews, "
+        f"tls: {{certificate: {cert}, privateKey: {key}}}}}]",
+    )
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(yaml)
+    proc = PymirrorProcess(routes)
+    try:
+        body = urllib.request.urlopen(f"http://{proc.admin_address}/config", timeout=10).read()
+    finally:
+        proc.stop()
+    assert b"PRIVATE KEY" not in body and b"BEGIN" not in body
+    assert str(client_key).encode() in body and b"(PEM, " in body
