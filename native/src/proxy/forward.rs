@@ -29,6 +29,9 @@ pub struct Forward<'a> {
     pub timeout: Option<Duration>,
     /// A gRPC client's deadline: each try tells the upstream what is left.
     pub grpc_deadline: Option<Instant>,
+    /// Mark the answer with the endpoint that gave it (`UpstreamHost`), for the
+    /// access log; off, no request pays for it.
+    pub note_upstream: bool,
 }
 
 /// The tighter of a route's timeout and a deadline, from `started`.
@@ -151,8 +154,10 @@ async fn try_once(
     };
     let (outcome, result) = match result {
         Ok((mut response, loan)) => {
-            let host = UpstreamHost(endpoint.authority.clone());
-            response.extensions_mut().insert(host);
+            if f.note_upstream {
+                let host = UpstreamHost(endpoint.authority.clone());
+                response.extensions_mut().insert(host);
+            }
             (
                 TryOutcome::Status(response.status().as_u16()),
                 Ok(response.map(|body| PooledResponse::new(body, loan))),

@@ -145,6 +145,7 @@ async fn route_and_forward(
         retries: selected.route.retries.as_ref(),
         timeout: forward::tighter(selected.route.timeout, grpc_deadline, started),
         grpc_deadline,
+        note_upstream: line.is_some(),
     };
     let mut body = RequestBody::new(body, fanned.taps);
     if let Some(line) = &line {
