@@ -19,9 +19,13 @@ use crate::transport::Stream;
 
 use super::{pem, provider};
 
-/// Sessions remembered per destination for resumption: one per endpoint and
-/// name is what a cluster needs; more covers a cluster of many endpoints.
-const SESSION_CACHE_ENTRIES: usize = 256;
+/// Sessions remembered per destination for resumption. rustls keys them by the
+/// name sent (one for most destinations; one per Host with auto SNI) and keeps
+/// up to 8 TLS 1.3 tickets per name, so 32 entries are 4 names' worth. Bound in
+/// bytes too: a ticket and the server chain stored with it each come from one
+/// handshake message (at most 64 KiB in rustls), so a destination's upstream,
+/// however hostile, makes the cache hold at most 32 x 128 KiB = 4 MiB.
+const SESSION_CACHE_ENTRIES: usize = 32;
 
 /// What a connection asks for by ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
