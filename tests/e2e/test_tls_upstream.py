@@ -12,6 +12,8 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,6 +94,23 @@ services:
 virtualServices:
   - {{name: reviews, hosts: [reviews], http: {http}}}
 """
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """Bytes up to the end of a response head (what came with it included)."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed before a whole head: {head!r}"
+        head += chunk
+    return head
+
+
+def read_to_close(conn: socket.socket) -> bytes:
+    answer = b""
+    while chunk := conn.recv(4096):
+        answer += chunk
+    return answer
 
 
 def simple(ca: Path, extra: str = "") -> str:
@@ -305,9 +324,7 @@ virtualServices:
         with socket.create_connection((host, int(port)), timeout=10) as conn:
             # Plaintext in; the route's TLS carries it to nginx.
             conn.sendall(b"GET /tcp HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while chunk := conn.recv(4096):
-                answer += chunk
+            answer = read_to_close(conn)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"v1\n")
     [served] = v1.wait_for(1)
     assert (served.sni, served.uri) == ("reviews", "/tcp")
@@ -342,15 +359,10 @@ def test_a_connect_tunnel_originates_tls_to_its_destination(
         host, port = proxy.addresses[0].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as conn:
             conn.sendall(b"CONNECT reviews:443 HTTP/1.1\r\nHost: reviews:443\r\n\r\n")
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
-            assert head.startswith(b"HTTP/1.1 200")
+            assert read_head(conn).startswith(b"HTTP/1.1 200")
             # Plaintext into the tunnel; the destination's TLS carries it to nginx.
             conn.sendall(b"GET /tunnel HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n")
-            answer = b""
-            while chunk := conn.recv(4096):
-                answer += chunk
+            answer = read_to_close(conn)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"v1\n")
     [served] = v1.wait_for(1)
     assert (served.sni, served.uri) == ("reviews", "/tunnel")
@@ -370,10 +382,7 @@ def test_an_upgrade_originates_tls_named_for_its_host(pki: Authority) -> None:
                     b"GET /chat HTTP/1.1\r\nHost: reviews\r\nConnection: Upgrade\r\n"
                     b"Upgrade: echo/1\r\n\r\n"
                 )
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    head += conn.recv(4096)
-                assert head.startswith(b"HTTP/1.1 101")
+                assert read_head(conn).startswith(b"HTTP/1.1 101")
                 conn.sendall(b"hello over TLS")
                 echoed = b""
                 while len(echoed) < len(b"hello over TLS"):
@@ -409,3 +418,88 @@ def test_the_admin_config_never_shows_a_private_key(pki: Authority, tmp_path: Pa
         proc.stop()
     assert b"PRIVATE KEY" not in body and b"BEGIN" not in body
     assert str(client_key).encode() in body and b"(PEM, " in body
+
+
+class HostileUpstream:
+    """A loopback peer that takes each connection and, to the ClientHello, answers
+    ``reply`` (exact bytes) then closes, or with ``reply`` None says nothing and holds the
+    connection (a handshake that never completes)."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.reply = reply
+        self.held: list[socket.socket] = []
+        self.accepted = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.reply is None:
+                self.held.append(conn)
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)  # the ClientHello
+                    conn.sendall(self.reply)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nv1",  # plaintext to a ClientHello
+        b"\x15\x03\x03\x00\x02\x02\x28",  # a TLS alert: handshake_failure
+        b"\x16\x03\x03\xff\xff" + b"\x00" * 64,  # a handshake record that lies about its length
+    ],
+    ids=["plain-http", "alert", "truncated-record"],
+)
+def test_an_upstream_that_answers_the_handshake_with_junk_gets_no_request(
+    pki: Authority, reply: bytes
+) -> None:
+    peer = HostileUpstream(reply)
+    routes = "[{route: [{destination: {host: reviews}}], retries: {attempts: 0}}]"
+    try:
+        with Proxy(one_service(peer.address, simple(pki.cert), routes)) as proxy:
+            with Client(proxy.addresses[0]) as client:
+                answer = client.request()
+            failed = handshakes(proxy, "primary")["failed"]
+    finally:
+        peer.close()
+    assert answer.status == 502 and b"TLS handshake failed" in answer.body
+    assert (peer.accepted, failed) == (1, 1)
+
+
+def test_an_upstream_that_never_finishes_the_handshake_costs_the_connect_timeout(
+    pki: Authority,
+) -> None:
+    peer = HostileUpstream(None)
+    routes = "[{route: [{destination: {host: reviews}}], retries: {attempts: 0}}]"
+    text = (
+        one_service(peer.address, simple(pki.cert), routes) + "upstream: {connectTimeout: 0.3s}\n"
+    )
+    try:
+        with Proxy(text) as proxy, Client(proxy.addresses[0]) as client:
+            started = time.monotonic()
+            answer = client.request()
+            waited = time.monotonic() - started
+    finally:
+        peer.close()
+    # The handshake is inside the connect deadline: one deadline, then a 502.
+    assert answer.status == 502
+    assert 0.3 <= waited < 2.0, waited
