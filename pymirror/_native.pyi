@@ -20,6 +20,7 @@ class Engine:
         header_read_timeout: float = 30.0,
         max_header_bytes: int = 65536,
         access_log: str | None = None,
+        access_log_fields: list[str] | None = None,
         # The core's constants (the extension shows them as `...`): 256 MiB, 4096, 64 MiB.
         mirror_buffer_budget: int = ...,
         compare_queue_capacity: int = ...,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from prometheus_client.exposition import choose_encoder
 
-from pymirror import metrics
+from pymirror import control, metrics
 from pymirror.compare import html, report
 from pymirror.config import Config
 from pymirror.config.types import split_host_port
@@ -44,7 +44,16 @@ log = logging.getLogger("pymirror.admin")
 _http_log = logging.getLogger("pymirror.admin.http")
 _http_log.setLevel(logging.WARNING)
 
-_ROUTES = ("/metrics", "/healthz", "/readyz", "/config", "/stats", "/compare", "/report")
+_ROUTES = (
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/config",
+    "/stats",
+    "/compare",
+    "/report",
+    "/runtime",
+)
 _HTML = b"text/html; charset=utf-8"
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
@@ -57,14 +66,29 @@ class Admin:
     before closing the proxy, so `/readyz` answers 503 while in-flight requests finish.
     """
 
-    def __init__(self, proxy: Proxy | None = None, *, reloads: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        proxy: Proxy | None = None,
+        *,
+        reloads: Mapping[str, int] | None = None,
+        reload: control.Reload | None = None,
+        token: str | None = None,
+        tls: tuple[str, str] | None = None,
+    ):
+        """`reload` is what `POST /runtime/reload` runs; `token` guards runtime control
+        (see `pymirror.control`); `tls` is a certificate chain and key file to serve TLS."""
         self.proxy = proxy
+        self._reload = reload
+        self._token = token
+        self._tls = tls
+        self._loopback = True
         self.reloads: Mapping[str, int] = (
             reloads if reloads is not None else {"success": 0, "failure": 0}
         )
         self.draining = False
         self._registry = metrics.registry(self.scrape)
         self._checksum: tuple[Config, str] | None = None
+        self._versions: tuple[Config, dict[tuple[str, str], str]] | None = None
         self._bound: tuple[socket.socket, str] | None = None
 
     @property
@@ -88,7 +112,21 @@ class Admin:
             self.reloads,
             self._checksum_of(config),
             compare=proxy.comparator.store.counts(),
+            versions=self._versions_of(config),
         )
+
+    def _versions_of(self, config: Config) -> dict[tuple[str, str], str]:
+        """(host, subset) -> the `version` label the subset selects by, where it does,
+        for Istio's `destination_version`; once per configuration."""
+        if self._versions is None or self._versions[0] is not config:
+            found = {
+                (host, subset): labels["version"]
+                for host, service in config.services.items()
+                for subset, labels in service.subsets.items()
+                if "version" in labels
+            }
+            self._versions = (config, found)
+        return self._versions[1]
 
     def _checksum_of(self, config: Config) -> str:
         # The config object changes only on reload: hash it once per configuration.
@@ -104,7 +142,8 @@ class Admin:
         if self._bound is not None:
             raise ListenError(f"admin endpoint: already bound to {self._bound[1]}")
         self._bound = _bind(address)
-        if not _is_loopback(split_host_port(address)[0]):
+        self._loopback = _is_loopback(split_host_port(address)[0])
+        if not self._loopback:
             log.warning(
                 "admin endpoint on %s is reachable from other hosts and has no "
                 "authentication; prefer a loopback address such as 127.0.0.1",
@@ -135,6 +174,8 @@ class Admin:
         # We bound the socket ourselves, so a bad address fails with a plain error and
         # port 0 is known before hypercorn starts; hypercorn takes the descriptor over.
         config.bind = [f"fd://{sock.detach()}"]
+        if self._tls is not None:
+            config.certfile, config.keyfile = self._tls
         config.accesslog = None
         config.errorlog = _http_log
         config.graceful_timeout = 1.0
@@ -153,7 +194,11 @@ class Admin:
             return
         if scope["type"] != "http":
             return  # websockets: hypercorn closes the connection
-        status, content_type, body, headers = self._answer(scope)
+        if scope["path"] in control.PATHS:
+            status, doc, headers = await self._control(scope, receive)
+            content_type, body = _JSON, _dumps(doc)
+        else:
+            status, content_type, body, headers = self._answer(scope)
         await send(
             {
                 "type": "http.response.start",
@@ -174,6 +219,23 @@ class Admin:
             }
         )
 
+    async def _control(self, scope: HTTPScope, receive: ASGIReceiveCallable) -> control.Answer:
+        access = control.Access(self._loopback, scope["scheme"] == "https", self._token)
+        refused = control.refusal(scope["method"], dict(scope["headers"]), access)
+        if refused is not None:
+            return refused
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")  # type: ignore[operator]
+            if len(body) > control.MAX_BODY:
+                return 413, {"error": f"the body is over {control.MAX_BODY} bytes"}, []
+            if not event.get("more_body", False):
+                break
+        if self.proxy is None or not self.proxy.running:
+            return 503, {"error": "the proxy is not running"}, []
+        return await control.handle(scope["path"], body, self.proxy, self._reload)
+
     def _answer(self, scope: HTTPScope) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
         path = scope["path"]
         if path not in (*_ROUTES, "/"):
@@ -187,6 +249,8 @@ class Admin:
             return 200, content_type.encode(), encoder(self._registry), []
         if path == "/healthz":
             return 200, _TEXT, b"ok\n", []
+        if path == "/runtime":
+            return 200, _JSON, _dumps(control.state(self.proxy)), []
         if path == "/readyz":
             if self.ready:
                 return 200, _TEXT, b"ready\n", []

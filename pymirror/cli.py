@@ -13,6 +13,7 @@ from pymirror import __version__
 from pymirror.admin import DEFAULT_ADDRESS as DEFAULT_ADMIN
 from pymirror.check import run_check
 from pymirror.config import ConfigError
+from pymirror.control import read_token
 from pymirror.engine import ServerOptions
 from pymirror.errors import PymirrorError
 from pymirror.lifecycle import COMPARE_MAX_PER_SECOND, DEFAULT_DRAIN_SECONDS, Supervisor
@@ -71,6 +72,24 @@ def _parser() -> argparse.ArgumentParser:
         "--access-log",
         metavar="PATH|-",
         help="write one JSON line per request and per mirror copy to PATH, or - for stdout",
+    )
+    run.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
+        help="runtime control on the admin endpoint (POST /runtime/...) asks for "
+        "`Authorization: Bearer` this file's token; required off loopback, with TLS",
+    )
+    run.add_argument(
+        "--admin-tls-cert",
+        metavar="PATH",
+        help="serve the admin endpoint over TLS with this certificate chain (PEM)",
+    )
+    run.add_argument("--admin-tls-key", metavar="PATH", help="the key of --admin-tls-cert (PEM)")
+    run.add_argument(
+        "--access-log-fields",
+        metavar="FIELD,...",
+        type=lambda text: tuple(f.strip() for f in text.split(",") if f.strip()),
+        help="keep only these fields in each access-log line (default: all; README lists them)",
     )
     # Also accepted after `run`, where users reach for it; the top-level one is the default.
     run.add_argument(
@@ -227,10 +246,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if (args.admin_tls_cert is None) != (args.admin_tls_key is None):
+        raise PymirrorError("--admin-tls-cert and --admin-tls-key go together")
+    tls = (args.admin_tls_cert, args.admin_tls_key) if args.admin_tls_cert else None
+    token = read_token(args.admin_token_file) if args.admin_token_file else None
     options = ServerOptions(
         worker_threads=max(0, args.workers),
         header_read_timeout=args.header_read_timeout,
         access_log=args.access_log,
+        access_log_fields=args.access_log_fields,
         mirror_buffer_budget=args.mirror_buffer_budget,
         compare_buffer_budget=args.compare_buffer_budget,
         reuse_port=args.reuse_port,
@@ -244,6 +268,8 @@ def _run(args: argparse.Namespace) -> int:
         compare_max_per_second=max(1, args.compare_max_rate),
         tls_poll=max(0.0, args.tls_poll_interval),
         shutdown_delay=shutdown_delay(args.shutdown_delay, os.environ),
+        admin_token=token,
+        admin_tls=tls,
     )
     exit_code: int = trio.run(supervisor.run)
     return exit_code

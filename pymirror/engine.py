@@ -21,6 +21,22 @@ class HistogramStats(TypedDict):
     buckets: list[int]  # per bound of `bucket_bounds_seconds`, then +Inf; not cumulative
 
 
+class OutcomeStats(TypedDict, total=False):
+    """One outcome's requests (Istio's request metrics): counted when the answer ends."""
+
+    response_code: str  # the status, 0 when none came (a failed copy), `other` past the table
+    grpc_status: str  # only for gRPC calls that had one
+    response_flags: str  # Envoy's flag (`-`, `UF`, `UO`, `DC`...)
+    protocol: str  # http | grpc
+    count: int
+    duration_ms: list[int]  # per bound of `request_duration_bounds_ms`, then +Inf
+    duration_sum_ms: float
+    request_bytes: list[int]  # body bytes, per bound of `request_bytes_bounds`, then +Inf
+    request_bytes_sum: int
+    response_bytes: list[int]
+    response_bytes_sum: int
+
+
 class DestinationStats(TypedDict):
     virtual_service: str
     route: str
@@ -29,6 +45,7 @@ class DestinationStats(TypedDict):
     responses: dict[str, int]  # status code -> count
     grpc_responses: dict[str, int]  # gRPC answers: grpc-status -> count
     duration: HistogramStats
+    requests: list[OutcomeStats]
 
 
 class CompareStats(TypedDict):
@@ -77,6 +94,7 @@ class MirrorStats(TypedDict):
     responses: dict[str, int]
     grpc_responses: dict[str, int]  # gRPC answers: grpc-status -> count
     duration: HistogramStats
+    requests: list[OutcomeStats]  # copies sent, by outcome
     compare: CompareStats
 
 
@@ -86,6 +104,7 @@ class ListenerStats(TypedDict):
     connections_active: int
     connections_refused: int  # closed at accept: the listener had `max_connections` open
     unrouted: int
+    requests: list[OutcomeStats]  # requests that reached no destination
 
 
 class UpstreamConnectionStats(TypedDict):
@@ -139,6 +158,8 @@ class OutlierStats(TypedDict):
 class Stats(TypedDict):
     version: str
     bucket_bounds_seconds: list[float]
+    request_duration_bounds_ms: list[float]  # of `OutcomeStats` (Istio's defaults)
+    request_bytes_bounds: list[int]
     listeners: list[ListenerStats]
     destinations: list[DestinationStats]
     mirrors: list[MirrorStats]
@@ -169,6 +190,9 @@ class ServerOptions:
     access_log: str | None = None
     """Write one JSON line per request (and per mirror copy) here: a path, or `-`
     for standard output. None: no access log."""
+    access_log_fields: tuple[str, ...] | None = None
+    """The fields each access-log line keeps (README's table names them); None: all. An
+    unknown name fails the start with the list of known ones."""
     mirror_buffer_budget: int = 256 * 1024 * 1024
     """Bytes of request body queued for all mirror copies together; past it a copy is
     cut and counted as dropped (`buffer_budget`). Bounds memory however many copies are
@@ -209,6 +233,9 @@ class Engine:
             header_read_timeout=opts.header_read_timeout,
             max_header_bytes=opts.max_header_bytes,
             access_log=opts.access_log,
+            access_log_fields=(
+                list(opts.access_log_fields) if opts.access_log_fields is not None else None
+            ),
             mirror_buffer_budget=opts.mirror_buffer_budget,
             compare_buffer_budget=opts.compare_buffer_budget,
             reuse_port=opts.reuse_port,

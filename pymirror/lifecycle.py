@@ -147,6 +147,10 @@ class Supervisor:
     """Compared pairs diffed per second at most (see `COMPARE_MAX_PER_SECOND`)."""
     tls_poll: float = DEFAULT_POLL_SECONDS
     """Seconds between looks at the TLS files (see `pymirror.tls_files`); 0: never."""
+    admin_token: str | None = None
+    """The token runtime control asks for (see `pymirror.control`); None: none."""
+    admin_tls: tuple[str, str] | None = None
+    """Certificate chain and key files: the admin endpoint serves TLS."""
     shutdown_delay: float = 0.0
     """Seconds between SIGTERM (or SIGINT) and the drain: `/readyz` is 503 at once while
     the listeners keep serving, so that an orchestrator stops sending traffic before it
@@ -169,7 +173,13 @@ class Supervisor:
             config = await trio.to_thread.run_sync(lambda: load_config(*self.sources))
             proxy = Proxy(config, listen=self.listen, options=self.options)
             await trio.to_thread.run_sync(proxy.start)
-            admin = Admin(proxy, reloads=self.reloads)
+            admin = Admin(
+                proxy,
+                reloads=self.reloads,
+                reload=lambda: self._reload(proxy, "POST /runtime/reload"),
+                token=self.admin_token,
+                tls=self.admin_tls,
+            )
             try:
                 # Bound before the nursery opens, so a bad address is a plain ListenError.
                 address = admin.bind(self._admin_address(config))
@@ -239,7 +249,8 @@ class Supervisor:
                 seen = now
                 await self._reload(proxy, f"TLS files changed ({', '.join(paths)})")
 
-    async def _reload(self, proxy: Proxy, reason: str) -> None:
+    async def _reload(self, proxy: Proxy, reason: str) -> tuple[bool, str]:
+        """Reloads the configuration; answers whether it took effect, and what happened."""
         log.info("%s: reloading %s", reason, ", ".join(str(s) for s in self.sources))
         admin_before = self._admin_address(proxy.config)
         try:
@@ -258,13 +269,16 @@ class Supervisor:
         except (ConfigError, PymirrorError, OSError) as exc:
             self.reloads["failure"] += 1
             self.reloads["last_ok"] = 0
-            log.error("reload refused, still serving version %s:\n%s", proxy.version, exc)
-            return
+            message = f"reload refused, still serving version {proxy.version}:\n{exc}"
+            log.error("%s", message)
+            return False, message
         self.reloads["success"] += 1
         self.reloads["last_ok"], self.reloads["last_at"] = 1, int(time.time())
-        log.info("reloaded: now serving config version %s", proxy.version)
+        message = f"reloaded: now serving config version {proxy.version}"
+        log.info("%s", message)
         if self._admin_address(config) != admin_before:
             log.warning("the admin address changed; it takes effect on restart")
+        return True, message
 
 
 #: The signals that stop pymirror (SIGHUP reloads, SIGUSR1 reopens the access log).

@@ -34,6 +34,8 @@ from pymirror.engine import (
     TcpMirrorStats,
     TcpStats,
 )
+from pymirror.istio_metrics import Source
+from pymirror.istio_metrics import families as istio_families
 from pymirror.snapshot import Snapshot
 
 __all__ = ["Scrape", "StatsCollector", "families", "registry", "render"]
@@ -62,6 +64,11 @@ class Scrape:
     """Checksum of the configuration as written (see `pymirror.admin.config_checksum`)."""
     compare: Mapping[tuple[str, str, str], Mapping[str, int]] = field(default_factory=dict)
     """Compared pairs by (virtual service, route, endpoint) and result (`pymirror.compare`)."""
+    versions: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(host, subset) -> the `version` label the subset selects by (Istio's
+    `destination_version`)."""
+    source: Source = field(default_factory=Source.from_environment)
+    """Who pymirror is (Istio's `source_workload`), from the pod's environment."""
 
 
 def families(scrape: Scrape) -> list[Metric]:
@@ -126,6 +133,7 @@ def families(scrape: Scrape) -> list[Metric]:
     access.add_metric(["written"], stats["access_log"]["written"])
     access.add_metric(["dropped"], stats["access_log"]["dropped"])
     out.append(access)
+    out += istio_families(stats, scrape.source, scrape.versions)
     return out
 
 

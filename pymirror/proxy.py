@@ -5,6 +5,7 @@ The data plane runs on its own native threads; nothing here runs per request.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from types import TracebackType
@@ -17,10 +18,13 @@ from pymirror.config.validate import locate
 from pymirror.engine import Engine, ServerOptions, Stats, regex_problem
 from pymirror.errors import EngineError
 from pymirror.resolve import build_snapshot
+from pymirror.runtime import MirrorPercentage, apply, matching
 from pymirror.snapshot import Snapshot
 
 #: What a `Proxy` accepts as configuration: a loaded `Config`, a path, or YAML text.
 ConfigSource = Config | str | os.PathLike[str]
+
+log = logging.getLogger("pymirror.proxy")
 
 
 def as_config(source: ConfigSource) -> Config:
@@ -46,6 +50,9 @@ class Proxy:
         self._options = options
         self._engine: Engine | None = None
         self._snapshot: Snapshot | None = None
+        # As resolved from the configuration, before the runtime overrides.
+        self._resolved: Snapshot | None = None
+        self._overrides: list[MirrorPercentage] = []
         self.comparator = Comparator()
         """Compared answers so far (see `compare_pending` and `pymirror.compare`)."""
 
@@ -56,9 +63,10 @@ class Proxy:
         if self._engine is not None:
             raise EngineError("the proxy is already started")
         _check_regexes(self._config)
-        snapshot = build_snapshot(self._config, listen=self._listen)
+        resolved = build_snapshot(self._config, listen=self._listen)
+        snapshot = apply(resolved, self._overrides)
         self._engine = Engine(snapshot, self._options)
-        self._snapshot = snapshot
+        self._resolved, self._snapshot = resolved, snapshot
         return self
 
     def close(self, drain: float = 5.0) -> bool:
@@ -156,9 +164,40 @@ class Proxy:
         configuration stays and the error is raised."""
         new = as_config(config)
         _check_regexes(new)
-        snapshot = build_snapshot(new, listen=self._listen)
+        resolved = build_snapshot(new, listen=self._listen)
+        # Overrides hold across reloads for as long as the mirrors they name exist.
+        kept = [o for o in self._overrides if next(matching(resolved, o), None) is not None]
+        for gone in (o for o in self._overrides if o not in kept):
+            log.warning("runtime override %s dropped: it names no mirror now", gone.to_json())
+        snapshot = apply(resolved, kept)
         self._running.reload(snapshot)
-        self._config, self._snapshot = new, snapshot
+        self._config, self._resolved, self._snapshot = new, resolved, snapshot
+        self._overrides = kept
+
+    # === runtime overrides ===
+
+    @property
+    def overrides(self) -> list[MirrorPercentage]:
+        """The runtime overrides in force, oldest first."""
+        return list(self._overrides)
+
+    def set_mirror_percentage(self, override: MirrorPercentage) -> int:
+        """Copies `override.percentage` of requests to the mirrors it names from now on,
+        in place of the configured share (None: the configured share again), without
+        reading the configuration again. Returns how many mirrors it names; ValueError
+        when it names none."""
+        engine, resolved = self._running, self._resolved
+        assert resolved is not None
+        named = sum(1 for _ in matching(resolved, override))
+        if named == 0:
+            raise ValueError(f"no mirror matches {override.to_json()}")
+        overrides = [o for o in self._overrides if o.key != override.key]
+        if override.percentage is not None:
+            overrides.append(override)
+        snapshot = apply(resolved, overrides)
+        engine.reload(snapshot)
+        self._snapshot, self._overrides = snapshot, overrides
+        return named
 
 
 def _check_regexes(config: Config) -> None:

@@ -47,7 +47,7 @@ struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::mirror::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::body::capture::DEFAULT_BUFFER_BUDGET, reuse_port = false))]
+    #[pyo3(signature = (snapshot_json, *, worker_threads = 0, header_read_timeout = 30.0, max_header_bytes = 65536, access_log = None, access_log_fields = None, mirror_buffer_budget = crate::engine::DEFAULT_MIRROR_BUFFER_BUDGET, compare_queue_capacity = crate::mirror::compare::DEFAULT_QUEUE_CAPACITY, compare_buffer_budget = crate::body::capture::DEFAULT_BUFFER_BUDGET, reuse_port = false))]
     // Python's keyword arguments, one per option: a struct would only move the list.
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -57,6 +57,7 @@ impl PyEngine {
         header_read_timeout: f64,
         max_header_bytes: usize,
         access_log: Option<String>,
+        access_log_fields: Option<Vec<String>>,
         mirror_buffer_budget: u64,
         compare_queue_capacity: usize,
         compare_buffer_budget: u64,
@@ -72,6 +73,7 @@ impl PyEngine {
                 max_header_bytes,
             },
             access_log,
+            access_log_fields,
             mirror_buffer_budget,
             compare_queue_capacity,
             compare_buffer_budget,

@@ -9,7 +9,7 @@ matches, header operations, redirects, retries...), `delegates` (Istio's delegat
 
 from __future__ import annotations
 
-from .build import Resolved, build_snapshot, resolve
+from .build import Resolved, build_snapshot, resolve, snapshot_version
 from .describe import (
     cluster_label,
     describe,
@@ -36,6 +36,7 @@ __all__ = [
     "mirror_guards_text",
     "per_million",
     "resolve",
+    "snapshot_version",
     "tcp_note",
     "upstream_lines",
 ]

@@ -40,6 +40,12 @@ class Resolved:
     cluster only tcp routes use)."""
 
 
+def snapshot_version(snapshot: snap.Snapshot) -> str:
+    """What labels what the core runs: equal snapshots get equal versions."""
+    canonical = json.dumps({**snapshot, "version": None}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
 def build_snapshot(
     config: Config, *, listen: Sequence[str] | None = None, strict: bool = True
 ) -> snap.Snapshot:
@@ -166,9 +172,7 @@ class _Resolver:
             result["tcp_routes"] = tcp_routes
         if tls_routes := self.routes.tls():
             result["tls_routes"] = tls_routes
-        # The version labels what the core runs: equal snapshots get equal versions.
-        canonical = json.dumps({**result, "version": None}, sort_keys=True, separators=(",", ":"))
-        result["version"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        result["version"] = snapshot_version(result)
         return result
 
     def bind(self, listener: snap.Listener, spec: ListenerSpec, defined: frozenset[str]) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,9 +67,8 @@ def test_lines_match_requests_one_for_one(backend, tmp_path: Path) -> None:
 def test_failed_copies_are_logged_as_failed(backend, tmp_path: Path) -> None:
     v1 = backend("v1")
     log = tmp_path / "access.log"
-    proxy = Proxy(
-        seed_config(v1.address, closed_port()), options=ServerOptions(access_log=str(log))
-    )
+    dead = closed_port()
+    proxy = Proxy(seed_config(v1.address, dead), options=ServerOptions(access_log=str(log)))
     with proxy, Client(proxy.addresses[0]) as client:
         for i in range(5):
             client.request("GET", f"/{i}")
@@ -75,6 +77,8 @@ def test_failed_copies_are_logged_as_failed(backend, tmp_path: Path) -> None:
     # Copies dropped during the connect back-off were never sent: no line of their own.
     assert stats["failed"] + stats["dropped"]["ejected"] == 5
     assert [(m["status"], m["outcome"]) for m in mirror] == [(0, "failed")] * stats["failed"]
+    # Which endpoint refused, and Envoy's flag for it, as on a primary's line.
+    assert {(m["upstream"], m["response_flags"]) for m in mirror} == {(dead, "UF")}
 
 
 def test_upstream_connections_are_counted_by_role(backend) -> None:
@@ -152,3 +156,58 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_a_client_gone_before_the_end_of_its_answer_is_flagged_dc(backend, tmp_path: Path) -> None:
+    """The client reads the head of a 16 MiB answer and closes: the line says DC
+    (downstream connection terminated, as Envoy says) and how much it got."""
+    size = 16 << 20
+    big = backend("big", body=b"x" * size)
+    log = tmp_path / "access.log"
+    proxy = Proxy(seed_config(big.address, big.address, mirror=None),
+                  options=ServerOptions(access_log=str(log)))  # fmt: skip
+    with proxy:
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            raw.sendall(b"GET /big HTTP/1.1\r\nHost: reviews\r\n\r\n")
+            assert raw.recv(64).startswith(b"HTTP/1.1 200")
+        with Client(proxy.addresses[0]) as client:
+            assert client.request("GET", "/whole").status == 200  # read to its end
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) == 2)
+    lines = {line["path"]: line for line in read_lines(log)}
+    assert lines["/big"]["response_flags"] == "DC"
+    assert lines["/big"]["status"] == 200 and lines["/big"]["bytes_out"] < size
+    assert "response_flags" not in lines["/whole"] and lines["/whole"]["bytes_out"] == size
+
+
+def test_the_field_set_is_chosen_on_the_command_line(backend, tmp_path: Path) -> None:
+    v1, v2 = backend("v1"), backend("v2")
+    config = tmp_path / "routes.yaml"
+    config.write_text(seed_config(v1.address, v2.address))
+    log = tmp_path / "access.log"
+    fields = "hop,request_id,status,upstream"
+    proc = PymirrorProcess(config, "--access-log", str(log), "--access-log-fields", fields)
+    try:
+        with Client(proc.address) as client:
+            for i in range(3):
+                assert client.request("GET", f"/{i}").status == 200
+        wait_until(lambda: log.exists() and len(log.read_text().splitlines()) == 6)
+    finally:
+        proc.stop()
+    lines = read_lines(log)
+    assert {tuple(sorted(line)) for line in lines} == {tuple(sorted(fields.split(",")))}
+    upstreams = {(line["hop"], line["upstream"]) for line in lines}
+    assert upstreams == {("primary", v1.address), ("mirror", v2.address)}
+    assert len({line["request_id"] for line in lines}) == 3
+
+
+def test_an_unknown_field_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(seed_config(closed_port(), closed_port()))
+    done = subprocess.run(
+        [sys.executable, "-m", "pymirror.cli", "run", str(config), "--admin", "127.0.0.1:0",
+         "--access-log", "-", "--access-log-fields", "status,latency"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "unknown access log field `latency`; the fields are: time, hop" in done.stderr

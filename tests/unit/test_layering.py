@@ -29,12 +29,19 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("config", {"errors", "defaults"}),
     ("resolve", {"errors", "defaults", "snapshot", "config"}),
     ("tls_files", {"config"}),  # what TLS files a config reads, and their fingerprint
+    ("runtime", {"snapshot", "resolve"}),  # operators' overrides on a running proxy
     ("engine", {"_native", "errors", "snapshot"}),
     ("compare", {"snapshot", "engine"}),
-    ("metrics", {"snapshot", "engine"}),
+    ("istio_metrics", {"engine"}),  # Istio's request metrics, from the core's outcomes
+    ("metrics", {"snapshot", "engine", "istio_metrics"}),
     ("top", {"engine"}),
-    ("proxy", {"errors", "snapshot", "config", "resolve", "engine", "compare"}),
-    ("admin", {"errors", "snapshot", "config", "resolve", "engine", "compare", "metrics", "proxy"}),
+    ("proxy", {"errors", "snapshot", "config", "resolve", "runtime", "engine", "compare"}),
+    ("control", {"errors", "runtime", "compare", "proxy"}),  # runtime control's rules
+    (
+        "admin",
+        {"errors", "snapshot", "config", "resolve", "runtime", "engine", "compare"}
+        | {"metrics", "proxy", "control"},
+    ),
     ("check", {"errors", "snapshot", "config", "resolve", "engine"}),
     (
         "lifecycle",
@@ -52,6 +59,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "compare",
             "top",
             "admin",
+            "control",
             "check",
             "lifecycle",
             "tls_files",

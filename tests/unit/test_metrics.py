@@ -21,10 +21,31 @@ def route_labels(vs: str, route: str, host: str, subset: str | None) -> dict[str
     return {"virtual_service": vs, "route": route, "host": host, "subset": subset}
 
 
+def outcome(
+    code: str, flag: str, ms: list[int], ms_sum: float, request: list[int], response: list[int]
+) -> dict[str, Any]:
+    """One `requests` row; its byte sums are 1 per request-body byte bucket index (fixed
+    values keep the expected exposition readable)."""
+    return {
+        "response_code": code,
+        "response_flags": flag,
+        "protocol": "http",
+        "count": sum(ms),
+        "duration_ms": ms,
+        "duration_sum_ms": ms_sum,
+        "request_bytes": request,
+        "request_bytes_sum": 7 * sum(request),
+        "response_bytes": response,
+        "response_bytes_sum": 70 * sum(response),
+    }
+
+
 # Three bounds keep the exposition short; the core has more, the logic is the same.
 STATS: Any = {
     "version": "abc123def456",
     "bucket_bounds_seconds": [0.005, 0.1, 1.0],
+    "request_duration_bounds_ms": [1.0, 100.0],
+    "request_bytes_bounds": [10, 1000],
     "listeners": [
         {
             "address": "127.0.0.1:8080",
@@ -32,6 +53,7 @@ STATS: Any = {
             "connections_active": 1,
             "connections_refused": 0,
             "unrouted": 2,
+            "requests": [outcome("404", "NR", [2, 0, 0], 0.5, [2, 0, 0], [0, 2, 0])],
         }
     ],
     "destinations": [
@@ -39,12 +61,17 @@ STATS: Any = {
             **route_labels("reviews", "0", "reviews", "v1"),
             "responses": {"200": 7, "503": 1},
             "duration": histogram([3, 4, 0, 1], 2.5),
+            "requests": [
+                outcome("200", "-", [3, 4, 0], 120.0, [6, 1, 0], [0, 7, 0]),
+                outcome("503", "UO", [1, 0, 0], 0.25, [1, 0, 0], [0, 1, 0]),
+            ],
         },
         # The same label set again (two routes given one name): summed, never repeated.
         {
             **route_labels("reviews", "0", "reviews", "v1"),
             "responses": {"200": 2},
             "duration": histogram([0, 1, 1, 0], 0.5),
+            "requests": [outcome("200", "-", [0, 1, 1], 500.0, [2, 0, 0], [0, 0, 2])],
         },
         {
             **route_labels("ratings", "api", "ratings.example", None),
@@ -70,6 +97,10 @@ STATS: Any = {
             },
             "responses": {"200": 5, "500": 1},
             "duration": histogram([1, 5, 0, 0], 0.25),
+            "requests": [
+                outcome("200", "-", [1, 4, 0], 30.0, [5, 0, 0], [0, 5, 0]),
+                outcome("0", "UF", [1, 0, 0], 0.5, [1, 0, 0], [1, 0, 0]),
+            ],
         }
     ],
     "upstream_connections": [
@@ -156,7 +187,7 @@ def test_exposition_is_exact() -> None:
     conn_v2 = {"host": "reviews", "subset": "v2", "role": "mirror"}
     conn_ratings = {"host": "ratings.example", "subset": "", "role": "primary"}
     listener = {"listener": "127.0.0.1:8080"}
-    assert samples(text) == [
+    assert [row for row in samples(text) if not row.startswith("istio_")] == [
         line("pymirror_config_reloads_total", {"result": "success"}, 2),
         line("pymirror_config_reloads_total", {"result": "failure"}, 1),
         line("pymirror_build_info", BUILD, 1),
@@ -211,6 +242,86 @@ def test_exposition_is_exact() -> None:
     ]
 
 
+def istio(**labels: str) -> dict[str, str]:
+    """Istio's label set for this test's stats (no pod environment: source unknown)."""
+    return {
+        "reporter": "source",
+        "source_workload": "unknown",
+        "source_workload_namespace": "unknown",
+        "destination_service": labels["service"],
+        "destination_service_name": labels["service"].split(".")[0],
+        "destination_service_namespace": "unknown",
+        "destination_workload": "unknown",
+        "destination_workload_namespace": "unknown",
+        "destination_version": labels.get("version", "unknown"),
+        "request_protocol": "http",
+        "response_code": labels["code"],
+        "grpc_response_status": "unknown",
+        "response_flags": labels["flag"],
+        "connection_security_policy": "unknown",
+        "pymirror_traffic": labels["traffic"],
+    }
+
+
+def istio_histogram(
+    name: str, labels: dict[str, str], cumulative: list[int], total: float
+) -> list[str]:
+    les = {"istio_request_duration_milliseconds": ["1.0", "100.0", "+Inf"]}.get(
+        name, ["10.0", "1000.0", "+Inf"]
+    )
+    return [
+        *(line(f"{name}_bucket", labels, n, le=le) for le, n in zip(les, cumulative, strict=True)),
+        line(f"{name}_count", labels, cumulative[-1]),
+        line(f"{name}_sum", labels, total),
+    ]
+
+
+def test_istio_exposition_is_exact() -> None:
+    """Summed by Istio's label set (two routes to reviews v1 are one series), sorted by it;
+    the subset's `version` label names the destination version; copies and the requests
+    that reached no destination are series of their own."""
+    scrape = Scrape(STATS, SNAPSHOT, versions={("reviews", "v1"): "v1", ("reviews", "v2"): "v2"})
+    text = render(scrape)
+    ok_v1 = istio(service="reviews", version="v1", code="200", flag="-", traffic="primary")
+    uo_v1 = istio(service="reviews", version="v1", code="503", flag="UO", traffic="primary")
+    ok_v2 = istio(service="reviews", version="v2", code="200", flag="-", traffic="mirror")
+    uf_v2 = istio(service="reviews", version="v2", code="0", flag="UF", traffic="mirror")
+    nr = istio(service="unknown", code="404", flag="NR", traffic="primary")
+    order = [ok_v1, uo_v1, ok_v2, uf_v2, nr]
+    order.sort(key=lambda labels: tuple(labels.values()))
+    counts = {id(ok_v1): 9, id(uo_v1): 1, id(ok_v2): 5, id(uf_v2): 1, id(nr): 2}
+    durations = {
+        id(ok_v1): ([3, 8, 9], 620.0),
+        id(uo_v1): ([1, 1, 1], 0.25),
+        id(ok_v2): ([1, 5, 5], 30.0),
+        id(uf_v2): ([1, 1, 1], 0.5),
+        id(nr): ([2, 2, 2], 0.5),
+    }
+    requests = {
+        id(ok_v1): ([8, 9, 9], 63.0),
+        id(uo_v1): ([1, 1, 1], 7.0),
+        id(ok_v2): ([5, 5, 5], 35.0),
+        id(uf_v2): ([1, 1, 1], 7.0),
+        id(nr): ([2, 2, 2], 14.0),
+    }
+    responses = {
+        id(ok_v1): ([0, 7, 9], 630.0),
+        id(uo_v1): ([0, 1, 1], 70.0),
+        id(ok_v2): ([0, 5, 5], 350.0),
+        id(uf_v2): ([1, 1, 1], 70.0),
+        id(nr): ([0, 2, 2], 140.0),
+    }
+    expected = [line("istio_requests_total", labels, counts[id(labels)]) for labels in order]
+    for name, table in (
+        ("istio_request_duration_milliseconds", durations),
+        ("istio_request_bytes", requests),
+        ("istio_response_bytes", responses),
+    ):
+        for labels in order:
+            expected += istio_histogram(name, labels, *table[id(labels)])
+    assert [row for row in samples(text) if row.startswith("istio_")] == expected
+
+
 def test_family_types_and_histogram_consistency() -> None:
     text = render(Scrape(STATS, SNAPSHOT))
     families = {f.name: f for f in text_string_to_metric_families(text)}
@@ -261,8 +372,17 @@ def test_family_types_and_histogram_consistency() -> None:
         "pymirror_access_log_lines": "counter",
         "pymirror_compare": "counter",
         "pymirror_compare_buffer_bytes": "gauge",
+        "istio_requests": "counter",
+        "istio_request_duration_milliseconds": "histogram",
+        "istio_request_bytes": "histogram",
+        "istio_response_bytes": "histogram",
     }
-    for name in ("pymirror_request_duration_seconds", "pymirror_mirror_request_duration_seconds"):
+    for name in (
+        "pymirror_request_duration_seconds",
+        "pymirror_mirror_request_duration_seconds",
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+    ):
         by_series: dict[tuple[tuple[str, str], ...], list[float]] = {}
         for s in families[name].samples:
             if s.name.endswith("_bucket"):

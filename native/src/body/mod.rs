@@ -97,6 +97,8 @@ impl Drop for Reserved {
 #[derive(Debug)]
 pub struct TapState {
     queued_bytes: AtomicU64,
+    /// Body bytes the copy has taken so far (sent on, or being sent).
+    sent_bytes: AtomicU64,
     max_bytes: u64,
     /// 0 while healthy, else the reason's place in `DropReason::ALL`, plus one.
     cut: AtomicU8,
@@ -108,6 +110,10 @@ fn place(reason: DropReason) -> u8 {
 }
 
 impl TapState {
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.load(Ordering::Relaxed)
+    }
+
     /// Why the copy was cut short, if it was.
     pub fn cut_reason(&self) -> Option<DropReason> {
         match self.cut.load(Ordering::Acquire) {
@@ -200,6 +206,7 @@ pub fn tap(max_bytes: u64, budget: &Arc<MirrorBudget>) -> (TapHandle, MirrorBody
     let (notice, cut_notice) = oneshot::channel();
     let state = Arc::new(TapState {
         queued_bytes: AtomicU64::new(0),
+        sent_bytes: AtomicU64::new(0),
         max_bytes,
         cut: AtomicU8::new(0),
     });
@@ -397,9 +404,9 @@ impl Body for MirrorBody {
             Some(Piece::Data(reserved)) => {
                 let chunk = reserved.take();
                 if let Some(state) = &self.state {
-                    state
-                        .queued_bytes
-                        .fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                    let len = chunk.len() as u64;
+                    state.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    state.sent_bytes.fetch_add(len, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(Frame::data(chunk))))
             }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use crate::http::grpc;
 use crate::telemetry::access_log::PendingLine;
-use crate::telemetry::DestinationStats;
+use crate::telemetry::requests::FLAGS;
+use crate::telemetry::{flag_index, DestinationStats, Observed};
 use crate::upstream::pool::PooledResponse;
 
 /// The primary's response body: it returns its connection to the pool once read.
@@ -22,35 +23,53 @@ pub type UpstreamBody = PooledResponse<RequestBody>;
 
 // === impl ClientBody ===
 
-/// The body the client receives, writing the request's access-log line when
-/// it ends (or when it is dropped because the client went away).
+/// The body the client receives. When it ends (or is dropped because the client
+/// went away) its request is counted by outcome and its access-log line written.
 #[derive(Debug)]
 pub struct ClientBody {
     inner: ResponseBody,
+    observed: Option<Observed>,
     line: Option<Box<PendingLine>>,
     bytes_out: u64,
 }
 
 impl ClientBody {
-    pub fn plain(inner: ResponseBody) -> Self {
+    pub fn new(inner: ResponseBody, observed: Option<Observed>, line: Option<PendingLine>) -> Self {
         Self {
             inner,
-            line: None,
+            observed,
+            line: line.map(Box::new),
             bytes_out: 0,
         }
     }
 
-    pub fn logged(inner: ResponseBody, line: PendingLine) -> Self {
-        Self {
-            inner,
-            line: Some(Box::new(line)),
-            bytes_out: 0,
+    /// `complete`: the body ended as it should; else the client went away first.
+    fn finish(&mut self, complete: bool) {
+        if let Some(observed) = self.observed.take() {
+            let flag = FLAGS[usize::from(observed.outcome.flag)];
+            if let Some(line) = self.line.as_mut() {
+                if !complete && line.record.response_flags.is_none() {
+                    line.record.response_flags = Some("DC");
+                } else if flag != "-" {
+                    line.record.response_flags = Some(flag);
+                }
+            }
+            observed.finish(self.bytes_out, complete);
         }
-    }
-
-    fn finish(&mut self) {
         if let Some(line) = self.line.take() {
             line.finish(self.bytes_out);
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        let Some(status) = grpc::status_in(trailers) else {
+            return;
+        };
+        if let Some(observed) = self.observed.as_mut() {
+            observed.outcome.grpc_status = Some(status);
+        }
+        if let Some(line) = self.line.as_mut() {
+            line.record.grpc_status = Some(status);
         }
     }
 }
@@ -65,17 +84,22 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(line) = this.line.as_mut() {
-            match &frame {
-                Some(Ok(f)) => match f.data_ref() {
-                    Some(data) => this.bytes_out += data.len() as u64,
-                    None => {
-                        if let Some(status) = f.trailers_ref().and_then(grpc::status_in) {
-                            line.record.grpc_status = Some(status);
-                        }
+        match &frame {
+            Some(Ok(f)) => match f.data_ref() {
+                Some(data) => this.bytes_out += data.len() as u64,
+                None => {
+                    if let Some(trailers) = f.trailers_ref() {
+                        this.trailers(trailers);
                     }
-                },
-                _ => this.finish(),
+                }
+            },
+            None => this.finish(true),
+            Some(Err(_)) => {
+                // The upstream's body broke off: the client's answer is cut short.
+                if let Some(o) = this.observed.as_mut().filter(|o| o.outcome.flag == 0) {
+                    o.outcome.flag = flag_index(Some("UR"));
+                }
+                this.finish(true);
             }
         }
         Poll::Ready(frame)
@@ -92,7 +116,9 @@ impl Body for ClientBody {
 
 impl Drop for ClientBody {
     fn drop(&mut self) {
-        self.finish();
+        // An empty body may never be polled: it is complete all the same.
+        let complete = self.inner.is_end_stream();
+        self.finish(complete);
     }
 }
 

@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub server: ServerSettings,
     /// Where the access log goes (a path, or `-` for standard output); `None`: nowhere.
     pub access_log: Option<String>,
+    /// The fields each access-log line keeps; `None`: all.
+    pub access_log_fields: Option<Vec<String>>,
     /// Bytes queued for all mirror copies together; past it copies are cut.
     pub mirror_buffer_budget: u64,
     /// Compared pairs waiting for the control plane; past it a pair is
@@ -57,6 +59,7 @@ impl Default for EngineOptions {
             worker_threads: 0,
             server: ServerSettings::default(),
             access_log: None,
+            access_log_fields: None,
             mirror_buffer_budget: DEFAULT_MIRROR_BUFFER_BUDGET,
             compare_queue_capacity: crate::mirror::compare::DEFAULT_QUEUE_CAPACITY,
             compare_buffer_budget: crate::body::capture::DEFAULT_BUFFER_BUDGET,
@@ -275,7 +278,7 @@ fn open_access_log(options: &EngineOptions) -> Result<Option<Arc<AccessLog>>, En
         .access_log
         .as_deref()
         .map(|target| {
-            AccessLog::open(target)
+            AccessLog::open(target, options.access_log_fields.as_deref())
                 .map(Arc::new)
                 .map_err(|source| EngineError::AccessLog {
                     target: target.to_owned(),

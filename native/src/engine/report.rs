@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::Engine;
 use crate::telemetry::access_log::AccessLogReport;
+use crate::telemetry::requests::{BYTES_BOUNDS, DURATION_BOUNDS_MS};
 use crate::telemetry::{
     DestinationReport, ListenerReport, MirrorReport, OutlierReport, TcpMirrorReport, TcpReport,
     BUCKET_BOUNDS_SECONDS,
@@ -19,6 +20,9 @@ use crate::upstream::gauges::ConnectionReport;
 pub struct StatsReport {
     pub version: String,
     pub bucket_bounds_seconds: &'static [f64],
+    /// Bounds of the by-outcome series' histograms (`requests` rows): Istio's.
+    pub request_duration_bounds_ms: &'static [f64],
+    pub request_bytes_bounds: &'static [u64],
     pub listeners: Vec<ListenerReport>,
     pub destinations: Vec<DestinationReport>,
     pub mirrors: Vec<MirrorReport>,
@@ -65,6 +69,8 @@ impl Engine {
                 .filter_map(|c| c.outlier_report())
                 .collect(),
             bucket_bounds_seconds: &BUCKET_BOUNDS_SECONDS,
+            request_duration_bounds_ms: &DURATION_BOUNDS_MS,
+            request_bytes_bounds: &BYTES_BOUNDS,
             listeners: self
                 .shared
                 .listeners

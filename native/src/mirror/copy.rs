@@ -21,10 +21,11 @@ use crate::http::grpc;
 use crate::http::headers::{self};
 use crate::http::retry::TryOutcome;
 use crate::mirror::compare::{CompareKey, CompareQueue, ComparedPair};
+use crate::mirror::ended::{Answer, Ended};
 use crate::telemetry::access_log::PendingLine;
 use crate::telemetry::gauge::{Field, Held};
 use crate::telemetry::SkipReason;
-use crate::telemetry::{ClosedList, DropReason, FailReason, MirrorStats};
+use crate::telemetry::{DropReason, FailReason, MirrorStats};
 use crate::upstream::cluster::Cluster;
 use crate::upstream::pool::{Pool, PooledResponse, SendError};
 use crate::upstream::protocol::Wire;
@@ -138,7 +139,7 @@ impl MirrorCopy {
             max_drain_bytes,
             stats,
             cluster,
-            mut line,
+            line,
             gate,
             compare,
         } = self;
@@ -162,6 +163,7 @@ impl MirrorCopy {
             let tap = request.body().state();
             let cut = request.body_mut().take_cut_notice();
             let method = request.method().clone();
+            let grpc = grpc::is_grpc(request.headers());
             let started = Instant::now();
             let reading = Reading {
                 limit: compare
@@ -179,30 +181,21 @@ impl MirrorCopy {
                 cluster.record(target, TryOutcome::Timeout);
             }
             // A copy whose request body was cut is dropped for that reason, whatever came back.
+            let sent = tap.as_ref().map_or(0, |t| t.sent_bytes());
             let mut ended = match (ended, tap.and_then(|t| t.cut_reason())) {
                 (Ended::Failed(_), Some(reason)) => Ended::Dropped(reason),
                 (ended, _) => ended,
             };
-            let grpc_status = match &ended {
-                Ended::Answered(a) | Ended::Cut(a) => a.grpc_status,
-                _ => None,
-            };
-            let (status, bytes, mine) = ended.count(&stats, started);
+            let mut finished = ended.record(&stats, started, sent, grpc);
             if let Some(slot) = compare {
                 let left = timeout.saturating_sub(started.elapsed());
+                let mine = finished.captured.take();
                 // Boxed: only compared copies wait here.
                 Box::pin(slot.hand_over(mine, method, &stats, left)).await;
             }
-            if let Some(line) = line.as_mut() {
-                line.record.status = status;
-                line.record.grpc_status = grpc_status;
-                line.record.outcome = Some(ended.label());
-                if let Ended::Failed(reason) = ended {
-                    line.record.reason = Some(reason.label());
-                }
-            }
-            if let Some(line) = line {
-                line.finish(bytes);
+            if let Some(mut line) = line {
+                ended.log(&mut line, &finished, target);
+                line.finish(finished.bytes);
             }
             drop(permit);
         }
@@ -239,70 +232,6 @@ struct Reading<'a> {
     stats: &'a MirrorStats,
     /// When the copy started: a capture's latency runs from here.
     started: Instant,
-}
-
-/// How one copy ended, as counted.
-#[derive(Debug)]
-enum Ended {
-    /// Read to its end within the limit.
-    Answered(Answer),
-    /// Past the limit: reading stopped and the connection was closed.
-    Cut(Answer),
-    Failed(FailReason),
-    TimedOut,
-    Dropped(DropReason),
-}
-
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    bytes: u64,
-    captured: Option<Captured>,
-    /// A gRPC answer's status (trailers, or headers when it had no body).
-    grpc_status: Option<u32>,
-}
-
-impl Ended {
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Answered(_) => "answered",
-            Self::Cut(_) => "cut",
-            Self::Failed(_) => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Dropped(_) => "dropped",
-        }
-    }
-
-    /// Counts the outcome; returns the status, the body bytes read and the capture.
-    fn count(&mut self, stats: &MirrorStats, started: Instant) -> (u16, u64, Option<Captured>) {
-        let counter = match self {
-            Self::Answered(_) => &stats.answered,
-            _ => &stats.cut,
-        };
-        match self {
-            Self::Answered(answer) | Self::Cut(answer) => {
-                counter.fetch_add(1, Relaxed);
-                stats.responses.record(answer.status);
-                if let Some(status) = answer.grpc_status {
-                    stats.grpc.record(status);
-                }
-                stats.duration.record(started.elapsed());
-                (answer.status, answer.bytes, answer.captured.take())
-            }
-            Self::Failed(reason) => {
-                stats.failed(*reason);
-                (0, 0, None)
-            }
-            Self::TimedOut => {
-                stats.timed_out.fetch_add(1, Relaxed);
-                (0, 0, None)
-            }
-            Self::Dropped(reason) => {
-                stats.dropped(*reason);
-                (0, 0, None)
-            }
-        }
-    }
 }
 
 /// Sends the copy and reads its answer as `reading` says. Every byte read is

@@ -6,6 +6,7 @@
 
 pub mod compare;
 mod copy;
+mod ended;
 mod policy;
 
 pub use copy::{CompareSlot, Gate};

@@ -3,6 +3,7 @@
 //! sessions (`session`: upgrades and CONNECT tunnels); primary forwarding with
 //! retries (`forward`); and serving a tcp route's connection (`tcp`).
 
+mod fan_out;
 pub mod fault;
 pub mod forward;
 pub mod guard;

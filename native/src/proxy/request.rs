@@ -5,7 +5,7 @@
 //! header rules). No Python, no lock.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,19 +15,17 @@ use http::uri::Authority;
 use http::{Method, Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
-use tokio::sync::oneshot;
 
-use crate::body::capture::{Captured, PrimaryCapture};
+use crate::body::capture::PrimaryCapture;
 use crate::body::replay::{self, ReadAhead};
-use crate::body::{
-    self, CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody,
-};
+use crate::body::{self, CapturedBody, ClientBody, RequestBody, ResponseBody, WatchedBody};
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply, ResponseFlag};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
-use crate::mirror::{CompareSlot, Gate};
+use crate::mirror::Gate;
+use crate::proxy::fan_out::{fan_out, Compared};
 use crate::proxy::fault;
 use crate::proxy::forward::{self, Forward, Sending, UpstreamBody, UpstreamHost};
 use crate::proxy::guard;
@@ -35,34 +33,78 @@ use crate::proxy::session::{self, SessionTo};
 use crate::proxy::{Connection, Published};
 use crate::route::{Action, Destination, Route};
 use crate::telemetry::access_log::PendingLine;
+use crate::telemetry::{flag_index, Observed, Outcome, RequestSeries};
 
 pub async fn handle(
     mut request: Request<Incoming>,
     conn: Arc<Connection>,
 ) -> Result<Response<ClientBody>, Infallible> {
+    let started = Instant::now();
     // Loaded once: this request finishes on this table even if a reload lands meanwhile.
     let published = conn.shared.published.load_full();
     // Every request gets an id, routed or not, so that log lines can name it.
     headers::ensure_request_id(request.headers_mut());
     let grpc = grpc::is_grpc(request.headers());
     let http1 = request.version() < Version::HTTP_2;
+    let mut observing = Observing::default();
     let Some(log) = conn.shared.access_log.clone() else {
-        let response = in_its_terms(proxy(request, &conn, &published, None).await, grpc, http1);
-        return Ok(response.map(ClientBody::plain));
+        let response = proxy(request, &conn, &published, None, &mut observing).await;
+        let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
+        let response = in_its_terms(response, grpc, http1);
+        let observed = observing.observed(&conn, started, &response, flag, grpc);
+        return Ok(response.map(|body| ClientBody::new(body, Some(observed), None)));
     };
     let (parts, body) = request.into_parts();
     let mut line = PendingLine::start(log, &parts);
     line.record.client_cert = conn.client().map(|c| c.subject.clone());
     line.record.client = conn.peer.to_string();
     let request = Request::from_parts(parts, body);
-    let response = proxy(request, &conn, &published, Some(&mut line)).await;
+    let response = proxy(request, &conn, &published, Some(&mut line), &mut observing).await;
     let found = response.extensions();
-    line.record.response_flags = found.get::<ResponseFlag>().map(|f| f.0);
+    let flag = found.get::<ResponseFlag>().map(|f| f.0);
+    line.record.response_flags = flag;
     line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
     let response = in_its_terms(response, grpc, http1);
     line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();
-    Ok(response.map(|body| ClientBody::logged(body, line)))
+    let observed = observing.observed(&conn, started, &response, flag, grpc);
+    Ok(response.map(|body| ClientBody::new(body, Some(observed), Some(line))))
+}
+
+/// What routing and forwarding learn that the request's count needs: where it
+/// went, and its body's byte counter when it had a body.
+#[derive(Default)]
+struct Observing {
+    series: Option<Arc<RequestSeries>>,
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+impl Observing {
+    /// The request's count, to be made when its answer's body ends. One that
+    /// reached no destination counts with its listener's.
+    fn observed(
+        self,
+        conn: &Connection,
+        started: Instant,
+        response: &Response<ResponseBody>,
+        flag: Option<&'static str>,
+        grpc: bool,
+    ) -> Observed {
+        let series = self
+            .series
+            .unwrap_or_else(|| conn.shared.listeners[conn.listener].requests.clone());
+        Observed {
+            series,
+            started,
+            outcome: Outcome {
+                status: response.status().as_u16(),
+                grpc_status: grpc.then(|| grpc::status_in(response.headers())).flatten(),
+                flag: flag_index(flag),
+                grpc,
+            },
+            bytes_in: self.bytes_in,
+        }
+    }
 }
 
 fn in_its_terms(
@@ -82,11 +124,12 @@ async fn proxy(
     conn: &Arc<Connection>,
     published: &Published,
     line: Option<&mut PendingLine>,
+    observing: &mut Observing,
 ) -> Response<ResponseBody> {
     if request.method() != Method::CONNECT {
-        return route_and_forward(request, false, conn, published, line).await;
+        return route_and_forward(request, false, conn, published, line, observing).await;
     }
-    let mut response = route_and_forward(request, true, conn, published, line).await;
+    let mut response = route_and_forward(request, true, conn, published, line, observing).await;
     if !response.status().is_success() {
         // The client may already be sending what it meant for the tunnel:
         // none of it may be read as a next request.
@@ -104,6 +147,7 @@ async fn route_and_forward(
     conn: &Arc<Connection>,
     published: &Published,
     mut line: Option<&mut PendingLine>,
+    observing: &mut Observing,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     if let Err(reply) = guard::guard(&request, conn) {
@@ -113,6 +157,7 @@ async fn route_and_forward(
         Ok(selected) => selected,
         Err(response) => return response,
     };
+    observing.series = Some(selected.destination.stats.requests.clone());
     let to = SessionTo {
         route: selected.route,
         destination: selected.destination,
@@ -147,9 +192,14 @@ async fn route_and_forward(
         grpc_deadline,
         note_upstream: line.is_some(),
     };
+    let has_body = !body.is_end_stream();
     let mut body = RequestBody::new(body, fanned.taps);
-    if let Some(line) = &line {
-        body = body.counted(line.bytes_in.clone());
+    if has_body {
+        let counter = line
+            .as_ref()
+            .map_or_else(Arc::default, |l| l.bytes_in.clone());
+        observing.bytes_in = Some(counter.clone());
+        body = body.counted(counter);
     }
     let (body, client_failed) = body.watched();
     let retry_buffer = published.upstreams.settings.retry_buffer_bytes;
@@ -294,87 +344,6 @@ fn prepare(
         .request_headers
         .apply(&mut parts.headers);
     upgrade
-}
-
-// === fan out ===
-
-/// What the copies of one request need from the primary's side.
-#[derive(Default)]
-struct FannedOut {
-    /// Attached to the client's body: each copy gets every chunk.
-    taps: Vec<TapHandle>,
-    /// Copies held until the primary's status is known.
-    gates: Vec<Gate>,
-    /// Compared copies waiting for the primary's capture, and its bound.
-    compared: Compared,
-}
-
-#[derive(Default)]
-struct Compared {
-    waiting: Vec<oneshot::Sender<Arc<Captured>>>,
-    limit: u64,
-}
-
-/// Admits each mirror's sampled copy within its bounds and starts it on a
-/// task of its own. A noise copy (a second primary instance) goes only with a
-/// compared copy of the mirror it follows, to see the same request.
-fn fan_out(
-    route: &Route,
-    parts: &Parts,
-    body: &Incoming,
-    conn: &Connection,
-    published: &Published,
-    mut line: Option<&mut PendingLine>,
-) -> FannedOut {
-    let mut out = FannedOut::default();
-    let has_body = !body.is_end_stream();
-    // Bit i: mirror i's copy of this request is compared.
-    let mut compared_mirrors = 0u64;
-    for (i, policy) in route.mirrors.iter().enumerate() {
-        let noise_for = policy.compare.as_ref().and_then(|c| c.noise_for);
-        let admission = match noise_for {
-            Some(parent) if compared_mirrors & (1 << parent) == 0 => continue,
-            Some(_) => policy.admit_chosen(),
-            None => policy.admit(parts),
-        };
-        let Some(admission) = admission else {
-            continue;
-        };
-        let (mut copy, tap, gate) =
-            policy.copy(admission, parts, has_body, &conn.shared.mirror_budget);
-        out.gates.extend(gate);
-        let spec = policy
-            .compare
-            .as_ref()
-            .filter(|c| c.noise_for.is_some() || c.sampler.sample());
-        if let Some(spec) = spec {
-            if i < 64 {
-                compared_mirrors |= 1 << i;
-            }
-            let (tx, rx) = oneshot::channel();
-            out.compared.waiting.push(tx);
-            out.compared.limit = out.compared.limit.max(spec.max_body_bytes);
-            copy.compare_with(CompareSlot {
-                primary: rx,
-                max_body_bytes: spec.max_body_bytes,
-                key: spec.key.clone(),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str())
-                    .to_owned(),
-                queue: conn.shared.compare_queue.clone(),
-            });
-        }
-        if let Some(line) = line.as_deref_mut() {
-            line.record.mirrored = true;
-            copy.log_as(line);
-        }
-        out.taps.extend(tap);
-        // Boxed, as a stream's future is (listen/http2.rs): spawning moves it.
-        tokio::spawn(Box::pin(copy.run(published.upstreams.mirror.clone())));
-    }
-    out
 }
 
 // === respond ===

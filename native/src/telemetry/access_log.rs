@@ -36,7 +36,37 @@ pub struct AccessLog {
     tx: SyncSender<Message>,
     counts: Arc<Counts>,
     sent: AtomicU64,
+    /// The fields each line keeps; `None`: all of them.
+    fields: Option<Vec<&'static str>>,
 }
+
+/// Every field a line can have, as `Record` names them.
+pub const FIELDS: [&str; 24] = [
+    "time",
+    "hop",
+    "request_id",
+    "method",
+    "protocol",
+    "authority",
+    "path",
+    "virtual_service",
+    "route",
+    "destination",
+    "subset",
+    "status",
+    "grpc_status",
+    "duration_us",
+    "bytes_in",
+    "bytes_out",
+    "mirrored",
+    "outcome",
+    "reason",
+    "client_cert",
+    "client",
+    "user_agent",
+    "upstream",
+    "response_flags",
+];
 
 #[derive(Debug, Serialize)]
 pub struct AccessLogReport {
@@ -46,7 +76,9 @@ pub struct AccessLogReport {
 
 impl AccessLog {
     /// Opens `target` for appending (`-` is standard output) and starts the writer.
-    pub fn open(target: &str) -> io::Result<Self> {
+    /// `fields`: the ones each line keeps (of `FIELDS`); `None`: all.
+    pub fn open(target: &str, fields: Option<&[String]>) -> io::Result<Self> {
+        let fields = fields.map(chosen).transpose()?;
         let sink = open_sink(target)?;
         let (tx, rx) = sync_channel::<Message>(QUEUE_LINES);
         let counts = Arc::new(Counts::default());
@@ -59,6 +91,7 @@ impl AccessLog {
             tx,
             counts,
             sent: AtomicU64::new(0),
+            fields,
         })
     }
 
@@ -69,7 +102,17 @@ impl AccessLog {
     }
 
     pub fn write(&self, record: &Record) {
-        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        let mut line = match &self.fields {
+            None => serde_json::to_vec(record).unwrap_or_default(),
+            // A chosen field set goes through a map: a cost only those who ask for it pay.
+            Some(keep) => match serde_json::to_value(record) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    map.retain(|name, _| keep.contains(&name.as_str()));
+                    serde_json::to_vec(&map).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            },
+        };
         line.push(b'\n');
         match self.tx.try_send(Message::Line(line)) {
             Ok(()) => {
@@ -97,6 +140,24 @@ impl AccessLog {
             dropped: self.counts.dropped.load(Relaxed),
         }
     }
+}
+
+/// `names` as fields of `FIELDS`, or an error naming the first unknown one and the known.
+fn chosen(names: &[String]) -> io::Result<Vec<&'static str>> {
+    names
+        .iter()
+        .map(|name| {
+            FIELDS.iter().copied().find(|f| f == name).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "unknown access log field `{name}`; the fields are: {}",
+                        FIELDS.join(", ")
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn open_sink(target: &str) -> io::Result<Box<dyn Write + Send>> {
@@ -323,7 +384,7 @@ mod tests {
     fn lines_reach_the_file_as_json() {
         let path = std::env::temp_dir().join(format!("pymirror-access-{}.log", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let log = AccessLog::open(path.to_str().unwrap()).unwrap();
+        let log = AccessLog::open(path.to_str().unwrap(), None).unwrap();
         for i in 0..3 {
             let mut r = Record::new(Hop::Primary, SystemTime::now());
             r.request_id = format!("id-{i}");
@@ -349,7 +410,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pymirror-rotate-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let (path, rotated) = (dir.join("access.log"), dir.join("access.log.1"));
-        let log = AccessLog::open(path.to_str().unwrap()).unwrap();
+        let log = AccessLog::open(path.to_str().unwrap(), None).unwrap();
         log.write(&Record::new(Hop::Primary, SystemTime::now()));
         log.settle(Duration::from_secs(5));
         std::fs::rename(&path, &rotated).unwrap(); // what logrotate does
@@ -360,5 +421,61 @@ mod tests {
         let lines = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
         assert_eq!((lines(&rotated), lines(&path)), (2, 1));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record with every optional field set: each of its keys, and no other.
+    fn full_record() -> Record {
+        let mut r = Record::new(Hop::Mirror, SystemTime::now());
+        r.virtual_service = Some("vs".into());
+        r.route = Some("0".into());
+        r.destination = Some("reviews".into());
+        r.subset = Some("v2".into());
+        r.grpc_status = Some(0);
+        r.outcome = Some("failed");
+        r.reason = Some("connect");
+        r.client_cert = Some("CN=client".into());
+        r.user_agent = Some("curl".into());
+        r.upstream = Some("10.0.0.1:80".into());
+        r.response_flags = Some("UF");
+        r
+    }
+
+    #[test]
+    fn the_field_list_is_the_records_fields() {
+        let value = serde_json::to_value(full_record()).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut fields = FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
+    }
+
+    #[test]
+    fn a_chosen_field_set_keeps_those_fields_only() {
+        let path = std::env::temp_dir().join(format!("pymirror-fields-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let fields = ["status".to_owned(), "upstream".to_owned(), "hop".to_owned()];
+        let log = AccessLog::open(path.to_str().unwrap(), Some(&fields)).unwrap();
+        log.write(&full_record());
+        log.settle(Duration::from_secs(5));
+        let line: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(&path).unwrap().trim()).unwrap();
+        let mut keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["hop", "status", "upstream"]);
+        let _ = std::fs::remove_file(&path);
+        let unknown = AccessLog::open("-", Some(&["status".to_owned(), "nope".to_owned()]));
+        let message = unknown.unwrap_err().to_string();
+        assert!(message.starts_with("unknown access log field `nope`; the fields are: time, hop"));
     }
 }

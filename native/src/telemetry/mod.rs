@@ -9,6 +9,7 @@ pub mod gauge;
 pub mod key;
 pub mod reasons;
 pub mod report;
+pub mod requests;
 pub mod stats;
 
 pub use counters::BUCKET_BOUNDS_SECONDS;
@@ -18,6 +19,7 @@ pub use reasons::{ClosedList, DropReason, FailReason, SkipReason, TcpCutReason};
 pub use report::{
     DestinationReport, ListenerReport, MirrorReport, OutlierReport, TcpMirrorReport, TcpReport,
 };
+pub use requests::{flag_index, Observed, Outcome, RequestSeries};
 pub use stats::{
     DestinationStats, ListenerStats, MirrorStats, StatsRegistry, TcpMirrorStats, TcpStats,
 };

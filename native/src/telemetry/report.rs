@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::counters::HistogramReport;
 use super::key::StatsKey;
+use super::requests::OutcomeReport;
 
 #[derive(Debug, Serialize)]
 pub struct DestinationReport {
@@ -15,6 +16,7 @@ pub struct DestinationReport {
     /// gRPC answers by `grpc-status`.
     pub grpc_responses: HashMap<String, u64>,
     pub duration: HistogramReport,
+    pub requests: Vec<OutcomeReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,6 +34,7 @@ pub struct MirrorReport {
     pub responses: HashMap<String, u64>,
     pub grpc_responses: HashMap<String, u64>,
     pub duration: HistogramReport,
+    pub requests: Vec<OutcomeReport>,
     pub compare: CompareReport,
 }
 
@@ -66,6 +69,7 @@ pub struct ListenerReport {
     pub connections_active: u64,
     pub connections_refused: u64,
     pub unrouted: u64,
+    pub requests: Vec<OutcomeReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -15,6 +15,7 @@ use super::reasons::{Counts, DropReason, FailReason, SkipReason, TcpCutReason};
 use super::report::{
     CompareReport, DestinationReport, ListenerReport, MirrorReport, TcpMirrorReport, TcpReport,
 };
+use super::requests::RequestSeries;
 
 /// What a primary destination of one route answered.
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub struct DestinationStats {
     /// gRPC calls' answers by `grpc-status` (theirs is always HTTP 200).
     pub grpc: GrpcCounts,
     pub duration: Histogram,
+    /// By outcome, to the end of the answer (Istio's request metrics).
+    pub requests: Arc<RequestSeries>,
 }
 
 /// What became of one mirror policy's copies.
@@ -48,6 +51,8 @@ pub struct MirrorStats {
     pub responses: StatusCounts,
     pub grpc: GrpcCounts,
     pub duration: Histogram,
+    /// Copies sent, by outcome (Istio's request metrics).
+    pub requests: RequestSeries,
     /// Comparisons of this mirror's answers with the primary's.
     pub compare: CompareStats,
 }
@@ -140,6 +145,8 @@ pub struct ListenerStats {
     pub connections_refused: AtomicU64,
     /// Requests answered 404 because no virtual host or route matched.
     pub unrouted: AtomicU64,
+    /// Requests that reached no destination (no route, refused), by outcome.
+    pub requests: Arc<RequestSeries>,
 }
 
 /// All counter sets ever created by this engine, by label. Touched only when a
@@ -206,6 +213,7 @@ impl StatsRegistry {
                 responses: s.responses.report(),
                 grpc_responses: s.grpc.report(),
                 duration: s.duration.report(),
+                requests: s.requests.report(),
             })
             .collect();
         let mirrors = self
@@ -224,6 +232,7 @@ impl StatsRegistry {
                 responses: s.responses.report(),
                 grpc_responses: s.grpc.report(),
                 duration: s.duration.report(),
+                requests: s.requests.report(),
                 compare: s.compare.report(),
             })
             .collect();
@@ -239,6 +248,7 @@ impl ListenerStats {
             connections_active: self.connections_active.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
             unrouted: self.unrouted.load(Relaxed),
+            requests: self.requests.report(),
         }
     }
 }
