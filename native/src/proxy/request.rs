@@ -46,12 +46,12 @@ pub async fn handle(
     headers::ensure_request_id(request.headers_mut());
     let grpc = grpc::is_grpc(request.headers());
     let http1 = request.version() < Version::HTTP_2;
-    let mut observing = Observing::default();
+    let mut observing = Observing::new(started);
     let Some(log) = conn.shared.access_log.clone() else {
         let response = proxy(request, &conn, &published, None, &mut observing).await;
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
         let response = in_its_terms(response, grpc, http1);
-        let observed = observing.observed(&conn, started, &response, flag, grpc);
+        let observed = observing.observed(&conn, &response, flag, grpc);
         return Ok(response.map(|body| ClientBody::new(body, Some(observed), None)));
     };
     let (parts, body) = request.into_parts();
@@ -67,25 +67,34 @@ pub async fn handle(
     let response = in_its_terms(response, grpc, http1);
     line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();
-    let observed = observing.observed(&conn, started, &response, flag, grpc);
+    let observed = observing.observed(&conn, &response, flag, grpc);
     Ok(response.map(|body| ClientBody::new(body, Some(observed), Some(line))))
 }
 
 /// What routing and forwarding learn that the request's count needs: where it
 /// went, and its body's byte counter when it had a body.
-#[derive(Default)]
 struct Observing {
+    /// When the request's head was taken: its durations and deadlines start here
+    /// (one clock read per request).
+    started: Instant,
     series: Option<Arc<RequestSeries>>,
     bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Observing {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            series: None,
+            bytes_in: None,
+        }
+    }
+
     /// The request's count, to be made when its answer's body ends. One that
     /// reached no destination counts with its listener's.
     fn observed(
         self,
         conn: &Connection,
-        started: Instant,
         response: &Response<ResponseBody>,
         flag: Option<&'static str>,
         grpc: bool,
@@ -95,7 +104,7 @@ impl Observing {
             .unwrap_or_else(|| conn.shared.listeners[conn.listener].requests.clone());
         Observed {
             series,
-            started,
+            started: self.started,
             outcome: Outcome {
                 status: response.status().as_u16(),
                 grpc_status: grpc.then(|| grpc::status_in(response.headers())).flatten(),
@@ -149,7 +158,7 @@ async fn route_and_forward(
     mut line: Option<&mut PendingLine>,
     observing: &mut Observing,
 ) -> Response<ResponseBody> {
-    let started = Instant::now();
+    let started = observing.started;
     if let Err(reply) = guard::guard(&request, conn) {
         return reply.into_response();
     }
