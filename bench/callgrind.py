@@ -9,7 +9,7 @@ what a request costs: start-up, the Python control plane's start and the drain c
 Only the worker thread's instructions are counted (`--separate-threads`): the data plane,
 scheduler and I/O driver included, the Python threads and the access-log writer not.
 
-    python3 bench/callgrind.py [--mirror PERCENT] [--requests 2000] [--base 100]
+    python3 bench/callgrind.py [--mirror PERCENT | --without-mirror] [--requests 2000] [--base 100]
 
 prints one JSON line: the mirror percentage, both totals and instructions per request.
 Needs valgrind and nginx (Debian's valgrind, nginx-light).
@@ -44,6 +44,8 @@ virtualServices:
     hosts: [reviews]
     http:
       - route: [{{destination: {{host: v1}}}}]
+{mirror}"""
+_MIRROR = """\
         mirror: {{host: v2}}
         mirrorPercentage: {{value: {percent}}}
 """
@@ -107,6 +109,11 @@ def total_instructions(workdir: Path, config: Path, n: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mirror", type=float, default=0.0, help="mirrorPercentage (0-100)")
+    parser.add_argument(
+        "--without-mirror",
+        action="store_true",
+        help="a route with no mirror at all (what --mirror 0 must cost no more than)",
+    )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--base", type=int, default=100)
     args = parser.parse_args()
@@ -123,7 +130,7 @@ def main() -> None:
                     listen=f"127.0.0.1:{free_port()}",
                     v1=v1.address,
                     v2=v2.address,
-                    percent=args.mirror,
+                    mirror="" if args.without_mirror else _MIRROR.format(percent=args.mirror),
                 )
             )
             small = total_instructions(workdir, config, args.base)
@@ -135,7 +142,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "mirror_percent": args.mirror,
+                "mirror_percent": None if args.without_mirror else args.mirror,
                 "requests": args.requests,
                 "total_small": small,
                 "total_large": large,

@@ -202,17 +202,27 @@ pub fn response_framing(headers: &mut HeaderMap) -> Result<(), LocalReply> {
 }
 
 /// Appends the client's address to `x-forwarded-for` and states the scheme it used.
-pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, secure: bool) {
-    let client = client.to_canonical().to_string();
+pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, secure: bool) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {client}"),
-        _ => client,
+        Some(existing) if !existing.trim().is_empty() => {
+            let client = client.to_str().unwrap_or("");
+            HeaderValue::from_str(&format!("{existing}, {client}")).ok()
+        }
+        // The common case: the connection's own value, made once per connection.
+        _ => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     let scheme = if secure { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+}
+
+/// A client's address as `x-forwarded-for` names it (an IPv4-mapped IPv6
+/// address as plain IPv4): made once per connection, not per request.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_canonical().to_string())
+        .expect("an IP address is a valid header value")
 }
 
 /// `x-forwarded-client-cert` is the proxy's to say: whatever the client sent
@@ -496,12 +506,16 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        append_forwarded(&mut h, "127.0.0.2".parse().unwrap(), false);
+        append_forwarded(&mut h, &forwarded_for("127.0.0.2".parse().unwrap()), false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
 
         let mut h = HeaderMap::new();
-        append_forwarded(&mut h, "::ffff:127.0.0.1".parse().unwrap(), true);
+        append_forwarded(
+            &mut h,
+            &forwarded_for("::ffff:127.0.0.1".parse().unwrap()),
+            true,
+        );
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         // The scheme is the one the client used with us, whatever it claimed.
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -42,6 +42,7 @@ pub async fn serve(
         port: accepted.port,
         max_header_bytes: settings.max_header_bytes,
         peer: accepted.peer,
+        forwarded_for: crate::http::headers::forwarded_for(accepted.peer.ip()),
         tls: accepted.tls.clone(),
         findings,
         hold: accepted.hold,

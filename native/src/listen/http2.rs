@@ -59,6 +59,7 @@ pub async fn serve(
         port: accepted.port,
         max_header_bytes,
         peer: accepted.peer,
+        forwarded_for: crate::http::headers::forwarded_for(accepted.peer.ip()),
         tls: accepted.tls.clone(),
         // Frames, not a byte stream of heads: nothing for the HTTP/1.1
         // inspector to find (h2 itself refuses malformed framing).

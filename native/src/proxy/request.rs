@@ -337,7 +337,7 @@ fn prepare(
     let upgrade = upgrade::requested(&parts.headers, parts.version, !body.is_end_stream());
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::keep_chunked(&mut parts.headers, body);
-    headers::append_forwarded(&mut parts.headers, conn.peer.ip(), conn.tls.is_some());
+    headers::append_forwarded(&mut parts.headers, &conn.forwarded_for, conn.tls.is_some());
     headers::set_client_cert(&mut parts.headers, conn.client().map(|c| &c.forwarded));
     if let Some(a) = &selected.absolute {
         if let Ok(value) = HeaderValue::from_str(a.as_str()) {

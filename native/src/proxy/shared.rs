@@ -51,6 +51,8 @@ pub struct Connection {
     /// Request head bytes accepted (hyper bounds its read buffer, not the head).
     pub max_header_bytes: usize,
     pub peer: SocketAddr,
+    /// The peer's address as `x-forwarded-for` names it, made once.
+    pub forwarded_for: http::HeaderValue,
     /// On a TLS listener, the certificate entry its handshake chose (requests
     /// for another entry's hosts are misdirected); `None`: plaintext.
     pub tls: Option<Bound>,
