@@ -54,4 +54,4 @@ pub mod internals {
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: pymirror_allocator::Allocator = pymirror_allocator::Allocator;
