@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::http::local_reply::LocalReply;
 
@@ -237,17 +237,23 @@ pub fn set_client_cert(headers: &mut HeaderMap, verified: Option<&HeaderValue>) 
 /// Keeps a usable `x-request-id` or sets a fresh UUID v4, so that the primary
 /// request and every copy carry the same one.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
-    let usable = headers
-        .get(&X_REQUEST_ID)
-        .is_some_and(|v| !v.is_empty() && v.len() <= 256);
-    if !usable {
+    // One lookup (an entry), not a get and an insert: two hashes of the name.
+    let fresh = || {
         let id = uuid::Uuid::new_v4();
         let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let text = id.hyphenated().encode_lower(&mut buf);
-        headers.insert(
-            X_REQUEST_ID.clone(),
-            HeaderValue::from_str(text).expect("a UUID is a valid header value"),
-        );
+        HeaderValue::from_str(text).expect("a UUID is a valid header value")
+    };
+    match headers.entry(X_REQUEST_ID.clone()) {
+        Entry::Occupied(mut given) => {
+            let value = given.get();
+            if value.is_empty() || value.len() > 256 {
+                given.insert(fresh());
+            }
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(fresh());
+        }
     }
 }
 
@@ -535,6 +541,17 @@ mod tests {
         let mut h = map(&[("x-request-id", "")]);
         ensure_request_id(&mut h);
         assert_eq!(h["x-request-id"].len(), 36);
+
+        // Past 256 bytes: replaced, every value of it.
+        let long = "a".repeat(257);
+        let mut h = map(&[("x-request-id", long.as_str()), ("x-request-id", "b")]);
+        ensure_request_id(&mut h);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 1);
+        assert_eq!(h["x-request-id"].len(), 36);
+        // A usable one is kept as it came.
+        let mut h = map(&[("x-request-id", "a"), ("x-request-id", "b")]);
+        ensure_request_id(&mut h);
+        assert_eq!(h.get_all("x-request-id").iter().count(), 2);
     }
 
     #[test]
