@@ -87,8 +87,9 @@ class Admin:
         )
         self.draining = False
         self._registry = metrics.registry(self.scrape)
-        self._checksum: tuple[Config, str] | None = None
-        self._versions: tuple[Config, dict[tuple[str, str], str]] | None = None
+        # What is read off the running configuration for every scrape, made once per
+        # configuration (the object changes only on reload): checksum and versions.
+        self._derived: tuple[Config, str, dict[tuple[str, str], str]] | None = None
         self._bound: tuple[socket.socket, str] | None = None
 
     @property
@@ -110,29 +111,23 @@ class Admin:
             stats,
             snapshot,
             self.reloads,
-            self._checksum_of(config),
+            self._derived_of(config)[0],
             compare=proxy.comparator.store.counts(),
-            versions=self._versions_of(config),
+            versions=self._derived_of(config)[1],
         )
 
-    def _versions_of(self, config: Config) -> dict[tuple[str, str], str]:
-        """(host, subset) -> the `version` label the subset selects by, where it does,
-        for Istio's `destination_version`; once per configuration."""
-        if self._versions is None or self._versions[0] is not config:
-            found = {
+    def _derived_of(self, config: Config) -> tuple[str, dict[tuple[str, str], str]]:
+        """The configuration's checksum, and (host, subset) -> the `version` label the
+        subset selects by, where it does (Istio's `destination_version`)."""
+        if self._derived is None or self._derived[0] is not config:
+            versions = {
                 (host, subset): labels["version"]
                 for host, service in config.services.items()
                 for subset, labels in service.subsets.items()
                 if "version" in labels
             }
-            self._versions = (config, found)
-        return self._versions[1]
-
-    def _checksum_of(self, config: Config) -> str:
-        # The config object changes only on reload: hash it once per configuration.
-        if self._checksum is None or self._checksum[0] is not config:
-            self._checksum = (config, config_checksum(config))
-        return self._checksum[1]
+            self._derived = (config, config_checksum(config), versions)
+        return self._derived[1], self._derived[2]
 
     def bind(self, address: str = DEFAULT_ADDRESS) -> str:
         """Binds `address` now and returns the bound `host:port` (port 0 resolved), for
@@ -284,7 +279,7 @@ class Admin:
         config = proxy.config
         return {
             "version": proxy.version,
-            "checksum": self._checksum_of(config),
+            "checksum": self._derived_of(config)[0],
             "sources": source_files(config),
             "listeners": proxy.addresses,  # as bound: port 0 resolved
             "routes": describe(config, listen=proxy.listen),

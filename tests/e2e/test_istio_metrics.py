@@ -4,6 +4,7 @@ the users' requests, body sizes, and gRPC statuses. Each count is what the test 
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import seed_config
 from prometheus_client.parser import text_string_to_metric_families
 from support.backend import Backend
 from support.client import Client
 from support.grpc_peer import GrpcPeer, method
+from support.hostile import short_body_reset
 from support.ports import closed_port
 from support.process import PymirrorProcess
 
@@ -213,3 +216,41 @@ virtualServices:
         assert count(exposition, grpc_response_status="0", **at) == 4, traffic
         assert count(exposition, grpc_response_status="5", **at) == 2, traffic  # NOT_FOUND
     assert count(exposition, request_protocol="http") == 0
+
+
+def test_an_upstream_body_cut_short_is_flagged_ur_on_both_hops(tmp_path: Path) -> None:
+    """Primary and mirror both answer `Content-Length: 100000`, send 1,000 bytes and reset
+    (exact bytes: `support.hostile.short_body_reset`). The user's answer ends short, and
+    both hops count `UR`, in the metrics and in the access log."""
+    log = tmp_path / "access.log"
+    with short_body_reset() as v1, short_body_reset() as v2:
+        routes = tmp_path / "routes.yaml"
+        routes.write_text(seed_config(v1.address, v2.address))
+        proc = PymirrorProcess(routes, "--access-log", str(log))
+        try:
+            host, port = proc.address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as raw:
+                raw.sendall(b"GET /cut HTTP/1.1\r\nHost: reviews\r\n\r\n")
+                got = b""
+                while chunk := raw.recv(65536):
+                    got += chunk
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and len(body) < 100_000
+            v2.wait_requests(1)
+
+            def read() -> str:
+                url = f"http://{proc.admin_address}/metrics"
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    return str(response.read().decode())
+
+            text = wait_for(read, lambda t: count(t, response_flags="UR") == 2)
+        finally:
+            proc.stop()
+    assert count(text, pymirror_traffic="primary", response_code="200", response_flags="UR") == 1
+    assert count(text, pymirror_traffic="mirror", response_flags="UR") == 1
+    assert count(text) == 2
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted((line["hop"], line.get("response_flags")) for line in lines) == [
+        ("mirror", "UR"),
+        ("primary", "UR"),
+    ]

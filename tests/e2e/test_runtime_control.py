@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import socket
 import ssl
 import subprocess
 import sys
@@ -252,3 +253,21 @@ def test_a_short_token_file_is_refused_at_start(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "the token must be 16 characters or more" in done.stderr
+
+
+def test_a_body_over_the_bound_is_refused_unread(running) -> None:
+    """A control request is read up to 64 KiB, no further: a 1 MiB body (exact bytes on
+    a raw socket, which never sends the rest) gets 413 and changes nothing."""
+    proc, v2, _ = running
+    host, port = proc.admin_address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /runtime/mirror_percentage HTTP/1.1\r\nHost: admin\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n"
+            + b"{"
+            + b" " * (65 * 1024)
+        )
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    with Client(proc.address) as client:
+        assert copies_of(v2, 10, client, "/unchanged") == 10

@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 use crate::http::grpc;
 use crate::telemetry::access_log::PendingLine;
-use crate::telemetry::requests::FLAGS;
-use crate::telemetry::{flag_index, DestinationStats, Observed};
+use crate::telemetry::{DestinationStats, Observed};
 use crate::upstream::pool::PooledResponse;
 
 /// The primary's response body: it returns its connection to the pool once read.
@@ -28,16 +27,17 @@ pub type UpstreamBody = PooledResponse<RequestBody>;
 #[derive(Debug)]
 pub struct ClientBody {
     inner: ResponseBody,
+    /// Taken when counted (once: at the end, or on drop).
     observed: Option<Observed>,
     line: Option<Box<PendingLine>>,
     bytes_out: u64,
 }
 
 impl ClientBody {
-    pub fn new(inner: ResponseBody, observed: Option<Observed>, line: Option<PendingLine>) -> Self {
+    pub fn new(inner: ResponseBody, observed: Observed, line: Option<PendingLine>) -> Self {
         Self {
             inner,
-            observed,
+            observed: Some(observed),
             line: line.map(Box::new),
             bytes_out: 0,
         }
@@ -45,20 +45,18 @@ impl ClientBody {
 
     /// `complete`: the body ended as it should; else the client went away first.
     fn finish(&mut self, complete: bool) {
-        if let Some(observed) = self.observed.take() {
-            let flag = FLAGS[usize::from(observed.outcome.flag)];
-            if let Some(line) = self.line.as_mut() {
-                if !complete && line.record.response_flags.is_none() {
-                    line.record.response_flags = Some("DC");
-                } else if flag != "-" {
-                    line.record.response_flags = Some(flag);
-                }
-            }
-            observed.finish(self.bytes_out, complete);
+        let Some(mut observed) = self.observed.take() else {
+            return;
+        };
+        if !complete {
+            observed.flag_unless_flagged("DC");
         }
-        if let Some(line) = self.line.take() {
+        if let Some(mut line) = self.line.take() {
+            // The line says what the metrics say: the answer's flag, or DC, UR.
+            line.record.response_flags = observed.flag();
             line.finish(self.bytes_out);
         }
+        observed.finish(self.bytes_out);
     }
 
     fn trailers(&mut self, trailers: &http::HeaderMap) {
@@ -96,8 +94,8 @@ impl Body for ClientBody {
             None => this.finish(true),
             Some(Err(_)) => {
                 // The upstream's body broke off: the client's answer is cut short.
-                if let Some(o) = this.observed.as_mut().filter(|o| o.outcome.flag == 0) {
-                    o.outcome.flag = flag_index(Some("UR"));
+                if let Some(observed) = this.observed.as_mut() {
+                    observed.flag_unless_flagged("UR");
                 }
                 this.finish(true);
             }

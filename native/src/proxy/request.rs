@@ -52,7 +52,7 @@ pub async fn handle(
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
         let response = in_its_terms(response, grpc, http1);
         let observed = observing.observed(&conn, &response, flag, grpc);
-        return Ok(response.map(|body| ClientBody::new(body, Some(observed), None)));
+        return Ok(response.map(|body| ClientBody::new(body, observed, None)));
     };
     let (parts, body) = request.into_parts();
     let mut line = PendingLine::start(log, &parts);
@@ -62,13 +62,12 @@ pub async fn handle(
     let response = proxy(request, &conn, &published, Some(&mut line), &mut observing).await;
     let found = response.extensions();
     let flag = found.get::<ResponseFlag>().map(|f| f.0);
-    line.record.response_flags = flag;
     line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
     let response = in_its_terms(response, grpc, http1);
     line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();
     let observed = observing.observed(&conn, &response, flag, grpc);
-    Ok(response.map(|body| ClientBody::new(body, Some(observed), Some(line))))
+    Ok(response.map(|body| ClientBody::new(body, observed, Some(line))))
 }
 
 /// What routing and forwarding learn that the request's count needs: where it

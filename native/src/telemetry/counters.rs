@@ -17,28 +17,59 @@ const BUCKET_BOUNDS_MICROS: [u64; 16] = [
     2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
-/// A fixed-bucket histogram. Bucket counts are not cumulative here; the
+/// Counts of values by fixed upper bounds (`N - 1` of them; the last bucket
+/// is +Inf), and their sum. Bucket counts are not cumulative here; the
 /// exposition layer accumulates them.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; 17],
-    sum_micros: AtomicU64,
+#[derive(Debug)]
+pub struct Buckets<const N: usize> {
+    counts: [AtomicU64; N],
+    sum: AtomicU64,
 }
+
+impl<const N: usize> Default for Buckets<N> {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Buckets<N> {
+    /// Counts `value` in the first bucket whose bound is at least `value`.
+    #[inline]
+    pub fn record(&self, value: u64, bounds: &[u64]) {
+        debug_assert_eq!(bounds.len() + 1, N);
+        self.counts[bounds.partition_point(|&bound| bound < value)].fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    /// The count of each bucket, in order.
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Relaxed)).collect()
+    }
+
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Relaxed)
+    }
+}
+
+/// Durations in `BUCKET_BOUNDS_SECONDS`, kept in microseconds.
+#[derive(Debug, Default)]
+pub struct Histogram(Buckets<17>);
 
 impl Histogram {
     #[inline]
     pub fn record(&self, elapsed: Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let index = BUCKET_BOUNDS_MICROS.partition_point(|&bound| bound < micros);
-        self.buckets[index].fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add(micros, Relaxed);
+        self.0.record(micros, &BUCKET_BOUNDS_MICROS);
     }
 
     pub fn report(&self) -> HistogramReport {
-        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let buckets = self.0.counts();
         HistogramReport {
             count: buckets.iter().sum(),
-            sum_seconds: self.sum_micros.load(Relaxed) as f64 / 1e6,
+            sum_seconds: self.0.sum() as f64 / 1e6,
             buckets,
         }
     }

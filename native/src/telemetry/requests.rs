@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::counters::Buckets;
+
 /// Distinct outcomes one destination keeps apart.
 const SLOTS: usize = 32;
 
@@ -62,11 +64,15 @@ pub const FLAGS: [&str; 11] = [
     "-", "NR", "UH", "UO", "UF", "UR", "UPE", "UT", "DPE", "FI", "DC",
 ];
 
-/// The index of `flag` in `FLAGS`; an unknown one is reported as `-`.
+/// The index of `flag` in `FLAGS` (0, `-`, for none). Every flag the proxy
+/// sets is listed there: the access log takes its flag from here too.
 pub fn flag_index(flag: Option<&str>) -> u8 {
-    flag.and_then(|f| FLAGS.iter().position(|&known| known == f))
-        .and_then(|i| u8::try_from(i).ok())
-        .unwrap_or(0)
+    let index = flag.map_or(Some(0), |f| FLAGS.iter().position(|&known| known == f));
+    debug_assert!(
+        index.is_some(),
+        "response flag {flag:?} is missing from FLAGS"
+    );
+    index.and_then(|i| u8::try_from(i).ok()).unwrap_or(0)
 }
 
 /// What a request's series is chosen by.
@@ -114,32 +120,18 @@ impl Outcome {
 /// Counts of one outcome.
 #[derive(Debug, Default)]
 struct Series {
-    /// Per-bucket counts (the last is +Inf), then the sum.
-    duration: [AtomicU64; 20],
-    duration_sum_us: AtomicU64,
-    request_bytes: [AtomicU64; 11],
-    request_bytes_sum: AtomicU64,
-    response_bytes: [AtomicU64; 11],
-    response_bytes_sum: AtomicU64,
+    /// In microseconds, by `DURATION_BOUNDS_US`.
+    duration: Buckets<20>,
+    request_bytes: Buckets<11>,
+    response_bytes: Buckets<11>,
 }
 
 impl Series {
     fn record(&self, elapsed: Duration, request_bytes: u64, response_bytes: u64) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let at = DURATION_BOUNDS_US.partition_point(|&b| b < us);
-        self.duration[at].fetch_add(1, Ordering::Relaxed);
-        self.duration_sum_us.fetch_add(us, Ordering::Relaxed);
-        for (bytes, buckets, sum) in [
-            (request_bytes, &self.request_bytes, &self.request_bytes_sum),
-            (
-                response_bytes,
-                &self.response_bytes,
-                &self.response_bytes_sum,
-            ),
-        ] {
-            buckets[BYTES_BOUNDS.partition_point(|&b| b < bytes)].fetch_add(1, Ordering::Relaxed);
-            sum.fetch_add(bytes, Ordering::Relaxed);
-        }
+        self.duration.record(us, &DURATION_BOUNDS_US);
+        self.request_bytes.record(request_bytes, &BYTES_BOUNDS);
+        self.response_bytes.record(response_bytes, &BYTES_BOUNDS);
     }
 }
 
@@ -228,11 +220,20 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// `complete`: the answer's body ended as it should (else the client left).
-    pub fn finish(mut self, bytes_out: u64, complete: bool) {
-        if !complete && self.outcome.flag == 0 {
-            self.outcome.flag = flag_index(Some("DC"));
+    /// Marks the outcome with `flag` (`DC`, `UR`) unless the proxy already
+    /// flagged the answer for a cause of its own.
+    pub fn flag_unless_flagged(&mut self, flag: &'static str) {
+        if self.outcome.flag == 0 {
+            self.outcome.flag = flag_index(Some(flag));
         }
+    }
+
+    /// The outcome's flag; `None` for an upstream's own answer.
+    pub fn flag(&self) -> Option<&'static str> {
+        (self.outcome.flag != 0).then(|| FLAGS[usize::from(self.outcome.flag) % FLAGS.len()])
+    }
+
+    pub fn finish(self, bytes_out: u64) {
         let bytes_in = self
             .bytes_in
             .as_ref()
@@ -265,10 +266,7 @@ pub struct OutcomeReport {
 
 impl OutcomeReport {
     fn new(outcome: Option<Outcome>, s: &Series) -> Self {
-        let load = |counts: &[AtomicU64]| -> Vec<u64> {
-            counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
-        };
-        let duration_ms = load(&s.duration);
+        let duration_ms = s.duration.counts();
         Self {
             response_code: outcome.map_or_else(|| "other".to_owned(), |o| o.status.to_string()),
             grpc_status: outcome.and_then(|o| o.grpc_status).map(|g| match g {
@@ -283,11 +281,11 @@ impl OutcomeReport {
             },
             count: duration_ms.iter().sum(),
             duration_ms,
-            duration_sum_ms: s.duration_sum_us.load(Ordering::Relaxed) as f64 / 1000.0,
-            request_bytes: load(&s.request_bytes),
-            request_bytes_sum: s.request_bytes_sum.load(Ordering::Relaxed),
-            response_bytes: load(&s.response_bytes),
-            response_bytes_sum: s.response_bytes_sum.load(Ordering::Relaxed),
+            duration_sum_ms: s.duration.sum() as f64 / 1000.0,
+            request_bytes: s.request_bytes.counts(),
+            request_bytes_sum: s.request_bytes.sum(),
+            response_bytes: s.response_bytes.counts(),
+            response_bytes_sum: s.response_bytes.sum(),
         }
     }
 }
