@@ -1,4 +1,8 @@
-//! `EngineError`: a failure of a control-path call, recorded where it came from.
+//! `EngineError`: a failure of a control-path call, recorded where it came from;
+//! `BodyError`: what a body stream fails with on the data path.
+
+/// A body's failure, whichever HTTP implementation read it.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A failure of a control-path call (start, reload, shutdown). Turned into a
 /// Python exception only at the binding boundary.

@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use std::thread::LocalKey;
 
 use crate::body::{MirrorBody, RequestBody};
+use crate::upstream::idle::{self, IdleLists, PooledBody, IDLE_SWEEP_PERIOD};
 use crate::upstream::multiplex::{self, Connections, Multiplexed};
-use crate::upstream::pool::{self, IdleLists, PooledBody, IDLE_SWEEP_PERIOD};
 
 thread_local! {
     static PRIMARY_IDLE: RefCell<IdleLists<RequestBody>> = RefCell::default();
@@ -44,8 +44,8 @@ impl PooledBody for MirrorBody {
 /// those their peer has closed, so that a burst's connections do not stay
 /// open until the next checkout. Run by each worker every `IDLE_SWEEP_PERIOD`.
 pub fn sweep_idle() {
-    pool::sweep::<RequestBody>();
-    pool::sweep::<MirrorBody>();
+    idle::sweep::<RequestBody>();
+    idle::sweep::<MirrorBody>();
     multiplex::sweep::<RequestBody>();
     multiplex::sweep::<MirrorBody>();
 }

@@ -27,8 +27,9 @@ use crate::telemetry::gauge::{Field, Held};
 use crate::telemetry::SkipReason;
 use crate::telemetry::{DropReason, FailReason, MirrorStats};
 use crate::upstream::cluster::Cluster;
-use crate::upstream::pool::{Pool, PooledResponse, SendError};
+use crate::upstream::pool::{Pool, SendError};
 use crate::upstream::protocol::Wire;
+use crate::upstream::response::PooledResponse;
 
 /// A copy's place in its mirror's in-flight gauge.
 pub type InFlight = Held<Field<MirrorStats>>;
@@ -255,7 +256,7 @@ async fn exchange(
         Err(SendError::Connect | SendError::Tls) => target.health.backoff.connect_failed(),
         _ => target.health.backoff.connected(),
     }
-    let (mut response, loan) = match sent {
+    let mut response = match sent {
         Ok(sent) => sent,
         Err(failed @ (SendError::Connect | SendError::Tls)) => {
             cluster.record(target, TryOutcome::ConnectFailure);
@@ -266,14 +267,12 @@ async fn exchange(
                 FailReason::Connect
             });
         }
-        Err(SendError::Exchange(e)) => {
+        Err(failed @ (SendError::Protocol | SendError::Reset)) => {
             cluster.record(target, TryOutcome::Reset);
-            let reason = if e.is_parse() || e.is_parse_too_large() {
-                FailReason::Protocol
-            } else {
-                FailReason::Reset
-            };
-            return Ended::Failed(reason);
+            return Ended::Failed(match failed {
+                SendError::Protocol => FailReason::Protocol,
+                _ => FailReason::Reset,
+            });
         }
     };
     let status = response.status().as_u16();
@@ -287,7 +286,7 @@ async fn exchange(
     {
         // Past the limit by its own account: nothing to read for. Dropping the
         // body unread (and the connection with it) ends the mirror's sending.
-        drop((body, loan));
+        drop(body);
         return Ended::Cut(Answer {
             status,
             bytes: 0,
@@ -295,13 +294,7 @@ async fn exchange(
             grpc_status: None,
         });
     }
-    read_body(
-        status,
-        parts.headers,
-        PooledResponse::new(body, loan),
-        &reading,
-    )
-    .await
+    read_body(status, parts.headers, body, &reading).await
 }
 
 /// Reads a copy's answer body to its end or past the limit (then dropped,

@@ -14,7 +14,7 @@ use crate::http::headers::{response_framing, strip_hop_by_hop};
 use crate::http::local_reply::LocalReply;
 use crate::http::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::cluster::Cluster;
-use crate::upstream::pool::{Pool, PooledResponse, SendError};
+use crate::upstream::pool::{Pool, SendError};
 use crate::upstream::protocol::{self, Wire};
 
 pub use crate::body::UpstreamBody;
@@ -153,24 +153,19 @@ async fn try_once(
         None => exchange.await,
     };
     let (outcome, result) = match result {
-        Ok((mut response, loan)) => {
+        Ok(mut response) => {
             if f.note_upstream {
                 let host = UpstreamHost(endpoint.authority.clone());
                 response.extensions_mut().insert(host);
             }
-            (
-                TryOutcome::Status(response.status().as_u16()),
-                Ok(response.map(|body| PooledResponse::new(body, loan))),
-            )
+            (TryOutcome::Status(response.status().as_u16()), Ok(response))
         }
         Err(SendError::Connect) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamConnect)),
         // Envoy's rule too: a failed handshake is a failed connection.
         Err(SendError::Tls) => (TryOutcome::ConnectFailure, Err(LocalReply::UpstreamTls)),
         // Retry policy treats both alike (Envoy's `reset`); the user is told which.
-        Err(SendError::Exchange(e)) if e.is_parse() => {
-            (TryOutcome::Reset, Err(LocalReply::UpstreamProtocol))
-        }
-        Err(SendError::Exchange(_)) => (TryOutcome::Reset, Err(LocalReply::UpstreamReset)),
+        Err(SendError::Protocol) => (TryOutcome::Reset, Err(LocalReply::UpstreamProtocol)),
+        Err(SendError::Reset) => (TryOutcome::Reset, Err(LocalReply::UpstreamReset)),
     };
     // Passive health sees every try, retried or not.
     f.cluster.record(endpoint, outcome);

@@ -118,6 +118,11 @@ impl Counted {
             _open: GaugeHold::new(gauge),
         }
     }
+
+    /// The connection itself, for the project's own HTTP/1.1 (`http1`).
+    pub(crate) fn stream_mut(&mut self) -> &mut Stream {
+        self.io.inner_mut()
+    }
 }
 
 impl Read for Counted {

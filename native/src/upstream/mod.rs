@@ -6,10 +6,13 @@
 pub mod cluster;
 pub mod dial;
 pub mod gauges;
+pub mod http1;
+pub mod idle;
 pub mod multiplex;
 pub mod outlier;
 pub mod pool;
 pub mod protocol;
+pub mod response;
 
 use std::sync::Arc;
 use std::time::Duration;

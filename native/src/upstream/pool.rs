@@ -4,27 +4,24 @@
 //! thread's shared connections (`multiplex`). Primaries and mirrors have
 //! separate pools: a mirror can never take a primary's connection.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::pin::Pin;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
-use std::thread::LocalKey;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 
 use crate::tls::{Alpn, Originator};
 use crate::upstream::dial::{dial, DialError, Originate};
 use crate::upstream::gauges::{ConnectionGauges, Counted, Role};
-use crate::upstream::multiplex::{self, Http2Settings, Multiplexed, Sharing, StreamSlot};
+use crate::upstream::http1::session::{self, Connection, Reading};
+use crate::upstream::http1::{encode, WireError, MAX_HEAD_BYTES};
+use crate::upstream::idle::{self, Kept, PooledBody};
+use crate::upstream::multiplex::{self, Http2Settings, Sharing};
 use crate::upstream::protocol::Wire;
+use crate::upstream::response::PooledResponse;
 
 /// Stable small ids for endpoint authorities, shared by every snapshot of an
 /// engine so that a reload keeps its warm connections.
@@ -41,34 +38,6 @@ impl EndpointIds {
     }
 }
 
-struct IdleConn<B> {
-    sender: SendRequest<B>,
-    /// The name its TLS session was made for (`None`: plaintext).
-    name: Option<ServerName<'static>>,
-    /// Requests it has carried.
-    sent: u64,
-    /// When the pool's idle timeout closes it, checked out or not.
-    expires: Instant,
-}
-
-/// One thread's idle connections, by endpoint id.
-pub struct IdleLists<B> {
-    by_endpoint: Vec<Vec<IdleConn<B>>>,
-}
-
-impl<B> Default for IdleLists<B> {
-    fn default() -> Self {
-        Self {
-            by_endpoint: Vec::new(),
-        }
-    }
-}
-
-/// A request body type with its own per-thread pool.
-pub trait PooledBody: Multiplexed {
-    fn idle() -> &'static LocalKey<RefCell<IdleLists<Self>>>;
-}
-
 /// How upstream connections are opened and kept.
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
@@ -76,8 +45,9 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint and worker thread.
     pub max_idle_per_endpoint: usize,
-    /// Bytes an answer's head may take (hyper's read buffer bound); `None`:
-    /// hyper's default. Set for mirrors, whose answers nobody waits for.
+    /// Bytes an answer's head may take; `None`: `http1::MAX_HEAD_BYTES`
+    /// (hyper's bound, also HTTP/2's). Set for mirrors, whose answers nobody
+    /// waits for.
     pub max_head_bytes: Option<usize>,
     /// The kernel receive buffer of each connection; `None`: autotuned.
     pub receive_buffer: Option<usize>,
@@ -104,21 +74,6 @@ impl Target<'_> {
     }
 }
 
-/// How often each worker closes its idle connections past their timeout.
-pub const IDLE_SWEEP_PERIOD: Duration = Duration::from_secs(1);
-
-/// Closes this thread's idle connections of one body type whose idle timeout
-/// has passed and those their peer has closed.
-pub fn sweep<B: PooledBody>() {
-    let now = Instant::now();
-    B::idle().with(|idle| {
-        for list in &mut idle.borrow_mut().by_endpoint {
-            // Dropping the last sender ends hyper's connection task: the socket closes.
-            list.retain(|conn| conn.expires > now && !conn.sender.is_closed());
-        }
-    });
-}
-
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum SendError {
@@ -127,70 +82,29 @@ pub enum SendError {
     /// Connected, but the TLS handshake failed (the certificate was not
     /// trusted or not for the name; no version or suite in common).
     Tls,
+    /// The answer was not HTTP as it must be (malformed, too large).
+    Protocol,
     /// The connection failed after the request was handed to it.
-    Exchange(hyper::Error),
+    Reset,
 }
 
-/// What an exchange holds of its connection until its response is read.
-pub enum Loan<B: PooledBody> {
-    /// An HTTP/1.1 connection; it goes back to the pool of the thread that
-    /// finishes reading the response.
-    Http1(Kept<B>),
-    /// A stream on a shared HTTP/2 connection: its place among the open ones.
-    Http2(StreamSlot),
-}
-
-impl<B: PooledBody> Loan<B> {
-    fn give_back(self) {
-        match self {
-            Self::Http1(kept) => kept.give_back(),
-            Self::Http2(slot) => drop(slot),
+impl From<hyper::Error> for SendError {
+    fn from(e: hyper::Error) -> Self {
+        if e.is_parse() {
+            Self::Protocol
+        } else {
+            Self::Reset
         }
     }
 }
 
-/// An HTTP/1.1 connection on loan to one exchange.
-pub struct Kept<B: PooledBody> {
-    sender: SendRequest<B>,
-    name: Option<ServerName<'static>>,
-    endpoint: u32,
-    sent: u64,
-    max_requests: Option<u64>,
-    max_idle: usize,
-    idle_timeout: Duration,
-}
-
-impl<B: PooledBody> Kept<B> {
-    fn give_back(self) {
-        if self.sender.is_closed() || self.max_requests.is_some_and(|max| self.sent >= max) {
-            // Closed by the peer, or retired after its lifetime's requests.
-            return;
+impl From<WireError> for SendError {
+    fn from(e: WireError) -> Self {
+        if e.is_protocol() {
+            Self::Protocol
+        } else {
+            Self::Reset
         }
-        let Self {
-            sender,
-            name,
-            endpoint,
-            sent,
-            max_idle,
-            idle_timeout,
-            ..
-        } = self;
-        B::idle().with(|idle| {
-            let mut idle = idle.borrow_mut();
-            let index = endpoint as usize;
-            if idle.by_endpoint.len() <= index {
-                idle.by_endpoint.resize_with(index + 1, Vec::new);
-            }
-            let list = &mut idle.by_endpoint[index];
-            if list.len() < max_idle {
-                list.push(IdleConn {
-                    sender,
-                    name,
-                    sent,
-                    expires: Instant::now() + idle_timeout,
-                });
-            }
-        });
     }
 }
 
@@ -212,49 +126,72 @@ impl Pool {
         &self,
         target: Target<'_>,
         request: Request<B>,
-    ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
+    ) -> Result<Response<PooledResponse<B>>, SendError> {
         let (mut parts, body) = request.into_parts();
         super::protocol::to_wire(&mut parts, target.wire, target.authority);
         if target.tls.is_some() {
             super::protocol::secure(&mut parts);
         }
-        let request = Request::from_parts(parts, body);
         match target.wire {
-            Wire::Http1 => self.send_http1(target, request).await,
-            Wire::Http2 => self.send_http2(target, request).await,
+            Wire::Http1 => self.send_http1(target, parts, body).await,
+            Wire::Http2 => {
+                let request = Request::from_parts(parts, body);
+                self.send_http2(target, request).await
+            }
         }
     }
 
     async fn send_http1<B: PooledBody>(
         &self,
         target: Target<'_>,
-        mut request: Request<B>,
-    ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
+        mut parts: http::request::Parts,
+        body: B,
+    ) -> Result<Response<PooledResponse<B>>, SendError> {
+        let empty = body.is_end_stream();
+        let framing = encode::framing(&mut parts, empty, body.size_hint().exact());
+        let mut head = Some(encode::head(&parts));
+        // An empty body is never polled (as hyper's client never polls one).
+        let mut body = (!empty).then_some((body, framing));
+        let max_head = self.settings.max_head_bytes.unwrap_or(MAX_HEAD_BYTES);
         loop {
-            let (mut sender, sent, reused) = match self.checkout::<B>(target) {
-                Some((sender, sent)) => (sender, sent, true),
+            let (mut conn, sent, reused) = match self.checkout::<B>(target) {
+                Some((conn, sent)) => (conn, sent, true),
                 // Boxed, being rare (see `send_http2`).
-                None => (Box::pin(self.connect::<B>(target)).await?, 0, false),
+                None => (Box::pin(self.connect(target)).await?, 0, false),
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let loan = Kept {
-                        sender,
-                        name: target.name().cloned(),
-                        endpoint: target.endpoint,
-                        sent: sent + 1,
-                        max_requests: target.sharing.max_requests,
-                        max_idle: self.settings.max_idle_per_endpoint,
-                        idle_timeout: self.settings.idle_timeout,
-                    };
-                    return Ok((response, Loan::Http1(loan)));
+            let resend = reused && body.is_none() && parts.method.is_idempotent();
+            // Encoded once; again only for a request sent a second time.
+            let head = head.take().unwrap_or_else(|| encode::head(&parts));
+            let exchanged =
+                session::exchange(&mut conn, head, &parts.method, body.take(), max_head).await;
+            let (answer, sending) = match exchanged {
+                Ok(exchanged) => exchanged,
+                // A reused connection the upstream closed as the request went
+                // out (its keep-alive timeout): nothing of it was read, and a
+                // request without a body that may be repeated goes again.
+                Err(failed) if resend && !failed.answered => continue,
+                Err(failed) => return Err(failed.error.into()),
+            };
+            let kept = Kept {
+                name: target.name().cloned(),
+                endpoint: target.endpoint,
+                sent: sent + 1,
+                max_requests: target.sharing.max_requests,
+                max_idle: self.settings.max_idle_per_endpoint,
+                idle_timeout: self.settings.idle_timeout,
+                role: PhantomData,
+            };
+            let reading = Reading::new(conn, answer.decoder, answer.keep_alive, sending);
+            let mut response = Response::new(PooledResponse::http1(reading, kept));
+            *response.status_mut() = answer.status;
+            *response.version_mut() = answer.version;
+            *response.headers_mut() = answer.headers;
+            if let Some(reason) = answer.reason {
+                if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
+                    response.extensions_mut().insert(reason);
                 }
-                Err(mut failed) => match failed.take_message() {
-                    // Never written: safe to send on another connection.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Exchange(failed.into_error())),
-                },
             }
+            return Ok(response);
         }
     }
 
@@ -262,7 +199,7 @@ impl Pool {
         &self,
         target: Target<'_>,
         mut request: Request<B>,
-    ) -> Result<(Response<Incoming>, Loan<B>), SendError> {
+    ) -> Result<Response<PooledResponse<B>>, SendError> {
         loop {
             let (mut sender, slot, reused) =
                 match multiplex::checkout::<B>(target.endpoint, target.name(), target.sharing) {
@@ -280,12 +217,12 @@ impl Pool {
                     }
                 };
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Loan::Http2(slot))),
+                Ok(response) => return Ok(response.map(|body| PooledResponse::http2(body, slot))),
                 Err(mut failed) => match failed.take_message() {
                     // Refused before it was sent (GOAWAY, closed): another
                     // connection may take it.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Exchange(failed.into_error())),
+                    _ => return Err(failed.into_error().into()),
                 },
             }
         }
@@ -298,44 +235,11 @@ impl Pool {
         let io = self.dial(target, Alpn::Http2).await?;
         multiplex::handshake(io, self.settings.http2)
             .await
-            .map_err(SendError::Exchange)
+            .map_err(SendError::from)
     }
 
-    fn checkout<B: PooledBody>(&self, target: Target<'_>) -> Option<(SendRequest<B>, u64)> {
-        let now = Instant::now();
-        B::idle().with(|idle| {
-            let mut idle = idle.borrow_mut();
-            let list = idle.by_endpoint.get_mut(target.endpoint as usize)?;
-            // Most recently used first: the warmest connection, and the
-            // stale ones age out at the bottom.
-            let mut found = None;
-            let mut busy = Vec::new();
-            while let Some(mut conn) = list.pop() {
-                if conn.expires <= now {
-                    list.clear();
-                    break;
-                }
-                if conn.name.as_ref() != target.name() {
-                    // Made for another name (auto SNI from another Host).
-                    busy.push(conn);
-                    continue;
-                }
-                let mut cx = Context::from_waker(Waker::noop());
-                match conn.sender.poll_ready(&mut cx) {
-                    Poll::Ready(Ok(())) => {
-                        found = Some((conn.sender, conn.sent));
-                        break;
-                    }
-                    // Still finishing its last exchange (its task has not run
-                    // since the response ended): keep it for the next request
-                    // instead of closing a good connection.
-                    Poll::Pending => busy.push(conn),
-                    Poll::Ready(Err(_)) => {}
-                }
-            }
-            list.extend(busy.into_iter().rev());
-            found
-        })
+    fn checkout<B: PooledBody>(&self, target: Target<'_>) -> Option<(Connection, u64)> {
+        idle::take::<B>(target.endpoint, target.name())
     }
 
     /// A connection to the target's endpoint (TLS when it says so), counted
@@ -362,89 +266,8 @@ impl Pool {
         Ok(Counted::new(TokioIo::new(stream), gauge))
     }
 
-    async fn connect<B: PooledBody>(
-        &self,
-        target: Target<'_>,
-    ) -> Result<SendRequest<B>, SendError> {
+    async fn connect(&self, target: Target<'_>) -> Result<Connection, SendError> {
         let io = self.dial(target, Alpn::Http1).await?;
-        let mut builder = http1::Builder::new();
-        if let Some(max) = self.settings.max_head_bytes {
-            // hyper's floor for its read buffer is 8 KiB.
-            builder.max_buf_size(max.max(8192));
-        }
-        let (sender, connection) = builder.handshake(io).await.map_err(SendError::Exchange)?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
-    }
-}
-
-/// A response body that returns its connection to the pool once read to the end.
-pub struct PooledResponse<B: PooledBody> {
-    inner: Incoming,
-    loan: Option<Loan<B>>,
-}
-
-impl<B: PooledBody> PooledResponse<B> {
-    /// A body whose connection goes back to no pool (an upgrade's own connection).
-    pub fn unpooled(inner: Incoming) -> Self {
-        Self { inner, loan: None }
-    }
-
-    pub fn new(inner: Incoming, loan: Loan<B>) -> Self {
-        Self {
-            inner,
-            loan: Some(loan),
-        }
-    }
-}
-
-impl<B: PooledBody> std::fmt::Debug for PooledResponse<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledResponse").finish_non_exhaustive()
-    }
-}
-
-impl<B: PooledBody> Body for PooledResponse<B> {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            None => {
-                if let Some(loan) = this.loan.take() {
-                    loan.give_back();
-                }
-            }
-            // A broken body leaves the connection unusable.
-            Some(Err(_)) => this.loan = None,
-            Some(Ok(_)) => {}
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl<B: PooledBody> Drop for PooledResponse<B> {
-    fn drop(&mut self) {
-        // An empty body may never be polled: it is complete all the same.
-        if self.inner.is_end_stream() {
-            if let Some(loan) = self.loan.take() {
-                loan.give_back();
-            }
-        }
+        Ok(Connection::new(io))
     }
 }

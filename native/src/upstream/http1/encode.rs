@@ -1,0 +1,144 @@
+//! A request head in HTTP/1.1's wire form, with its body's framing decided
+//! as hyper's client decides it (the differential test holds the two
+//! together): no body, a length, or chunks; and the chunks themselves.
+
+use std::io::Write;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method};
+
+/// How a request body goes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0: none at all).
+    Length(u64),
+    /// Chunked; the trailer fields the `Trailer` header declares may follow.
+    Chunked { trailers: Vec<HeaderName> },
+}
+
+/// Decides the body's framing and makes the head say it: an empty body is
+/// sent with no framing header, a body of unknown length chunked (a GET,
+/// HEAD or CONNECT without one: no body), a set `Transfer-Encoding` or
+/// `Content-Length` respected.
+pub fn framing(parts: &mut Parts, empty: bool, exact: Option<u64>) -> Framing {
+    let headers = &mut parts.headers;
+    if empty {
+        headers.remove(header::TRANSFER_ENCODING);
+        return Framing::Length(0);
+    }
+    let declared = super::parse::content_length(headers);
+    if let http::header::Entry::Occupied(mut codings) = headers.entry(header::TRANSFER_ENCODING) {
+        // A coding not ending in chunked gets chunked added to its last
+        // field (a request's must end in it).
+        if let Some(last) = codings.iter_mut().next_back() {
+            if !is_chunked(last) {
+                let mut value = last.as_bytes().to_vec();
+                value.extend_from_slice(b", chunked");
+                if let Ok(value) = HeaderValue::from_bytes(&value) {
+                    *last = value;
+                }
+            }
+        }
+    } else if let Some(n) = declared {
+        return Framing::Length(n);
+    } else if let Some(n) = exact {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        return Framing::Length(n);
+    } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
+        return Framing::Length(0);
+    } else {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    Framing::Chunked {
+        trailers: declared_trailers(headers),
+    }
+}
+
+fn is_chunked(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Writes the request line and the header fields, names in lower case.
+pub fn head(parts: &Parts) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + parts.headers.len() * 40);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(pq) if parts.uri.scheme().is_none() => out.extend_from_slice(pq.as_str().as_bytes()),
+        _ => {
+            let _ = write!(out, "{}", parts.uri);
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    fields(&parts.headers, &mut out);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A chunk's size line.
+pub fn chunk_size(len: usize, out: &mut Vec<u8>) {
+    let _ = write!(out, "{len:X}\r\n");
+}
+
+/// The last chunk, with the trailer fields that were declared and may be
+/// trailers at all (RFC 9110 6.5.1).
+pub fn last_chunk(trailers: Option<&HeaderMap>, allowed: &[HeaderName], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    if let Some(trailers) = trailers {
+        for (name, value) in trailers {
+            if allowed.contains(name) && may_trail(name) {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn may_trail(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+    )
+}

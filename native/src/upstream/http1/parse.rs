@@ -1,0 +1,217 @@
+//! An upstream's response head, parsed with httparse into the `http` types
+//! the rest of the proxy uses, and the framing of its body decided as
+//! RFC 9112 6.3 says (and as hyper's client decides it: the differential
+//! test holds the two together). Interim 1xx answers are skipped; header
+//! values are slices of the read buffer, not copies.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use super::decode::{Chunked, Decoder};
+use super::{WireError, MAX_HEADERS};
+
+/// Header fields whose places are kept on the stack.
+const FEW: usize = 24;
+
+/// A response head and how its body is framed.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// A reason phrase other than the status code's own, passed on as is.
+    pub reason: Option<Bytes>,
+    pub decoder: Decoder,
+    /// The upstream will keep the connection open after this answer.
+    pub keep_alive: bool,
+}
+
+/// Parses the next final response head at the start of `buf`, taking its
+/// bytes (and those of any interim 1xx answers before it). `Ok(None)`: the
+/// head is not complete yet.
+pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
+    loop {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut response, buf, &mut fields)
+            .map_err(WireError::Head)?;
+        let httparse::Status::Complete(len) = parsed else {
+            return Ok(None);
+        };
+        let code = response.code.unwrap_or_default();
+        let status = StatusCode::from_u16(code).map_err(|_| WireError::Status)?;
+        let version = match response.version {
+            Some(1) => Version::HTTP_11,
+            _ => Version::HTTP_10,
+        };
+        let reason = response
+            .reason
+            .filter(|r| Some(*r) != status.canonical_reason())
+            .map(|r| Bytes::copy_from_slice(r.as_bytes()));
+        // Offsets into the head, so that values can be slices of it once
+        // frozen: kept on the stack for the usual few fields (a zeroed array
+        // for all of `MAX_HEADERS` would cost more than the parse).
+        let count = response.headers.len();
+        let mut few = [(0u32, 0u32, 0u32, 0u32); FEW];
+        let mut many = Vec::new();
+        let spans = if count <= FEW {
+            &mut few[..count]
+        } else {
+            many.resize(count, (0, 0, 0, 0));
+            &mut many[..]
+        };
+        let base = buf.as_ptr() as usize;
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            // Within the head, whose length `max_head` keeps far below 4 GiB.
+            let name = (field.name.as_ptr() as usize - base) as u32;
+            let value = (field.value.as_ptr() as usize - base) as u32;
+            *span = (
+                name,
+                name + field.name.len() as u32,
+                value,
+                value + field.value.len() as u32,
+            );
+        }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut seen = Seen::default();
+        for &(name_from, name_to, value_from, value_to) in spans.iter() {
+            let name = HeaderName::from_bytes(&bytes[name_from as usize..name_to as usize])
+                .map_err(|_| WireError::HeaderName)?;
+            let value =
+                HeaderValue::from_maybe_shared(bytes.slice(value_from as usize..value_to as usize))
+                    .map_err(|_| WireError::HeaderValue)?;
+            seen.note(&name);
+            headers.append(name, value);
+        }
+        let Some(decoder) = decoder(status, version, &headers, seen, method)? else {
+            // An interim answer (100 Continue...): the final one follows.
+            continue;
+        };
+        let keep_alive = keep_alive(version, &headers, seen);
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+            reason,
+            decoder,
+            keep_alive,
+        }));
+    }
+}
+
+/// The framing fields a head carries, noted as it is parsed: most heads
+/// have only Content-Length, and looking the others up would hash their names.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName) {
+        if *name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if *name == CONTENT_LENGTH {
+            self.content_length = true;
+        } else if *name == CONNECTION {
+            self.connection = true;
+        }
+    }
+}
+
+/// RFC 9112 6.3, as hyper's client applies it. `None`: an interim answer.
+fn decoder(
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+    seen: Seen,
+    method: &Method,
+) -> Result<Option<Decoder>, WireError> {
+    match status.as_u16() {
+        // Only an upgrade request may be answered 101, and those go
+        // upstream on a connection of their own (`proxy::upgrade`).
+        101 => return Err(WireError::Status),
+        100..=199 => return Ok(None),
+        204 | 304 => return Ok(Some(Decoder::Length(0))),
+        _ if method == Method::HEAD => return Ok(Some(Decoder::Length(0))),
+        _ => {}
+    }
+    if seen.transfer_encoding {
+        if version == Version::HTTP_10 {
+            return Err(WireError::Framing(
+                "Transfer-Encoding in an HTTP/1.0 answer",
+            ));
+        }
+        return Ok(Some(if chunked_last(headers) {
+            Decoder::Chunked(Chunked::default())
+        } else {
+            Decoder::Eof
+        }));
+    }
+    if !seen.content_length {
+        return Ok(Some(Decoder::Eof));
+    }
+    match content_length(headers) {
+        Some(n) if n <= u64::MAX - 2 => Ok(Some(Decoder::Length(n))),
+        _ => Err(WireError::Framing("invalid Content-Length")),
+    }
+}
+
+/// `chunked` is the last transfer coding.
+fn chunked_last(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// Every Content-Length value, comma lists included, agreeing on one number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for item in value.to_str().ok()?.split(',') {
+            let item = item.trim().as_bytes();
+            if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = item.iter().try_fold(0u64, |n, d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
+}
+
+/// HTTP/1.1 stays open unless `close` is said; HTTP/1.0 closes unless
+/// `keep-alive` is. Once any `Connection` field says close, it closes.
+fn keep_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
+    let mut keep = version == Version::HTTP_11;
+    if !seen.connection {
+        return keep;
+    }
+    for value in headers.get_all(CONNECTION) {
+        let has = |token: &str| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        };
+        if has("close") {
+            return false;
+        }
+        keep |= has("keep-alive");
+    }
+    keep
+}
