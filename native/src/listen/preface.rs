@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::time::Instant;
 
 use crate::transport::Stream;
@@ -49,6 +50,10 @@ pub async fn sniff(stream: &Stream, first_byte: Option<Duration>, patience: Dura
     loop {
         match decide(&buf[..seen]) {
             Some(spoken) => return spoken,
+            // The client closed its side after the start of a preface: no
+            // more will come, and HTTP/1.1 answers what did now, instead of
+            // the connection being held for the whole patience.
+            None if read_closed(stream).await => return Spoken::Http1,
             // A peek does not consume, so readiness stays set: pause between
             // peeks rather than spin, longer each time.
             None if Instant::now() + pause < deadline => {
@@ -61,6 +66,18 @@ pub async fn sniff(stream: &Stream, first_byte: Option<Duration>, patience: Dura
             Ok(0) | Err(_) => return Spoken::Nothing,
             Ok(n) => n,
         };
+    }
+}
+
+/// Whether the client has closed its side (a FIN, seen by epoll). Asked only
+/// after a peek found bytes, so the socket is readable and the answer is
+/// immediate; the zero timeout only guards that.
+async fn read_closed(stream: &Stream) -> bool {
+    let ready = stream.tcp_ref().ready(Interest::READABLE);
+    match tokio::time::timeout(Duration::ZERO, ready).await {
+        Ok(Ok(ready)) => ready.is_read_closed(),
+        Ok(Err(_)) => true,
+        Err(_) => false,
     }
 }
 
@@ -126,6 +143,24 @@ mod tests {
         let spoken = sniff(&server, None, Duration::from_millis(100)).await;
         assert_eq!(spoken, Spoken::Http1);
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_partial_preface_then_a_close_goes_to_http1_at_once() {
+        // Found by the fuzz test (seed 13): `P`, then the client's FIN. The
+        // peeked byte stays, so only the close tells that no more will come.
+        let (mut client, server) = pair().await;
+        client.write_all(b"P").await.unwrap();
+        client.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let started = Instant::now();
+        let spoken = sniff(&server, None, Duration::from_secs(30)).await;
+        assert_eq!(spoken, Spoken::Http1);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
