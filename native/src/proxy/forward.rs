@@ -29,6 +29,8 @@ pub struct Forward<'a> {
     pub timeout: Option<Duration>,
     /// A gRPC client's deadline: each try tells the upstream what is left.
     pub grpc_deadline: Option<Instant>,
+    /// A gRPC call: only its answers are looked at for gRPC retry conditions.
+    pub grpc: bool,
     /// Mark the answer with the endpoint that gave it (`UpstreamHost`), for the
     /// access log; off, no request pays for it.
     pub note_upstream: bool,
@@ -96,11 +98,12 @@ async fn tries(f: Forward<'_>, parts: Parts, body: Sending) -> Tried {
         .await;
         // A gRPC failure arrives as HTTP 200 with its status in the headers
         // (trailers-only), which is where Envoy's gRPC conditions look too.
-        let grpc_failed = result
-            .as_ref()
-            .ok()
-            .and_then(|r| grpc::status_in(r.headers()))
-            .is_some_and(|status| policy.should_retry_grpc(status));
+        let grpc_failed = f.grpc
+            && result
+                .as_ref()
+                .ok()
+                .and_then(|r| grpc::status_in(r.headers()))
+                .is_some_and(|status| policy.should_retry_grpc(status));
         let retry = grpc_failed || outcome.is_some_and(|o| policy.should_retry(o));
         if !retry || retried >= policy.attempts {
             return result;

@@ -46,12 +46,12 @@ pub async fn handle(
     headers::ensure_request_id(request.headers_mut());
     let grpc = grpc::is_grpc(request.headers());
     let http1 = request.version() < Version::HTTP_2;
-    let mut observing = Observing::new(started);
+    let mut observing = Observing::new(started, grpc);
     let Some(log) = conn.shared.access_log.clone() else {
         let response = proxy(request, &conn, &published, None, &mut observing).await;
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
         let response = in_its_terms(response, grpc, http1);
-        let observed = observing.observed(&conn, &response, flag, grpc);
+        let observed = observing.observed(&conn, &response, flag);
         return Ok(response.map(|body| ClientBody::new(body, observed, None)));
     };
     let (parts, body) = request.into_parts();
@@ -66,7 +66,7 @@ pub async fn handle(
     let response = in_its_terms(response, grpc, http1);
     line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();
-    let observed = observing.observed(&conn, &response, flag, grpc);
+    let observed = observing.observed(&conn, &response, flag);
     Ok(response.map(|body| ClientBody::new(body, observed, Some(line))))
 }
 
@@ -76,14 +76,18 @@ struct Observing {
     /// When the request's head was taken: its durations and deadlines start here
     /// (one clock read per request).
     started: Instant,
+    /// A gRPC call (its content type, read once): counted by its status, and
+    /// the only kind whose deadline and gRPC retry conditions are looked for.
+    grpc: bool,
     series: Option<Arc<RequestSeries>>,
     bytes_in: Option<Arc<AtomicU64>>,
 }
 
 impl Observing {
-    fn new(started: Instant) -> Self {
+    fn new(started: Instant, grpc: bool) -> Self {
         Self {
             started,
+            grpc,
             series: None,
             bytes_in: None,
         }
@@ -96,8 +100,8 @@ impl Observing {
         conn: &Connection,
         response: &Response<ResponseBody>,
         flag: Option<&'static str>,
-        grpc: bool,
     ) -> Observed {
+        let grpc = self.grpc;
         let series = self
             .series
             .unwrap_or_else(|| conn.shared.listeners[conn.listener].requests.clone());
@@ -191,13 +195,18 @@ async fn route_and_forward(
     );
     // A gRPC deadline bounds the call as the route's timeout does; the
     // tighter one wins, and the upstream is told what is left of it.
-    let grpc_deadline = grpc::timeout(&parts.headers).map(|t| started + t);
+    let grpc = observing.grpc;
+    let grpc_deadline = grpc
+        .then(|| grpc::timeout(&parts.headers))
+        .flatten()
+        .map(|t| started + t);
     let forward = Forward {
         pool: &published.upstreams.primary,
         cluster: &selected.destination.cluster,
         retries: selected.route.retries.as_ref(),
         timeout: forward::tighter(selected.route.timeout, grpc_deadline, started),
         grpc_deadline,
+        grpc,
         note_upstream: line.is_some(),
     };
     let has_body = !body.is_end_stream();
@@ -212,13 +221,11 @@ async fn route_and_forward(
     let (body, client_failed) = body.watched();
     let retry_buffer = published.upstreams.settings.retry_buffer_bytes;
     let body = match forward.retries.filter(|p| p.attempts > 0) {
-        Some(_) if retry_buffer > 0 && grpc::is_grpc(&parts.headers) => {
-            match replay::read_ahead(body, retry_buffer).await {
-                ReadAhead::Whole(whole) => Sending::Whole(whole),
-                ReadAhead::Streamed(body) => Sending::Streamed(body),
-                ReadAhead::Broken => return LocalReply::BadRequestBody.into_response(),
-            }
-        }
+        Some(_) if retry_buffer > 0 && grpc => match replay::read_ahead(body, retry_buffer).await {
+            ReadAhead::Whole(whole) => Sending::Whole(whole),
+            ReadAhead::Streamed(body) => Sending::Streamed(body),
+            ReadAhead::Broken => return LocalReply::BadRequestBody.into_response(),
+        },
         _ => Sending::Streamed(body),
     };
     let result = forward::send(forward, parts, body).await;
