@@ -41,11 +41,13 @@ def bench_seconds() -> float:
 
 @pytest.fixture(scope="session")
 def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Backend]]:
-    """v1 and every v2 flavour, nginx, one worker each; v2 and v2b log what reaches them."""
+    """v1 and every v2 flavour, nginx, one worker each; v2 and v2b log what reaches them.
+    v1-64kib answers 64 KiB (`Scenario.primary`)."""
     root = tmp_path_factory.mktemp("backends")
     started: dict[str, Backend] = {}
     try:
         started["v1"] = nginx_backend("v1", root / "v1", body="v1")
+        started["v1-64kib"] = nginx_backend("v1-64kib", root / "v1-64kib", body="v1", size=64 << 10)
         started["v2"] = nginx_backend("v2", root / "v2", body="v2", log=True)
         started["v2b"] = nginx_backend("v2b", root / "v2b", body="v2b", log=True)
         started["v2-slow"] = nginx_backend(

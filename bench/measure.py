@@ -53,10 +53,12 @@ class Scenario:
     compare: float = 0.0
     """Percentage of copies whose answer is compared with the primary's (pymirror's
     extension); 0: comparison off."""
+    primary: str = "v1"
+    """The backend users are answered by: `v1` (3 bytes) or `v1-64kib` (64 KiB)."""
 
     def route(self, backends: dict[str, Backend]) -> Route:
         mirror = backends[self.mirror].address if self.mirror else None
-        return Route(backends["v1"].address, mirror, self.percent, self.compare)
+        return Route(backends[self.primary].address, mirror, self.percent, self.compare)
 
 
 def open_figures(result: OpenLoopResult) -> Figures:
@@ -146,13 +148,15 @@ def measure(
 ) -> Figures:
     v2 = backends[scenario.mirror] if scenario.mirror and peer != "direct" else None
     body = b"x" * scenario.body
+    primary = backends[scenario.primary]
     process = START[peer](scenario.route(backends), workdir) if peer != "direct" else None
-    address = process.address if process else backends["v1"].address
+    address = process.address if process else primary.address
     script = post_script(workdir, scenario.body) if scenario.body else None
     payload = request_bytes("POST", body) if body else request_bytes()
     try:
         healthy = scenario.mirror == "v2" and scenario.percent == 100
-        check_serves_v1(address, v2, copied=healthy and v2 is not None, body=body)
+        copied = healthy and v2 is not None
+        check_serves_v1(address, v2, copied=copied, body=body, answer=primary.answer)
 
         # The open loop first, on the fresh peer: nothing left over from wrk's flood.
         before, cpu = _seen(v2), _cpu(process)

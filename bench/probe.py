@@ -36,16 +36,19 @@ def wait_copies(v2: Backend, before: int, expected: int, timeout: float = 5.0) -
     return v2.seen() - before
 
 
-def check_serves_v1(address: str, v2: Backend | None, copied: bool, body: bytes = b"") -> None:
-    """The user gets v1's answer; with `copied`, exactly one copy reaches v2 carrying
+def check_serves_v1(
+    address: str, v2: Backend | None, copied: bool, body: bytes = b"", answer: bytes = b"v1\n"
+) -> None:
+    """The user gets v1's `answer`; with `copied`, exactly one copy reaches v2 carrying
     the whole body. A copy cut short gets one more try: Envoy now and then resets a
     1 MiB shadow after its head (seen once in several runs), and a peer that does so
     every time still fails."""
     for attempt in (1, 2):
         before = v2.seen() if v2 is not None else 0
-        status, answer, _ = send(address, body)
-        assert (status, answer) == (200, b"v1\n"), (
-            f"user got {status} {answer[:80]!r}, not v1's 200"
+        status, got, _ = send(address, body)
+        assert (status, got) == (200, answer), (
+            f"user got {status} {got[:80]!r} ({len(got):,} bytes), not v1's 200 "
+            f"({len(answer):,} bytes)"
         )
         if not (copied and v2 is not None):
             return

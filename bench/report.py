@@ -17,8 +17,9 @@ PEERS = ("direct", "pymirror", "nginx", "nginx-1m", "envoy", "haproxy", "haproxy
 CHART_PEERS = ("direct", "pymirror", "nginx", "envoy")
 CHART = HERE / "results" / "chart.png"
 ORDER = (
-    "plain", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead", "post-1mib",
-    "conns-1000", "reload", "compare-off", "compare-1", "compare-100",
+    "plain", "mirror-1", "mirror-10", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead",
+    "post-1mib", "conns-1000", "plain-get-64kib", "plain-post-1kib", "plain-post-64kib",
+    "plain-conns-1000", "reload", "compare-off", "compare-1", "compare-100",
     "h2-plain", "h2-mirror-100", "grpc-plain", "grpc-mirror-100",
     "tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100", "tls-handshakes",
     "tcp-bulk", "tcp-bulk-mirror", "hostile-mirror", "compare-flood",
@@ -73,6 +74,29 @@ TLS_TARGETS = (
     ("tls-out-mirror-100", _CPU, "TLS out: CPU/request at 100% mirror", "<=", 0.6, "envoy"),
     ("tls-handshakes", "rps", "handshakes per second", ">=", 1.0, "nginx"),
 )
+
+
+#: Issue 19's, the request that is not mirrored (bench/scenarios/test_plain_path.py):
+#: (label, pymirror's scenario, the other peer's scenario, the other peer, the most
+#: pymirror's CPU/request over the other's may be, informative only).
+PLAIN_TARGETS = (
+    ("CPU/request as a plain proxy, vs nginx", "plain", "plain", "nginx", 1.0, False),
+    ("CPU/request as a plain proxy, vs HAProxy", "plain", "plain", "haproxy", 1.0, False),
+    ("CPU/request at 1% mirror, vs nginx as a plain proxy", "mirror-1", "plain", "nginx", 1.0,
+     False),
+    ("CPU/request at 10% mirror, vs nginx as a plain proxy", "mirror-10", "plain", "nginx",
+     1.0, False),
+    ("CPU/request at 100% mirror, vs nginx's mirror", "mirror-100", "mirror-100", "nginx", 0.3,
+     False),
+    ("64 KiB answers (GET), plain: CPU/request vs nginx", "plain-get-64kib",
+     "plain-get-64kib", "nginx", 1.0, True),
+    ("64 KiB POST bodies, plain: CPU/request vs nginx", "plain-post-64kib",
+     "plain-post-64kib", "nginx", 1.0, True),
+    ("1 KiB POST bodies, plain: CPU/request vs nginx", "plain-post-1kib", "plain-post-1kib",
+     "nginx", 1.0, True),
+    ("1,000 connections, plain: CPU/request vs nginx", "plain-conns-1000",
+     "plain-conns-1000", "nginx", 1.0, True),
+)  # fmt: skip
 
 
 def _num(value: Any, digits: int = 1, thousands: bool = False) -> str:
@@ -145,7 +169,7 @@ def _ratios(entry: dict[str, Any]) -> list[str]:
     peers = entry["peers"]
     ours = peers.get("pymirror", {})
     out = []
-    for other in ("nginx", "envoy"):
+    for other in ("nginx", "envoy", "haproxy"):
         theirs = peers.get(other, {})
 
         def ratio(figure: str, theirs: dict[str, Any] = theirs) -> str:
@@ -382,6 +406,37 @@ def _tls_targets(scenarios: dict[str, Any]) -> list[str]:
     return ["| target (issue 17) | pymirror/peer | wanted | met |", "|---|---:|---:|---|", *rows]
 
 
+def _plain_targets(scenarios: dict[str, Any]) -> list[str]:
+    """Issue 19's targets: pymirror's CPU per request over nginx's or HAProxy's, in one
+    run, against the same scenario or the other's plain proxy; a figure the run lacks
+    reads n/a. Nothing when the run has none of them."""
+
+    def cpu(key: str, peer: str) -> Any:
+        return scenarios.get(key, {}).get("peers", {}).get(peer, {}).get(_CPU)
+
+    rows, found = [], False
+    for label, ours_key, theirs_key, other, bound, informative in PLAIN_TARGETS:
+        ours, theirs = cpu(ours_key, "pymirror"), cpu(theirs_key, other)
+        ratio = _ratio(ours, theirs)
+        if ratio == "n/a":
+            met = "n/a"
+        else:
+            found = True
+            met = "yes" if ours / theirs <= bound else "no"
+        label += " (informative)" if informative else ""
+        rows.append(f"| {label} | {ratio} | <= {bound}x | {met} |")
+    if not found:
+        return []
+    return [
+        "| target (issue 19) | pymirror/peer | wanted | met |",
+        "|---|---:|---:|---|",
+        *rows,
+        "",
+        "HAProxy runs as a plain proxy only (`mode http`; its HTTP mirror is an SPOE agent, "
+        "a program of its own), so no mirrored row compares with it.",
+    ]
+
+
 def _targets(scenarios: dict[str, Any]) -> list[str]:
     lines = ["| target (issue 5) | pymirror/nginx | wanted | met |", "|---|---:|---:|---|"]
     lines += _target_rows(scenarios, TARGETS, "nginx")
@@ -416,9 +471,11 @@ def render(data: dict[str, Any], chart: str | None) -> str:
         "# Benchmark results",
         "",
         f"One run, {meta['when']}, on {meta['machine']}: pymirror, nginx {meta['nginx']} and "
-        f"Envoy {meta['envoy']} side by side ({meta['workers']} worker threads or processes "
-        f"each), with direct (client -> v1) as the limit. Backends: nginx, one worker, fixed "
-        f"body. Per peer and scenario {meta['seconds']:g} s of wrk and {2 * meta['seconds']:g} s "
+        f"Envoy {meta['envoy']} side by side, and HAProxy {meta.get('haproxy', '?')} where "
+        f"nothing is mirrored ({meta['workers']} worker threads or processes each), with "
+        "direct (client -> v1) as the limit. Backends: nginx, one worker, fixed body (3 "
+        "bytes; 64 KiB in the 64 KiB answer scenario). Per peer and scenario "
+        f"{meta['seconds']:g} s of wrk and {2 * meta['seconds']:g} s "
         "of open-loop load. Regenerate with the command in "
         "README.md (Benchmarks); re-render with `python bench/report.py`.",
         "",
@@ -457,6 +514,7 @@ def render(data: dict[str, Any], chart: str | None) -> str:
         _envoy_targets(scenarios, H2_TARGETS, "Copies"),
         _envoy_targets(scenarios, GRPC_TARGETS, "gRPC copies"),
         _tls_targets(scenarios),
+        _plain_targets(scenarios),
     ):
         if envoy_targets:
             lines += [*envoy_targets, ""]

@@ -1,5 +1,6 @@
-"""The peers under test, each started from the same `Route`: pymirror, nginx and Envoy
-(and "direct": no proxy, the client talks to v1); the nginx backends they forward to."""
+"""The peers under test, each started from the same `Route`: pymirror, nginx, Envoy and
+HAProxy (`mode http`, plain routes only: it has no mirror of its own) (and "direct": no
+proxy, the client talks to v1); the nginx backends they forward to."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from peers.envoy import NO_RELOAD as ENVOY_NO_RELOAD
 from peers.envoy import start_envoy
+from peers.haproxy import start_haproxy_http
 from peers.nginx import reload_nginx, start_nginx
 from peers.process import Process
 from peers.pymirror import reload_pymirror, start_pymirror
@@ -17,6 +19,7 @@ START: dict[str, Callable[[Route, Path], Process]] = {
     "pymirror": start_pymirror,
     "nginx": start_nginx,
     "envoy": start_envoy,
+    "haproxy": start_haproxy_http,
 }
 RELOAD: dict[str, Callable[[Process, Route], None]] = {
     "pymirror": reload_pymirror,

@@ -1,9 +1,11 @@
 """Backends that are never the bottleneck: nginx answering a fixed body, one worker
-each. v2 flavours: healthy, slow (answers after 200 ms, on an echo_sleep timer, no CPU held) and
-dead (a port nothing listens on). Backends that log count what reached them, and over which
-protocol. HTTP/2 backends (`http2=True`) serve h2c with prior knowledge on a plaintext
-`listen ... http2` and name the protocol each answer was served over in a header, so a
-check can tell that a proxy really spoke HTTP/2 to them."""
+each (with `size`, an answer of that many bytes from a file: the primary `v1-64kib` of
+the large-answer scenario). v2 flavours: healthy, slow (answers after 200 ms, on an
+echo_sleep timer, no CPU held) and dead (a port nothing listens on).
+Backends that log count what reached them, and over which protocol. HTTP/2 backends
+(`http2=True`) serve h2c with prior knowledge on a plaintext `listen ... http2` and name
+the protocol each answer was served over in a header, so a check can tell that a proxy
+really spoke HTTP/2 to them."""
 
 from __future__ import annotations
 
@@ -89,6 +91,8 @@ class Backend:
     name: str
     address: str
     process: Process | None = None
+    answer: bytes = b""
+    """What it answers every request with (empty: not an nginx answering a fixed body)."""
     _offset: int = field(default=0, repr=False)
     _count: int = field(default=0, repr=False)
 
@@ -150,8 +154,12 @@ def nginx_backend(
     log: bool = False,
     http2: bool = False,
     tls: TlsFiles | None = None,
+    size: int = 0,
 ) -> Backend:
     """nginx answering 200 and `body` to every request, after `delay` seconds if set.
+    `size`: a `size`-byte answer instead, `body` then filler, served from a file (nginx's
+    `return` takes no text over its 4 KiB parameter buffer), to GETs (a POST gets nginx's
+    405 for a static file); not with `log`.
     A logging backend (a v2) reads the whole request body before it answers (echo module).
     `http2`: HTTP/2 with prior knowledge (h2c) on its plaintext port; nginx before 1.25.1
     speaks nothing else there, later ones HTTP/1.1 too, hence the SERVED_OVER header.
@@ -159,7 +167,14 @@ def nginx_backend(
     deployed)."""
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
-    if log:  # read the whole body first, so that $request_length counts it
+    answer = f"{body}\n".encode()
+    if size:
+        if log or delay:
+            raise ValueError("a sized answer is served from a file: no log, no delay")
+        answer = sized_answer(body, size)
+        (workdir / "answer").write_bytes(answer)
+        location = f"root {workdir}; try_files /answer =404;"
+    elif log:  # read the whole body first, so that $request_length counts it
         sleep = f"echo_sleep {delay}; " if delay else ""
         location = f'echo_read_request_body; {sleep}echo "{body}";'
     else:
@@ -181,7 +196,15 @@ def nginx_backend(
         )
     )
     argv = [nginx_binary(), "-p", str(workdir), "-c", str(conf)]
-    return Backend(name, address, start(argv, address, workdir))
+    return Backend(name, address, start(argv, address, workdir), answer)
+
+
+def sized_answer(body: str, size: int) -> bytes:
+    """`size` bytes: `body`, dots, a newline."""
+    head = body.encode()
+    if size <= len(head):
+        raise ValueError(f"{size} bytes cannot hold {body!r} and a newline")
+    return head + b"." * (size - len(head) - 1) + b"\n"
 
 
 def dead_backend() -> Backend:

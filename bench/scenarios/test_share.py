@@ -1,6 +1,7 @@
 """Mirroring 0%, 20% and 100% of requests to a healthy v2: what a copy costs, and
 whether the cost grows linearly with the share. 0% is each proxy without any mirror
-configured (nginx and Envoy as plain reverse proxies)."""
+configured (nginx, Envoy and HAProxy as plain reverse proxies; HAProxy has no mirror, so
+it runs at 0% only). 1% and 10% are in test_plain_path.py."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ SHARE_20 = Scenario(
 )
 SHARE_100 = Scenario("mirror-100", "100% mirror", "Every request copied to a healthy v2.")
 
-CASES = [(PLAIN, "direct")] + [
+CASES = [(PLAIN, "direct"), (PLAIN, "haproxy")] + [
     (scenario, peer)
     for scenario in (PLAIN, SHARE_20, SHARE_100)
     for peer in ("pymirror", "nginx", "envoy")
