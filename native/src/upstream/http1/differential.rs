@@ -147,7 +147,7 @@ struct ReadingBody<B>(Reading<B>);
 
 impl<B> Body for ReadingBody<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Data = Bytes;

@@ -317,6 +317,23 @@ where
     }
 }
 
+/// Sends the rest of a request whose answer has ended, then drops (closes)
+/// the connection. Its pace is the request body's: the client's, or for a
+/// copy the primary's, each ended by its own timeouts and bounds.
+fn finish_sending<B>(mut conn: Connection, mut sending: Box<Sending<B>>)
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Outside a runtime (a body dropped at shutdown) there is nothing to send on.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let _ = poll_fn(|cx| sending.poll(conn.stream(), cx)).await;
+    });
+}
+
 /// An answer's body being read, and what is left of the request to send.
 #[derive(Debug)]
 pub struct Reading<B> {
@@ -334,7 +351,7 @@ pub struct Reading<B> {
 
 impl<B> Reading<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     pub fn new(
@@ -420,9 +437,20 @@ where
     /// The body is complete: the connection is kept if the upstream keeps it
     /// open, the request was written whole and nothing follows the answer.
     fn end(&mut self) {
-        let conn = self.conn.take();
-        if self.keep_alive && self.sending.is_none() && !matches!(self.decoder, Decoder::Eof) {
-            self.reusable = conn.filter(|c| c.read.is_empty());
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if let Some(sending) = self.sending.take() {
+            // Answered before the whole request went out (an upstream that
+            // answers without reading the body, as nginx's `return` does):
+            // the rest is still sent, as the request's own (a copy's body
+            // whole at the mirror), on a task of its own, and the connection
+            // is closed after it.
+            finish_sending(conn, sending);
+            return;
+        }
+        if self.keep_alive && !matches!(self.decoder, Decoder::Eof) && conn.read.is_empty() {
+            self.reusable = Some(conn);
         }
     }
 
