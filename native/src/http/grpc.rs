@@ -155,10 +155,10 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
-/// Writes `left` as the request's `grpc-timeout`, in the finest unit that
-/// fits 8 digits, truncated: the upstream's deadline is never later than the
-/// client's.
-pub fn set_timeout(headers: &mut HeaderMap, left: Duration) {
+/// `grpc-timeout`'s value for what is left of a deadline, in the finest unit
+/// that fits gRPC's eight digits, truncated: the upstream's deadline is never
+/// later than the client's.
+pub fn timeout_value(left: Duration) -> Option<HeaderValue> {
     let micros = left.as_micros();
     let value = if micros < 100_000_000 {
         format!("{}u", micros.max(1))
@@ -167,9 +167,7 @@ pub fn set_timeout(headers: &mut HeaderMap, left: Duration) {
     } else {
         format!("{}S", left.as_secs().min(99_999_999))
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(GRPC_TIMEOUT, value);
-    }
+    HeaderValue::from_str(&value).ok()
 }
 
 #[cfg(test)]
@@ -246,13 +244,12 @@ mod tests {
 
     #[test]
     fn the_forwarded_timeout_is_what_is_left() {
+        let value = |d| timeout_value(d).unwrap();
         let mut headers = HeaderMap::new();
-        set_timeout(&mut headers, Duration::from_millis(1234));
+        headers.insert(GRPC_TIMEOUT, value(Duration::from_millis(1234)));
         assert_eq!(headers[GRPC_TIMEOUT], "1234000u");
         assert_eq!(timeout(&headers), Some(Duration::from_millis(1234)));
-        set_timeout(&mut headers, Duration::from_secs(200));
-        assert_eq!(headers[GRPC_TIMEOUT], "200000m");
-        set_timeout(&mut headers, Duration::ZERO);
-        assert_eq!(headers[GRPC_TIMEOUT], "1u");
+        assert_eq!(value(Duration::from_secs(200)), "200000m");
+        assert_eq!(value(Duration::ZERO), "1u");
     }
 }

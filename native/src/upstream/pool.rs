@@ -149,7 +149,49 @@ impl Pool {
     ) -> Result<Response<PooledResponse<B>>, SendError> {
         let empty = body.is_end_stream();
         let framing = encode::framing(&mut parts, empty, body.size_hint().exact());
-        let mut head = Some(encode::head(&parts));
+        let head = || encode::head(&parts);
+        self.exchange_http1(target, &parts.method, head, body, framing)
+            .await
+    }
+
+    /// Sends a request over HTTP/1.1 from a head the caller keeps (one that
+    /// another try may need), with a try's own field (`replace`: its
+    /// `grpc-timeout`) in place of the head's: the head is written from the
+    /// borrowed fields, never copied. The rare head whose framing fields
+    /// must change goes as an edited copy.
+    pub async fn send_borrowed<B: PooledBody>(
+        &self,
+        target: Target<'_>,
+        parts: &http::request::Parts,
+        replace: Option<encode::Field>,
+        body: B,
+    ) -> Result<Response<PooledResponse<B>>, SendError> {
+        let empty = body.is_end_stream();
+        let Some((framing, append)) = encode::plan(parts, empty, body.size_hint().exact()) else {
+            let mut copy = super::protocol::copy_head(parts);
+            if let Some((name, value)) = replace {
+                copy.headers.insert(name, value);
+            }
+            super::protocol::for_upstream(&mut copy);
+            return Box::pin(self.send(target, Request::from_parts(copy, body))).await;
+        };
+        let head = || encode::head_borrowed(parts, replace.as_ref(), append.as_ref());
+        self.exchange_http1(target, &parts.method, head, body, framing)
+            .await
+    }
+
+    /// One HTTP/1.1 exchange on a pooled or new connection; `head` encodes
+    /// the request head (again only for a request sent a second time).
+    async fn exchange_http1<B: PooledBody>(
+        &self,
+        target: Target<'_>,
+        method: &http::Method,
+        head: impl Fn() -> Vec<u8>,
+        body: B,
+        framing: encode::Framing,
+    ) -> Result<Response<PooledResponse<B>>, SendError> {
+        let empty = body.is_end_stream();
+        let mut encoded = Some(head());
         // An empty body is never polled (as hyper's client never polls one).
         let mut body = (!empty).then_some((body, framing));
         let max_head = self.settings.max_head_bytes.unwrap_or(MAX_HEAD_BYTES);
@@ -159,11 +201,10 @@ impl Pool {
                 // Boxed, being rare (see `send_http2`).
                 None => (Box::pin(self.connect(target)).await?, 0, false),
             };
-            let resend = reused && body.is_none() && parts.method.is_idempotent();
-            // Encoded once; again only for a request sent a second time.
-            let head = head.take().unwrap_or_else(|| encode::head(&parts));
+            let resend = reused && body.is_none() && method.is_idempotent();
+            let encoded = encoded.take().unwrap_or_else(&head);
             let exchanged =
-                session::exchange(&mut conn, head, &parts.method, body.take(), max_head).await;
+                session::exchange(&mut conn, encoded, method, body.take(), max_head).await;
             let (answer, sending) = match exchanged {
                 Ok(exchanged) => exchanged,
                 // A reused connection the upstream closed as the request went

@@ -73,6 +73,17 @@ pub fn to_wire(parts: &mut Parts, wire: Wire, endpoint: &Authority) {
     }
 }
 
+/// A copy of a request head (`Parts` itself is not `Clone`): for a try
+/// whose head is edited while another try may follow.
+pub fn copy_head(parts: &Parts) -> Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
+}
+
 /// Marks an HTTP/2 head as going over TLS (`:scheme` https); an HTTP/1.1
 /// head carries no scheme.
 pub fn secure(parts: &mut Parts) {

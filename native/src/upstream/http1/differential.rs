@@ -548,3 +548,68 @@ fn both_clients_write_the_same_bytes_for_every_request_in_the_table() {
         );
     }
 }
+
+// === a borrowed head ===
+
+fn field_strategy() -> impl Strategy<Value = (&'static str, &'static str)> {
+    prop::sample::select(vec![
+        ("content-length", "5"),
+        ("content-length", "x"),
+        ("content-length", "5, 5"),
+        ("transfer-encoding", "chunked"),
+        ("transfer-encoding", "gzip"),
+        ("grpc-timeout", "5S"),
+        ("trailer", "x-t"),
+        ("x-a", "1"),
+        ("x-a", "2"),
+        ("host", "h"),
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// What a try writes from the head the tries keep (`plan`, `head_borrowed`)
+    /// is byte for byte what it wrote from an edited copy (`copy_head`, the
+    /// try's `grpc-timeout` inserted, `for_upstream`, `framing`, `head`); and
+    /// a head `plan` declines is one whose own fields the copy's framing changes.
+    #[test]
+    fn a_borrowed_head_is_written_as_its_edited_copy(
+        method in prop::sample::select(vec![Method::GET, Method::POST, Method::HEAD, Method::PUT]),
+        target in prop::sample::select(vec!["/p?q=1", "http://a.example/x", "*"]),
+        fields in prop::collection::vec(field_strategy(), 0..6),
+        empty in any::<bool>(),
+        exact in prop::option::of(0u64..10),
+        timeout in prop::option::of(prop::sample::select(vec!["1u", "20m"])),
+    ) {
+        let mut builder = Request::builder().method(method).uri(target);
+        for (name, value) in &fields {
+            builder = builder.header(*name, *value);
+        }
+        let Ok(request) = builder.body(()) else { return Ok(()) };
+        let (parts, ()) = request.into_parts();
+        let replace = timeout.map(|t| {
+            (http::HeaderName::from_static("grpc-timeout"), http::HeaderValue::from_static(t))
+        });
+        let exact = if empty { Some(0) } else { exact };
+        let mut copy = crate::upstream::protocol::copy_head(&parts);
+        if let Some((name, value)) = replace.clone() {
+            copy.headers.insert(name, value);
+        }
+        crate::upstream::protocol::for_upstream(&mut copy);
+        let before: Vec<_> = copy.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+        let framing = encode::framing(&mut copy, empty, exact);
+        let written = encode::head(&copy);
+        match encode::plan(&parts, empty, exact) {
+            Some((planned, append)) => {
+                prop_assert_eq!(planned, framing);
+                let borrowed = encode::head_borrowed(&parts, replace.as_ref(), append.as_ref());
+                prop_assert_eq!(String::from_utf8_lossy(&borrowed), String::from_utf8_lossy(&written));
+            }
+            None => {
+                // Declined: framing removed or rewrote a field the head had.
+                let after: Vec<_> = copy.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+                prop_assert!(!after.starts_with(&before), "{before:?} -> {after:?}");
+            }
+        }
+    }
+}

@@ -77,6 +77,95 @@ fn declared_trailers(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// A field a borrowed head is written with that it does not carry itself.
+pub type Field = (HeaderName, HeaderValue);
+
+/// `framing` for a head that is borrowed, not changed: the framing field it
+/// lacks is returned, to be written after its own. `None` where `framing`
+/// would remove or rewrite one of its fields (a Transfer-Encoding on an empty
+/// body, a Content-Length beside chunking or not a number, a coding that does
+/// not end in chunked): rare heads, sent as a copy that `framing` edits.
+pub fn plan(parts: &Parts, empty: bool, exact: Option<u64>) -> Option<(Framing, Option<Field>)> {
+    let headers = &parts.headers;
+    let coding = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back();
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    if empty {
+        return coding.is_none().then_some((Framing::Length(0), None));
+    }
+    let chunked = || Framing::Chunked {
+        trailers: declared_trailers(headers),
+    };
+    if let Some(last) = coding {
+        return (!has_length && is_chunked(last)).then(|| (chunked(), None));
+    }
+    let declared = if has_length {
+        super::parse::content_length(headers)
+    } else {
+        None
+    };
+    let is_bodiless = matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT);
+    match (declared, exact) {
+        (Some(n), _) => Some((Framing::Length(n), None)),
+        // An invalid Content-Length that `framing` replaces or removes.
+        (None, Some(_)) if has_length => None,
+        (None, Some(n)) => Some((
+            Framing::Length(n),
+            Some((header::CONTENT_LENGTH, HeaderValue::from(n))),
+        )),
+        (None, None) if is_bodiless => Some((Framing::Length(0), None)),
+        (None, None) if has_length => None,
+        (None, None) => Some((
+            chunked(),
+            Some((
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            )),
+        )),
+    }
+}
+
+/// What `head` writes for a copy of `parts` made the upstream's (origin-form
+/// target, HTTP/1.1) and edited with `insert(replace)`, then `insert(append)`:
+/// `replace`'s value in place of that name's own (or after the fields when it
+/// has none), `append` last. No copy of the head is made.
+pub fn head_borrowed(parts: &Parts, replace: Option<&Field>, append: Option<&Field>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + parts.headers.len() * 40);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut replaced = false;
+    for (name, value) in &parts.headers {
+        match replace {
+            Some((own, _)) if own == name && replaced => continue,
+            Some((own, new)) if own == name => {
+                field(own, new, &mut out);
+                replaced = true;
+            }
+            _ => field(name, value, &mut out),
+        }
+    }
+    if let Some((name, value)) = replace.filter(|_| !replaced) {
+        field(name, value, &mut out);
+    }
+    if let Some((name, value)) = append {
+        field(name, value, &mut out);
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Writes the request line and the header fields, names in lower case.
 pub fn head(parts: &Parts) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + parts.headers.len() * 40);
@@ -96,10 +185,7 @@ pub fn head(parts: &Parts) -> Vec<u8> {
 
 fn fields(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(name, value, out);
     }
 }
 
