@@ -10,8 +10,11 @@ Only the worker thread's instructions are counted (`--separate-threads`): the da
 scheduler and I/O driver included, the Python threads and the access-log writer not.
 
     python3 bench/callgrind.py [--mirror PERCENT | --without-mirror] [--requests 2000] [--base 100]
+                               [--keep DIR]
 
 prints one JSON line: the mirror percentage, both totals and instructions per request.
+`--keep DIR` leaves the worker thread's callgrind files there (`callgrind_annotate
+--inclusive=yes` on the larger run's less the smaller's is where a request's work goes).
 Needs valgrind and nginx (Debian's valgrind, nginx-light).
 """
 
@@ -65,7 +68,7 @@ def requests(address: str, n: int) -> None:
         conn.close()
 
 
-def total_instructions(workdir: Path, config: Path, n: int) -> int:
+def total_instructions(workdir: Path, config: Path, n: int, keep: Path | None) -> int:
     """Runs pymirror under callgrind for `n` requests; the process' total Ir."""
     listen = config.read_text().split('address: "', 1)[1].split('"', 1)[0]
     out = workdir / f"callgrind.{n}.out"
@@ -94,13 +97,16 @@ def total_instructions(workdir: Path, config: Path, n: int) -> int:
     total, workers = 0, 0
     for part in workdir.glob(f"{out.name}-*"):
         data = part.read_bytes()
-        # A worker thread runs the listeners' accept loops (and every request's task).
-        if b"pymirror_native::listen::serve" not in data:
+        # A worker thread admits the connections (and runs every request's task). Not
+        # "listen::serve": the thread that drops the serve task at shutdown names it too.
+        if b"pymirror_native::listen::accept::admit" not in data:
             continue
         totals = re.search(rb"^(?:summary|totals): (\d+)", data, re.M)
         if totals is None:
             raise RuntimeError(f"no totals in {part}")
         total, workers = total + int(totals[1]), workers + 1
+        if keep is not None:
+            shutil.copy(part, keep / part.name)
     if workers == 0:
         raise RuntimeError(f"no worker thread's file in {workdir}")
     return total
@@ -116,6 +122,7 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--base", type=int, default=100)
+    parser.add_argument("--keep", type=Path, help="a folder to leave the worker's files in")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian package valgrind)")
@@ -133,8 +140,10 @@ def main() -> None:
                     mirror="" if args.without_mirror else _MIRROR.format(percent=args.mirror),
                 )
             )
-            small = total_instructions(workdir, config, args.base)
-            large = total_instructions(workdir, config, args.base + args.requests)
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+            small = total_instructions(workdir, config, args.base, args.keep)
+            large = total_instructions(workdir, config, args.base + args.requests, args.keep)
         finally:
             v1.stop()
             v2.stop()
