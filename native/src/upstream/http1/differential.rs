@@ -37,11 +37,19 @@ enum Outcome {
     },
 }
 
+/// The fields as they would reach a client: hop-by-hop ones are the
+/// proxy's to drop either way (ours drops some as it parses). Ordered by
+/// name, each name's values in their order: the strip's removals move other
+/// fields (`HeaderMap` swaps), and only a name's own order has meaning.
 fn fields(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
-    headers
+    let mut headers = headers.clone();
+    crate::http::headers::strip_hop_by_hop(&mut headers);
+    let mut fields: Vec<_> = headers
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect()
+        .collect();
+    fields.sort_by(|a, b| a.0.cmp(&b.0));
+    fields
 }
 
 /// A server that reads a request head, writes `answer` and closes.

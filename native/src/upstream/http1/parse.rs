@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::decode::{Chunked, Decoder};
@@ -80,8 +80,11 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
         let mut headers = HeaderMap::with_capacity(count);
         let mut seen = Seen::default();
         for &(name_from, name_to, value_from, value_to) in spans.iter() {
-            let name = HeaderName::from_bytes(&bytes[name_from as usize..name_to as usize])
-                .map_err(|_| WireError::HeaderName)?;
+            let raw = &bytes[name_from as usize..name_to as usize];
+            if seen.hop(raw, &bytes[value_from as usize..value_to as usize]) {
+                continue;
+            }
+            let name = HeaderName::from_bytes(raw).map_err(|_| WireError::HeaderName)?;
             let value =
                 HeaderValue::from_maybe_shared(bytes.slice(value_from as usize..value_to as usize))
                     .map_err(|_| WireError::HeaderValue)?;
@@ -92,7 +95,9 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
             // An interim answer (100 Continue...): the final one follows.
             continue;
         };
-        let keep_alive = keep_alive(version, &headers, seen);
+        // HTTP/1.1 stays open unless `close` is said; HTTP/1.0 closes unless
+        // `keep-alive` is. Once any `Connection` field says close, it closes.
+        let keep_alive = !seen.close && (version == Version::HTTP_11 || seen.keep_alive);
         return Ok(Some(Head {
             status,
             version,
@@ -110,7 +115,9 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
 struct Seen {
     transfer_encoding: bool,
     content_length: bool,
-    connection: bool,
+    /// A `Connection` field said `close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
 }
 
 impl Seen {
@@ -119,9 +126,33 @@ impl Seen {
             self.transfer_encoding = true;
         } else if *name == CONTENT_LENGTH {
             self.content_length = true;
-        } else if *name == CONNECTION {
-            self.connection = true;
         }
+    }
+
+    /// Notes what a `Connection` field says of this connection; true when
+    /// the field is for this hop only and goes no further: a `Connection`
+    /// that names no other field (nginx's `keep-alive` on every answer), or
+    /// `Keep-Alive`. Dropped here, they cost no name, no entry and no strip
+    /// (`headers::strip_hop_by_hop` still sees a `Connection` that names
+    /// end-to-end fields, and removes those).
+    fn hop(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"keep-alive") {
+            return true;
+        }
+        if !name.eq_ignore_ascii_case(b"connection") {
+            return false;
+        }
+        let mut only_these = true;
+        for token in value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                only_these = false;
+            }
+        }
+        only_these
     }
 }
 
@@ -195,23 +226,44 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     length
 }
 
-/// HTTP/1.1 stays open unless `close` is said; HTTP/1.0 closes unless
-/// `keep-alive` is. Once any `Connection` field says close, it closes.
-fn keep_alive(version: Version, headers: &HeaderMap, seen: Seen) -> bool {
-    let mut keep = version == Version::HTTP_11;
-    if !seen.connection {
-        return keep;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(answer: &str) -> Head {
+        let mut buf = BytesMut::from(answer);
+        head(&mut buf, &Method::GET).unwrap().unwrap()
     }
-    for value in headers.get_all(CONNECTION) {
-        let has = |token: &str| {
-            value
-                .to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        };
-        if has("close") {
-            return false;
-        }
-        keep |= has("keep-alive");
+
+    fn names(head: &Head) -> Vec<&str> {
+        head.headers.keys().map(HeaderName::as_str).collect()
     }
-    keep
+
+    #[test]
+    fn a_connection_field_for_this_hop_only_is_read_and_dropped() {
+        let kept = parsed("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n");
+        assert!(kept.keep_alive);
+        assert_eq!(names(&kept), ["content-length"]);
+        let closed = parsed("HTTP/1.1 200 OK\r\nconnection: Close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!closed.keep_alive);
+        assert_eq!(names(&closed), ["content-length"]);
+        // HTTP/1.0 closes unless told otherwise; once told close, it closes.
+        assert!(!parsed("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(
+            parsed("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .keep_alive
+        );
+        let both = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert!(!parsed(both).keep_alive);
+    }
+
+    #[test]
+    fn a_connection_field_that_names_other_fields_stays_for_the_strip() {
+        let answer = "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n";
+        let mut head = parsed(answer);
+        assert!(!head.keep_alive);
+        assert_eq!(names(&head), ["connection", "x-secret", "content-length"]);
+        crate::http::headers::strip_hop_by_hop(&mut head.headers);
+        assert_eq!(names(&head), ["content-length"]);
+    }
 }
