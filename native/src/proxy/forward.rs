@@ -117,8 +117,8 @@ async fn tries(f: Forward<'_>, parts: Parts, body: Sending) -> Tried {
 }
 
 /// A try's request head: the request's own when no other try can follow;
-/// kept by the tries (borrowed) when one may, so that HTTP/1.1 writes it
-/// without a copy.
+/// kept by the tries (borrowed) when one may. HTTP/1.1 writes either where it
+/// lies; HTTP/2 takes the head (a kept one copied).
 // Unboxed on purpose: a box would be an allocation per request, to save a
 // move of 224 bytes once into the try.
 #[allow(clippy::large_enum_variant)]
@@ -166,24 +166,25 @@ async fn try_once(
     };
     let target = f.cluster.target(endpoint, wire, name.as_ref());
     let exchange = async {
-        match (wire, head) {
-            (Wire::Http1, Head::Kept(parts)) => {
-                f.pool
-                    .send_borrowed(target, parts, grpc_timeout, body)
-                    .await
-            }
-            (_, head) => {
-                let mut parts = match head {
-                    Head::Own(parts) => parts,
-                    Head::Kept(parts) => protocol::copy_head(parts),
-                };
-                if let Some((name, value)) = grpc_timeout {
-                    parts.headers.insert(name, value);
-                }
-                protocol::for_upstream(&mut parts);
-                f.pool.send(target, Request::from_parts(parts, body)).await
-            }
+        if wire == Wire::Http1 {
+            // Written from the head where it lies, owned or kept.
+            return f
+                .pool
+                .send_borrowed(target, head.parts(), grpc_timeout, body)
+                .await;
         }
+        let mut parts = match head {
+            Head::Own(parts) => parts,
+            Head::Kept(parts) => protocol::copy_head(parts),
+        };
+        if let Some((name, value)) = grpc_timeout {
+            parts.headers.insert(name, value);
+        }
+        protocol::for_upstream(&mut parts);
+        // Boxed: HTTP/2's send is the larger future, which every HTTP/1.1
+        // request's future would otherwise be as large as (and moved whole).
+        let send = Box::pin(f.pool.send(target, Request::from_parts(parts, body)));
+        send.await
     };
     let result = match per_try {
         Some(limit) => match tokio::time::timeout(limit, exchange).await {
