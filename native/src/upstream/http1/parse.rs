@@ -88,7 +88,7 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
             let value =
                 HeaderValue::from_maybe_shared(bytes.slice(value_from as usize..value_to as usize))
                     .map_err(|_| WireError::HeaderValue)?;
-            seen.note(&name);
+            seen.note(&name, &value);
             headers.append(name, value);
         }
         let Some(decoder) = decoder(status, version, &headers, seen, method)? else {
@@ -114,18 +114,37 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
     transfer_encoding: bool,
-    content_length: bool,
+    /// Content-Length fields, and the first one's number when it is a
+    /// plain one (1 to 19 digits: always a u64).
+    lengths: u32,
+    length: Option<u64>,
     /// A `Connection` field said `close` / `keep-alive`.
     close: bool,
     keep_alive: bool,
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName) {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
         if *name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
         } else if *name == CONTENT_LENGTH {
-            self.content_length = true;
+            self.lengths += 1;
+            let digits = value.as_bytes();
+            if self.lengths == 1
+                && (1..=19).contains(&digits.len())
+                && digits.iter().all(u8::is_ascii_digit)
+            {
+                self.length = Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
+            }
+        }
+    }
+
+    /// The body's length by its Content-Length fields: read as they came
+    /// when there is one plain field, else by `content_length`'s rules.
+    fn length(&self, headers: &HeaderMap) -> Option<u64> {
+        match (self.lengths, self.length) {
+            (1, Some(n)) => Some(n),
+            _ => content_length(headers),
         }
     }
 
@@ -185,10 +204,10 @@ fn decoder(
             Decoder::Eof
         }));
     }
-    if !seen.content_length {
+    if seen.lengths == 0 {
         return Ok(Some(Decoder::Eof));
     }
-    match content_length(headers) {
+    match seen.length(headers) {
         Some(n) if n <= u64::MAX - 2 => Ok(Some(Decoder::Length(n))),
         _ => Err(WireError::Framing("invalid Content-Length")),
     }
@@ -255,6 +274,38 @@ mod tests {
         );
         let both = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
         assert!(!parsed(both).keep_alive);
+    }
+
+    #[test]
+    fn a_plain_length_read_as_it_comes_agrees_with_the_full_rules() {
+        let answers = [
+            ("Content-Length: 3", Some(3)),
+            (
+                "Content-Length: 9999999999999999999",
+                Some(9_999_999_999_999_999_999),
+            ),
+            // 20 digits, a list, repeats, spaces: the full rules decide.
+            ("Content-Length: 00000000000000000003", Some(3)),
+            ("Content-Length: 3, 3", Some(3)),
+            ("Content-Length: 3\r\nContent-Length: 3", Some(3)),
+            ("Content-Length: 3\r\nContent-Length: 4", None),
+            ("Content-Length: 3, 4", None),
+            ("Content-Length: x", None),
+        ];
+        for (field, length) in answers {
+            let answer = format!("HTTP/1.1 200 OK\r\n{field}\r\n\r\n");
+            let mut buf = BytesMut::from(answer.as_str());
+            match (head(&mut buf, &Method::GET), length) {
+                (Ok(Some(head)), Some(n)) => {
+                    assert!(
+                        matches!(head.decoder, Decoder::Length(m) if m == n),
+                        "{field}"
+                    )
+                }
+                (Err(WireError::Framing(_)), None) => {}
+                (other, _) => panic!("{field}: {other:?}"),
+            }
+        }
     }
 
     #[test]
