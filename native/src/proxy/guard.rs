@@ -1,7 +1,7 @@
 //! The first phase of a request: what may not be forwarded at all, answered
 //! before routing sees it.
 
-use http::header::{HeaderValue, HOST};
+use http::header::HeaderValue;
 use http::Request;
 use hyper::body::Incoming;
 
@@ -22,14 +22,11 @@ pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), Local
             Verdict::BadChunk => LocalReply::BadRequestBody,
         });
     }
-    if let Some(refused) = headers::framing_problem(request.headers(), request.version()) {
+    let facts = headers::FieldFacts::of(request.headers());
+    if let Some(refused) = facts.framing_problem(request.version()) {
         return Err(refused);
     }
-    let head_bytes: usize = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum::<usize>()
+    let head_bytes = facts.bytes
         + request
             .uri()
             .path_and_query()
@@ -41,7 +38,7 @@ pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), Local
     // (an absolute-form target's authority stands in for it, RFC 9112 3.2.2).
     let host = match request.uri().authority() {
         Some(absolute) => Some(absolute.as_str().as_bytes()),
-        None => request.headers().get(HOST).map(HeaderValue::as_bytes),
+        None => facts.host.map(HeaderValue::as_bytes),
     };
     if host.is_some_and(|h| !headers::valid_authority(h)) {
         return Err(LocalReply::InvalidHost);
