@@ -143,7 +143,9 @@ def test_primaries_and_copies_go_over_tls_named_for_host_and_destination(
             for _ in range(20):
                 reply = client.request(host="reviews.prod:9080")
                 assert (reply.status, reply.body) == (200, b"v1\n")
-            settle(proxy)
+                # Each copy done before the next starts: a copy that found the last
+                # one's connection still reading would rightly open another.
+                settle(proxy)
 
         batch()
         primary, mirror = handshakes(proxy, "primary"), handshakes(proxy, "mirror")
