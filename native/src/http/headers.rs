@@ -18,7 +18,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Named once, so removing them parses nothing per request. Not `Trailer`: it
 /// is end-to-end (RFC 9110 6.6.2), and hyper sends HTTP/1.1 trailer fields
 /// only when it declares them.
-static HOP_BY_HOP: [&HeaderName; 8] = [
+pub(crate) static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -139,61 +139,6 @@ pub fn keep_chunked(headers: &mut HeaderMap, body: &impl http_body::Body) {
     }
 }
 
-/// What the first phase needs of a request's fields, read in one pass of
-/// them: looking each name up would hash it (three lookups and the sum
-/// cost a thousand instructions per request, callgrind).
-#[derive(Debug, Default)]
-pub struct FieldFacts<'a> {
-    /// The fields' size as HTTP/1.1 writes them (`name: value\r\n`).
-    pub bytes: usize,
-    /// The first Host field.
-    pub host: Option<&'a HeaderValue>,
-    hosts: u32,
-    coding: Option<&'a HeaderValue>,
-    codings: u32,
-    length: bool,
-}
-
-impl<'a> FieldFacts<'a> {
-    pub fn of(headers: &'a HeaderMap) -> Self {
-        let mut facts = Self::default();
-        for (name, value) in headers {
-            facts.bytes += name.as_str().len() + value.len() + 4;
-            if *name == header::HOST {
-                facts.hosts += 1;
-                facts.host = facts.host.or(Some(value));
-            } else if *name == header::TRANSFER_ENCODING {
-                facts.codings += 1;
-                facts.coding = facts.coding.or(Some(value));
-            } else if *name == header::CONTENT_LENGTH {
-                facts.length = true;
-            }
-        }
-        facts
-    }
-
-    /// What hyper accepts and a proxy must not pass on: a transfer coding
-    /// other than one `chunked` (hyper only checks the last), Content-Length
-    /// beside Transfer-Encoding (hyper drops it; checked again here in case
-    /// that changes), and a missing or repeated Host on HTTP/1.1 (RFC 9112
-    /// 3.2: 400).
-    pub fn framing_problem(&self, version: http::Version) -> Option<LocalReply> {
-        if let Some(first) = self.coding {
-            if self.codings > 1 || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
-                return Some(LocalReply::UnsupportedTransferEncoding);
-            }
-            if self.length {
-                return Some(LocalReply::AmbiguousFraming);
-            }
-        }
-        match self.hosts {
-            0 if version == http::Version::HTTP_11 => Some(LocalReply::BadHost),
-            0 | 1 => None,
-            _ => Some(LocalReply::BadHost),
-        }
-    }
-}
-
 /// What the proxy passes on of an upstream response's framing (RFC 9112
 /// 6.3). hyper decodes a body by Transfer-Encoding when both headers are
 /// present and accepts a Content-Length list of equal values, but leaves the
@@ -248,8 +193,10 @@ pub fn response_framing(headers: &mut HeaderMap) -> Result<(), LocalReply> {
 }
 
 /// Appends the client's address to `x-forwarded-for` and states the scheme it used.
-pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, secure: bool) {
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+/// `given`: the request carries an `x-forwarded-for` (else none is looked for).
+pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, secure: bool, given: bool) {
+    let existing = given.then(|| headers.get(&X_FORWARDED_FOR)).flatten();
+    let value = match existing.and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.trim().is_empty() => {
             let client = client.to_str().unwrap_or("");
             HeaderValue::from_str(&format!("{existing}, {client}")).ok()
@@ -273,8 +220,11 @@ pub fn forwarded_for(client: IpAddr) -> HeaderValue {
 
 /// `x-forwarded-client-cert` is the proxy's to say: whatever the client sent
 /// is removed, and a verified client certificate (MUTUAL) is set.
-pub fn set_client_cert(headers: &mut HeaderMap, verified: Option<&HeaderValue>) {
-    headers.remove(&X_FORWARDED_CLIENT_CERT);
+/// `given`: the request carries one (else none is looked for).
+pub fn set_client_cert(headers: &mut HeaderMap, verified: Option<&HeaderValue>, given: bool) {
+    if given {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
+    }
     if let Some(value) = verified {
         headers.insert(X_FORWARDED_CLIENT_CERT.clone(), value.clone());
     }
@@ -491,50 +441,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn framing_and_host_problems_are_named() {
-        use http::Version;
-        let ok = map(&[("host", "a"), ("transfer-encoding", "chunked")]);
-        assert_eq!(FieldFacts::of(&ok).framing_problem(Version::HTTP_11), None);
-        let ok = map(&[("host", "a"), ("transfer-encoding", "Chunked")]);
-        assert_eq!(FieldFacts::of(&ok).framing_problem(Version::HTTP_11), None);
-        for te in [
-            &["gzip, chunked"][..],
-            &["chunked, chunked"],
-            &["chunked", "chunked"],
-        ] {
-            let mut h = map(&[("host", "a")]);
-            for v in te {
-                h.append("transfer-encoding", HeaderValue::from_static(v));
-            }
-            assert_eq!(
-                FieldFacts::of(&h).framing_problem(Version::HTTP_11),
-                Some(LocalReply::UnsupportedTransferEncoding),
-                "{te:?}"
-            );
-        }
-        let both = map(&[
-            ("host", "a"),
-            ("transfer-encoding", "chunked"),
-            ("content-length", "1"),
-        ]);
-        assert_eq!(
-            FieldFacts::of(&both).framing_problem(Version::HTTP_11),
-            Some(LocalReply::AmbiguousFraming)
-        );
-        let two_hosts = map(&[("host", "a"), ("host", "b")]);
-        assert_eq!(
-            FieldFacts::of(&two_hosts).framing_problem(Version::HTTP_10),
-            Some(LocalReply::BadHost)
-        );
-        assert_eq!(
-            FieldFacts::of(&HeaderMap::new()).framing_problem(Version::HTTP_11),
-            Some(LocalReply::BadHost)
-        );
-        assert_eq!(
-            FieldFacts::of(&HeaderMap::new()).framing_problem(Version::HTTP_10),
-            None
-        );
+    /// Which fields the request carries, as the guard tells `prepare`.
+    fn given(h: &HeaderMap) -> crate::http::fields::Present {
+        crate::http::fields::FieldFacts::of(h).present
     }
 
     #[test]
@@ -543,10 +452,13 @@ mod tests {
             ("x-forwarded-client-cert", "Hash=forged"),
             ("x-forwarded-client-cert", "Subject=\"CN=admin\""),
         ]);
-        set_client_cert(&mut h, None);
+        let carried = given(&h).client_cert;
+        set_client_cert(&mut h, None, carried);
         assert!(h.get("x-forwarded-client-cert").is_none());
         let mut h = map(&[("x-forwarded-client-cert", "Hash=forged")]);
-        set_client_cert(&mut h, Some(&HeaderValue::from_static("Hash=ab")));
+        let verified = HeaderValue::from_static("Hash=ab");
+        let carried = given(&h).client_cert;
+        set_client_cert(&mut h, Some(&verified), carried);
         assert_eq!(
             h.get_all("x-forwarded-client-cert")
                 .iter()
@@ -561,16 +473,16 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "https"),
         ]);
-        append_forwarded(&mut h, &forwarded_for("127.0.0.2".parse().unwrap()), false);
+        let client = forwarded_for("127.0.0.2".parse().unwrap());
+        let carried = given(&h).forwarded_for;
+        append_forwarded(&mut h, &client, false, carried);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
 
         let mut h = HeaderMap::new();
-        append_forwarded(
-            &mut h,
-            &forwarded_for("::ffff:127.0.0.1".parse().unwrap()),
-            true,
-        );
+        let client = forwarded_for("::ffff:127.0.0.1".parse().unwrap());
+        let carried = given(&h).forwarded_for;
+        append_forwarded(&mut h, &client, true, carried);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         // The scheme is the one the client used with us, whatever it claimed.
         assert_eq!(h["x-forwarded-proto"], "https");

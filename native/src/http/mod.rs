@@ -1,9 +1,10 @@
 //! HTTP building blocks, each a pure function or a compiled rule of the
-//! snapshot: header rules, the proxy's own answers, framing inspection of the
+//! snapshot: header rules, what a request's fields say (read once), the proxy's own answers, framing inspection of the
 //! client's byte stream, matchers, header operations, rewrites, faults, the
 //! retry policy and upgrade detection. Nothing here holds a connection.
 
 pub mod fault;
+pub mod fields;
 pub mod grpc;
 pub mod header_ops;
 pub mod headers;

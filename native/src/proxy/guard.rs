@@ -5,6 +5,7 @@ use http::header::HeaderValue;
 use http::Request;
 use hyper::body::Incoming;
 
+use crate::http::fields::{FieldFacts, Present};
 use crate::http::headers;
 use crate::http::inspect::Verdict;
 use crate::http::local_reply::LocalReply;
@@ -12,8 +13,9 @@ use crate::proxy::Connection;
 
 /// What may not be forwarded at all: framing the inspector refused on the
 /// byte stream, framing or Host problems in the parsed head, a head over the
-/// listener's limit, a Host that is not a valid authority.
-pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), LocalReply> {
+/// listener's limit, a Host that is not a valid authority. Passed, it tells
+/// which fields the request carries that the head's preparation looks for.
+pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<Present, LocalReply> {
     // Taken for every request, in order, before anything else can answer.
     if let Some(verdict) = conn.findings.take() {
         return Err(match verdict {
@@ -22,7 +24,7 @@ pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), Local
             Verdict::BadChunk => LocalReply::BadRequestBody,
         });
     }
-    let facts = headers::FieldFacts::of(request.headers());
+    let facts = FieldFacts::of(request.headers());
     if let Some(refused) = facts.framing_problem(request.version()) {
         return Err(refused);
     }
@@ -50,5 +52,5 @@ pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<(), Local
             return Err(LocalReply::Misdirected);
         }
     }
-    Ok(())
+    Ok(facts.present)
 }

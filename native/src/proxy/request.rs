@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use crate::body::capture::PrimaryCapture;
 use crate::body::replay::{self, ReadAhead};
 use crate::body::{self, CapturedBody, ClientBody, RequestBody, ResponseBody, WatchedBody};
+use crate::http::fields::Present;
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply, ResponseFlag};
@@ -162,9 +163,10 @@ async fn route_and_forward(
     observing: &mut Observing,
 ) -> Response<ResponseBody> {
     let started = observing.started;
-    if let Err(reply) = guard::guard(&request, conn) {
-        return reply.into_response();
-    }
+    let present = match guard::guard(&request, conn) {
+        Ok(present) => present,
+        Err(reply) => return reply.into_response(),
+    };
     let selected = match select(&request, connect, conn, published, line.as_deref_mut()).await {
         Ok(selected) => selected,
         Err(response) => return response,
@@ -181,7 +183,7 @@ async fn route_and_forward(
         return Box::pin(session::tunneled(request, conn, published, to, line)).await;
     }
     let (mut parts, body) = request.into_parts();
-    if let Some(value) = prepare(&mut parts, &body, conn, &selected) {
+    if let Some(value) = prepare(&mut parts, &body, present, conn, &selected) {
         upgrade::restore(&mut parts.headers, value);
         return Box::pin(session::upgraded(parts, conn, published, to, line)).await;
     }
@@ -337,14 +339,24 @@ async fn select<'p>(
 fn prepare(
     parts: &mut Parts,
     body: &Incoming,
+    present: Present,
     conn: &Connection,
     selected: &Selected<'_>,
 ) -> Option<HeaderValue> {
-    let upgrade = upgrade::requested(&parts.headers, parts.version, !body.is_end_stream());
-    headers::strip_hop_by_hop(&mut parts.headers);
+    // Each rule looks only for a field the request carries (`present`).
+    let upgrade = present
+        .upgrade
+        .then(|| upgrade::requested(&parts.headers, parts.version, !body.is_end_stream()))
+        .flatten();
+    if present.hop_by_hop {
+        headers::strip_hop_by_hop(&mut parts.headers);
+    }
     headers::keep_chunked(&mut parts.headers, body);
-    headers::append_forwarded(&mut parts.headers, &conn.forwarded_for, conn.tls.is_some());
-    headers::set_client_cert(&mut parts.headers, conn.client().map(|c| &c.forwarded));
+    let client = &conn.forwarded_for;
+    let secure = conn.tls.is_some();
+    headers::append_forwarded(&mut parts.headers, client, secure, present.forwarded_for);
+    let cert = conn.client().map(|c| &c.forwarded);
+    headers::set_client_cert(&mut parts.headers, cert, present.client_cert);
     if let Some(a) = &selected.absolute {
         if let Ok(value) = HeaderValue::from_str(a.as_str()) {
             parts.headers.insert(HOST, value);
