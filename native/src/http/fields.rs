@@ -82,20 +82,8 @@ impl<'a> FieldFacts<'a> {
 
 #[cfg(test)]
 mod tests {
-    use http::header::HeaderName;
-
     use super::*;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
+    use crate::http::headers::tests::map;
 
     #[test]
     fn framing_and_host_problems_are_named() {
