@@ -83,7 +83,7 @@ impl<'a> FieldFacts<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::headers::tests::map;
+    use crate::http::test_support::map;
 
     #[test]
     fn framing_and_host_problems_are_named() {

@@ -360,20 +360,9 @@ pub fn host_for_matching(authority: &str) -> std::borrow::Cow<'_, str> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A header map of `pairs`, in order (shared by the http tests).
-    pub(crate) fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        m
-    }
+    use crate::http::test_support::map;
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

@@ -14,4 +14,6 @@ pub mod matcher;
 pub mod retry;
 pub mod rewrite;
 pub mod target;
+#[cfg(test)]
+mod test_support;
 pub mod upgrade;
