@@ -79,6 +79,22 @@ def test_idle_keep_alive_connections_are_closed(backend) -> None:
         assert time.monotonic() - answered >= 0.3
 
 
+def test_a_connection_in_use_outlives_the_idle_timeout(backend) -> None:
+    """Requests 50 ms apart for longer than the 400 ms idle timeout: each one is activity,
+    so the connection stays open (the timer is the connection's, re-armed from its last
+    request, not one per request)."""
+    v1, v2 = backend("v1"), backend("v2")
+    config = seed_config(v1.address, v2.address, mirror=None) + "limits: {idleTimeout: 400ms}\n"
+    with Proxy(config) as proxy, connect(proxy.addresses[0]) as s:
+        started = time.monotonic()
+        for i in range(12):
+            s.sendall(b"GET /%d HTTP/1.1\r\nHost: reviews\r\n\r\n" % i)
+            assert read_answer(s).startswith(b"HTTP/1.1 200 "), i
+            time.sleep(0.05)
+        assert time.monotonic() - started > 0.4
+        assert [r.path for r in v1.seen] == [f"/{i}" for i in range(12)]
+
+
 def test_a_request_in_flight_is_not_idle(backend) -> None:
     """The backend takes longer than the idle timeout: the request is answered all the same."""
     v1, v2 = backend("v1", delay=0.8), backend("v2")

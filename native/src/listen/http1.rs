@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::http::inspect::{Findings, Inspected, Tracker};
@@ -17,6 +17,7 @@ use crate::snapshot::Limits;
 
 use super::accept::Accepted;
 use super::drain::serve_until_drained;
+use super::idle::idle;
 use super::ServerSettings;
 
 /// Serves one HTTP/1.1 connection until it closes, or, once `stop` turns
@@ -46,26 +47,27 @@ pub async fn serve(
         tls: accepted.tls.clone(),
         findings,
         hold: accepted.hold,
+        activity: Arc::default(),
     });
+    let activity = conn.activity.clone();
     let service = service_fn(move |req| proxy::handle(req, conn.clone()));
     // `with_upgrades` lets a 101 hand the socket to its splice.
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    // hyper's header timer closes an idle HTTP/1.1 connection itself.
-    serve_until_drained(connection, stop, std::future::pending()).await;
+    let idle_timeout =
+        (limits.idle_timeout_ms > 0).then(|| Duration::from_millis(limits.idle_timeout_ms));
+    serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;
 }
 
 /// A connection builder for the listener's current limits.
 pub fn builder(settings: &ServerSettings, limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    // hyper's header timer runs from the moment a connection waits for its
-    // next request head, so it is the idle timeout here; `Inspected` holds a
-    // head that has begun to the (shorter) header read timeout.
-    let idle = (limits.idle_timeout_ms > 0).then(|| Duration::from_millis(limits.idle_timeout_ms));
+    // No header timer of hyper's: it would arm a timer for every request. The
+    // idle timeout is the connection's own (`listen::idle`), and `Inspected`
+    // holds a head that has begun to the header read timeout.
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle)
+        .header_read_timeout(None)
         .max_headers(limits.max_request_headers as usize)
         .max_buf_size(settings.max_header_bytes.max(8192))
         .keep_alive(true);

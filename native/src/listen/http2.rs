@@ -4,9 +4,8 @@
 //! new ones go elsewhere. Requests reach the same `proxy::handle` as
 //! HTTP/1.1's: one routing serves both.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -19,6 +18,7 @@ use crate::snapshot::Limits;
 
 use super::accept::Accepted;
 use super::drain::serve_until_drained;
+use super::idle::idle;
 
 /// A connection builder for the listener's current HTTP/2 limits.
 pub fn builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
@@ -65,88 +65,14 @@ pub async fn serve(
         // inspector to find (h2 itself refuses malformed framing).
         findings: Arc::new(Findings::default()),
         hold: accepted.hold,
+        activity: Arc::default(),
     });
-    let activity = Arc::new(Activity::default());
-    let seen = activity.clone();
-    let service = service_fn(move |req| {
-        let open = Open::start(&seen);
-        // Boxed: hyper spawns each stream as a task, and a task's future is
-        // moved (copied) several times on the way in; the request's future
-        // is kilobytes, a box is a pointer (memmove was a quarter of the
-        // CPU under h2load before).
-        let handled = Box::pin(proxy::handle(req, conn.clone()));
-        async move {
-            let response = handled.await;
-            drop(open);
-            response
-        }
-    });
+    let activity = conn.activity.clone();
+    // Boxed: hyper spawns each stream as a task, and a task's future is moved
+    // (copied) several times on the way in; the request's future is
+    // kilobytes, a box is a pointer (memmove was a quarter of the CPU under
+    // h2load before).
+    let service = service_fn(move |req| Box::pin(proxy::handle(req, conn.clone())));
     let connection = builder.serve_connection(TokioIo::new(accepted.stream), service);
     serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;
-}
-
-/// What an idle timeout needs to know of a connection's streams.
-#[derive(Debug)]
-struct Activity {
-    since: Instant,
-    /// When a request last began or got its answer, in ms since `since`.
-    last_ms: AtomicU64,
-    /// Requests whose answer has not begun yet.
-    open: AtomicU64,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            since: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            open: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Relaxed);
-    }
-}
-
-/// A request in progress, until its response head is handed back.
-struct Open(Arc<Activity>);
-
-impl Open {
-    fn start(activity: &Arc<Activity>) -> Self {
-        activity.open.fetch_add(1, Relaxed);
-        activity.touch();
-        Self(activity.clone())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.open.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Resolves once `timeout` has passed with no request begun or answered and
-/// none waiting for its answer (a response still streaming finishes after
-/// the GOAWAY); never without a timeout.
-async fn idle(activity: Arc<Activity>, timeout: Option<Duration>) {
-    let Some(timeout) = timeout else {
-        return std::future::pending().await;
-    };
-    loop {
-        let last = activity.since + Duration::from_millis(activity.last_ms.load(Relaxed));
-        let now = Instant::now();
-        let due = last + timeout;
-        if now >= due && activity.open.load(Relaxed) == 0 {
-            return;
-        }
-        // Not idle yet; or due, but a request still waits for its answer:
-        // look again once it could be.
-        let next = if now >= due { now + timeout } else { due };
-        tokio::time::sleep_until(next.into()).await;
-    }
 }

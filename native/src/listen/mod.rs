@@ -8,6 +8,7 @@ pub mod accept;
 pub mod drain;
 pub mod http1;
 pub mod http2;
+pub mod idle;
 pub mod preface;
 pub mod protocols;
 pub mod tcp;

@@ -1,8 +1,10 @@
 //! One request's way through the proxy, in named phases (`request`), over the
-//! state its connection shares (`shared`); the requests that become spliced
+//! state its connection shares (`shared`) and what its requests are doing
+//! (`activity`, for the idle timeout); the requests that become spliced
 //! sessions (`session`: upgrades and CONNECT tunnels); primary forwarding with
 //! retries (`forward`); and serving a tcp route's connection (`tcp`).
 
+pub mod activity;
 mod fan_out;
 pub mod fault;
 pub mod forward;
@@ -14,5 +16,6 @@ pub mod tcp;
 pub mod tunnel;
 pub mod upgrade;
 
+pub use activity::Activity;
 pub use request::handle;
 pub use shared::{Connection, Published, Shared};

@@ -26,6 +26,7 @@ use crate::http::local_reply::{plain_response, LocalReply, ResponseFlag};
 use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
 use crate::mirror::Gate;
+use crate::proxy::activity::Open;
 use crate::proxy::fan_out::{fan_out, Compared};
 use crate::proxy::fault;
 use crate::proxy::forward::{self, Forward, Sending, UpstreamBody, UpstreamHost};
@@ -41,6 +42,8 @@ pub async fn handle(
     conn: Arc<Connection>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let started = Instant::now();
+    // Not idle until its answer's head is handed back.
+    let _open = Open::start(&conn.activity, started);
     // Loaded once: this request finishes on this table even if a reload lands meanwhile.
     let published = conn.shared.published.load_full();
     // Every request gets an id, routed or not, so that log lines can name it.

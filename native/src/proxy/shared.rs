@@ -61,6 +61,8 @@ pub struct Connection {
     /// Dropped with the last holder: the connection's task, or the session
     /// an upgrade spliced it into.
     pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
+    /// What its requests are doing, for its idle timeout.
+    pub activity: Arc<super::Activity>,
 }
 
 impl Connection {

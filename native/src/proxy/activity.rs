@@ -1,0 +1,83 @@
+//! What a client connection's requests are doing, for its idle timeout: when
+//! one last began or was answered, and how many wait for their answer. Kept
+//! by the request path itself (`Open`), read by the connection's one idle
+//! timer (`listen::idle`), so that no timer is armed per request.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Activity {
+    since: Instant,
+    /// When a request last began or got its answer, in ms since `since`.
+    last_ms: AtomicU64,
+    /// Requests whose answer has not begun yet.
+    open: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.since).as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// When the connection was last active.
+    pub fn last(&self) -> Instant {
+        self.since + Duration::from_millis(self.last_ms.load(Relaxed))
+    }
+
+    /// Some request still waits for its answer.
+    pub fn busy(&self) -> bool {
+        self.open.load(Relaxed) > 0
+    }
+}
+
+/// A request in progress, from `started` until its response head is
+/// handed back (dropped).
+pub struct Open<'a>(&'a Activity);
+
+impl<'a> Open<'a> {
+    pub fn start(activity: &'a Activity, started: Instant) -> Self {
+        activity.open.fetch_add(1, Relaxed);
+        activity.touch(started);
+        Self(activity)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.touch(Instant::now());
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_busy_until_answered_and_moves_the_last_activity() {
+        let activity = Activity::default();
+        assert!(!activity.busy());
+        let begun = Instant::now();
+        let open = Open::start(&activity, begun);
+        assert!(activity.busy());
+        // Kept to the millisecond, never later than it was.
+        let at_start = activity.last();
+        assert!(at_start <= begun && begun - at_start < Duration::from_millis(1));
+        drop(open);
+        assert!(!activity.busy());
+        assert!(activity.last() >= at_start);
+    }
+}
