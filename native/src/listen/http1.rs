@@ -4,7 +4,6 @@
 //! chosen by the connection preface (or, with TLS, ALPN) in `protocols`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -55,9 +54,7 @@ pub async fn serve(
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    let idle_timeout =
-        (limits.idle_timeout_ms > 0).then(|| Duration::from_millis(limits.idle_timeout_ms));
-    serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;
+    serve_until_drained(connection, stop, idle(activity, limits.idle_timeout())).await;
 }
 
 /// A connection builder for the listener's current limits.

@@ -3,7 +3,6 @@
 //! by the connection preface in plaintext, by ALPN after a TLS handshake.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::{http1 as hyper_http1, http2 as hyper_http2};
 use hyper_util::rt::TokioExecutor;
@@ -57,8 +56,7 @@ impl HttpServers {
         shared: Arc<Shared>,
         stop: watch::Receiver<bool>,
     ) {
-        let idle = (self.limits.idle_timeout_ms > 0)
-            .then(|| Duration::from_millis(self.limits.idle_timeout_ms));
+        let idle = self.limits.idle_timeout();
         let patience = self.settings.header_read_timeout;
         let terminator = shared
             .published

@@ -173,14 +173,11 @@ async fn try_once(
                 .send_borrowed(target, head.parts(), grpc_timeout, body)
                 .await;
         }
-        let mut parts = match head {
+        let parts = match head {
             Head::Own(parts) => parts,
             Head::Kept(parts) => protocol::copy_head(parts),
         };
-        if let Some((name, value)) = grpc_timeout {
-            parts.headers.insert(name, value);
-        }
-        protocol::for_upstream(&mut parts);
+        let parts = protocol::try_head(parts, grpc_timeout);
         // Boxed: HTTP/2's send is the larger future, which every HTTP/1.1
         // request's future would otherwise be as large as (and moved whole).
         let send = Box::pin(f.pool.send(target, Request::from_parts(parts, body)));

@@ -162,10 +162,9 @@ pub async fn tunneled(
 
 /// What a spliced session (upgrade or tunnel) and its mirror feeds run with.
 fn session_context<'a>(conn: &'a Connection, published: &Published) -> Context<'a> {
-    let idle_ms = published.limits.idle_timeout_ms;
     Context {
         connect_timeout: published.upstreams.mirror.settings.connect_timeout,
-        idle_timeout: (idle_ms > 0).then(|| std::time::Duration::from_millis(idle_ms)),
+        idle_timeout: published.limits.idle_timeout(),
         gauges: &conn.shared.connections,
         budget: &conn.shared.mirror_budget,
     }

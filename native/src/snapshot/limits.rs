@@ -12,8 +12,8 @@ pub struct Limits {
     /// Request header fields accepted in one request head; past it: 431.
     #[serde(default = "defaults::max_request_headers")]
     pub max_request_headers: u32,
-    /// A keep-alive connection with no request in flight is closed after this
-    /// many ms without a new request head starting. 0: never.
+    /// A connection with no request begun or answered and none waiting for
+    /// its answer is closed after this many ms. 0: never.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// Client connections open at once per listener; past it a new connection
@@ -24,6 +24,13 @@ pub struct Limits {
     /// HTTP/2 connections' bounds.
     #[serde(default)]
     pub http2: Http2Limits,
+}
+
+impl Limits {
+    /// `idle_timeout_ms` as a duration; `None`: never.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        (self.idle_timeout_ms > 0).then(|| std::time::Duration::from_millis(self.idle_timeout_ms))
+    }
 }
 
 /// Bounds on each HTTP/2 client connection.

@@ -168,11 +168,7 @@ impl Pool {
     ) -> Result<Response<PooledResponse<B>>, SendError> {
         let empty = body.is_end_stream();
         let Some((framing, append)) = encode::plan(parts, empty, body.size_hint().exact()) else {
-            let mut copy = super::protocol::copy_head(parts);
-            if let Some((name, value)) = replace {
-                copy.headers.insert(name, value);
-            }
-            super::protocol::for_upstream(&mut copy);
+            let copy = super::protocol::try_head(super::protocol::copy_head(parts), replace);
             return Box::pin(self.send(target, Request::from_parts(copy, body))).await;
         };
         let head = || encode::head_borrowed(parts, replace.as_ref(), append.as_ref());

@@ -3,7 +3,7 @@
 //! chooses it (the snapshot's `UpstreamProtocol`), against the client's own
 //! for `client`. And the head in that protocol's form.
 
-use http::header::HOST;
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{Uri, Version};
@@ -71,6 +71,17 @@ pub fn to_wire(parts: &mut Parts, wire: Wire, endpoint: &Authority) {
             parts.version = Version::HTTP_2;
         }
     }
+}
+
+/// A try's head for a send that takes it whole (HTTP/2, or an HTTP/1.1 head
+/// whose framing fields change): the try's own field (`replace`: its
+/// `grpc-timeout`) set, then made the upstream's (`for_upstream`).
+pub fn try_head(mut parts: Parts, replace: Option<(HeaderName, HeaderValue)>) -> Parts {
+    if let Some((name, value)) = replace {
+        parts.headers.insert(name, value);
+    }
+    for_upstream(&mut parts);
+    parts
 }
 
 /// A copy of a request head (`Parts` itself is not `Clone`): for a try
