@@ -14,17 +14,18 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::telemetry::{ClosedList, DropReason};
 
 pub mod capture;
 mod pooled;
+mod received;
 pub mod replay;
 mod response;
 
 pub use pooled::sweep_idle_forever;
+pub use received::Received;
 pub use response::{
     both, grpc_counted, CapturedBody, ClientBody, OnEnd, ResponseBody, UpstreamBody, WatchedBody,
 };
@@ -236,7 +237,7 @@ pub struct TapHandle(Tap);
 /// Generic over the client's body only so that tests can stand in for
 /// hyper's `Incoming`, which has no public constructor.
 #[derive(Debug)]
-pub struct RequestBody<B = Incoming> {
+pub struct RequestBody<B = Received> {
     /// Frames already read (and copied to the taps), sent before `inner`'s:
     /// a body read ahead for a retry, or replayed for one.
     prefix: VecDeque<Frame<Bytes>>,

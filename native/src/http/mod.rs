@@ -13,6 +13,7 @@ pub mod local_reply;
 pub mod matcher;
 pub mod retry;
 pub mod rewrite;
+pub mod spans;
 pub mod target;
 #[cfg(test)]
 mod test_support;

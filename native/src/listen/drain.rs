@@ -52,7 +52,7 @@ pub async fn serve_until_drained<C: Drainable>(
     connection: C,
     mut stop: watch::Receiver<bool>,
     idle: impl Future<Output = ()>,
-) {
+) -> C::Output {
     let mut connection = std::pin::pin!(connection);
     let probe = stop.clone();
     let stopped = Stopped {
@@ -64,12 +64,12 @@ pub async fn serve_until_drained<C: Drainable>(
     // drawn per wake-up; `stop` only ever turns true.
     tokio::select! {
         biased;
-        _ = connection.as_mut() => return,
+        ended = connection.as_mut() => return ended,
         () = stopped => {}
         () = idle => {}
     }
     connection.as_mut().drain();
-    let _ = connection.await;
+    connection.await
 }
 
 /// `stop.changed()`, registered with the task once: it is polled at every

@@ -7,11 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::watch;
 
+use crate::body::Received;
 use crate::http::inspect::Findings;
 use crate::proxy::{self, Connection, Shared};
 use crate::snapshot::Limits;
@@ -72,7 +75,9 @@ pub async fn serve(
     // (copied) several times on the way in; the request's future is
     // kilobytes, a box is a pointer (memmove was a quarter of the CPU under
     // h2load before).
-    let service = service_fn(move |req| Box::pin(proxy::handle(req, conn.clone())));
+    let service = service_fn(move |req: Request<Incoming>| {
+        Box::pin(proxy::handle(req.map(Received::Streamed), conn.clone()))
+    });
     let connection = builder.serve_connection(TokioIo::new(accepted.stream), service);
-    serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;
+    let _ = serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;
 }

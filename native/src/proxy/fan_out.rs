@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use crate::body::Received;
 use http::request::Parts;
 use http_body::Body;
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::body::capture::Captured;
@@ -38,7 +38,7 @@ pub(super) struct Compared {
 pub(super) fn fan_out(
     route: &Route,
     parts: &Parts,
-    body: &Incoming,
+    body: &Received,
     conn: &Connection,
     published: &Published,
     mut line: Option<&mut PendingLine>,

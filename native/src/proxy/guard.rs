@@ -1,9 +1,9 @@
 //! The first phase of a request: what may not be forwarded at all, answered
 //! before routing sees it.
 
+use crate::body::Received;
 use http::header::HeaderValue;
 use http::Request;
-use hyper::body::Incoming;
 
 use crate::http::fields::{FieldFacts, Present};
 use crate::http::headers;
@@ -15,7 +15,7 @@ use crate::proxy::Connection;
 /// byte stream, framing or Host problems in the parsed head, a head over the
 /// listener's limit, a Host that is not a valid authority. Passed, it tells
 /// which fields the request carries that the head's preparation looks for.
-pub fn guard(request: &Request<Incoming>, conn: &Connection) -> Result<Present, LocalReply> {
+pub fn guard(request: &Request<Received>, conn: &Connection) -> Result<Present, LocalReply> {
     // Taken for every request, in order, before anything else can answer.
     if let Some(verdict) = conn.findings.take() {
         return Err(match verdict {

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::body::Received;
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::uri::Authority;
 use http::{Method, Request, Response, Version};
 use http_body::Body;
-use hyper::body::Incoming;
 
 use crate::body::capture::PrimaryCapture;
 use crate::body::replay::{self, ReadAhead};
@@ -38,7 +38,7 @@ use crate::telemetry::access_log::PendingLine;
 use crate::telemetry::{flag_index, Observed, Outcome, RequestSeries};
 
 pub async fn handle(
-    mut request: Request<Incoming>,
+    mut request: Request<Received>,
     conn: Arc<Connection>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let started = Instant::now();
@@ -136,7 +136,7 @@ fn in_its_terms(
 }
 
 async fn proxy(
-    request: Request<Incoming>,
+    request: Request<Received>,
     conn: &Arc<Connection>,
     published: &Published,
     line: Option<&mut PendingLine>,
@@ -158,7 +158,7 @@ async fn proxy(
 
 /// `connect`: the request is a CONNECT (decided once, by `proxy`).
 async fn route_and_forward(
-    request: Request<Incoming>,
+    request: Request<Received>,
     connect: bool,
     conn: &Arc<Connection>,
     published: &Published,
@@ -258,7 +258,7 @@ struct Selected<'p> {
 /// route answers itself (fault abort, redirect, direct response) or what
 /// matched nothing.
 async fn select<'p>(
-    request: &Request<Incoming>,
+    request: &Request<Received>,
     connect: bool,
     conn: &Connection,
     published: &'p Published,
@@ -341,7 +341,7 @@ async fn select<'p>(
 /// upgrade request (read before the hop-by-hop headers go).
 fn prepare(
     parts: &mut Parts,
-    body: &Incoming,
+    body: &Received,
     present: Present,
     conn: &Connection,
     selected: &Selected<'_>,

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::body::Received;
 use http::{Request, Response};
-use hyper::body::Incoming;
 
 use crate::body::ResponseBody;
 use crate::http::headers;
@@ -105,7 +105,7 @@ pub async fn upgraded(
 /// (never to the authority asked for), answers 200, and a task of its own
 /// splices the two connections, feeding the sampled mirrors raw.
 pub async fn tunneled(
-    mut request: Request<Incoming>,
+    mut request: Request<Received>,
     conn: &Arc<Connection>,
     published: &Published,
     to: SessionTo<'_>,

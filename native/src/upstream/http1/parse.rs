@@ -12,9 +12,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::decode::{Chunked, Decoder};
 use super::{WireError, MAX_HEADERS};
-
-/// Header fields whose places are kept on the stack.
-const FEW: usize = 24;
+use crate::http::spans::FieldSpans;
 
 /// A response head and how its body is framed.
 #[derive(Debug)]
@@ -52,42 +50,19 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
             .reason
             .filter(|r| Some(*r) != status.canonical_reason())
             .map(|r| Bytes::copy_from_slice(r.as_bytes()));
-        // Offsets into the head, so that values can be slices of it once
-        // frozen: kept on the stack for the usual few fields (a zeroed array
-        // for all of `MAX_HEADERS` would cost more than the parse).
         let count = response.headers.len();
-        let mut few = [(0u32, 0u32, 0u32, 0u32); FEW];
-        let mut many = Vec::new();
-        let spans = if count <= FEW {
-            &mut few[..count]
-        } else {
-            many.resize(count, (0, 0, 0, 0));
-            &mut many[..]
-        };
-        let base = buf.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-            // Within the head, whose length `max_head` keeps far below 4 GiB.
-            let name = (field.name.as_ptr() as usize - base) as u32;
-            let value = (field.value.as_ptr() as usize - base) as u32;
-            *span = (
-                name,
-                name + field.name.len() as u32,
-                value,
-                value + field.value.len() as u32,
-            );
-        }
+        let spans = FieldSpans::of(buf, response.headers);
         let bytes = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
         let mut seen = Seen::default();
-        for &(name_from, name_to, value_from, value_to) in spans.iter() {
-            let raw = &bytes[name_from as usize..name_to as usize];
-            if seen.hop(raw, &bytes[value_from as usize..value_to as usize]) {
+        for span in spans.as_slice() {
+            let raw = &bytes[span.name()];
+            if seen.hop(raw, &bytes[span.value()]) {
                 continue;
             }
             let name = HeaderName::from_bytes(raw).map_err(|_| WireError::HeaderName)?;
-            let value =
-                HeaderValue::from_maybe_shared(bytes.slice(value_from as usize..value_to as usize))
-                    .map_err(|_| WireError::HeaderValue)?;
+            let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
+                .map_err(|_| WireError::HeaderValue)?;
             seen.note(&name, &value);
             headers.append(name, value);
         }
