@@ -2,6 +2,8 @@
 //! timeouts, retry as the route's policy says, and turn upstream failures into
 //! the proxy's own 502 / 503 / 504.
 
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use http::header::HeaderName;
@@ -165,14 +167,15 @@ async fn try_once(
         );
     };
     let target = f.cluster.target(endpoint, wire, name.as_ref());
-    let exchange = async {
-        if wire == Wire::Http1 {
-            // Written from the head where it lies, owned or kept.
-            return f
-                .pool
-                .send_borrowed(target, head.parts(), grpc_timeout, body)
-                .await;
-        }
+    // No async block around the send: a layer of its own would hold the head,
+    // body and target again, and be copied whole into this future.
+    let result = if wire == Wire::Http1 {
+        // Written from the head where it lies, owned or kept.
+        let send = pin!(f
+            .pool
+            .send_borrowed(target, head.parts(), grpc_timeout, body));
+        within(per_try, send).await
+    } else {
         let parts = match head {
             Head::Own(parts) => parts,
             Head::Kept(parts) => protocol::copy_head(parts),
@@ -180,18 +183,12 @@ async fn try_once(
         let parts = protocol::try_head(parts, grpc_timeout);
         // Boxed: HTTP/2's send is the larger future, which every HTTP/1.1
         // request's future would otherwise be as large as (and moved whole).
-        let send = Box::pin(f.pool.send(target, Request::from_parts(parts, body)));
-        send.await
+        let mut send = Box::pin(f.pool.send(target, Request::from_parts(parts, body)));
+        within(per_try, send.as_mut()).await
     };
-    let result = match per_try {
-        Some(limit) => match tokio::time::timeout(limit, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
-                f.cluster.record(endpoint, TryOutcome::Timeout);
-                return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout));
-            }
-        },
-        None => exchange.await,
+    let Some(result) = result else {
+        f.cluster.record(endpoint, TryOutcome::Timeout);
+        return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout));
     };
     let (outcome, result) = match result {
         Ok(mut response) => {
@@ -212,6 +209,15 @@ async fn try_once(
     f.cluster.record(endpoint, outcome);
     drop(lease);
     (Some(outcome), result)
+}
+
+/// `send`, within `limit` when there is one (`None`: it ran out first). Lent,
+/// not owned: the send's future stays where its caller pinned it.
+async fn within<F: Future>(limit: Option<Duration>, send: Pin<&mut F>) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, send).await.ok(),
+        None => Some(send.await),
+    }
 }
 
 /// The endpoint that answered, carried on its response to the access log.

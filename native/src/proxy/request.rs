@@ -51,8 +51,17 @@ pub async fn handle(
     let grpc = grpc::is_grpc(request.headers());
     let http1 = request.version() < Version::HTTP_2;
     let mut observing = Observing::new(started, grpc);
+    // Called from here directly: each layer of `async fn` in between would
+    // hold the request twice and be copied whole into its caller.
+    let connect = request.method() == Method::CONNECT;
     let Some(log) = conn.shared.access_log.clone() else {
-        let response = proxy(request, &conn, &published, None, &mut observing).await;
+        let response =
+            route_and_forward(request, connect, &conn, &published, None, &mut observing).await;
+        let response = if connect {
+            session::closed_unless_tunneled(response)
+        } else {
+            response
+        };
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
         let response = in_its_terms(response, grpc, http1);
         let observed = observing.observed(&conn, &response, flag);
@@ -63,7 +72,21 @@ pub async fn handle(
     line.record.client_cert = conn.client().map(|c| c.subject.clone());
     line.record.client = conn.peer.to_string();
     let request = Request::from_parts(parts, body);
-    let response = proxy(request, &conn, &published, Some(&mut line), &mut observing).await;
+    let line_ref = Some(&mut line);
+    let response = route_and_forward(
+        request,
+        connect,
+        &conn,
+        &published,
+        line_ref,
+        &mut observing,
+    )
+    .await;
+    let response = if connect {
+        session::closed_unless_tunneled(response)
+    } else {
+        response
+    };
     let found = response.extensions();
     let flag = found.get::<ResponseFlag>().map(|f| f.0);
     line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
@@ -135,28 +158,7 @@ fn in_its_terms(
     }
 }
 
-async fn proxy(
-    request: Request<Received>,
-    conn: &Arc<Connection>,
-    published: &Published,
-    line: Option<&mut PendingLine>,
-    observing: &mut Observing,
-) -> Response<ResponseBody> {
-    if request.method() != Method::CONNECT {
-        return route_and_forward(request, false, conn, published, line, observing).await;
-    }
-    let mut response = route_and_forward(request, true, conn, published, line, observing).await;
-    if !response.status().is_success() {
-        // The client may already be sending what it meant for the tunnel:
-        // none of it may be read as a next request.
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
-/// `connect`: the request is a CONNECT (decided once, by `proxy`).
+/// `connect`: the request is a CONNECT (decided once, by `handle`).
 async fn route_and_forward(
     request: Request<Received>,
     connect: bool,

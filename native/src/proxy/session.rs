@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::body::Received;
+use http::header::HeaderValue;
 use http::{Request, Response};
 
 use crate::body::ResponseBody;
@@ -157,6 +158,17 @@ pub async fn tunneled(
     let mut response = Response::new(ResponseBody::default());
     route.response_headers.apply(response.headers_mut());
     destination.response_headers.apply(response.headers_mut());
+    response
+}
+
+/// A CONNECT that was not taken: the client may already be sending what it
+/// meant for the tunnel, and none of it may be read as a next request.
+pub fn closed_unless_tunneled(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    if !response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

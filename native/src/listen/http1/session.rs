@@ -75,12 +75,26 @@ where
         let request = Request::from_parts(taken.parts, Received::whole(taken.body));
         // Pinned where it is made: a request's future is large, and every
         // move of it is a copy.
-        let respond = pin!(handle(request));
-        let Some(response) = answered(respond, &mut stream, &mut buf).await else {
+        let response = {
+            let respond = pin!(handle(request));
+            answered(respond, &mut stream, &mut buf).await
+        };
+        let Some(response) = response else {
             return Ended::Closed;
         };
         let closing = close || drained.load(Relaxed);
-        let kept = reply(&mut stream, &mut out, response, &method, closing).await;
+        // Taken apart here and lent: a future that owned them would hold
+        // them twice (as its arguments and as its locals), copied at each call.
+        let (mut parts, mut body) = response.into_parts();
+        let kept = reply(
+            &mut stream,
+            &mut out,
+            &mut parts,
+            &mut body,
+            &method,
+            closing,
+        )
+        .await;
         if !kept {
             let _ = stream.shutdown().await;
             return Ended::Closed;
@@ -134,11 +148,11 @@ async fn next(
 async fn reply<B: Body<Data = Bytes> + Unpin>(
     stream: &mut Stream,
     out: &mut Vec<u8>,
-    response: Response<B>,
+    parts: &mut http::response::Parts,
+    body: &mut B,
     method: &Method,
     closing: bool,
 ) -> bool {
-    let (mut parts, body) = response.into_parts();
     if closing {
         answer::closing(&mut parts.headers);
     }
@@ -150,7 +164,7 @@ async fn reply<B: Body<Data = Bytes> + Unpin>(
             .map_or(BodyLength::Unknown, BodyLength::Known)
     };
     out.clear();
-    let written = match answer::head(&parts, method, length, out) {
+    let written = match answer::head(parts, method, length, out) {
         Ok(written) => written,
         Err(unwritable) => {
             out.clear();
@@ -161,13 +175,9 @@ async fn reply<B: Body<Data = Bytes> + Unpin>(
             return false;
         }
     };
-    drop(parts);
     let sent = match written.framing {
-        Framing::Length(0) => {
-            // Not polled, as hyper's server does not (HEAD, 204, 304).
-            drop(body);
-            write(stream, out, None).await.is_ok()
-        }
+        // Not polled, as hyper's server does not (HEAD, 204, 304).
+        Framing::Length(0) => write(stream, out, None).await.is_ok(),
         framing => send_body(stream, out, body, framing).await.is_ok(),
     };
     sent && !written.last && !closing
@@ -256,7 +266,7 @@ where
 async fn send_body<B: Body<Data = Bytes> + Unpin>(
     stream: &mut Stream,
     out: &mut Vec<u8>,
-    mut body: B,
+    body: &mut B,
     framing: Framing,
 ) -> io::Result<()> {
     let mut left = match framing {
@@ -266,11 +276,11 @@ async fn send_body<B: Body<Data = Bytes> + Unpin>(
     loop {
         // What is ready now joins what waits to be written; only a frame
         // that must be waited for sends what waits first.
-        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 write(stream, out, None).await?;
-                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
         let data = match frame {
@@ -309,7 +319,6 @@ async fn send_body<B: Body<Data = Bytes> + Unpin>(
         Some(_) => {}
         None => out.extend_from_slice(b"0\r\n\r\n"),
     }
-    drop(body);
     write(stream, out, None).await
 }
 
