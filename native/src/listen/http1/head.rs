@@ -13,7 +13,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use crate::http::spans::FieldSpans;
+use crate::http::spans::Room;
 
 /// Header slots kept on the stack; a head with more is hyper's.
 pub const MAX_FIELDS: usize = 128;
@@ -75,14 +75,11 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize) -> Parsed {
         return Parsed::HandOff;
     }
     let mut seen = Seen::default();
-    if !request
-        .headers
-        .iter()
-        .all(|f| seen.note(f.name.as_bytes(), f.value))
-    {
+    let mut room = Room::new();
+    let note = |name: &[u8], value: &[u8]| seen.note(name, value);
+    let Some(spans) = room.spans_checked(buf, request.headers, note) else {
         return Parsed::HandOff;
-    }
-    let spans = FieldSpans::of(buf, request.headers);
+    };
     let base = buf.as_ptr() as usize;
     let target = target.as_ptr() as usize - base..target.as_ptr() as usize - base + target.len();
     let body = seen.length.unwrap_or(0);
@@ -101,7 +98,7 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize) -> Parsed {
     // Room for what the request's way adds (its id, x-forwarded-*): a map
     // that grows rehashes every field.
     let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
-    for span in spans.as_slice() {
+    for span in spans {
         let Ok(name) = HeaderName::from_bytes(&head[span.name()]) else {
             return restore(buf, &head);
         };

@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::decode::{Chunked, Decoder};
 use super::{WireError, MAX_HEADERS};
-use crate::http::spans::FieldSpans;
+use crate::http::spans::Room;
 
 /// A response head and how its body is framed.
 #[derive(Debug)]
@@ -51,11 +51,12 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
             .filter(|r| Some(*r) != status.canonical_reason())
             .map(|r| Bytes::copy_from_slice(r.as_bytes()));
         let count = response.headers.len();
-        let spans = FieldSpans::of(buf, response.headers);
+        let mut room = Room::new();
+        let spans = room.spans(buf, response.headers);
         let bytes = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
         let mut seen = Seen::default();
-        for span in spans.as_slice() {
+        for span in spans {
             let raw = &bytes[span.name()];
             if seen.hop(raw, &bytes[span.value()]) {
                 continue;
