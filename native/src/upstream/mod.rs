@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod dial;
+pub mod either;
 pub mod gauges;
 pub mod http1;
 pub mod idle;

@@ -5,6 +5,7 @@
 //! separate pools: a mirror can never take a primary's connection.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use rustls::pki_types::ServerName;
 
 use crate::tls::{Alpn, Originator};
 use crate::upstream::dial::{dial, DialError, Originate};
+use crate::upstream::either::Either;
 use crate::upstream::gauges::{ConnectionGauges, Counted, Role};
 use crate::upstream::http1::session::{self, Connection, Reading};
 use crate::upstream::http1::{encode, WireError, MAX_HEAD_BYTES};
@@ -159,21 +161,27 @@ impl Pool {
     /// `grpc-timeout`) in place of the head's: the head is written from the
     /// borrowed fields, never copied. The rare head whose framing fields
     /// must change goes as an edited copy.
-    pub async fn send_borrowed<B: PooledBody>(
-        &self,
-        target: Target<'_>,
-        parts: &http::request::Parts,
+    pub fn send_borrowed<'a, B: PooledBody>(
+        &'a self,
+        target: Target<'a>,
+        parts: &'a http::request::Parts,
         replace: Option<encode::Field>,
         body: B,
-    ) -> Result<Response<PooledResponse<B>>, SendError> {
+    ) -> impl Future<Output = Result<Response<PooledResponse<B>>, SendError>> + 'a {
         let empty = body.is_end_stream();
-        let Some((framing, append)) = encode::plan(parts, empty, body.size_hint().exact()) else {
-            let copy = super::protocol::try_head(super::protocol::copy_head(parts), replace);
-            return Box::pin(self.send(target, Request::from_parts(copy, body))).await;
-        };
-        let head = || encode::head_borrowed(parts, replace.as_ref(), append.as_ref());
-        self.exchange_http1(target, &parts.method, head, body, framing)
-            .await
+        // The exchange's own future, not one wrapped around it (`Either`).
+        match encode::plan(parts, empty, body.size_hint().exact()) {
+            Some((framing, append)) => {
+                let head = move || encode::head_borrowed(parts, replace.as_ref(), append.as_ref());
+                let future = self.exchange_http1(target, &parts.method, head, body, framing);
+                Either::Usual { future }
+            }
+            None => {
+                let copy = super::protocol::try_head(super::protocol::copy_head(parts), replace);
+                let future = Box::pin(self.send(target, Request::from_parts(copy, body)));
+                Either::Rare { future }
+            }
+        }
     }
 
     /// One HTTP/1.1 exchange on a pooled or new connection; `head` encodes
