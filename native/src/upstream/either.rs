@@ -2,7 +2,8 @@
 //! nearly always one exchange returns that exchange's future as it is,
 //! rather than from inside an `async fn` of its own: such a layer would hold
 //! its arguments again and be copied whole into its caller (about 200
-//! instructions per request, callgrind). The rare other kind is boxed.
+//! instructions per request, callgrind). The rare other kind is boxed. The
+//! projection is pin-project-lite's: no `unsafe` written here.
 
 use std::future::Future;
 use std::pin::Pin;
