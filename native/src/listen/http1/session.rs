@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -32,7 +32,8 @@ use super::head::{self, Parsed, Taken};
 const INITIAL_BUFFER: usize = 8192;
 
 /// Data frames up to this size are copied behind the head (or the previous
-/// frame) and written with it; larger ones are written in place.
+/// frame) and written with it; larger ones are written in place. What waits
+/// to be written is written once it reaches this size too.
 const COPY_BELOW: usize = 16 * 1024;
 
 /// How a session ended.
@@ -304,13 +305,18 @@ async fn send_body<B: Body<Data = Bytes> + Unpin>(
                 put(stream, out, data).await?;
             }
             None => {
-                out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+                let _ = write!(out, "{:X}\r\n", data.len());
                 put(stream, out, data).await?;
                 out.extend_from_slice(b"\r\n");
             }
         }
         if body.is_end_stream() {
             break;
+        }
+        // Bounded in bytes: an upstream faster than the client (every frame
+        // ready) must not pile its answer up here.
+        if out.len() >= COPY_BELOW {
+            write(stream, out, None).await?;
         }
     }
     match left {
@@ -351,4 +357,113 @@ async fn write(stream: &mut Stream, out: &mut Vec<u8>, data: Option<&[u8]>) -> i
     }
     out.clear();
     stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use http_body::Frame;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const FRAME: usize = 1024;
+
+    /// An answer whose frames are always ready (an upstream faster than the
+    /// client). At frame `check` it waits, up to 5 s, for the client to have
+    /// read half of what came before: ready frames must not pile up unwritten.
+    struct Flood {
+        sent: usize,
+        frames: usize,
+        check: usize,
+        received: Arc<AtomicUsize>,
+        piled_up: Arc<AtomicBool>,
+    }
+
+    impl Body for Flood {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            if self.sent == self.check {
+                let half = self.check * FRAME / 2;
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while self.received.load(SeqCst) < half && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if self.received.load(SeqCst) < half {
+                    self.piled_up.store(true, SeqCst);
+                }
+            }
+            if self.sent == self.frames {
+                return Poll::Ready(None);
+            }
+            self.sent += 1;
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; FRAME])))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.sent == self.frames
+        }
+    }
+
+    #[test]
+    fn ready_frames_are_written_as_they_come_not_piled_up() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let frames = 256;
+        let received = Arc::new(AtomicUsize::new(0));
+        let piled_up = Arc::new(AtomicBool::new(false));
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            // A client on a thread of its own, reading as the bytes come.
+            let counter = received.clone();
+            let client = std::thread::spawn(move || {
+                let mut socket = std::net::TcpStream::connect(address).unwrap();
+                let request = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+                socket.write_all(request).unwrap();
+                let mut chunk = [0u8; 65536];
+                while let Ok(n @ 1..) = socket.read(&mut chunk) {
+                    counter.fetch_add(n, SeqCst);
+                }
+            });
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut answer = Some(Flood {
+                sent: 0,
+                frames,
+                check: frames / 2,
+                received: received.clone(),
+                piled_up: piled_up.clone(),
+            });
+            let handle = move |_: Request<Received>| {
+                let body = answer.take().expect("one request");
+                async move { Ok::<_, Infallible>(Response::new(body)) }
+            };
+            let settings = Settings {
+                max_head_bytes: 65536,
+                max_fields: 100,
+                header_read_timeout: Duration::from_secs(5),
+            };
+            let drained = Arc::new(AtomicBool::new(false));
+            let ended = run(Stream::tcp(socket), handle, settings, drained).await;
+            assert!(matches!(ended, Ended::Closed));
+            client.join().unwrap();
+        });
+        assert!(
+            !piled_up.load(SeqCst),
+            "half the answer was ready and still unwritten"
+        );
+        assert!(
+            received.load(SeqCst) > frames * FRAME,
+            "the whole answer arrived"
+        );
+    }
 }
