@@ -235,7 +235,8 @@ pub struct TapHandle(Tap);
 /// The client's request body on its way to the primary, copied to any taps.
 ///
 /// Generic over the client's body only so that tests can stand in for
-/// hyper's `Incoming`, which has no public constructor.
+/// `Received` (whose streamed side, hyper's `Incoming`, has no public
+/// constructor).
 #[derive(Debug)]
 pub struct RequestBody<B = Received> {
     /// Frames already read (and copied to the taps), sent before `inner`'s:

@@ -139,6 +139,33 @@ pub fn keep_chunked(headers: &mut HeaderMap, body: &impl http_body::Body) {
     }
 }
 
+/// A plain Content-Length value: 1 to 19 digits (always within a u64). The
+/// one form read as it comes on both hops; anything else takes the long way
+/// (a list, a refusal, or hyper's connection).
+pub fn plain_length(value: &[u8]) -> Option<u64> {
+    ((1..=19).contains(&value.len()) && value.iter().all(u8::is_ascii_digit))
+        .then(|| value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// A comma-separated field value lists `token` (trimmed, any case).
+pub fn lists(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// What `HeaderValue::to_str` accepts: hyper reads tokens only in such values.
+pub fn visible(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// A `Connection` value says `close`, as hyper reads one.
+pub fn says_close(value: &[u8]) -> bool {
+    visible(value) && lists(value, b"close")
+}
+
 /// What the proxy passes on of an upstream response's framing (RFC 9112
 /// 6.3). hyper decodes a body by Transfer-Encoding when both headers are
 /// present and accepts a Content-Length list of equal values, but leaves the
@@ -156,8 +183,7 @@ pub fn response_framing(headers: &mut HeaderMap) -> Result<(), LocalReply> {
     for (name, value) in headers.iter() {
         if *name == header::CONTENT_LENGTH {
             lengths += 1;
-            let digits = value.as_bytes();
-            plain = (1..=19).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit);
+            plain = plain_length(value.as_bytes()).is_some();
         } else if *name == header::TRANSFER_ENCODING {
             coded = true;
         }

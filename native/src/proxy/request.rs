@@ -57,13 +57,8 @@ pub async fn handle(
     let Some(log) = conn.shared.access_log.clone() else {
         let response =
             route_and_forward(request, connect, &conn, &published, None, &mut observing).await;
-        let response = if connect {
-            session::closed_unless_tunneled(response)
-        } else {
-            response
-        };
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
-        let response = in_its_terms(response, grpc, http1);
+        let response = for_client(response, connect, grpc, http1);
         let observed = observing.observed(&conn, &response, flag);
         return Ok(response.map(|body| ClientBody::new(body, observed, None)));
     };
@@ -72,25 +67,13 @@ pub async fn handle(
     line.record.client_cert = conn.client().map(|c| c.subject.clone());
     line.record.client = conn.peer.to_string();
     let request = Request::from_parts(parts, body);
-    let line_ref = Some(&mut line);
-    let response = route_and_forward(
-        request,
-        connect,
-        &conn,
-        &published,
-        line_ref,
-        &mut observing,
-    )
-    .await;
-    let response = if connect {
-        session::closed_unless_tunneled(response)
-    } else {
-        response
-    };
+    let logged = Some(&mut line);
+    let response =
+        route_and_forward(request, connect, &conn, &published, logged, &mut observing).await;
     let found = response.extensions();
     let flag = found.get::<ResponseFlag>().map(|f| f.0);
     line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
-    let response = in_its_terms(response, grpc, http1);
+    let response = for_client(response, connect, grpc, http1);
     line.record.grpc_status = grpc::status_in(response.headers());
     line.record.status = response.status().as_u16();
     let observed = observing.observed(&conn, &response, flag);
@@ -146,11 +129,19 @@ impl Observing {
     }
 }
 
-fn in_its_terms(
+/// The answer as the client takes it: a refused CONNECT closes the
+/// connection; a gRPC call's answer is put in its terms.
+fn for_client(
     response: Response<ResponseBody>,
+    connect: bool,
     grpc: bool,
     http1: bool,
 ) -> Response<ResponseBody> {
+    let response = if connect {
+        session::closed_unless_tunneled(response)
+    } else {
+        response
+    };
     if grpc {
         grpc::in_its_terms(response, http1)
     } else {

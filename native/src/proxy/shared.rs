@@ -42,7 +42,7 @@ pub struct Shared {
 }
 
 /// One accepted connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     pub shared: Arc<Shared>,
     pub listener: usize,

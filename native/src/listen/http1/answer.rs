@@ -10,6 +10,7 @@ use http::response::Parts;
 use http::{Method, StatusCode};
 
 use super::date;
+use crate::http::headers;
 
 /// How the answer's body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +148,7 @@ fn fields(
             must_chunk = !ends_chunked(value.as_bytes());
             said.framing = Some(Framing::Chunked);
         } else if *name == CONNECTION {
-            said.close |= says_close(value.as_bytes());
+            said.close |= headers::says_close(value.as_bytes());
         } else if *name == TRAILER {
             if !chunks_allowed {
                 continue;
@@ -269,7 +270,9 @@ fn end_line(dst: &mut Vec<u8>, must_chunk: bool) {
     }
 }
 
-/// A Content-Length value as hyper reads one: digits only, within a u64.
+/// A Content-Length value as hyper's server reads one in an answer: digits
+/// only, within a u64, however many (leading zeros too). Wider than
+/// `headers::plain_length`, so that the bytes written stay hyper's.
 fn from_digits(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
         return None;
@@ -283,26 +286,11 @@ fn from_digits(value: &[u8]) -> Option<u64> {
 
 /// The last coding of a Transfer-Encoding value is `chunked`.
 fn ends_chunked(value: &[u8]) -> bool {
-    visible(value)
+    headers::visible(value)
         && value
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-/// A `Connection` value names `close` (hyper reads only visible ASCII ones).
-pub fn says_close(value: &[u8]) -> bool {
-    visible(value)
-        && value
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
-/// What `HeaderValue::to_str` accepts.
-fn visible(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// `n` in decimal, in `buf`.
@@ -320,10 +308,10 @@ pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// The answer of a connection that closes after it says so (hyper's server
 /// does when the request asked, or a drain came), unless it already does.
-pub fn closing(headers: &mut http::HeaderMap) {
-    match headers.entry(CONNECTION) {
+pub fn closing(fields: &mut http::HeaderMap) {
+    match fields.entry(CONNECTION) {
         http::header::Entry::Occupied(mut entry) => {
-            if !entry.iter().any(|v| says_close(v.as_bytes())) {
+            if !entry.iter().any(|v| headers::says_close(v.as_bytes())) {
                 entry.append(http::HeaderValue::from_static("close"));
             }
         }

@@ -43,16 +43,8 @@ pub async fn serve(
     );
     let stream = Inspected::new(stream, tracker, settings.header_read_timeout);
     let conn = Arc::new(Connection {
-        shared: session.shared.clone(),
-        listener: session.listener,
-        port: session.port,
-        max_header_bytes: session.max_header_bytes,
-        peer: session.peer,
-        forwarded_for: session.forwarded_for.clone(),
-        tls: session.tls.clone(),
         findings,
-        hold: session.hold.clone(),
-        activity: session.activity.clone(),
+        ..session.clone()
     });
     let activity = conn.activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {

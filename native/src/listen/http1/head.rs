@@ -13,6 +13,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
+use crate::http::headers;
 use crate::http::spans::Room;
 
 /// Header slots kept on the stack; a head with more is hyper's.
@@ -149,13 +150,9 @@ impl Seen {
             7 => !is(b"upgrade"),
             10 if is(b"connection") => self.connection(value),
             14 if is(b"content-length") => {
-                let plain = self.length.is_none()
-                    && (1..=19).contains(&value.len())
-                    && value.iter().all(u8::is_ascii_digit);
-                if plain {
-                    self.length = Some(value.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
-                }
-                plain
+                let first = self.length.is_none();
+                self.length = self.length.or(headers::plain_length(value));
+                first && self.length.is_some()
             }
             17 => !is(b"transfer-encoding"),
             _ => true,
@@ -164,12 +161,7 @@ impl Seen {
 
     /// `close` ends the connection after the answer; `upgrade` is hyper's.
     fn connection(&mut self, value: &[u8]) -> bool {
-        self.close |= super::answer::says_close(value);
-        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"upgrade") {
-                return false;
-            }
-        }
-        true
+        self.close |= headers::says_close(value);
+        !headers::lists(value, b"upgrade")
     }
 }

@@ -202,9 +202,7 @@ async fn more(
     deadline: Option<Instant>,
     drained: &AtomicBool,
 ) -> More {
-    if buf.capacity() - buf.len() < 1024 {
-        buf.reserve(INITIAL_BUFFER);
-    }
+    make_room(buf);
     // Checked at each poll: the drain is signalled by the connection's own
     // task, which polls the session again right after.
     let drain = poll_fn(|_| {
@@ -246,9 +244,7 @@ where
     F: Future<Output = Result<Response<B>, Infallible>>,
 {
     while buf.is_empty() {
-        if buf.capacity() < 1024 {
-            buf.reserve(INITIAL_BUFFER);
-        }
+        make_room(buf);
         tokio::select! {
             biased;
             response = respond.as_mut() => return response.ok(),
@@ -261,6 +257,13 @@ where
     }
     let Ok(response) = respond.await;
     Some(response)
+}
+
+/// Room for the next read: at least 1 KiB free, else another 8 KiB.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(INITIAL_BUFFER);
+    }
 }
 
 /// Streams the body in `framing` after the head in `out`.

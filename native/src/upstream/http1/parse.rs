@@ -12,6 +12,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 
 use super::decode::{Chunked, Decoder};
 use super::{WireError, MAX_HEADERS};
+use crate::http::headers::plain_length;
 use crate::http::spans::Room;
 
 /// A response head and how its body is framed.
@@ -105,12 +106,8 @@ impl Seen {
             self.transfer_encoding = true;
         } else if *name == CONTENT_LENGTH {
             self.lengths += 1;
-            let digits = value.as_bytes();
-            if self.lengths == 1
-                && (1..=19).contains(&digits.len())
-                && digits.iter().all(u8::is_ascii_digit)
-            {
-                self.length = Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
+            if self.lengths == 1 {
+                self.length = plain_length(value.as_bytes());
             }
         }
     }
