@@ -5,7 +5,7 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 
-use crate::http::headers::{HOP_BY_HOP, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR};
+use crate::http::headers::{is_hop_by_hop, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR};
 use crate::http::local_reply::LocalReply;
 
 #[derive(Debug, Default)]
@@ -45,7 +45,7 @@ impl<'a> FieldFacts<'a> {
                 facts.present.forwarded_for = true;
             } else if *name == X_FORWARDED_CLIENT_CERT {
                 facts.present.client_cert = true;
-            } else if HOP_BY_HOP.contains(&name) {
+            } else if is_hop_by_hop(name) {
                 facts.present.hop_by_hop = true;
                 if *name == header::TRANSFER_ENCODING {
                     facts.codings += 1;
