@@ -11,6 +11,7 @@ pub mod headers;
 pub mod inspect;
 pub mod local_reply;
 pub mod matcher;
+pub mod names;
 pub mod retry;
 pub mod rewrite;
 pub mod spans;

@@ -9,12 +9,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use crate::http::headers;
 use crate::http::spans::Room;
+use crate::http::{headers, names};
 
 /// Header slots kept on the stack; a head with more is hyper's.
 pub const MAX_FIELDS: usize = 128;
@@ -100,7 +100,7 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize) -> Parsed {
     // that grows rehashes every field.
     let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
     for span in spans {
-        let Ok(name) = HeaderName::from_bytes(&head[span.name()]) else {
+        let Ok(name) = names::field_name(&head[span.name()]) else {
             return restore(buf, &head);
         };
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(span.value())) else {

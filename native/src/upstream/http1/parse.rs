@@ -13,6 +13,7 @@ use http::{HeaderMap, Method, StatusCode, Version};
 use super::decode::{Chunked, Decoder};
 use super::{WireError, MAX_HEADERS};
 use crate::http::headers::plain_length;
+use crate::http::names;
 use crate::http::spans::Room;
 
 /// A response head and how its body is framed.
@@ -62,7 +63,7 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
             if seen.hop(raw, &bytes[span.value()]) {
                 continue;
             }
-            let name = HeaderName::from_bytes(raw).map_err(|_| WireError::HeaderName)?;
+            let name = names::field_name(raw).map_err(|_| WireError::HeaderName)?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
                 .map_err(|_| WireError::HeaderValue)?;
             seen.note(&name, &value);
