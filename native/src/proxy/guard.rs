@@ -38,9 +38,15 @@ pub fn guard(request: &Request<Received>, conn: &Connection) -> Result<Present, 
     }
     // No Host that is not a valid authority reaches routing, a hop or a copy
     // (an absolute-form target's authority stands in for it, RFC 9112 3.2.2).
+    // A value that is not visible ASCII is no authority: refused as one
+    // (`to_str` checks that much with no UTF-8 validation to pay for).
     let host = match request.uri().authority() {
-        Some(absolute) => Some(absolute.as_str().as_bytes()),
-        None => facts.host.map(HeaderValue::as_bytes),
+        Some(absolute) => Some(absolute.as_str()),
+        None => match facts.host.map(HeaderValue::to_str) {
+            Some(Ok(host)) => Some(host),
+            Some(Err(_)) => return Err(LocalReply::InvalidHost),
+            None => None,
+        },
     };
     if host.is_some_and(|h| !headers::valid_authority(h)) {
         return Err(LocalReply::InvalidHost);
@@ -48,7 +54,7 @@ pub fn guard(request: &Request<Received>, conn: &Connection) -> Result<Present, 
     // A host whose certificate is another than this connection's (RFC 9110
     // 15.5.20): the client must open a connection for it.
     if let (Some(bound), Some(host)) = (&conn.tls, host) {
-        if !bound.allows(&String::from_utf8_lossy(host)) {
+        if !bound.allows(host) {
             return Err(LocalReply::Misdirected);
         }
     }

@@ -43,7 +43,7 @@ pub async fn handle(
 ) -> Result<Response<ClientBody>, Infallible> {
     let started = Instant::now();
     // Not idle until its answer's head is handed back.
-    let _open = Open::start(&conn.activity, started);
+    let _open = Open::start(&conn.activity);
     // Loaded once: this request finishes on this table even if a reload lands meanwhile.
     let published = conn.shared.published.load_full();
     // Every request gets an id, routed or not, so that log lines can name it.
