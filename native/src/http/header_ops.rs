@@ -42,7 +42,16 @@ impl HeaderOps {
 
     /// Remove first, then set, then add (Envoy's order: a header both removed
     /// and added ends up with the added value).
+    /// Inlined: most routes have none, and a call to find that out costs
+    /// more than the look (four per request, callgrind).
+    #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
+        if !(self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()) {
+            self.apply_all(headers);
+        }
+    }
+
+    fn apply_all(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
         }

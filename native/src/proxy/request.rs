@@ -231,6 +231,7 @@ async fn route_and_forward(
         result,
         client_failed: &client_failed,
         started,
+        grpc,
     };
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
 }
@@ -371,12 +372,19 @@ fn prepare(
 
 // === respond ===
 
+/// The fields of an answer the proxy gave itself, as the rules see them: made
+/// once, not per request.
+static NO_FIELDS: std::sync::LazyLock<http::HeaderMap> =
+    std::sync::LazyLock::new(http::HeaderMap::new);
+
 /// What forwarding to the primary gave.
 struct Answered<'a> {
     result: Result<Response<UpstreamBody>, LocalReply>,
     /// Set when the client's own body broke off (then it is the client's fault).
     client_failed: &'a AtomicBool,
     started: Instant,
+    /// A gRPC call: only its answer is counted by gRPC status.
+    grpc: bool,
 }
 
 /// Counts the primary's answer, opens or closes the held copies' gates, hands
@@ -392,6 +400,7 @@ fn respond(
         mut result,
         client_failed,
         started,
+        grpc,
     } = answered;
     if result.is_err() && client_failed.load(Relaxed) {
         result = Err(LocalReply::BadRequestBody);
@@ -403,11 +412,11 @@ fn respond(
         Err(reply) => reply.status().as_u16(),
     };
     destination.stats.responses.record(status);
-    let empty = http::HeaderMap::new();
-    let answer_headers = result.as_ref().map_or(&empty, |r| r.headers());
+    let answer_headers = result.as_ref().map_or(&*NO_FIELDS, |r| r.headers());
     let on_end = body::both(
         Gate::open_on(gates, status, answer_headers),
-        body::grpc_counted(answer_headers, &destination.stats),
+        grpc.then(|| body::grpc_counted(answer_headers, &destination.stats))
+            .flatten(),
     );
     let budget = &conn.shared.compare_queue.budget;
     let response = match result {
