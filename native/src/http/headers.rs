@@ -356,12 +356,32 @@ pub fn valid_authority(text: &str) -> bool {
                 }
                 i += 3;
             }
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => i += 1,
+            b if REG_NAME[usize::from(b)] => i += 1,
             _ => return false,
         }
     }
     true
 }
+
+/// The bytes a reg-name or IPv4 address is made of, besides `%` escapes:
+/// unreserved and sub-delims (RFC 3986 3.2.2). A table: the test of each
+/// byte against the list cost 15 instructions a byte (callgrind).
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    let others = b"-._~!$&'()*+,;=";
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// An authority without its port (`reviews:8080` -> `reviews`, `[::1]:80` -> `[::1]`).
 pub fn strip_port(authority: &str) -> &str {
@@ -704,6 +724,14 @@ mod tests {
         #[test]
         fn strip_port_agrees_with_its_reference(authority in "[a-z0-9:\\[\\]\\.é]{0,12}") {
             proptest::prop_assert_eq!(strip_port(&authority), strip_port_reference(&authority));
+        }
+    }
+
+    #[test]
+    fn the_reg_name_table_is_the_rule_it_stands_for() {
+        for b in 0..=u8::MAX {
+            let rule = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+            assert_eq!(REG_NAME[usize::from(b)], rule, "{b:#x}");
         }
     }
 
