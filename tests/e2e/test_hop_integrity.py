@@ -222,7 +222,16 @@ def test_no_host_removes_the_shadow_marker(host: str, shadow: bytes) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    [b"[reviews]:9080", b"[anything]", b"r\xc3\xa9views", b"re\xffviews", b"a\tb", b"a b", b"reviews:80:80", b"a@b"],
+    [
+        b"[reviews]:9080",
+        b"[anything]",
+        b"r\xc3\xa9views",
+        b"re\xffviews",
+        b"a\tb",
+        b"a b",
+        b"reviews:80:80",
+        b"a@b",
+    ],
 )
 def test_a_host_that_is_not_an_authority_is_refused_before_routing(host: bytes) -> None:
     with (
