@@ -226,12 +226,11 @@ async fn route_and_forward(
         },
         _ => Sending::Streamed(body),
     };
-    let result = forward::send(forward, parts, body).await;
+    let result = forward::send(forward, &mut parts, body).await;
     let answered = Answered {
         result,
         client_failed: &client_failed,
-        started,
-        grpc,
+        observing,
     };
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
 }
@@ -382,9 +381,9 @@ struct Answered<'a> {
     result: Result<Response<UpstreamBody>, LocalReply>,
     /// Set when the client's own body broke off (then it is the client's fault).
     client_failed: &'a AtomicBool,
-    started: Instant,
-    /// A gRPC call: only its answer is counted by gRPC status.
-    grpc: bool,
+    /// When the request began, and whether it is a gRPC call (only those
+    /// are counted by gRPC status).
+    observing: &'a Observing,
 }
 
 /// Counts the primary's answer, opens or closes the held copies' gates, hands
@@ -399,9 +398,9 @@ fn respond(
     let Answered {
         mut result,
         client_failed,
-        started,
-        grpc,
+        observing,
     } = answered;
+    let (started, grpc) = (observing.started, observing.grpc);
     if result.is_err() && client_failed.load(Relaxed) {
         result = Err(LocalReply::BadRequestBody);
     }

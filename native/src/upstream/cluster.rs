@@ -409,8 +409,9 @@ pub struct Lease<'a> {
     endpoint: &'a Endpoint,
 }
 
-impl Lease<'_> {
-    pub fn endpoint(&self) -> &Endpoint {
+impl<'a> Lease<'a> {
+    /// The endpoint, for as long as the cluster (not only the lease) lives.
+    pub fn endpoint(&self) -> &'a Endpoint {
         self.endpoint
     }
 }
