@@ -26,6 +26,7 @@ from support.hostile import (
     cl_conflict,
     cl_list_equal,
     cl_malformed,
+    fixed,
     healthy,
 )
 from support.upgrade_peer import UpgradeEcho
@@ -164,6 +165,69 @@ def test_a_conflicting_or_malformed_content_length_from_the_primary_is_a_502(pee
         response, body = through(v1)
     assert response.status == 502, body
     assert b"ok" not in body
+
+
+# === an answer whose fields only pass through ===
+
+PASSING_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: Peer/1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+    b"X-Mixed-CASE: Value \xe9\t!\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One answer framed by Content-Length: its head (to the blank line) and body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed within the head: {data!r}"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head, rest
+
+
+def test_an_answer_passing_through_is_written_as_its_fields_say() -> None:
+    """The primary's fields, mixed case, repeated, obs-text, with its own hop's Connection
+    and Keep-Alive: the user gets them lower-cased in order, without the hop's fields, with
+    the proxy's own `date` and, for a request that said close, `connection: close`; the
+    proxy closes after that answer. The route has no rule that reads the answer, so its
+    fields are written as they came (`http::raw_fields`)."""
+    with (
+        fixed("passing", PASSING_ANSWER) as v1,
+        healthy(b"v2") as v2,
+        Proxy(seed_config(v1.address, v2.address, mirror=None)) as proxy,
+    ):
+        host, port = proxy.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head("GET /a HTTP/1.1", "Host: reviews"))
+            first, first_body = read_answer(sock)
+            sock.sendall(head("GET /b HTTP/1.1", "Host: reviews", "Connection: close"))
+            last, last_body = read_answer(sock)
+            sock.settimeout(5)
+            after = sock.recv(1)
+    fields = [
+        b"HTTP/1.1 200 OK",
+        b"server: Peer/1",
+        b"set-cookie: a=1",
+        b"set-cookie: b=2",
+        b"x-mixed-case: Value \xe9\t!",
+        b"content-length: 2",
+    ]
+    lines = first.split(b"\r\n")
+    assert lines[:-1] == fields and lines[-1].startswith(b"date: "), first
+    lines = last.split(b"\r\n")
+    assert lines[:-2] == fields and lines[-2] == b"connection: close", last
+    assert lines[-1].startswith(b"date: ")
+    assert first_body == last_body == b"ok"
+    assert after == b"", "the proxy closes after the answer to a request that said close"
 
 
 # === an upstream's framing, mirror side ===

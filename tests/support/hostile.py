@@ -548,6 +548,12 @@ def cl_malformed() -> HostilePeer:
     return HostilePeer("cl_malformed", _fixed(CL_MALFORMED))
 
 
+def fixed(name: str, data: bytes) -> HostilePeer:
+    """An upstream answering exactly `data` (a whole answer) to every request, keep-alive:
+    for answers whose exact bytes a test asserts on the user's side."""
+    return HostilePeer(name, _fixed(data))
+
+
 def healthy(
     body: bytes = b"ok\n", *, sndbuf: int | None = None, name: str = "healthy"
 ) -> HostilePeer:

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::error::BodyError;
 use crate::http::grpc;
+use crate::http::raw_fields::{CarriesRawFields, RawFields};
 use crate::telemetry::access_log::PendingLine;
 use crate::telemetry::{DestinationStats, Observed};
 use crate::upstream::response::PooledResponse;
@@ -32,6 +33,22 @@ pub struct ClientBody {
     observed: Option<Observed>,
     line: Option<Box<PendingLine>>,
     bytes_out: u64,
+}
+
+impl CarriesRawFields for ClientBody {
+    fn raw_fields(&self) -> Option<&RawFields> {
+        match &self.inner {
+            ResponseBody::Upstream(body) => body.raw_fields(),
+            _ => None,
+        }
+    }
+
+    fn take_raw_fields(&mut self) -> Option<RawFields> {
+        match &mut self.inner {
+            ResponseBody::Upstream(body) => body.take_raw_fields(),
+            _ => None,
+        }
+    }
 }
 
 impl ClientBody {
@@ -126,6 +143,10 @@ impl Drop for ClientBody {
 /// What the client receives: the upstream's body streamed through, or the
 /// proxy's own short reply.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the upstream's body is nearly every answer's: boxed, each would allocate"
+)]
 pub enum ResponseBody {
     Upstream(UpstreamBody),
     /// The upstream's body, also captured for comparison with mirror copies.

@@ -46,9 +46,15 @@ impl HeaderOps {
     /// more than the look (four per request, callgrind).
     #[inline]
     pub fn apply(&self, headers: &mut HeaderMap) {
-        if !(self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()) {
+        if !self.is_empty() {
             self.apply_all(headers);
         }
+    }
+
+    /// No operation at all.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 
     fn apply_all(&self, headers: &mut HeaderMap) {

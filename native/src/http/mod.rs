@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod local_reply;
 pub mod matcher;
 pub mod names;
+pub mod raw_fields;
 pub mod retry;
 pub mod rewrite;
 pub mod spans;

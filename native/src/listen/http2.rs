@@ -69,6 +69,7 @@ pub async fn serve(
         findings: Arc::new(Findings::default()),
         hold: accepted.hold,
         activity: Arc::default(),
+        writes_raw_fields: false,
     });
     let activity = conn.activity.clone();
     // Boxed: hyper spawns each stream as a task, and a task's future is moved

@@ -18,7 +18,7 @@ use crate::http::headers::{response_framing, strip_hop_by_hop};
 use crate::http::local_reply::LocalReply;
 use crate::http::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::cluster::{Cluster, Endpoint, Lease};
-use crate::upstream::pool::{Pool, SendError};
+use crate::upstream::pool::{Pool, SendError, Target};
 use crate::upstream::protocol::{self, Wire};
 
 pub use crate::body::UpstreamBody;
@@ -38,6 +38,9 @@ pub struct Forward<'a> {
     /// Mark the answer with the endpoint that gave it (`UpstreamHost`), for the
     /// access log; off, no request pays for it.
     pub note_upstream: bool,
+    /// An HTTP/1.1 answer's plain fields may be kept as they came
+    /// (`upstream::pool::Target::raw_answer`).
+    pub raw_answer: bool,
 }
 
 /// The tighter of a route's timeout and a deadline, from `started`.
@@ -110,9 +113,11 @@ async fn tries(f: &Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
                 Ok(begun) => begun,
                 Err((outcome, reply)) => break 'try_ (outcome, Err(reply)),
             };
-            let target = f
-                .cluster
-                .target(begun.endpoint, begun.wire, begun.name.as_ref());
+            let target = Target {
+                raw_answer: f.raw_answer,
+                ..f.cluster
+                    .target(begun.endpoint, begun.wire, begun.name.as_ref())
+            };
             // No async block around the send: a layer of its own would hold the
             // head, body and target again, and be copied whole into this future.
             let result = if begun.wire == Wire::Http1 {

@@ -5,6 +5,7 @@
 //! retries (`forward`); and serving a tcp route's connection (`tcp`).
 
 pub mod activity;
+mod answer_fields;
 mod fan_out;
 pub mod fault;
 pub mod forward;

@@ -27,6 +27,7 @@ use crate::http::matcher::{RequestView, StringMatcher};
 use crate::http::upgrade;
 use crate::mirror::Gate;
 use crate::proxy::activity::Open;
+use crate::proxy::answer_fields;
 use crate::proxy::fan_out::{fan_out, Compared};
 use crate::proxy::fault;
 use crate::proxy::forward::{self, Forward, Sending, UpstreamBody, UpstreamHost};
@@ -194,8 +195,7 @@ async fn route_and_forward(
     // A gRPC deadline bounds the call as the route's timeout does; the
     // tighter one wins, and the upstream is told what is left of it.
     let grpc = observing.grpc;
-    let grpc_deadline = grpc
-        .then(|| grpc::timeout(&parts.headers))
+    let grpc_deadline = (grpc.then(|| grpc::timeout(&parts.headers)))
         .flatten()
         .map(|t| started + t);
     let forward = Forward {
@@ -206,6 +206,7 @@ async fn route_and_forward(
         grpc_deadline,
         grpc,
         note_upstream: line.is_some(),
+        raw_answer: answer_fields::pass_through(conn, &to, &fanned, grpc, line.is_some()),
     };
     let has_body = !body.is_end_stream();
     let mut body = RequestBody::new(body, fanned.taps);

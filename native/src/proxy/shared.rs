@@ -63,6 +63,10 @@ pub struct Connection {
     pub hold: Arc<dyn std::fmt::Debug + Send + Sync>,
     /// What its requests are doing, for its idle timeout.
     pub activity: Arc<super::Activity>,
+    /// Its answers are written by the connection's own HTTP/1.1 session,
+    /// which writes fields kept as they came (`http::raw_fields`); hyper's
+    /// servers write only a map.
+    pub writes_raw_fields: bool,
 }
 
 impl Connection {

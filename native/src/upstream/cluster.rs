@@ -246,6 +246,7 @@ impl Cluster {
                 max_streams: self.max_concurrent_streams,
                 max_requests: self.max_requests_per_connection,
             },
+            raw_answer: false,
         }
     }
 

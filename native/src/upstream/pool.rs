@@ -68,6 +68,10 @@ pub struct Target<'a> {
     /// TLS to originate, and the name the connection is made for: only a
     /// connection made for the same name is reused.
     pub tls: Option<(&'a Originator, &'a ServerName<'static>)>,
+    /// An HTTP/1.1 answer's plain fields may be kept as they came
+    /// (`http::raw_fields`): no rule reads them and the client hop writes
+    /// them as they are.
+    pub raw_answer: bool,
 }
 
 impl Target<'_> {
@@ -207,8 +211,15 @@ impl Pool {
             };
             let resend = reused && body.is_none() && method.is_idempotent();
             let encoded = encoded.take().unwrap_or_else(&head);
-            let exchanged =
-                session::exchange(&mut conn, encoded, method, body.take(), max_head).await;
+            let exchanged = session::exchange(
+                &mut conn,
+                encoded,
+                method,
+                body.take(),
+                max_head,
+                target.raw_answer,
+            )
+            .await;
             let (answer, sending) = match exchanged {
                 Ok(exchanged) => exchanged,
                 // A reused connection the upstream closed as the request went
@@ -227,7 +238,7 @@ impl Pool {
                 role: PhantomData,
             };
             let reading = Reading::new(conn, answer.decoder, answer.keep_alive, sending);
-            let mut response = Response::new(PooledResponse::http1(reading, kept));
+            let mut response = Response::new(PooledResponse::http1(reading, kept, answer.raw));
             *response.status_mut() = answer.status;
             *response.version_mut() = answer.version;
             *response.headers_mut() = answer.headers;

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::error::BodyError;
+use crate::http::raw_fields::RawFields;
 use crate::upstream::http1::session::Reading;
 use crate::upstream::idle::{Kept, PooledBody};
 use crate::upstream::multiplex::StreamSlot;
@@ -17,6 +18,9 @@ use crate::upstream::multiplex::StreamSlot;
 /// A response body that returns its connection to the pool once read to the end.
 pub struct PooledResponse<B: PooledBody> {
     inner: Inner<B>,
+    /// The answer's fields as they came, where the exchange kept them so
+    /// (its `http::Response` then has none in its map).
+    raw: Option<RawFields>,
 }
 
 enum Inner<B: PooledBody> {
@@ -36,15 +40,17 @@ impl<B: PooledBody> PooledResponse<B> {
     pub fn unpooled(inner: Incoming) -> Self {
         Self {
             inner: Inner::Unpooled(inner),
+            raw: None,
         }
     }
 
-    pub(crate) fn http1(reading: Reading<B>, kept: Kept<B>) -> Self {
+    pub(crate) fn http1(reading: Reading<B>, kept: Kept<B>, raw: Option<RawFields>) -> Self {
         Self {
             inner: Inner::Http1 {
                 reading,
                 kept: Some(kept),
             },
+            raw,
         }
     }
 
@@ -54,7 +60,17 @@ impl<B: PooledBody> PooledResponse<B> {
                 body,
                 slot: Some(slot),
             },
+            raw: None,
         }
+    }
+
+    /// The fields kept as they came, if the exchange kept them so.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.raw.as_ref()
+    }
+
+    pub fn take_raw_fields(&mut self) -> Option<RawFields> {
+        self.raw.take()
     }
 }
 

@@ -5,12 +5,15 @@
 //! the body (its Content-Length, or chunked when its length is unknown), and
 //! `date` unless the answer has one.
 
-use http::header::{HeaderName, CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING,
+};
 use http::response::Parts;
 use http::{Method, StatusCode};
 
 use super::date;
 use crate::http::headers;
+use crate::http::raw_fields::RawFields;
 
 /// How the answer's body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,30 +58,119 @@ pub fn head(
     body: BodyLength,
     dst: &mut Vec<u8>,
 ) -> Result<Written, Unwritable> {
-    let status = parts.status;
-    if status.is_informational() {
+    let chunks_allowed = start(parts, method, dst)?;
+    let said = fields(parts, method, body, chunks_allowed, dst)?;
+    Ok(finish(
+        parts.status,
+        method,
+        body,
+        chunks_allowed,
+        said,
+        dst,
+    ))
+}
+
+/// `head`, for an answer whose fields were kept as they came (a plain head,
+/// `http::raw_fields`; its map is empty): the bytes `head` writes from the
+/// map those fields make, which the differential test below holds it to.
+pub fn head_raw(
+    parts: &Parts,
+    raw: &RawFields,
+    method: &Method,
+    body: BodyLength,
+    dst: &mut Vec<u8>,
+) -> Result<Written, Unwritable> {
+    let chunks_allowed = start(parts, method, dst)?;
+    let said = raw_fields(raw, method, body, dst)?;
+    Ok(finish(
+        parts.status,
+        method,
+        body,
+        chunks_allowed,
+        said,
+        dst,
+    ))
+}
+
+/// The map of fields kept as they came with `added` after them: what the
+/// session writes when it adds a field itself (`closing`). `None` where the
+/// map would refuse a field, which a head httparse took does not hold.
+pub fn merged(raw: &RawFields, added: HeaderMap) -> Option<HeaderMap> {
+    let mut map = raw.to_map()?;
+    let mut name = None;
+    for (each, value) in added {
+        name = each.or(name);
+        map.append(name.clone()?, value);
+    }
+    Some(map)
+}
+
+/// The status line; `Err` for a 1xx. Says whether the body may be chunked.
+fn start(parts: &Parts, method: &Method, dst: &mut Vec<u8>) -> Result<bool, Unwritable> {
+    if parts.status.is_informational() {
         return Err(Unwritable::Interim);
     }
     status_line(parts, dst);
-    let chunks_allowed = can_chunk(method, status);
-    let fields = fields(parts, method, body, chunks_allowed, dst)?;
-    let mut framing = match fields.framing {
+    Ok(can_chunk(method, parts.status))
+}
+
+/// The framing no field set, `date` when no field had one, and the end.
+fn finish(
+    status: StatusCode,
+    method: &Method,
+    body: BodyLength,
+    chunks_allowed: bool,
+    said: Fields,
+    dst: &mut Vec<u8>,
+) -> Written {
+    let mut framing = match said.framing {
         Some(framing) => framing,
         None => implicit(method, status, body, chunks_allowed, dst),
     };
     if !chunks_allowed {
         framing = Framing::Length(0);
     }
-    if !fields.date {
+    if !said.date {
         dst.extend_from_slice(b"date: ");
         date::extend(dst);
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
-    Ok(Written {
+    Written {
         framing,
-        last: fields.close,
-    })
+        last: said.close,
+    }
+}
+
+/// `fields` for a plain head kept as it came: no Transfer-Encoding, no
+/// `Connection`, no `Trailer`, at most one Content-Length (written as it
+/// came, the framing taken from the body as `fields` takes it).
+fn raw_fields(
+    raw: &RawFields,
+    method: &Method,
+    body: BodyLength,
+    dst: &mut Vec<u8>,
+) -> Result<Fields, Unwritable> {
+    let mut said = Fields::default();
+    for (name, value) in raw.iter() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = match body {
+                BodyLength::Known(known) => known,
+                BodyLength::Unknown => from_digits(value).ok_or(Unwritable::Fields)?,
+                BodyLength::Empty if *method == Method::HEAD => 0,
+                BodyLength::Empty => continue,
+            };
+            said.framing = Some(Framing::Length(n));
+        } else {
+            said.date |= name.eq_ignore_ascii_case(b"date");
+        }
+        // Lower case, as the map's names are.
+        dst.extend(name.iter().map(u8::to_ascii_lowercase));
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value);
+        dst.extend_from_slice(b"\r\n");
+    }
+    Ok(said)
 }
 
 /// What the answer's own fields said.

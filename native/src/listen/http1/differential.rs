@@ -43,6 +43,8 @@ struct Frames {
     exact: Option<u64>,
 }
 
+impl crate::http::raw_fields::CarriesRawFields for Frames {}
+
 impl Body for Frames {
     type Data = Bytes;
     type Error = Infallible;

@@ -44,6 +44,7 @@ pub async fn serve(
     let stream = Inspected::new(stream, tracker, settings.header_read_timeout);
     let conn = Arc::new(Connection {
         findings,
+        writes_raw_fields: false,
         ..session.clone()
     });
     let activity = conn.activity.clone();

@@ -13,6 +13,8 @@ mod date;
 mod differential;
 mod handed;
 pub mod head;
+#[cfg(test)]
+mod raw_differential;
 mod rewind;
 mod session;
 
@@ -59,6 +61,7 @@ pub async fn serve(
         findings: Arc::new(Findings::default()),
         hold: accepted.hold,
         activity: Arc::default(),
+        writes_raw_fields: true,
     });
     let drained = Arc::new(AtomicBool::new(false));
     let handler = conn.clone();

@@ -23,6 +23,7 @@ use http_body::Body;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::body::Received;
+use crate::http::raw_fields::CarriesRawFields;
 use crate::transport::Stream;
 
 use super::answer::{self, BodyLength, Framing, Unwritable};
@@ -61,7 +62,7 @@ pub async fn run<H, F, B>(
 where
     H: FnMut(Request<Received>) -> F,
     F: Future<Output = Result<Response<B>, Infallible>>,
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + CarriesRawFields,
 {
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let mut out = Vec::with_capacity(1024);
@@ -146,7 +147,7 @@ async fn next(
 }
 
 /// Writes the answer; false: the connection closes after it.
-async fn reply<B: Body<Data = Bytes> + Unpin>(
+async fn reply<B: Body<Data = Bytes> + Unpin + CarriesRawFields>(
     stream: &mut Stream,
     out: &mut Vec<u8>,
     parts: &mut http::response::Parts,
@@ -154,6 +155,17 @@ async fn reply<B: Body<Data = Bytes> + Unpin>(
     method: &Method,
     closing: bool,
 ) -> bool {
+    // Fields kept as they came are written from there, unless the session
+    // adds one of its own (or the map has any): then all go into the map.
+    if closing || !parts.headers.is_empty() {
+        if let Some(raw) = body.take_raw_fields() {
+            let added = std::mem::take(&mut parts.headers);
+            let Some(merged) = answer::merged(&raw, added) else {
+                return false;
+            };
+            parts.headers = merged;
+        }
+    }
     if closing {
         answer::closing(&mut parts.headers);
     }
@@ -165,7 +177,11 @@ async fn reply<B: Body<Data = Bytes> + Unpin>(
             .map_or(BodyLength::Unknown, BodyLength::Known)
     };
     out.clear();
-    let written = match answer::head(parts, method, length, out) {
+    let written = match body.raw_fields() {
+        Some(raw) => answer::head_raw(parts, raw, method, length, out),
+        None => answer::head(parts, method, length, out),
+    };
+    let written = match written {
         Ok(written) => written,
         Err(unwritable) => {
             out.clear();
@@ -384,6 +400,8 @@ mod tests {
         received: Arc<AtomicUsize>,
         piled_up: Arc<AtomicBool>,
     }
+
+    impl crate::http::raw_fields::CarriesRawFields for Flood {}
 
     impl Body for Flood {
         type Data = Bytes;

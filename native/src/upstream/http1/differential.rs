@@ -133,9 +133,15 @@ async fn with_ours(address: std::net::SocketAddr, method: Method) -> Outcome {
         .into_parts();
     encode::framing(&mut parts, true, Some(0));
     let head = encode::head(&parts);
-    let exchanged =
-        session::exchange::<Full<Bytes>>(&mut conn, head, &method, None, super::MAX_HEAD_BYTES)
-            .await;
+    let exchanged = session::exchange::<Full<Bytes>>(
+        &mut conn,
+        head,
+        &method,
+        None,
+        super::MAX_HEAD_BYTES,
+        false,
+    )
+    .await;
     match exchanged {
         Err(failed) => Outcome::Refused {
             protocol: failed.error.is_protocol(),
@@ -442,7 +448,7 @@ async fn sent_by_ours(request: Request<Frames>) -> Vec<u8> {
     let head = encode::head(&parts);
     let body = (!empty).then_some((body, framing));
     let max = super::MAX_HEAD_BYTES;
-    let exchanged = session::exchange(&mut conn, head, &parts.method, body, max).await;
+    let exchanged = session::exchange(&mut conn, head, &parts.method, body, max, false).await;
     if let Ok((answer, sending)) = exchanged {
         let reading = Reading::new(conn, answer.decoder, answer.keep_alive, sending);
         let _ = collect(ReadingBody(reading)).await;

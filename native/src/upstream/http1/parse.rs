@@ -14,14 +14,17 @@ use super::decode::{Chunked, Decoder};
 use super::{WireError, MAX_HEADERS};
 use crate::http::headers::plain_length;
 use crate::http::names;
-use crate::http::spans::Room;
+use crate::http::raw_fields::{self, RawFields};
+use crate::http::spans::{Room, Span};
 
 /// A response head and how its body is framed.
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
+    /// Empty where the fields are kept as they came (`raw`).
     pub headers: HeaderMap,
+    pub raw: Option<RawFields>,
     /// A reason phrase other than the status code's own, passed on as is.
     pub reason: Option<Bytes>,
     pub decoder: Decoder,
@@ -32,7 +35,9 @@ pub struct Head {
 /// Parses the next final response head at the start of `buf`, taking its
 /// bytes (and those of any interim 1xx answers before it). `Ok(None)`: the
 /// head is not complete yet.
-pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
+/// `raw_ok`: a plain head's fields may be kept as they came (`Head::raw`),
+/// for an answer whose fields no rule reads.
+pub fn head(buf: &mut BytesMut, method: &Method, raw_ok: bool) -> Result<Option<Head>, WireError> {
     loop {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
@@ -56,19 +61,15 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
         let mut room = Room::new();
         let spans = room.spans(buf, response.headers);
         let bytes = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
         let mut seen = Seen::default();
-        for span in spans {
-            let raw = &bytes[span.name()];
-            if seen.hop(raw, &bytes[span.value()]) {
-                continue;
+        let kept = raw_ok.then(|| plain(&bytes, spans, &mut seen)).flatten();
+        let (headers, raw) = match kept {
+            Some(kept) => (HeaderMap::new(), Some(RawFields::new(bytes, kept))),
+            None => {
+                seen = Seen::default();
+                (map(&bytes, spans, count, &mut seen)?, None)
             }
-            let name = names::field_name(raw).map_err(|_| WireError::HeaderName)?;
-            let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
-                .map_err(|_| WireError::HeaderValue)?;
-            seen.note(&name, &value);
-            headers.append(name, value);
-        }
+        };
         let Some(decoder) = decoder(status, version, &headers, seen, method)? else {
             // An interim answer (100 Continue...): the final one follows.
             continue;
@@ -80,11 +81,72 @@ pub fn head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireErr
             status,
             version,
             headers,
+            raw,
             reason,
             decoder,
             keep_alive,
         }));
     }
+}
+
+/// The fields as a map, the hop's own `Connection` and `Keep-Alive` left out.
+fn map(
+    bytes: &Bytes,
+    spans: &[Span],
+    count: usize,
+    seen: &mut Seen,
+) -> Result<HeaderMap, WireError> {
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in spans {
+        let raw = &bytes[span.name()];
+        if seen.hop(raw, &bytes[span.value()]) {
+            continue;
+        }
+        let name = names::field_name(raw).map_err(|_| WireError::HeaderName)?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(span.value()))
+            .map_err(|_| WireError::HeaderValue)?;
+        seen.note(&name, &value);
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// A name seen before, but not just before: the map puts a name's values
+/// together at its first place, so such a head is not written as it came.
+fn regrouped(bytes: &Bytes, kept: &[Span], name: &[u8]) -> bool {
+    let same = |span: &Span| {
+        let other = &bytes[span.name()];
+        other.len() == name.len() && other.eq_ignore_ascii_case(name)
+    };
+    match kept.split_last() {
+        Some((last, before)) => !same(last) && before.iter().any(same),
+        None => false,
+    }
+}
+
+/// The places of a plain head's fields, the hop's own `Connection` and
+/// `Keep-Alive` left out; `None` for a head that is not plain
+/// (`raw_fields::keeps_out`, or Content-Length other than one plain field).
+fn plain(bytes: &Bytes, spans: &[Span], seen: &mut Seen) -> Option<Vec<Span>> {
+    let mut kept = Vec::with_capacity(spans.len());
+    for span in spans {
+        let (name, value) = (&bytes[span.name()], &bytes[span.value()]);
+        if seen.hop(name, value) {
+            continue;
+        }
+        if raw_fields::keeps_out(name) || regrouped(bytes, &kept, name) {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            seen.lengths += 1;
+            seen.length = plain_length(value);
+            if seen.lengths > 1 || seen.length.is_none() {
+                return None;
+            }
+        }
+        kept.push(*span);
+    }
+    Some(kept)
 }
 
 /// The framing fields a head carries, noted as it is parsed: most heads
@@ -225,7 +287,7 @@ mod tests {
 
     fn parsed(answer: &str) -> Head {
         let mut buf = BytesMut::from(answer);
-        head(&mut buf, &Method::GET).unwrap().unwrap()
+        head(&mut buf, &Method::GET, false).unwrap().unwrap()
     }
 
     fn names(head: &Head) -> Vec<&str> {
@@ -269,7 +331,7 @@ mod tests {
         for (field, length) in answers {
             let answer = format!("HTTP/1.1 200 OK\r\n{field}\r\n\r\n");
             let mut buf = BytesMut::from(answer.as_str());
-            match (head(&mut buf, &Method::GET), length) {
+            match (head(&mut buf, &Method::GET, false), length) {
                 (Ok(Some(head)), Some(n)) => {
                     assert!(
                         matches!(head.decoder, Decoder::Length(m) if m == n),

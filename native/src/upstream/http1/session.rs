@@ -122,6 +122,7 @@ pub async fn exchange<B>(
     method: &Method,
     body: Option<(B, Framing)>,
     max_head: usize,
+    raw_ok: bool,
 ) -> Result<(Head, Option<Sending<B>>), Failure>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -147,7 +148,7 @@ where
                 Poll::Pending => {}
             }
         }
-        poll_head(conn, method, max_head, cx)
+        poll_head(conn, method, max_head, raw_ok, cx)
     })
     .await;
     match head {
@@ -170,11 +171,12 @@ fn poll_head(
     conn: &mut Connection,
     method: &Method,
     max_head: usize,
+    raw_ok: bool,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Head, WireError>> {
     loop {
         if !conn.read.is_empty() {
-            if let Some(head) = parse::head(&mut conn.read, method)? {
+            if let Some(head) = parse::head(&mut conn.read, method, raw_ok)? {
                 return Poll::Ready(Ok(head));
             }
             if conn.read.len() >= max_head {
