@@ -30,6 +30,7 @@ from support.hostile import (
     healthy,
 )
 from support.upgrade_peer import UpgradeEcho
+from support.wire import read_answer
 
 from pymirror import Proxy
 from pymirror.engine import ServerOptions
@@ -174,24 +175,6 @@ PASSING_ANSWER = (
     b"X-Mixed-CASE: Value \xe9\t!\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n"
     b"Content-Length: 2\r\n\r\nok"
 )
-
-
-def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
-    """One answer framed by Content-Length: its head (to the blank line) and body."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed within the head: {data!r}"
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return head, rest
 
 
 def test_an_answer_passing_through_is_written_as_its_fields_say() -> None:

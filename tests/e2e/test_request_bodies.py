@@ -16,6 +16,7 @@ import socket
 
 import pytest
 from conftest import seed_config, settle
+from support.wire import read_answer
 
 from pymirror import Proxy
 
@@ -65,23 +66,10 @@ CASES: dict[str, tuple[str, bytes, bytes, bytes, bool]] = {
 }
 
 
-def read_answer(s: socket.socket) -> tuple[int, bytes]:
+def status_and_body(s: socket.socket) -> tuple[int, bytes]:
     """One Content-Length-framed answer (the backends frame theirs so)."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = s.recv(65536)
-        assert chunk, f"closed before an answer: {buffer!r}"
-        buffer += chunk
-    head, _, body = buffer.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    fields = dict(line.lower().split(b": ", 1) for line in lines[1:])
-    length = int(fields[b"content-length"])
-    while len(body) < length:
-        chunk = s.recv(65536)
-        assert chunk, "closed mid-answer"
-        body += chunk
-    assert len(body) == length, "more than one answer to one request"
-    return int(lines[0].split()[1]), body
+    head, body = read_answer(s)
+    return int(head.split(b"\r\n")[0].split()[1]), body
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -92,9 +80,9 @@ def test_the_body_reaches_primary_and_mirror_as_sent(backend, name: str) -> None
         host, port = proxy.addresses[0].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=5) as s:
             s.sendall(f"{method} /body HTTP/1.1\r\n".encode() + HOST + fields + b"\r\n" + raw_body)
-            assert read_answer(s) == (200, b"v1")
+            assert status_and_body(s) == (200, b"v1")
             s.sendall(b"GET /after HTTP/1.1\r\n" + HOST + b"\r\n")
-            assert read_answer(s) == (200, b"v1")
+            assert status_and_body(s) == (200, b"v1")
         v1.wait_for(2)
         v2.wait_for(2)
         copies = settle(proxy)

@@ -58,21 +58,14 @@ pub fn head(
     body: BodyLength,
     dst: &mut Vec<u8>,
 ) -> Result<Written, Unwritable> {
-    let chunks_allowed = start(parts, method, dst)?;
-    let said = fields(parts, method, body, chunks_allowed, dst)?;
-    Ok(finish(
-        parts.status,
-        method,
-        body,
-        chunks_allowed,
-        said,
-        dst,
-    ))
+    write(parts, method, body, dst, |chunks_allowed, dst| {
+        fields(parts, method, body, chunks_allowed, dst)
+    })
 }
 
 /// `head`, for an answer whose fields were kept as they came (a plain head,
 /// `http::raw_fields`; its map is empty): the bytes `head` writes from the
-/// map those fields make, which the differential test below holds it to.
+/// map those fields make, which `raw_differential` holds it to.
 pub fn head_raw(
     parts: &Parts,
     raw: &RawFields,
@@ -80,49 +73,28 @@ pub fn head_raw(
     body: BodyLength,
     dst: &mut Vec<u8>,
 ) -> Result<Written, Unwritable> {
-    let chunks_allowed = start(parts, method, dst)?;
-    let said = raw_fields(raw, method, body, dst)?;
-    Ok(finish(
-        parts.status,
-        method,
-        body,
-        chunks_allowed,
-        said,
-        dst,
-    ))
+    write(parts, method, body, dst, |_, dst| {
+        raw_fields(raw, method, body, dst)
+    })
 }
 
-/// The map of fields kept as they came with `added` after them: what the
-/// session writes when it adds a field itself (`closing`). `None` where the
-/// map would refuse a field, which a head httparse took does not hold.
-pub fn merged(raw: &RawFields, added: HeaderMap) -> Option<HeaderMap> {
-    let mut map = raw.to_map()?;
-    let mut name = None;
-    for (each, value) in added {
-        name = each.or(name);
-        map.append(name.clone()?, value);
-    }
-    Some(map)
-}
-
-/// The status line; `Err` for a 1xx. Says whether the body may be chunked.
-fn start(parts: &Parts, method: &Method, dst: &mut Vec<u8>) -> Result<bool, Unwritable> {
-    if parts.status.is_informational() {
+/// The status line, the fields `write_fields` writes (told whether the
+/// body may be chunked), the framing no field set, `date` when no field
+/// had one, and the end of the head.
+fn write(
+    parts: &Parts,
+    method: &Method,
+    body: BodyLength,
+    dst: &mut Vec<u8>,
+    write_fields: impl FnOnce(bool, &mut Vec<u8>) -> Result<Fields, Unwritable>,
+) -> Result<Written, Unwritable> {
+    let status = parts.status;
+    if status.is_informational() {
         return Err(Unwritable::Interim);
     }
     status_line(parts, dst);
-    Ok(can_chunk(method, parts.status))
-}
-
-/// The framing no field set, `date` when no field had one, and the end.
-fn finish(
-    status: StatusCode,
-    method: &Method,
-    body: BodyLength,
-    chunks_allowed: bool,
-    said: Fields,
-    dst: &mut Vec<u8>,
-) -> Written {
+    let chunks_allowed = can_chunk(method, status);
+    let said = write_fields(chunks_allowed, dst)?;
     let mut framing = match said.framing {
         Some(framing) => framing,
         None => implicit(method, status, body, chunks_allowed, dst),
@@ -136,10 +108,23 @@ fn finish(
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
-    Written {
+    Ok(Written {
         framing,
         last: said.close,
+    })
+}
+
+/// The map of fields kept as they came with `added` after them: what the
+/// session writes when it adds a field itself (`closing`). `None` where the
+/// map would refuse a field, which a head httparse took does not hold.
+pub fn merged(raw: &RawFields, added: HeaderMap) -> Option<HeaderMap> {
+    let mut map = raw.to_map()?;
+    let mut name = None;
+    for (each, value) in added {
+        name = each.or(name);
+        map.append(name.clone()?, value);
     }
+    Some(map)
 }
 
 /// `fields` for a plain head kept as it came: no Transfer-Encoding, no
