@@ -278,11 +278,18 @@ impl<B> RequestBody<B> {
         self
     }
 
-    /// A flag raised if the client's body fails.
-    pub fn watched(mut self) -> (Self, Arc<AtomicBool>) {
+    /// A flag raised if the client's body fails; `None` for a body that has
+    /// ended already (nothing of it can fail, and no flag is allocated).
+    pub fn watched(mut self) -> (Self, Option<Arc<AtomicBool>>)
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        if self.is_end_stream() {
+            return (self, None);
+        }
         let flag = Arc::new(AtomicBool::new(false));
         self.client_failed = Some(flag.clone());
-        (self, flag)
+        (self, Some(flag))
     }
 }
 

@@ -230,7 +230,7 @@ async fn route_and_forward(
     let result = forward::send(forward, &mut parts, body).await;
     let answered = Answered {
         result,
-        client_failed: &client_failed,
+        client_failed: client_failed.as_deref(),
         observing,
     };
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
@@ -381,7 +381,7 @@ static NO_FIELDS: std::sync::LazyLock<http::HeaderMap> =
 struct Answered<'a> {
     result: Result<Response<UpstreamBody>, LocalReply>,
     /// Set when the client's own body broke off (then it is the client's fault).
-    client_failed: &'a AtomicBool,
+    client_failed: Option<&'a AtomicBool>,
     /// When the request began, and whether it is a gRPC call (only those
     /// are counted by gRPC status).
     observing: &'a Observing,
@@ -402,7 +402,7 @@ fn respond(
         observing,
     } = answered;
     let (started, grpc) = (observing.started, observing.grpc);
-    if result.is_err() && client_failed.load(Relaxed) {
+    if result.is_err() && client_failed.is_some_and(|f| f.load(Relaxed)) {
         result = Err(LocalReply::BadRequestBody);
     }
     let destination = selected.destination;
