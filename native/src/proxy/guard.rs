@@ -14,8 +14,13 @@ use crate::proxy::Connection;
 /// What may not be forwarded at all: framing the inspector refused on the
 /// byte stream, framing or Host problems in the parsed head, a head over the
 /// listener's limit, a Host that is not a valid authority. Passed, it tells
-/// which fields the request carries that the head's preparation looks for.
-pub fn guard(request: &Request<Received>, conn: &Connection) -> Result<Present, LocalReply> {
+/// which fields the request carries that the head's preparation looks for,
+/// and the authority the request names (an absolute-form target's, or its
+/// Host; empty for none), found in the same pass.
+pub fn guard<'r>(
+    request: &'r Request<Received>,
+    conn: &Connection,
+) -> Result<(Present, &'r str), LocalReply> {
     // Taken for every request, in order, before anything else can answer.
     if let Some(verdict) = conn.findings.take() {
         return Err(match verdict {
@@ -58,5 +63,5 @@ pub fn guard(request: &Request<Received>, conn: &Connection) -> Result<Present, 
             return Err(LocalReply::Misdirected);
         }
     }
-    Ok(facts.present)
+    Ok((facts.present, host.unwrap_or("")))
 }

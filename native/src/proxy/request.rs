@@ -18,7 +18,9 @@ use http_body::Body;
 
 use crate::body::capture::PrimaryCapture;
 use crate::body::replay::{self, ReadAhead};
-use crate::body::{self, CapturedBody, ClientBody, RequestBody, ResponseBody, WatchedBody};
+use crate::body::{
+    self, CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody,
+};
 use crate::http::fields::Present;
 use crate::http::grpc;
 use crate::http::headers;
@@ -160,11 +162,17 @@ async fn route_and_forward(
     observing: &mut Observing,
 ) -> Response<ResponseBody> {
     let started = observing.started;
-    let present = match guard::guard(&request, conn) {
-        Ok(present) => present,
+    let (present, authority) = match guard::guard(&request, conn) {
+        Ok(passed) => passed,
         Err(reply) => return reply.into_response(),
     };
-    let selected = match select(&request, connect, conn, published, line.as_deref_mut()).await {
+    let routing = select(
+        (&request, authority, connect),
+        conn,
+        published,
+        line.as_deref_mut(),
+    );
+    let selected = match routing.await {
         Ok(selected) => selected,
         Err(response) => return response,
     };
@@ -208,16 +216,7 @@ async fn route_and_forward(
         note_upstream: line.is_some(),
         raw_answer: answer_fields::pass_through(conn, &to, &fanned, grpc, line.is_some()),
     };
-    let has_body = !body.is_end_stream();
-    let mut body = RequestBody::new(body, fanned.taps);
-    if has_body {
-        let counter = line
-            .as_ref()
-            .map_or_else(Arc::default, |l| l.bytes_in.clone());
-        observing.bytes_in = Some(counter.clone());
-        body = body.counted(counter);
-    }
-    let (body, client_failed) = body.watched();
+    let (body, client_failed) = upstream_body(body, fanned.taps, line.as_deref(), observing);
     let retry_buffer = published.upstreams.settings.retry_buffer_bytes;
     let body = match forward.retries.filter(|p| p.attempts > 0) {
         Some(_) if retry_buffer > 0 && grpc => match replay::read_ahead(body, retry_buffer).await {
@@ -236,6 +235,25 @@ async fn route_and_forward(
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
 }
 
+/// The client's body as it goes upstream: teed to the copies' taps,
+/// counted for the access log (when it has one), and watched for a failure
+/// of the client's own (the flag; none for a body that has ended).
+fn upstream_body(
+    body: Received,
+    taps: Vec<TapHandle>,
+    line: Option<&PendingLine>,
+    observing: &mut Observing,
+) -> (RequestBody, Option<Arc<AtomicBool>>) {
+    let has_body = !body.is_end_stream();
+    let mut body = RequestBody::new(body, taps);
+    if has_body {
+        let counter = line.map_or_else(Arc::default, |l| l.bytes_in.clone());
+        observing.bytes_in = Some(counter.clone());
+        body = body.counted(counter);
+    }
+    body.watched()
+}
+
 // === select ===
 
 /// Where routing sent a request.
@@ -251,22 +269,16 @@ struct Selected<'p> {
 /// Picks the virtual host, the route and a destination; answers what the
 /// route answers itself (fault abort, redirect, direct response) or what
 /// matched nothing.
+/// `routing`: the request, the authority it names (`guard` found it), and
+/// whether it is a CONNECT.
 async fn select<'p>(
-    request: &Request<Received>,
-    connect: bool,
+    routing: (&Request<Received>, &str, bool),
     conn: &Connection,
     published: &'p Published,
     mut line: Option<&mut PendingLine>,
 ) -> Result<Selected<'p>, Response<ResponseBody>> {
+    let (request, authority, connect) = routing;
     let absolute = request.uri().authority().cloned();
-    let authority = match &absolute {
-        Some(a) => a.as_str(),
-        None => request
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(""),
-    };
     if connect && absolute.as_ref().and_then(Authority::port_u16).is_none() {
         return Err(LocalReply::BadConnectTarget.into_response());
     }
