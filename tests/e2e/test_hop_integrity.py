@@ -177,25 +177,35 @@ PASSING_ANSWER = (
 )
 
 
-def test_an_answer_passing_through_is_written_as_its_fields_say() -> None:
+@pytest.mark.parametrize(
+    ("route_extra", "added"),
+    [
+        # No rule reads the answer: its fields are written as they came (`http::raw_fields`).
+        ("", []),
+        # A response rule: the fields go through the map and the rule, as before.
+        ("\n        headers: {response: {set: {x-op: '1'}}}", [b"x-op: 1"]),
+    ],
+    ids=["kept as they came", "through the map"],
+)
+def test_an_answer_passing_through_is_written_as_its_fields_say(
+    route_extra: str, added: list[bytes]
+) -> None:
     """The primary's fields, mixed case, repeated, obs-text, with its own hop's Connection
     and Keep-Alive: the user gets them lower-cased in order, without the hop's fields, with
     the proxy's own `date` and, for a request that said close, `connection: close`; the
-    proxy closes after that answer. The route has no rule that reads the answer, so its
-    fields are written as they came (`http::raw_fields`)."""
-    with (
-        fixed("passing", PASSING_ANSWER) as v1,
-        healthy(b"v2") as v2,
-        Proxy(seed_config(v1.address, v2.address, mirror=None)) as proxy,
-    ):
-        host, port = proxy.addresses[0].rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(head("GET /a HTTP/1.1", "Host: reviews"))
-            first, first_body = read_answer(sock)
-            sock.sendall(head("GET /b HTTP/1.1", "Host: reviews", "Connection: close"))
-            last, last_body = read_answer(sock)
-            sock.settimeout(5)
-            after = sock.recv(1)
+    proxy closes after that answer. The same bytes whether the fields are kept as they came
+    or go through the map (a route rule), the rule's field aside."""
+    with fixed("passing", PASSING_ANSWER) as v1, healthy(b"v2") as v2:
+        config = seed_config(v1.address, v2.address, mirror=None, route_extra=route_extra)
+        with Proxy(config) as proxy:
+            host, port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(head("GET /a HTTP/1.1", "Host: reviews"))
+                first, first_body = read_answer(sock)
+                sock.sendall(head("GET /b HTTP/1.1", "Host: reviews", "Connection: close"))
+                last, last_body = read_answer(sock)
+                sock.settimeout(5)
+                after = sock.recv(1)
     fields = [
         b"HTTP/1.1 200 OK",
         b"server: Peer/1",
@@ -203,6 +213,7 @@ def test_an_answer_passing_through_is_written_as_its_fields_say() -> None:
         b"set-cookie: b=2",
         b"x-mixed-case: Value \xe9\t!",
         b"content-length: 2",
+        *added,
     ]
     lines = first.split(b"\r\n")
     assert lines[:-1] == fields and lines[-1].startswith(b"date: "), first
