@@ -44,7 +44,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// names are told apart by their length alone, with no comparison (the
 /// eight comparisons per name cost 200 instructions per answer, callgrind).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(name.as_str().len(), 2 | 7 | 10 | 16..=19) && HOP_BY_HOP.contains(&name)
+    hop_by_hop_length(name.as_str().len()) && HOP_BY_HOP.contains(&name)
+}
+
+/// `is_hop_by_hop` for a name as it came on the wire, in any case.
+pub fn spells_hop_by_hop(raw: &[u8]) -> bool {
+    hop_by_hop_length(raw.len())
+        && HOP_BY_HOP
+            .iter()
+            .any(|hop| hop.as_str().as_bytes().eq_ignore_ascii_case(raw))
+}
+
+/// A length some name of `HOP_BY_HOP` has.
+fn hop_by_hop_length(len: usize) -> bool {
+    matches!(len, 2 | 7 | 10 | 16..=19)
 }
 
 /// `strip_hop_by_hop` once a hop-by-hop header is known to be present: one

@@ -10,10 +10,10 @@
 //! goes through the map and the rules that edit it, as before.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderValue, TRAILER};
 
-use crate::http::names;
 use crate::http::spans::Span;
+use crate::http::{headers, names};
 
 /// The head's bytes and its fields' places in them, in order.
 #[derive(Debug, Clone)]
@@ -61,32 +61,18 @@ pub trait CarriesRawFields {
     }
 }
 
-/// A field name that keeps a head out of the raw form: a framing field other
-/// than Content-Length, a hop-by-hop field, or `Trailer` (whose values the
-/// writer joins). Told by length first, as most names have none of these.
+/// A field name that keeps a head out of the raw form: a hop-by-hop field
+/// (Transfer-Encoding among them), or `Trailer` (whose values the writer
+/// joins).
 pub fn keeps_out(name: &[u8]) -> bool {
-    const OUT: [&[u8]; 9] = [
-        b"te",
-        b"upgrade",
-        b"trailer",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"transfer-encoding",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    ];
-    matches!(name.len(), 2 | 7 | 10 | 16..=19)
-        && OUT
-            .iter()
-            .any(|out| out.len() == name.len() && out.eq_ignore_ascii_case(name))
+    headers::spells_hop_by_hop(name) || name.eq_ignore_ascii_case(TRAILER.as_str().as_bytes())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::headers::is_hop_by_hop;
-    use http::header::{HeaderName, TRAILER, TRANSFER_ENCODING};
+    use http::header::{HeaderName, TRANSFER_ENCODING};
 
     #[test]
     fn what_keeps_a_head_out_is_every_hop_by_hop_name_and_trailer() {

@@ -58,7 +58,7 @@ pub async fn serve_until_drained<C: Drainable>(
     let stopped = Stopped {
         changed: std::pin::pin!(stop.changed()),
         probe,
-        registered: None,
+        registered: Registered::default(),
     };
     // Biased: the connection is polled first and no random branch order is
     // drawn per wake-up; `stop` only ever turns true.
@@ -81,7 +81,25 @@ pub async fn serve_until_drained<C: Drainable>(
 struct Stopped<'a, F> {
     changed: Pin<&'a mut F>,
     probe: watch::Receiver<bool>,
-    registered: Option<Waker>,
+    registered: Registered,
+}
+
+/// The waker a wake-up source was registered with: while the task polling
+/// it still wakes with that one, the source need not be polled again to
+/// wake it (only asked, more cheaply, whether it has fired).
+#[derive(Default)]
+pub(super) struct Registered(Option<Waker>);
+
+impl Registered {
+    /// The source is registered with this task's waker.
+    pub(super) fn holds(&self, cx: &Context<'_>) -> bool {
+        self.0.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+    }
+
+    /// The source was just polled (pending) with this task's waker.
+    pub(super) fn note(&mut self, cx: &Context<'_>) {
+        self.0 = Some(cx.waker().clone());
+    }
 }
 
 impl<F: Future> Future for Stopped<'_, F> {
@@ -89,11 +107,7 @@ impl<F: Future> Future for Stopped<'_, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
+        if this.registered.holds(cx) {
             // A closed sender counts as changed, as `changed()` ends then too.
             return match this.probe.has_changed() {
                 Ok(false) => Poll::Pending,
@@ -103,7 +117,7 @@ impl<F: Future> Future for Stopped<'_, F> {
         match this.changed.as_mut().poll(cx) {
             Poll::Ready(_) => Poll::Ready(()),
             Poll::Pending => {
-                this.registered = Some(cx.waker().clone());
+                this.registered.note(cx);
                 Poll::Pending
             }
         }

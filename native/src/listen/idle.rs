@@ -8,11 +8,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
+use super::drain::Registered;
 use crate::proxy::Activity;
 
 /// Never resolves without a timeout.
@@ -23,7 +24,7 @@ pub fn idle(activity: Arc<Activity>, timeout: Option<Duration>) -> Idle {
             activity,
             timeout,
         }),
-        registered: None,
+        registered: Registered::default(),
     }
 }
 
@@ -34,7 +35,7 @@ pub fn idle(activity: Arc<Activity>, timeout: Option<Duration>) -> Idle {
 /// task when it does.
 pub struct Idle {
     timer: Option<Timer>,
-    registered: Option<Waker>,
+    registered: Registered,
 }
 
 struct Timer {
@@ -52,16 +53,12 @@ impl Future for Idle {
         let Some(timer) = &mut this.timer else {
             return Poll::Pending;
         };
-        let registered = this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()));
-        if registered && !timer.sleep.is_elapsed() {
+        if this.registered.holds(cx) && !timer.sleep.is_elapsed() {
             return Poll::Pending;
         }
         loop {
             if timer.sleep.as_mut().poll(cx).is_pending() {
-                this.registered = Some(cx.waker().clone());
+                this.registered.note(cx);
                 return Poll::Pending;
             }
             let now = Instant::now();

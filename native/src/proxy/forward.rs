@@ -17,7 +17,7 @@ use crate::http::grpc;
 use crate::http::headers::{response_framing, strip_hop_by_hop};
 use crate::http::local_reply::LocalReply;
 use crate::http::retry::{RetryPolicy, TryOutcome};
-use crate::upstream::cluster::{Cluster, Endpoint, Lease};
+use crate::upstream::cluster::{Cluster, Lease};
 use crate::upstream::pool::{Pool, SendError, Target};
 use crate::upstream::protocol::{self, Wire};
 
@@ -116,7 +116,7 @@ async fn tries(f: &Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
             let target = Target {
                 raw_answer: f.raw_answer,
                 ..f.cluster
-                    .target(begun.endpoint, begun.wire, begun.name.as_ref())
+                    .target(begun.lease.endpoint(), begun.wire, begun.name.as_ref())
             };
             // No async block around the send: a layer of its own would hold the
             // head, body and target again, and be copied whole into this future.
@@ -167,7 +167,6 @@ async fn tries(f: &Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
 /// it ends), the wire it goes on and its name for TLS.
 struct Begun<'a> {
     lease: Lease<'a>,
-    endpoint: &'a Endpoint,
     wire: Wire,
     name: Option<ServerName<'static>>,
     grpc_timeout: Option<(HeaderName, HeaderValue)>,
@@ -196,7 +195,6 @@ impl<'a> Begun<'a> {
         };
         Ok(Self {
             lease,
-            endpoint,
             wire,
             name,
             grpc_timeout,
@@ -210,7 +208,7 @@ impl<'a> Begun<'a> {
         f: &Forward<'_>,
         result: Option<Result<Response<UpstreamBody>, SendError>>,
     ) -> Ended {
-        let endpoint = self.endpoint;
+        let endpoint = self.lease.endpoint();
         let Some(result) = result else {
             f.cluster.record(endpoint, TryOutcome::Timeout);
             return (Some(TryOutcome::Timeout), Err(LocalReply::UpstreamTimeout));

@@ -167,7 +167,9 @@ async fn route_and_forward(
         Err(reply) => return reply.into_response(),
     };
     let routing = select(
-        (&request, authority, connect),
+        &request,
+        authority,
+        connect,
         conn,
         published,
         line.as_deref_mut(),
@@ -203,7 +205,8 @@ async fn route_and_forward(
     // A gRPC deadline bounds the call as the route's timeout does; the
     // tighter one wins, and the upstream is told what is left of it.
     let grpc = observing.grpc;
-    let grpc_deadline = (grpc.then(|| grpc::timeout(&parts.headers)))
+    let grpc_deadline = grpc
+        .then(|| grpc::timeout(&parts.headers))
         .flatten()
         .map(|t| started + t);
     let forward = Forward {
@@ -269,15 +272,15 @@ struct Selected<'p> {
 /// Picks the virtual host, the route and a destination; answers what the
 /// route answers itself (fault abort, redirect, direct response) or what
 /// matched nothing.
-/// `routing`: the request, the authority it names (`guard` found it), and
-/// whether it is a CONNECT.
+/// `authority`: the one the request names, as `guard` found it.
 async fn select<'p>(
-    routing: (&Request<Received>, &str, bool),
+    request: &Request<Received>,
+    authority: &str,
+    connect: bool,
     conn: &Connection,
     published: &'p Published,
     mut line: Option<&mut PendingLine>,
 ) -> Result<Selected<'p>, Response<ResponseBody>> {
-    let (request, authority, connect) = routing;
     let absolute = request.uri().authority().cloned();
     if connect && absolute.as_ref().and_then(Authority::port_u16).is_none() {
         return Err(LocalReply::BadConnectTarget.into_response());
