@@ -3,19 +3,20 @@
 //! sum cost a thousand instructions per request, callgrind; `prepare`'s four
 //! more for fields most requests do not carry).
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 
 use crate::http::headers::{is_hop_by_hop, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR};
 use crate::http::local_reply::LocalReply;
+use crate::http::request_head::{Fields, Kept};
 
 #[derive(Debug, Default)]
 pub struct FieldFacts<'a> {
     /// The fields' size as HTTP/1.1 writes them (`name: value\r\n`).
     pub bytes: usize,
-    /// The first Host field.
-    pub host: Option<&'a HeaderValue>,
+    /// The first Host field's value.
+    pub host: Option<&'a [u8]>,
     hosts: u32,
-    coding: Option<&'a HeaderValue>,
+    coding: Option<&'a [u8]>,
     codings: u32,
     length: bool,
     pub present: Present,
@@ -31,14 +32,28 @@ pub struct Present {
     pub client_cert: bool,
 }
 
+impl Present {
+    /// Any field `prepare` edits.
+    pub fn any(&self) -> bool {
+        self.hop_by_hop || self.upgrade || self.forwarded_for || self.client_cert
+    }
+}
+
 impl<'a> FieldFacts<'a> {
-    pub fn of(headers: &'a HeaderMap) -> Self {
+    pub fn of(fields: Fields<'a>) -> Self {
+        match fields {
+            Fields::Map(map) => Self::of_map(map),
+            Fields::Kept(kept) => Self::of_kept(kept),
+        }
+    }
+
+    fn of_map(headers: &'a HeaderMap) -> Self {
         let mut facts = Self::default();
         for (name, value) in headers {
             facts.bytes += name.as_str().len() + value.len() + 4;
+            let value = value.as_bytes();
             if *name == header::HOST {
-                facts.hosts += 1;
-                facts.host = facts.host.or(Some(value));
+                facts.host(value);
             } else if *name == header::CONTENT_LENGTH {
                 facts.length = true;
             } else if *name == X_FORWARDED_FOR {
@@ -46,16 +61,47 @@ impl<'a> FieldFacts<'a> {
             } else if *name == X_FORWARDED_CLIENT_CERT {
                 facts.present.client_cert = true;
             } else if is_hop_by_hop(name) {
-                facts.present.hop_by_hop = true;
-                if *name == header::TRANSFER_ENCODING {
-                    facts.codings += 1;
-                    facts.coding = facts.coding.or(Some(value));
-                } else if *name == header::UPGRADE {
-                    facts.present.upgrade = true;
-                }
+                facts.hop_by_hop(
+                    *name == header::TRANSFER_ENCODING,
+                    *name == header::UPGRADE,
+                    value,
+                );
             }
         }
         facts
+    }
+
+    /// `of_map` for the fields as they came, from what their parser noted
+    /// (`KeptFacts`) and the proxy's own: a kept head carries no field
+    /// that `Present` names, and no Transfer-Encoding.
+    fn of_kept(kept: &'a Kept) -> Self {
+        let facts = kept.facts();
+        let added: usize = kept
+            .added_fields()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        Self {
+            bytes: facts.bytes + added,
+            host: kept.host(),
+            hosts: facts.hosts,
+            length: facts.length.is_some(),
+            ..Self::default()
+        }
+    }
+
+    fn host(&mut self, value: &'a [u8]) {
+        self.hosts += 1;
+        self.host = self.host.or(Some(value));
+    }
+
+    fn hop_by_hop(&mut self, coding: bool, upgrade: bool, value: &'a [u8]) {
+        self.present.hop_by_hop = true;
+        if coding {
+            self.codings += 1;
+            self.coding = self.coding.or(Some(value));
+        } else if upgrade {
+            self.present.upgrade = true;
+        }
     }
 
     /// What hyper accepts and a proxy must not pass on: a transfer coding
@@ -65,7 +111,7 @@ impl<'a> FieldFacts<'a> {
     /// 3.2: 400).
     pub fn framing_problem(&self, version: http::Version) -> Option<LocalReply> {
         if let Some(first) = self.coding {
-            if self.codings > 1 || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            if self.codings > 1 || !first.eq_ignore_ascii_case(b"chunked") {
                 return Some(LocalReply::UnsupportedTransferEncoding);
             }
             if self.length {
@@ -84,14 +130,21 @@ impl<'a> FieldFacts<'a> {
 mod tests {
     use super::*;
     use crate::http::test_support::map;
+    use http::header::HeaderValue;
 
     #[test]
     fn framing_and_host_problems_are_named() {
         use http::Version;
         let ok = map(&[("host", "a"), ("transfer-encoding", "chunked")]);
-        assert_eq!(FieldFacts::of(&ok).framing_problem(Version::HTTP_11), None);
+        assert_eq!(
+            FieldFacts::of(Fields::Map(&ok)).framing_problem(Version::HTTP_11),
+            None
+        );
         let ok = map(&[("host", "a"), ("transfer-encoding", "Chunked")]);
-        assert_eq!(FieldFacts::of(&ok).framing_problem(Version::HTTP_11), None);
+        assert_eq!(
+            FieldFacts::of(Fields::Map(&ok)).framing_problem(Version::HTTP_11),
+            None
+        );
         for te in [
             &["gzip, chunked"][..],
             &["chunked, chunked"],
@@ -102,7 +155,7 @@ mod tests {
                 h.append("transfer-encoding", HeaderValue::from_static(v));
             }
             assert_eq!(
-                FieldFacts::of(&h).framing_problem(Version::HTTP_11),
+                FieldFacts::of(Fields::Map(&h)).framing_problem(Version::HTTP_11),
                 Some(LocalReply::UnsupportedTransferEncoding),
                 "{te:?}"
             );
@@ -113,27 +166,28 @@ mod tests {
             ("content-length", "1"),
         ]);
         assert_eq!(
-            FieldFacts::of(&both).framing_problem(Version::HTTP_11),
+            FieldFacts::of(Fields::Map(&both)).framing_problem(Version::HTTP_11),
             Some(LocalReply::AmbiguousFraming)
         );
         let two_hosts = map(&[("host", "a"), ("host", "b")]);
         assert_eq!(
-            FieldFacts::of(&two_hosts).framing_problem(Version::HTTP_10),
+            FieldFacts::of(Fields::Map(&two_hosts)).framing_problem(Version::HTTP_10),
             Some(LocalReply::BadHost)
         );
         assert_eq!(
-            FieldFacts::of(&HeaderMap::new()).framing_problem(Version::HTTP_11),
+            FieldFacts::of(Fields::Map(&HeaderMap::new())).framing_problem(Version::HTTP_11),
             Some(LocalReply::BadHost)
         );
         assert_eq!(
-            FieldFacts::of(&HeaderMap::new()).framing_problem(Version::HTTP_10),
+            FieldFacts::of(Fields::Map(&HeaderMap::new())).framing_problem(Version::HTTP_10),
             None
         );
     }
 
     #[test]
     fn present_says_which_fields_a_lookup_would_find() {
-        let plain = FieldFacts::of(&map(&[("host", "a"), ("x-request-id", "1")])).present;
+        let plain =
+            FieldFacts::of(Fields::Map(&map(&[("host", "a"), ("x-request-id", "1")]))).present;
         assert!(!(plain.hop_by_hop || plain.upgrade || plain.forwarded_for || plain.client_cert));
         let all = map(&[
             ("Connection", "upgrade"),
@@ -141,7 +195,7 @@ mod tests {
             ("X-Forwarded-For", "10.0.0.1"),
             ("x-forwarded-client-cert", "By=a"),
         ]);
-        let all = FieldFacts::of(&all).present;
+        let all = FieldFacts::of(Fields::Map(&all)).present;
         assert!(all.hop_by_hop && all.upgrade && all.forwarded_for && all.client_cert);
         for hop in [
             "keep-alive",
@@ -151,7 +205,9 @@ mod tests {
             "proxy-authorization",
         ] {
             assert!(
-                FieldFacts::of(&map(&[(hop, "x")])).present.hop_by_hop,
+                FieldFacts::of(Fields::Map(&map(&[(hop, "x")])))
+                    .present
+                    .hop_by_hop,
                 "{hop}"
             );
         }

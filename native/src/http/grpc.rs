@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use crate::http::headers::visible_text;
 use crate::http::local_reply::LocalReply;
+use crate::http::request_head::Fields;
 
 pub const GRPC_STATUS: &str = "grpc-status";
 pub const GRPC_MESSAGE: &str = "grpc-message";
@@ -26,10 +28,19 @@ pub const UNAUTHENTICATED: u32 = 16;
 
 /// A gRPC request (or gRPC-Web): its content type says so.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
+    is_grpc_call(Fields::Map(headers))
+}
+
+/// `is_grpc`, for the fields in either form. A head kept as it came is no
+/// gRPC call's: its parser keeps none.
+pub fn is_grpc_call(fields: Fields<'_>) -> bool {
+    match fields {
+        Fields::Map(map) => map
+            .get(CONTENT_TYPE)
+            .and_then(|v| visible_text(v.as_bytes()))
+            .is_some_and(|v| v.starts_with("application/grpc")),
+        Fields::Kept(_) => false,
+    }
 }
 
 /// An answer to a gRPC request in gRPC's terms: the proxy's own as a gRPC

@@ -151,12 +151,17 @@ fn connection_may_remove(name: &HeaderName) -> bool {
 /// mirror copies are made, so that they are framed alike. A sized body keeps
 /// its Content-Length; an empty one needs no framing.
 pub fn keep_chunked(headers: &mut HeaderMap, body: &impl http_body::Body) {
-    if body.size_hint().exact().is_none() && !body.is_end_stream() {
+    if needs_chunked(body) {
         headers.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
     }
+}
+
+/// A body `keep_chunked` sends chunked: one of unknown length, not ended.
+pub fn needs_chunked(body: &impl http_body::Body) -> bool {
+    body.size_hint().exact().is_none() && !body.is_end_stream()
 }
 
 /// A plain Content-Length value: 1 to 19 digits (always within a u64). The
@@ -179,6 +184,16 @@ pub fn visible(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// A value as text where it is visible ASCII (or tabs), as
+/// `HeaderValue::to_str` takes one.
+pub fn visible_text(value: &[u8]) -> Option<&str> {
+    if visible(value) {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
 }
 
 /// A `Connection` value says `close`, as hyper reads one.
@@ -253,8 +268,12 @@ pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, secure: b
     if let Some(value) = value {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    let scheme = if secure { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    headers.insert(X_FORWARDED_PROTO.clone(), forwarded_proto(secure));
+}
+
+/// The scheme the client used, as `x-forwarded-proto` says it.
+pub fn forwarded_proto(secure: bool) -> HeaderValue {
+    HeaderValue::from_static(if secure { "https" } else { "http" })
 }
 
 /// A client's address as `x-forwarded-for` names it (an IPv4-mapped IPv6
@@ -280,23 +299,29 @@ pub fn set_client_cert(headers: &mut HeaderMap, verified: Option<&HeaderValue>, 
 /// request and every copy carry the same one.
 pub fn ensure_request_id(headers: &mut HeaderMap) {
     // One lookup (an entry), not a get and an insert: two hashes of the name.
-    let fresh = || {
-        let id = uuid::Uuid::new_v4();
-        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut buf);
-        HeaderValue::from_str(text).expect("a UUID is a valid header value")
-    };
     match headers.entry(X_REQUEST_ID.clone()) {
         Entry::Occupied(mut given) => {
-            let value = given.get();
-            if value.is_empty() || value.len() > 256 {
-                given.insert(fresh());
+            if !usable_request_id(given.get().as_bytes()) {
+                given.insert(fresh_request_id());
             }
         }
         Entry::Vacant(slot) => {
-            slot.insert(fresh());
+            slot.insert(fresh_request_id());
         }
     }
+}
+
+/// An `x-request-id` the proxy passes on as the client set it.
+pub fn usable_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 256
+}
+
+/// A fresh request id: a UUID v4, in lower case.
+fn fresh_request_id() -> HeaderValue {
+    let id = uuid::Uuid::new_v4();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
 }
 
 /// The Host a mirror copy carries: the suffix goes on the host name, before
@@ -505,7 +530,7 @@ mod tests {
 
     /// Which fields the request carries, as the guard tells `prepare`.
     fn given(h: &HeaderMap) -> crate::http::fields::Present {
-        crate::http::fields::FieldFacts::of(h).present
+        crate::http::fields::FieldFacts::of(crate::http::request_head::Fields::Map(h)).present
     }
 
     #[test]

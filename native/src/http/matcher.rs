@@ -1,8 +1,9 @@
 //! Request matchers: Istio's HTTPMatchRequest compiled once, evaluated per request.
 
-use http::HeaderMap;
 use regex::Regex;
 
+use crate::http::headers::visible_text;
+use crate::http::request_head::Fields;
 use crate::snapshot;
 
 /// The method of a tunnel request, served only by routes that name it.
@@ -18,7 +19,8 @@ pub struct RequestView<'a> {
     pub path_and_query: &'a str,
     /// The Host (or absolute-form authority), port included, as sent.
     pub authority: &'a str,
-    pub headers: &'a HeaderMap,
+    /// The fields, in the map or as they came.
+    pub fields: Fields<'a>,
     /// The port of the listener the request arrived on.
     pub port: u16,
 }
@@ -192,11 +194,11 @@ impl RequestMatcher {
         }
         self.headers
             .iter()
-            .all(|(name, value)| header_matches(req.headers, name, value.as_ref()))
+            .all(|(name, value)| header_matches(req.fields, name, value.as_ref()))
             && !self
                 .without_headers
                 .iter()
-                .any(|(name, value)| header_matches(req.headers, name, value.as_ref()))
+                .any(|(name, value)| header_matches(req.fields, name, value.as_ref()))
             && self
                 .query_params
                 .iter()
@@ -207,27 +209,27 @@ impl RequestMatcher {
 /// A header present several times is matched on its values joined by ",", as
 /// Envoy does; an absent header never matches.
 fn header_matches(
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     name: &http::HeaderName,
     matcher: Option<&StringMatcher>,
 ) -> bool {
-    let mut values = headers.get_all(name).iter();
+    let mut values = fields.values(name);
     let Some(first) = values.next() else {
         return false;
     };
     let Some(matcher) = matcher else {
         return true;
     };
-    let Ok(first) = first.to_str() else {
+    let Some(first) = visible_text(first) else {
         return false;
     };
     match values.next() {
         None => matcher.is_match(first),
         Some(second) => {
-            let mut joined = format!("{first},{}", second.to_str().unwrap_or(""));
+            let mut joined = format!("{first},{}", visible_text(second).unwrap_or(""));
             for v in values {
                 joined.push(',');
-                joined.push_str(v.to_str().unwrap_or(""));
+                joined.push_str(visible_text(v).unwrap_or(""));
             }
             matcher.is_match(&joined)
         }
@@ -263,6 +265,7 @@ pub fn regex_problem(pattern: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::snapshot::{HeaderMatch, RequestMatch, StringMatch};
+    use http::HeaderMap;
 
     fn view<'a>(method: &'a str, pq: &'a str, headers: &'a HeaderMap) -> RequestView<'a> {
         RequestView {
@@ -270,7 +273,7 @@ mod tests {
             path: pq.split('?').next().unwrap(),
             path_and_query: pq,
             authority: "reviews:8080",
-            headers,
+            fields: Fields::Map(headers),
             port: 8080,
         }
     }

@@ -13,6 +13,7 @@ pub mod local_reply;
 pub mod matcher;
 pub mod names;
 pub mod raw_fields;
+pub mod request_head;
 pub mod retry;
 pub mod rewrite;
 pub mod spans;

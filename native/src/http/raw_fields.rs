@@ -35,6 +35,17 @@ impl RawFields {
             .map(|span| (&self.head[span.name()], &self.head[span.value()]))
     }
 
+    /// How many fields there are.
+    pub fn count(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Field `i`'s name (as it came) and value.
+    pub fn field(&self, i: usize) -> (&[u8], &[u8]) {
+        let span = &self.spans[i];
+        (&self.head[span.name()], &self.head[span.value()])
+    }
+
     /// The map the fields would have made: the same names, values and order.
     /// `None` where the map would refuse a field, which a head httparse
     /// accepted does not hold (the differential test says so too).

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::body::Received;
 use crate::http::inspect::Findings;
+use crate::http::request_head::RequestHead;
 use crate::proxy::{self, Connection, Shared};
 use crate::snapshot::Limits;
 
@@ -77,7 +78,9 @@ pub async fn serve(
     // kilobytes, a box is a pointer (memmove was a quarter of the CPU under
     // h2load before).
     let service = service_fn(move |req: Request<Incoming>| {
-        Box::pin(proxy::handle(req.map(Received::Streamed), conn.clone()))
+        let (parts, body) = req.into_parts();
+        let head = RequestHead::new(parts);
+        Box::pin(proxy::handle(head, Received::Streamed(body), conn.clone()))
     });
     let connection = builder.serve_connection(TokioIo::new(accepted.stream), service);
     let _ = serve_until_drained(connection, stop, idle(activity, idle_timeout)).await;

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
-use http::Request;
+use http::{Method, Request};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
 use crate::http::grpc;
 use crate::http::header_ops::HeaderOps;
 use crate::http::headers::shadow_host;
+use crate::http::request_head::Fields;
 use crate::mirror::compare::CompareSpec;
 use crate::mirror::copy::{Gate, InFlight, MirrorCopy};
 use crate::sampling::Sampler;
@@ -86,8 +87,9 @@ impl MirrorPolicy {
     /// Samples this request and, if it is chosen, admits a copy within the
     /// in-flight bound. A copy that cannot be admitted is counted as dropped.
     #[inline]
-    pub fn admit(&self, parts: &Parts) -> Option<Admission> {
-        if self.only_idempotent && !parts.method.is_idempotent() && !self.safe_grpc(parts) {
+    /// `fields`: the head's, as it goes to the primary.
+    pub fn admit(&self, method: &Method, path: &str, fields: Fields<'_>) -> Option<Admission> {
+        if self.only_idempotent && !method.is_idempotent() && !self.safe_grpc(fields, path) {
             return None;
         }
         if !self.sampler.sample() {
@@ -97,10 +99,10 @@ impl MirrorPolicy {
     }
 
     /// A gRPC call to a method listed as safe to copy.
-    fn safe_grpc(&self, parts: &Parts) -> bool {
+    fn safe_grpc(&self, fields: Fields<'_>, path: &str) -> bool {
         !self.grpc_methods.is_empty()
-            && grpc::is_grpc(&parts.headers)
-            && grpc::method_listed(parts.uri.path(), &self.grpc_methods)
+            && grpc::is_grpc_call(fields)
+            && grpc::method_listed(path, &self.grpc_methods)
     }
 
     /// Admits a copy chosen elsewhere (a noise copy follows its mirror's

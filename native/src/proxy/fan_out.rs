@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::body::Received;
-use http::request::Parts;
+use crate::http::request_head::RequestHead;
 use http_body::Body;
 use tokio::sync::oneshot;
 
@@ -35,9 +35,10 @@ pub(super) struct Compared {
 /// Admits each mirror's sampled copy within its bounds and starts it on a
 /// task of its own. A noise copy (a second primary instance) goes only with a
 /// compared copy of the mirror it follows, to see the same request.
+/// The head's fields are put in the map only for a copy admitted.
 pub(super) fn fan_out(
     route: &Route,
-    parts: &Parts,
+    head: &mut RequestHead,
     body: &Received,
     conn: &Connection,
     published: &Published,
@@ -52,11 +53,12 @@ pub(super) fn fan_out(
         let admission = match noise_for {
             Some(parent) if compared_mirrors & (1 << parent) == 0 => continue,
             Some(_) => policy.admit_chosen(),
-            None => policy.admit(parts),
+            None => policy.admit(head.method(), head.uri().path(), head.fields()),
         };
         let Some(admission) = admission else {
             continue;
         };
+        let parts = head.parts_mut();
         let (mut copy, tap, gate) =
             policy.copy(admission, parts, has_body, &conn.shared.mirror_budget);
         out.gates.extend(gate);

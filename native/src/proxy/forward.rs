@@ -7,15 +7,15 @@ use std::pin::{pin, Pin};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
-use http::request::Parts;
 use http::{Request, Response};
 use rustls_pki_types::ServerName;
 
 use crate::body::replay::Whole;
 use crate::body::RequestBody;
 use crate::http::grpc;
-use crate::http::headers::{response_framing, strip_hop_by_hop};
+use crate::http::headers::{response_framing, strip_hop_by_hop, visible_text};
 use crate::http::local_reply::LocalReply;
+use crate::http::request_head::RequestHead;
 use crate::http::retry::{RetryPolicy, TryOutcome};
 use crate::upstream::cluster::{Cluster, Lease};
 use crate::upstream::pool::{Pool, SendError, Target};
@@ -66,14 +66,14 @@ pub enum Sending {
     Whole(Whole),
 }
 
-pub async fn send(f: Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
+pub async fn send(f: Forward<'_>, head: &mut RequestHead, body: Sending) -> Tried {
     // Pinned here, not boxed: a box was an allocation and a copy of the
     // tries' 2 KiB per request (530 instructions, callgrind). The request's
     // future is pinned where it is made (the session's, HTTP/2's box), so
     // its size is not copied at each await any more.
     // The head is lent, here and to the tries: each `async fn` that owned
     // it held it twice (as argument and as local) and copied it in.
-    let exchange = pin!(tries(&f, parts, body));
+    let exchange = pin!(tries(&f, head, body));
     let result = match f.timeout {
         Some(limit) => tokio::time::timeout(limit, exchange)
             .await
@@ -90,7 +90,7 @@ pub async fn send(f: Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
 /// `async fn` with each try's steps in its loop: a try of its own was a
 /// future of 2.3 KiB holding the head, body and forward twice (as arguments
 /// and as locals), copied into this one at each try.
-async fn tries(f: &Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
+async fn tries(f: &Forward<'_>, head: &mut RequestHead, body: Sending) -> Tried {
     // Only a body that can be sent again allows another try: an empty one,
     // or one read whole ahead.
     let (mut streamed, whole) = match body {
@@ -109,7 +109,7 @@ async fn tries(f: &Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
         // The scrutinee is gone before the send is awaited (a `match` around
         // the send kept its 320 bytes in this future).
         let (outcome, result) = 'try_: {
-            let mut begun = match Begun::try_begin(f, parts) {
+            let mut begun = match Begun::try_begin(f, head) {
                 Ok(begun) => begun,
                 Err((outcome, reply)) => break 'try_ (outcome, Err(reply)),
             };
@@ -121,19 +121,22 @@ async fn tries(f: &Forward<'_>, parts: &mut Parts, body: Sending) -> Tried {
             // No async block around the send: a layer of its own would hold the
             // head, body and target again, and be copied whole into this future.
             let result = if begun.wire == Wire::Http1 {
-                // Written from the head where it lies.
-                let send =
-                    pin!(f
-                        .pool
-                        .send_borrowed(target, parts, begun.grpc_timeout.take(), body));
+                // Written from the head where it lies (its fields kept as
+                // they came, unless the try has one of its own to put in).
+                let replace = begun.grpc_timeout.take();
+                if replace.is_some() {
+                    head.parts_mut();
+                }
+                let send = pin!(f.pool.send_borrowed(target, head, replace, body));
                 within(per_try, send).await
             } else {
                 // The last try gives its head away; one that another may follow
                 // sends a copy.
                 let head = if last {
-                    std::mem::replace(parts, Request::new(()).into_parts().0)
+                    let empty = RequestHead::new(Request::new(()).into_parts().0);
+                    std::mem::replace(head, empty).into_parts()
                 } else {
-                    protocol::copy_head(parts)
+                    head.to_parts()
                 };
                 let head = protocol::try_head(head, begun.grpc_timeout.take());
                 // Boxed: HTTP/2's send is the larger future, which every HTTP/1.1
@@ -178,17 +181,20 @@ type Ended = (Option<TryOutcome>, Tried);
 impl<'a> Begun<'a> {
     /// The outcome is `None` when nothing was sent (no endpoint, or the
     /// cluster's limit is reached): retrying would only add load.
-    fn try_begin(f: &Forward<'a>, parts: &Parts) -> Result<Self, (Option<TryOutcome>, LocalReply)> {
+    fn try_begin(
+        f: &Forward<'a>,
+        head: &RequestHead,
+    ) -> Result<Self, (Option<TryOutcome>, LocalReply)> {
         let lease = f.cluster.acquire().map_err(|why| (None, why.into()))?;
         let endpoint = lease.endpoint();
-        let wire = Wire::choose(f.cluster.protocol, parts.version);
+        let wire = Wire::choose(f.cluster.protocol, head.version());
         // The upstream is told what is left of a gRPC client's deadline.
         let grpc_timeout = f
             .grpc_deadline
             .and_then(|d| grpc::timeout_value(d.saturating_duration_since(Instant::now())))
             .map(|value| (HeaderName::from_static(grpc::GRPC_TIMEOUT), value));
         // Auto SNI: the Host going upstream names the server.
-        let host = || parts.headers.get(http::header::HOST)?.to_str().ok();
+        let host = || visible_text(head.fields().get(&http::header::HOST)?);
         let Ok(name) = f.cluster.tls_name(host) else {
             f.cluster.record(endpoint, TryOutcome::ConnectFailure);
             return Err((Some(TryOutcome::ConnectFailure), LocalReply::UpstreamTls));

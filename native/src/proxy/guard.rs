@@ -1,14 +1,11 @@
 //! The first phase of a request: what may not be forwarded at all, answered
 //! before routing sees it.
 
-use crate::body::Received;
-use http::header::HeaderValue;
-use http::Request;
-
 use crate::http::fields::{FieldFacts, Present};
 use crate::http::headers;
 use crate::http::inspect::Verdict;
 use crate::http::local_reply::LocalReply;
+use crate::http::request_head::RequestHead;
 use crate::proxy::Connection;
 
 /// What may not be forwarded at all: framing the inspector refused on the
@@ -18,7 +15,7 @@ use crate::proxy::Connection;
 /// and the authority the request names (an absolute-form target's, or its
 /// Host; empty for none), found in the same pass.
 pub fn guard<'r>(
-    request: &'r Request<Received>,
+    request: &'r RequestHead,
     conn: &Connection,
 ) -> Result<(Present, &'r str), LocalReply> {
     // Taken for every request, in order, before anything else can answer.
@@ -29,7 +26,7 @@ pub fn guard<'r>(
             Verdict::BadChunk => LocalReply::BadRequestBody,
         });
     }
-    let facts = FieldFacts::of(request.headers());
+    let facts = FieldFacts::of(request.fields());
     if let Some(refused) = facts.framing_problem(request.version()) {
         return Err(refused);
     }
@@ -47,9 +44,9 @@ pub fn guard<'r>(
     // (`to_str` checks that much with no UTF-8 validation to pay for).
     let host = match request.uri().authority() {
         Some(absolute) => Some(absolute.as_str()),
-        None => match facts.host.map(HeaderValue::to_str) {
-            Some(Ok(host)) => Some(host),
-            Some(Err(_)) => return Err(LocalReply::InvalidHost),
+        None => match facts.host.map(headers::visible_text) {
+            Some(Some(host)) => Some(host),
+            Some(None) => return Err(LocalReply::InvalidHost),
             None => None,
         },
     };

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::body::Received;
-use http::header::{HeaderValue, HOST};
-use http::request::Parts;
+
 use http::uri::Authority;
 use http::{Method, Request, Response, Version};
 use http_body::Body;
@@ -21,11 +20,11 @@ use crate::body::replay::{self, ReadAhead};
 use crate::body::{
     self, CapturedBody, ClientBody, RequestBody, ResponseBody, TapHandle, WatchedBody,
 };
-use crate::http::fields::Present;
 use crate::http::grpc;
 use crate::http::headers;
 use crate::http::local_reply::{plain_response, LocalReply, ResponseFlag};
-use crate::http::matcher::{RequestView, StringMatcher};
+use crate::http::matcher::RequestView;
+use crate::http::request_head::RequestHead;
 use crate::http::upgrade;
 use crate::mirror::Gate;
 use crate::proxy::activity::Open;
@@ -34,14 +33,17 @@ use crate::proxy::fan_out::{fan_out, Compared};
 use crate::proxy::fault;
 use crate::proxy::forward::{self, Forward, Sending, UpstreamBody, UpstreamHost};
 use crate::proxy::guard;
+use crate::proxy::prepare::prepare;
+use crate::proxy::selected::Selected;
 use crate::proxy::session::{self, SessionTo};
 use crate::proxy::{Connection, Published};
-use crate::route::{Action, Destination, Route};
+use crate::route::Action;
 use crate::telemetry::access_log::PendingLine;
 use crate::telemetry::{flag_index, Observed, Outcome, RequestSeries};
 
 pub async fn handle(
-    mut request: Request<Received>,
+    mut head: RequestHead,
+    body: Received,
     conn: Arc<Connection>,
 ) -> Result<Response<ClientBody>, Infallible> {
     let started = Instant::now();
@@ -50,29 +52,36 @@ pub async fn handle(
     // Loaded once: this request finishes on this table even if a reload lands meanwhile.
     let published = conn.shared.published.load_full();
     // Every request gets an id, routed or not, so that log lines can name it.
-    headers::ensure_request_id(request.headers_mut());
-    let grpc = grpc::is_grpc(request.headers());
-    let http1 = request.version() < Version::HTTP_2;
+    head.ensure_request_id();
+    let grpc = grpc::is_grpc_call(head.fields());
+    let http1 = head.version() < Version::HTTP_2;
     let mut observing = Observing::new(started, grpc);
     // Called from here directly: each layer of `async fn` in between would
     // hold the request twice and be copied whole into its caller.
-    let connect = request.method() == Method::CONNECT;
+    let connect = head.method() == Method::CONNECT;
     let Some(log) = conn.shared.access_log.clone() else {
-        let response =
-            route_and_forward(request, connect, &conn, &published, None, &mut observing).await;
+        let routing =
+            route_and_forward(head, body, connect, &conn, &published, None, &mut observing);
+        let response = routing.await;
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
         let response = for_client(response, connect, grpc, http1);
         let observed = observing.observed(&conn, &response, flag);
         return Ok(response.map(|body| ClientBody::new(body, observed, None)));
     };
-    let (parts, body) = request.into_parts();
-    let mut line = PendingLine::start(log, &parts);
+    let mut line = PendingLine::start(log, head.parts_mut());
     line.record.client_cert = conn.client().map(|c| c.subject.clone());
     line.record.client = conn.peer.to_string();
-    let request = Request::from_parts(parts, body);
     let logged = Some(&mut line);
-    let response =
-        route_and_forward(request, connect, &conn, &published, logged, &mut observing).await;
+    let routing = route_and_forward(
+        head,
+        body,
+        connect,
+        &conn,
+        &published,
+        logged,
+        &mut observing,
+    );
+    let response = routing.await;
     let found = response.extensions();
     let flag = found.get::<ResponseFlag>().map(|f| f.0);
     line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
@@ -154,7 +163,8 @@ fn for_client(
 
 /// `connect`: the request is a CONNECT (decided once, by `handle`).
 async fn route_and_forward(
-    request: Request<Received>,
+    mut head: RequestHead,
+    body: Received,
     connect: bool,
     conn: &Arc<Connection>,
     published: &Published,
@@ -162,12 +172,12 @@ async fn route_and_forward(
     observing: &mut Observing,
 ) -> Response<ResponseBody> {
     let started = observing.started;
-    let (present, authority) = match guard::guard(&request, conn) {
+    let (present, authority) = match guard::guard(&head, conn) {
         Ok(passed) => passed,
         Err(reply) => return reply.into_response(),
     };
     let routing = select(
-        &request,
+        &head,
         authority,
         connect,
         conn,
@@ -187,28 +197,24 @@ async fn route_and_forward(
     // Sessions are boxed, being rare: an async fn's future is as large as its
     // largest await, and every request's future is copied whole as it moves.
     if connect {
+        let request = Request::from_parts(head.into_parts(), body);
         return Box::pin(session::tunneled(request, conn, published, to, line)).await;
     }
-    let (mut parts, body) = request.into_parts();
-    if let Some(value) = prepare(&mut parts, &body, present, conn, &selected) {
+    if let Some(value) = prepare(&mut head, &body, present, conn, &selected) {
+        let mut parts = head.into_parts();
         upgrade::restore(&mut parts.headers, value);
         return Box::pin(session::upgraded(parts, conn, published, to, line)).await;
     }
+    let grpc = observing.grpc;
     let fanned = fan_out(
         selected.route,
-        &parts,
+        &mut head,
         &body,
         conn,
         published,
         line.as_deref_mut(),
     );
-    // A gRPC deadline bounds the call as the route's timeout does; the
-    // tighter one wins, and the upstream is told what is left of it.
-    let grpc = observing.grpc;
-    let grpc_deadline = grpc
-        .then(|| grpc::timeout(&parts.headers))
-        .flatten()
-        .map(|t| started + t);
+    let grpc_deadline = grpc_deadline(&mut head, grpc, started);
     let forward = Forward {
         pool: &published.upstreams.primary,
         cluster: &selected.destination.cluster,
@@ -229,13 +235,20 @@ async fn route_and_forward(
         },
         _ => Sending::Streamed(body),
     };
-    let result = forward::send(forward, &mut parts, body).await;
+    let result = forward::send(forward, &mut head, body).await;
     let answered = Answered {
         result,
         client_failed: client_failed.as_deref(),
         observing,
     };
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
+}
+
+/// A gRPC call's deadline: it bounds the call as the route's timeout does;
+/// the tighter one wins, and the upstream is told what is left of it.
+fn grpc_deadline(head: &mut RequestHead, grpc: bool, started: Instant) -> Option<Instant> {
+    let timeout = grpc.then(|| grpc::timeout(&head.parts_mut().headers));
+    timeout.flatten().map(|t| started + t)
 }
 
 /// The client's body as it goes upstream: teed to the copies' taps,
@@ -259,39 +272,29 @@ fn upstream_body(
 
 // === select ===
 
-/// Where routing sent a request.
-struct Selected<'p> {
-    route: &'p Route,
-    destination: &'p Destination,
-    /// The route's URI match, for a prefix rewrite.
-    uri: Option<&'p StringMatcher>,
-    /// An absolute-form target's authority: it overrides Host (RFC 9112 3.2.2).
-    absolute: Option<Authority>,
-}
-
 /// Picks the virtual host, the route and a destination; answers what the
 /// route answers itself (fault abort, redirect, direct response) or what
 /// matched nothing.
 /// `authority`: the one the request names, as `guard` found it.
 async fn select<'p>(
-    request: &Request<Received>,
+    head: &RequestHead,
     authority: &str,
     connect: bool,
     conn: &Connection,
     published: &'p Published,
     mut line: Option<&mut PendingLine>,
 ) -> Result<Selected<'p>, Response<ResponseBody>> {
-    let absolute = request.uri().authority().cloned();
+    let absolute = head.uri().authority().cloned();
     if connect && absolute.as_ref().and_then(Authority::port_u16).is_none() {
         return Err(LocalReply::BadConnectTarget.into_response());
     }
-    let path_and_query = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let path_and_query = head.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let view = RequestView {
-        method: request.method().as_str(),
-        path: request.uri().path(),
+        method: head.method().as_str(),
+        path: head.uri().path(),
         path_and_query,
         authority,
-        headers: request.headers(),
+        fields: head.fields(),
         port: conn.port,
     };
     let unrouted = |reply: LocalReply| {
@@ -339,50 +342,6 @@ async fn select<'p>(
         uri: matched.uri,
         absolute,
     })
-}
-
-// === prepare ===
-
-/// Makes the head what goes upstream: hop-by-hop headers out, framing kept,
-/// x-forwarded-*, the Host an absolute-form target names, the route's rewrite
-/// and header rules. Done before the copies are made: a mirror receives what
-/// the primary receives, Host suffix aside. Returns the `Upgrade` value of an
-/// upgrade request (read before the hop-by-hop headers go).
-fn prepare(
-    parts: &mut Parts,
-    body: &Received,
-    present: Present,
-    conn: &Connection,
-    selected: &Selected<'_>,
-) -> Option<HeaderValue> {
-    // Each rule looks only for a field the request carries (`present`).
-    let upgrade = present
-        .upgrade
-        .then(|| upgrade::requested(&parts.headers, parts.version, !body.is_end_stream()))
-        .flatten();
-    if present.hop_by_hop {
-        headers::strip_hop_by_hop(&mut parts.headers);
-    }
-    headers::keep_chunked(&mut parts.headers, body);
-    let client = &conn.forwarded_for;
-    let secure = conn.tls.is_some();
-    headers::append_forwarded(&mut parts.headers, client, secure, present.forwarded_for);
-    let cert = conn.client().map(|c| &c.forwarded);
-    headers::set_client_cert(&mut parts.headers, cert, present.client_cert);
-    if let Some(a) = &selected.absolute {
-        if let Ok(value) = HeaderValue::from_str(a.as_str()) {
-            parts.headers.insert(HOST, value);
-        }
-    }
-    if let Some(rewrite) = &selected.route.rewrite {
-        rewrite.apply(parts, selected.uri);
-    }
-    selected.route.request_headers.apply(&mut parts.headers);
-    selected
-        .destination
-        .request_headers
-        .apply(&mut parts.headers);
-    upgrade
 }
 
 // === respond ===

@@ -485,7 +485,7 @@ mod tests {
             path: "/",
             path_and_query: "/",
             authority: "reviews",
-            headers,
+            fields: crate::http::request_head::Fields::Map(headers),
             port: 80,
         }
     }

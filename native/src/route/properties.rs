@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
 use crate::http::matcher::RequestView;
+use crate::http::request_head::Fields;
 use crate::route::RouteTable;
 use crate::sampling::{Sampler, WeightedPicker, MILLION};
 use crate::snapshot::{self, HeaderMatch, RequestMatch, Snapshot, StringMatch, WeightedCluster};
@@ -542,7 +543,7 @@ proptest! {
                 path: req.path,
                 path_and_query: &path_and_query,
                 authority: req.authority,
-                headers: &headers,
+                fields: Fields::Map(&headers),
                 port: req.port,
             };
             let got = table.virtual_host(req.listener, &req.host);

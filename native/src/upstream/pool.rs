@@ -14,6 +14,7 @@ use http::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 
+use crate::http::request_head::RequestHead;
 use crate::tls::{Alpn, Originator};
 use crate::upstream::dial::{dial, DialError, Originate};
 use crate::upstream::either::Either;
@@ -163,25 +164,36 @@ impl Pool {
     /// Sends a request over HTTP/1.1 from a head the caller keeps (one that
     /// another try may need), with a try's own field (`replace`: its
     /// `grpc-timeout`) in place of the head's: the head is written from the
-    /// borrowed fields, never copied. The rare head whose framing fields
-    /// must change goes as an edited copy.
+    /// borrowed fields, in the map or kept as they came, never copied. The
+    /// rare head whose framing fields must change goes as an edited copy.
     pub fn send_borrowed<'a, B: PooledBody>(
         &'a self,
         target: Target<'a>,
-        parts: &'a http::request::Parts,
+        head: &'a RequestHead,
         replace: Option<encode::Field>,
         body: B,
     ) -> impl Future<Output = Result<Response<PooledResponse<B>>, SendError>> + 'a {
         let empty = body.is_end_stream();
+        let exact = body.size_hint().exact();
+        let parts = head.parts_unmapped();
         // The exchange's own future, not one wrapped around it (`Either`).
-        match encode::plan(parts, empty, body.size_hint().exact()) {
+        let planned = match head.kept_fields() {
+            // A try with a field of its own has its head in the map.
+            Some(kept) if replace.is_none() => encode::plan_kept(kept, &parts.method, empty, exact),
+            Some(_) => None,
+            None => encode::plan(parts, empty, exact),
+        };
+        match planned {
             Some((framing, append)) => {
-                let head = move || encode::head_borrowed(parts, replace.as_ref(), append.as_ref());
+                let head = move || match head.kept_fields() {
+                    Some(kept) => encode::head_kept(parts, kept, append.as_ref()),
+                    None => encode::head_borrowed(parts, replace.as_ref(), append.as_ref()),
+                };
                 let future = self.exchange_http1(target, &parts.method, head, body, framing);
                 Either::Usual { future }
             }
             None => {
-                let copy = super::protocol::try_head(super::protocol::copy_head(parts), replace);
+                let copy = super::protocol::try_head(head.to_parts(), replace);
                 let future = Box::pin(self.send(target, Request::from_parts(copy, body)));
                 Either::Rare { future }
             }

@@ -30,6 +30,7 @@ use super::handed;
 use super::rewind::Rewind;
 use super::session::{self, Ended, Settings};
 use crate::body::Received;
+use crate::http::request_head::RequestHead;
 use crate::listen::ServerSettings;
 use crate::snapshot::Limits;
 use crate::transport::Stream;
@@ -234,7 +235,12 @@ async fn exchange(input: &'static [u8], server: Server) -> Exchange {
                     header_read_timeout: Duration::from_secs(5),
                 };
                 let handler = served.clone();
-                let handle = move |request| serve(request, handler.clone());
+                let handle = move |head: RequestHead, body| {
+                    serve(
+                        Request::from_parts(head.into_parts(), body),
+                        handler.clone(),
+                    )
+                };
                 let drained = Arc::new(AtomicBool::new(false));
                 let stream = Stream::tcp(socket);
                 if let Ended::HandOff(read, stream) =

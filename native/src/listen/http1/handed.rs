@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::body::Received;
 use crate::http::inspect::{Findings, Inspected, Tracker};
+use crate::http::request_head::RequestHead;
 use crate::proxy::{self, Connection};
 use crate::snapshot::Limits;
 use crate::transport::Stream;
@@ -49,7 +50,12 @@ pub async fn serve(
     });
     let activity = conn.activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
-        proxy::handle(req.map(Received::Streamed), conn.clone())
+        let (parts, body) = req.into_parts();
+        proxy::handle(
+            RequestHead::new(parts),
+            Received::Streamed(body),
+            conn.clone(),
+        )
     });
     // `with_upgrades` lets a 101 hand the socket to its splice.
     let connection = builder

@@ -9,11 +9,15 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::HeaderValue;
-use http::request::Parts;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use crate::http::spans::Room;
+use crate::http::headers::{
+    X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use crate::http::raw_fields::RawFields;
+use crate::http::request_head::{KeptFacts, RequestHead};
+use crate::http::spans::{Room, Span};
 use crate::http::{headers, names};
 
 /// Header slots kept on the stack; a head with more is hyper's.
@@ -42,15 +46,18 @@ pub enum Parsed {
 
 #[derive(Debug)]
 pub struct Taken {
-    pub parts: Parts,
+    /// Its fields kept as they came where the head is plain (`Seen::plain`).
+    pub head: RequestHead,
     pub body: Bytes,
     /// The client said `Connection: close`: the connection ends after the answer.
     pub close: bool,
 }
 
 /// Parses the request at the start of `buf`, taking its bytes when the
-/// session serves it. `max_fields`: the listener's header count limit.
-pub fn parse(buf: &mut BytesMut, max_fields: usize) -> Parsed {
+/// session serves it. `max_fields`: the listener's header count limit;
+/// `keep`: a plain head's fields may be kept as they came (off, every
+/// head's go into the map: the differential test's reference).
+pub fn parse(buf: &mut BytesMut, max_fields: usize, keep: bool) -> Parsed {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut request = httparse::Request::new(&mut []);
     let slots = &mut fields[..max_fields.min(MAX_FIELDS)];
@@ -96,29 +103,82 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize) -> Parsed {
         // Not this session's to refuse: hyper answers it (400) as before.
         return restore(buf, &head);
     };
-    // Room for what the request's way adds (its id, x-forwarded-*): a map
-    // that grows rehashes every field.
-    let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
-    for span in spans {
-        let Ok(name) = names::field_name(&head[span.name()]) else {
-            return restore(buf, &head);
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(span.value())) else {
-            return restore(buf, &head);
-        };
-        headers.append(name, value);
-    }
-    let body = buf.split_to(body as usize).freeze();
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    parts.headers = headers;
+    let raw = if keep {
+        kept(&head, spans, &seen)
+    } else {
+        None
+    };
+    let head = match raw {
+        Some(raw) => {
+            let facts = KeptFacts {
+                length: seen.length,
+                ..seen.facts
+            };
+            RequestHead::kept(parts, raw, facts)
+        }
+        None => match mapped(&head, spans, count) {
+            Some(headers) => {
+                parts.headers = headers;
+                RequestHead::new(parts)
+            }
+            None => return restore(buf, &head),
+        },
+    };
     Parsed::Request(Taken {
-        parts,
-        body,
+        head,
+        body: buf.split_to(body as usize).freeze(),
         close: seen.close,
     })
+}
+
+/// The head's fields in a map; `None` where the map refuses one.
+fn mapped(head: &Bytes, spans: &[Span], count: usize) -> Option<HeaderMap> {
+    // Room for what the request's way adds (its id, x-forwarded-*): a map
+    // that grows rehashes every field.
+    let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
+    for span in spans {
+        let name = names::field_name(&head[span.name()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value())).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+/// The head's fields kept as they came (`RequestHead::kept`), for a plain
+/// head: no name that keeps it out (`Seen::plain`), none repeated apart
+/// (the map puts a name's values together, at its first place).
+fn kept(head: &Bytes, spans: &[Span], seen: &Seen) -> Option<RawFields> {
+    if !seen.plain {
+        return None;
+    }
+    for (i, span) in spans.iter().enumerate().skip(2) {
+        let name = &head[span.name()];
+        let same = |other: &Span| {
+            let other = &head[other.name()];
+            other.len() == name.len() && other.eq_ignore_ascii_case(name)
+        };
+        if !same(&spans[i - 1]) && spans[..i - 1].iter().any(same) {
+            return None;
+        }
+    }
+    Some(RawFields::new(head.clone(), spans.to_vec()))
+}
+
+/// A field that keeps a head from being kept as it came (`Seen::plain`).
+fn keeps_out(name: &[u8], value: &[u8]) -> bool {
+    let is = |other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
+    match name.len() {
+        12 if is(&X_REQUEST_ID) => !headers::usable_request_id(value),
+        12 => is(&CONTENT_TYPE) && value.starts_with(b"application/grpc"),
+        15 => is(&X_FORWARDED_FOR),
+        17 => is(&X_FORWARDED_PROTO) || headers::spells_hop_by_hop(name),
+        23 => is(&X_FORWARDED_CLIENT_CERT),
+        _ => headers::spells_hop_by_hop(name),
+    }
 }
 
 /// Puts a head taken from `buf` back in front of it, for hyper to read: a
@@ -132,10 +192,31 @@ fn restore(buf: &mut BytesMut, head: &Bytes) -> Parsed {
 }
 
 /// What the fields say of the request's framing and of the connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     length: Option<u64>,
     close: bool,
+    /// What a kept head's way needs of its fields, noted as they go by.
+    facts: KeptFacts,
+    /// Fields noted so far.
+    fields: u32,
+    /// No field keeps the head from being kept as it came: none that the
+    /// request's way edits or looks up by the map (hop-by-hop fields,
+    /// `x-forwarded-*`, an `x-request-id` it replaces) and no gRPC call
+    /// (whose way reads and edits its fields).
+    plain: bool,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            length: None,
+            close: false,
+            facts: KeptFacts::default(),
+            fields: 0,
+            plain: true,
+        }
+    }
 }
 
 impl Seen {
@@ -144,7 +225,16 @@ impl Seen {
     /// Names are told apart by their length first: one compare for most.
     fn note(&mut self, name: &[u8], value: &[u8]) -> bool {
         let is = |other: &[u8]| name.eq_ignore_ascii_case(other);
-        match name.len() {
+        let facts = &mut self.facts;
+        facts.bytes += name.len() + value.len() + 4;
+        let at = self.fields;
+        self.fields += 1;
+        let served = match name.len() {
+            4 if is(b"host") => {
+                facts.hosts += 1;
+                facts.host = facts.host.or(Some(at));
+                true
+            }
             2 => !is(b"te"),
             6 => !is(b"expect"),
             7 => !is(b"upgrade"),
@@ -156,7 +246,13 @@ impl Seen {
             }
             17 => !is(b"transfer-encoding"),
             _ => true,
+        };
+        if self.plain && keeps_out(name, value) {
+            self.plain = false;
         }
+        // A kept head's `x-request-id` is a usable one (`keeps_out`).
+        self.facts.request_id |= name.len() == 12 && is(b"x-request-id");
+        served
     }
 
     /// `close` ends the connection after the answer; `upgrade` is hyper's.

@@ -14,6 +14,8 @@ mod differential;
 mod handed;
 pub mod head;
 #[cfg(test)]
+mod kept_differential;
+#[cfg(test)]
 mod raw_differential;
 mod rewind;
 mod session;
@@ -67,7 +69,7 @@ pub async fn serve(
     let handler = conn.clone();
     let run = session::run(
         accepted.stream,
-        move |request| proxy::handle(request, handler.clone()),
+        move |head, body| proxy::handle(head, body, handler.clone()),
         session::Settings {
             max_head_bytes: settings.max_header_bytes,
             max_fields: limits.max_request_headers as usize,

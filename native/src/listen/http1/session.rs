@@ -18,12 +18,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use http_body::Body;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::body::Received;
 use crate::http::raw_fields::CarriesRawFields;
+use crate::http::request_head::RequestHead;
 use crate::transport::Stream;
 
 use super::answer::{self, BodyLength, Framing, Unwritable};
@@ -60,7 +61,7 @@ pub async fn run<H, F, B>(
     drained: Arc<AtomicBool>,
 ) -> Ended
 where
-    H: FnMut(Request<Received>) -> F,
+    H: FnMut(RequestHead, Received) -> F,
     F: Future<Output = Result<Response<B>, Infallible>>,
     B: Body<Data = Bytes> + Unpin + CarriesRawFields,
 {
@@ -72,13 +73,12 @@ where
             Next::HandOff => return Ended::HandOff(buf, stream),
             Next::Closed => return Ended::Closed,
         };
-        let method = taken.parts.method.clone();
+        let method = taken.head.method().clone();
         let close = taken.close;
-        let request = Request::from_parts(taken.parts, Received::whole(taken.body));
         // Pinned where it is made: a request's future is large, and every
         // move of it is a copy.
         let response = {
-            let respond = pin!(handle(request));
+            let respond = pin!(handle(taken.head, Received::whole(taken.body)));
             answered(respond, &mut stream, &mut buf).await
         };
         let Some(response) = response else {
@@ -126,7 +126,7 @@ async fn next(
     let mut deadline = None;
     loop {
         if !buf.is_empty() {
-            match head::parse(buf, settings.max_fields) {
+            match head::parse(buf, settings.max_fields, true) {
                 Parsed::Request(taken) => return Next::Request(taken),
                 Parsed::HandOff => return Next::HandOff,
                 // hyper answers a head over the limit (431).
@@ -464,7 +464,7 @@ mod tests {
                 received: received.clone(),
                 piled_up: piled_up.clone(),
             });
-            let handle = move |_: Request<Received>| {
+            let handle = move |_: RequestHead, _: Received| {
                 let body = answer.take().expect("one request");
                 async move { Ok::<_, Infallible>(Response::new(body)) }
             };
