@@ -345,3 +345,76 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
             break
         got += chunk
     return got
+
+
+# === a request head whose fields only pass through ===
+
+
+@pytest.mark.parametrize(
+    ("route_extra", "added"),
+    [
+        # No rule edits the request: its fields go upstream as they came
+        # (`http::request_head`), the proxy's own after them.
+        ("", []),
+        # A request rule: the fields go through the map and the rule, as before.
+        ("\n        headers: {request: {set: {x-op: '1'}}}", [b"x-op: 1"]),
+    ],
+    ids=["kept as they came", "through the map"],
+)
+def test_a_request_passing_through_reaches_the_upstream_as_its_fields_say(
+    route_extra: str, added: list[bytes]
+) -> None:
+    """The client's fields, mixed case, repeated, obs-text: the upstream gets them
+    lower-cased, in order, then the proxy's fresh `x-request-id` and `x-forwarded-*`; a
+    client's own usable id and Content-Length pass in their place. The same bytes whether
+    the fields are kept as they came or go through the map (a route rule), the rule's
+    field aside."""
+    first = head(
+        "GET /items/1?q=2 HTTP/1.1",
+        "Host: reviews",
+        "X-Mixed-CASE: Value \xe9\t!",
+        "accept: */*",
+        "X-Tag: 1",
+        "x-tag: 2",
+        "User-Agent: raw/1",
+    )
+    second = head(
+        "POST /p HTTP/1.1",
+        "Host: reviews",
+        "Content-Length: 5",
+        "X-Request-Id: given-1",
+        body=b"hello",
+    )
+    with healthy(b"v1") as v1, healthy(b"v2") as v2:
+        config = seed_config(v1.address, v2.address, mirror=None, route_extra=route_extra)
+        with Proxy(config) as proxy:
+            host, port = proxy.addresses[0].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                for request in (first, second):
+                    sock.sendall(request)
+                    answer, _ = read_answer(sock)
+                    assert answer.startswith(b"HTTP/1.1 200 "), answer
+            got = v1.wait_requests(2)
+    forwarded = [b"x-forwarded-for: 127.0.0.1", b"x-forwarded-proto: http"]
+    ids = [line for line in got[0].lines if line.startswith(b"x-request-id: ")]
+    assert len(ids) == 1 and len(ids[0]) == len(b"x-request-id: ") + 36, got[0].lines
+    assert (got[0].method, got[0].target, got[0].version) == ("GET", "/items/1?q=2", "HTTP/1.1")
+    assert list(got[0].lines) == [
+        b"host: reviews",
+        b"x-mixed-case: Value \xe9\t!",
+        b"accept: */*",
+        b"x-tag: 1",
+        b"x-tag: 2",
+        b"user-agent: raw/1",
+        ids[0],
+        *forwarded,
+        *added,
+    ]
+    assert (got[1].method, got[1].target, got[1].body) == ("POST", "/p", b"hello")
+    assert list(got[1].lines) == [
+        b"host: reviews",
+        b"content-length: 5",
+        b"x-request-id: given-1",
+        *forwarded,
+        *added,
+    ]
