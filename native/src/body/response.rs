@@ -143,10 +143,6 @@ impl Drop for ClientBody {
 /// What the client receives: the upstream's body streamed through, or the
 /// proxy's own short reply.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the upstream's body is nearly every answer's: boxed, each would allocate"
-)]
 pub enum ResponseBody {
     Upstream(UpstreamBody),
     /// The upstream's body, also captured for comparison with mirror copies.
