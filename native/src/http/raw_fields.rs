@@ -50,7 +50,13 @@ impl RawFields {
     /// `None` where the map would refuse a field, which a head httparse
     /// accepted does not hold (the differential test says so too).
     pub fn to_map(&self) -> Option<HeaderMap> {
-        let mut map = HeaderMap::with_capacity(self.spans.len());
+        self.to_map_with_room(0)
+    }
+
+    /// `to_map`, with room for `extra` fields more: a map that grows
+    /// rehashes every field.
+    pub fn to_map_with_room(&self, extra: usize) -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + extra);
         for span in &self.spans {
             let name = names::field_name(&self.head[span.name()]).ok()?;
             let value = HeaderValue::from_maybe_shared(self.head.slice(span.value())).ok()?;

@@ -109,9 +109,10 @@ impl Kept {
     fn to_map(&self) -> HeaderMap {
         // httparse takes no name or value the map refuses (the raw
         // differential tests hold it over arbitrary bytes).
+        // Room for the proxy's own fields and a few of the rules'.
         let mut map = self
             .raw
-            .to_map()
+            .to_map_with_room(ADDED_NAMES.len() + 3)
             .expect("httparse takes no field the map refuses");
         for (name, value) in self.added_fields() {
             let value = HeaderValue::from_bytes(value).expect("the proxy's own values are valid");

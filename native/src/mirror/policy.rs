@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{HeaderValue, HOST};
 use http::request::Parts;
 use http::{Method, Request};
@@ -150,9 +151,9 @@ impl MirrorPolicy {
             .get(HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or(&self.cluster.host);
-        if let Ok(shadow) =
-            HeaderValue::from_str(&shadow_host(host, &self.host_suffix, &self.cluster.host))
-        {
+        // The string's own buffer becomes the value's: no copy.
+        let shadow = Bytes::from(shadow_host(host, &self.host_suffix, &self.cluster.host));
+        if let Ok(shadow) = HeaderValue::from_maybe_shared(shadow) {
             request.headers_mut().insert(HOST, shadow);
         }
         self.request_headers.apply(request.headers_mut());
@@ -215,9 +216,9 @@ impl MirrorPolicy {
         let wire = Wire::choose(self.cluster.protocol, head.version);
         protocol::for_upstream(&mut head);
         let mut request = Request::from_parts(head, body);
-        if let Ok(shadow) =
-            HeaderValue::from_str(&shadow_host(host, &self.host_suffix, &self.cluster.host))
-        {
+        // The string's own buffer becomes the value's: no copy.
+        let shadow = Bytes::from(shadow_host(host, &self.host_suffix, &self.cluster.host));
+        if let Ok(shadow) = HeaderValue::from_maybe_shared(shadow) {
             request.headers_mut().insert(HOST, shadow);
         }
         self.request_headers.apply(request.headers_mut());
