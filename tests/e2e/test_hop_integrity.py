@@ -366,9 +366,10 @@ def test_a_request_passing_through_reaches_the_upstream_as_its_fields_say(
 ) -> None:
     """The client's fields, mixed case, repeated, obs-text: the upstream gets them
     lower-cased, in order, then the proxy's fresh `x-request-id` and `x-forwarded-*`; a
-    client's own usable id and Content-Length pass in their place. The same bytes whether
-    the fields are kept as they came or go through the map (a route rule), the rule's
-    field aside."""
+    client's own usable id and Content-Length pass in their place; `Connection: keep-alive`
+    and `Keep-Alive`, this hop's own, do not pass. The same bytes whether the fields are
+    kept as they came or go through the map (a route rule), the rule's field aside (and,
+    once the hop's fields are removed from the map, the map's order of fields)."""
     first = head(
         "GET /items/1?q=2 HTTP/1.1",
         "Host: reviews",
@@ -385,16 +386,24 @@ def test_a_request_passing_through_reaches_the_upstream_as_its_fields_say(
         "X-Request-Id: given-1",
         body=b"hello",
     )
+    # This hop's own fields: gone upstream, the connection kept.
+    third = head(
+        "GET /c HTTP/1.1",
+        "Host: reviews",
+        "Connection: keep-alive",
+        "Keep-Alive: timeout=5",
+        "Accept: */*",
+    )
     with healthy(b"v1") as v1, healthy(b"v2") as v2:
         config = seed_config(v1.address, v2.address, mirror=None, route_extra=route_extra)
         with Proxy(config) as proxy:
             host, port = proxy.addresses[0].rsplit(":", 1)
             with socket.create_connection((host, int(port)), timeout=10) as sock:
-                for request in (first, second):
+                for request in (first, second, third):
                     sock.sendall(request)
                     answer, _ = read_answer(sock)
                     assert answer.startswith(b"HTTP/1.1 200 "), answer
-            got = v1.wait_requests(2)
+            got = v1.wait_requests(3)
     forwarded = [b"x-forwarded-for: 127.0.0.1", b"x-forwarded-proto: http"]
     ids = [line for line in got[0].lines if line.startswith(b"x-request-id: ")]
     assert len(ids) == 1 and len(ids[0]) == len(b"x-request-id: ") + 36, got[0].lines
@@ -418,3 +427,11 @@ def test_a_request_passing_through_reaches_the_upstream_as_its_fields_say(
         *forwarded,
         *added,
     ]
+    [third_id] = [line for line in got[2].lines if line.startswith(b"x-request-id: ")]
+    expected = [b"host: reviews", b"accept: */*", third_id, *forwarded, *added]
+    if added:
+        # The map's removal of the hop's fields moves its last field into their place
+        # (field order across names carries no meaning, RFC 9110 5.3).
+        assert sorted(got[2].lines) == sorted(expected), got[2].lines
+    else:
+        assert list(got[2].lines) == expected

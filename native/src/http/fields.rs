@@ -32,13 +32,6 @@ pub struct Present {
     pub client_cert: bool,
 }
 
-impl Present {
-    /// Any field `prepare` edits.
-    pub fn any(&self) -> bool {
-        self.hop_by_hop || self.upgrade || self.forwarded_for || self.client_cert
-    }
-}
-
 impl<'a> FieldFacts<'a> {
     pub fn of(fields: Fields<'a>) -> Self {
         match fields {
@@ -73,7 +66,7 @@ impl<'a> FieldFacts<'a> {
 
     /// `of_map` for the fields as they came, from what their parser noted
     /// (`KeptFacts`) and the proxy's own: a kept head carries no field
-    /// that `Present` names, and no Transfer-Encoding.
+    /// that `Present` names but this hop's own, and no Transfer-Encoding.
     fn of_kept(kept: &'a Kept) -> Self {
         let facts = kept.facts();
         let added: usize = kept
@@ -85,6 +78,10 @@ impl<'a> FieldFacts<'a> {
             host: kept.host(),
             hosts: facts.hosts,
             length: facts.length.is_some(),
+            present: Present {
+                hop_by_hop: facts.hops && !kept.stripped(),
+                ..Present::default()
+            },
             ..Self::default()
         }
     }

@@ -56,8 +56,17 @@ impl RawFields {
     /// `to_map`, with room for `extra` fields more: a map that grows
     /// rehashes every field.
     pub fn to_map_with_room(&self, extra: usize) -> Option<HeaderMap> {
+        self.to_map_where(extra, |_| true)
+    }
+
+    /// `to_map_with_room` of the fields whose name `keep` keeps.
+    pub fn to_map_where(&self, extra: usize, keep: impl Fn(&[u8]) -> bool) -> Option<HeaderMap> {
         let mut map = HeaderMap::with_capacity(self.spans.len() + extra);
-        for span in &self.spans {
+        for span in self
+            .spans
+            .iter()
+            .filter(|span| keep(&self.head[span.name()]))
+        {
             let name = names::field_name(&self.head[span.name()]).ok()?;
             let value = HeaderValue::from_maybe_shared(self.head.slice(span.value())).ok()?;
             map.append(name, value);

@@ -44,19 +44,27 @@ pub struct KeptFacts {
     pub length: Option<u64>,
     /// It carries a (usable) `x-request-id`.
     pub request_id: bool,
+    /// It carries `Connection` naming only `keep-alive` or `close`, or
+    /// `Keep-Alive`: fields of this hop alone, which `strip_hop_by_hop`
+    /// drops (a kept head carries no other hop-by-hop field).
+    pub hops: bool,
 }
 
 /// A plain head's fields as they came, and the proxy's own (`ADDED_NAMES`).
 ///
 /// Kept only where none of the added names but a usable `x-request-id`, no
-/// hop-by-hop field, no `x-forwarded-client-cert`, no gRPC content type and
-/// no name repeated apart is in the head (the session's parser decides): so
-/// each added field goes after the head's own, as the map's `insert` puts a
-/// name it does not hold, and the fields' order is the map's.
+/// hop-by-hop field but this hop's own (`KeptFacts::hops`), no
+/// `x-forwarded-client-cert`, no gRPC content type and no name repeated
+/// apart is in the head (the session's parser decides): so each added field
+/// goes after the head's own, as the map's `insert` puts a name it does not
+/// hold, and the fields' order is the map's.
 #[derive(Debug)]
 pub struct Kept {
     raw: RawFields,
     facts: KeptFacts,
+    /// This hop's own fields are gone (`RequestHead::strip_hop_by_hop`):
+    /// left out of every view, map and write from then on.
+    stripped: bool,
     /// A fresh request id, in place (a `HeaderValue` was an allocation).
     request_id: Option<[u8; REQUEST_ID_LENGTH]>,
     /// `x-forwarded-for`'s value, and whether the client's hop was TLS.
@@ -64,6 +72,12 @@ pub struct Kept {
 }
 
 const REQUEST_ID_LENGTH: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// One of this hop's own fields a kept head may carry (`KeptFacts::hops`):
+/// `Connection` or `Keep-Alive`, both ten bytes long.
+fn is_hop(name: &[u8]) -> bool {
+    name.len() == 10 && headers::spells_hop_by_hop(name)
+}
 
 impl Kept {
     /// The proxy's field `i` (of `ADDED_NAMES`), where it is set.
@@ -78,9 +92,13 @@ impl Kept {
         }
     }
 
-    /// The head's own fields only (names as they came).
-    pub fn own(&self) -> &RawFields {
-        &self.raw
+    /// The head's own fields only (names as they came), without this hop's
+    /// once stripped.
+    pub fn own(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let stripped = self.stripped;
+        self.raw
+            .iter()
+            .filter(move |(name, _)| !(stripped && is_hop(name)))
     }
 
     /// The proxy's fields only (names in lower case).
@@ -90,6 +108,11 @@ impl Kept {
 
     pub fn facts(&self) -> &KeptFacts {
         &self.facts
+    }
+
+    /// This hop's own fields are gone (`RequestHead::strip_hop_by_hop`).
+    pub fn stripped(&self) -> bool {
+        self.stripped
     }
 
     /// The first Host value.
@@ -110,9 +133,10 @@ impl Kept {
         // httparse takes no name or value the map refuses (the raw
         // differential tests hold it over arbitrary bytes).
         // Room for the proxy's own fields and a few of the rules'.
+        let stripped = self.stripped;
         let mut map = self
             .raw
-            .to_map_with_room(ADDED_NAMES.len() + 3)
+            .to_map_where(ADDED_NAMES.len() + 3, |name| !(stripped && is_hop(name)))
             .expect("httparse takes no field the map refuses");
         for (name, value) in self.added_fields() {
             let value = HeaderValue::from_bytes(value).expect("the proxy's own values are valid");
@@ -140,7 +164,11 @@ impl<'a> Iterator for KeptValues<'a> {
             let at = self.at;
             self.at += 1;
             let (name, value) = if at < own {
-                self.kept.raw.field(at)
+                let (name, value) = self.kept.raw.field(at);
+                if self.kept.stripped && is_hop(name) {
+                    continue;
+                }
+                (name, value)
             } else {
                 let Some(value) = self.kept.added(at - own) else {
                     continue;
@@ -213,6 +241,7 @@ impl RequestHead {
             kept: Some(Box::new(Kept {
                 raw,
                 facts,
+                stripped: false,
                 request_id: None,
                 forwarded: None,
             })),
@@ -286,6 +315,16 @@ impl RequestHead {
             }
             Some(_) => {}
             None => headers::ensure_request_id(&mut self.parts.headers),
+        }
+    }
+
+    /// Removes the hop-by-hop fields (`headers::strip_hop_by_hop`). A kept
+    /// head's are this hop's own only, which name no other field: they are
+    /// left out from here on.
+    pub fn strip_hop_by_hop(&mut self) {
+        match &mut self.kept {
+            Some(kept) => kept.stripped = true,
+            None => headers::strip_hop_by_hop(&mut self.parts.headers),
         }
     }
 

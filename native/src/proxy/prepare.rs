@@ -31,7 +31,11 @@ pub(super) fn prepare(
     // A head kept as it came takes the proxy's fields beside its own; one
     // that anything else edits goes into the map first.
     let route = selected.route;
-    let edited = present.any()
+    // (A kept head's hop-by-hop fields are this hop's own only: they are
+    // left out in place, not edited.)
+    let edited = present.upgrade
+        || present.forwarded_for
+        || present.client_cert
         || cert.is_some()
         || selected.absolute.is_some()
         || route.rewrite.is_some()
@@ -39,6 +43,9 @@ pub(super) fn prepare(
         || !selected.destination.request_headers.is_empty()
         || headers::needs_chunked(body);
     if !edited && head.kept_fields().is_some() {
+        if present.hop_by_hop {
+            head.strip_hop_by_hop();
+        }
         head.append_forwarded(client, secure, false);
         return None;
     }

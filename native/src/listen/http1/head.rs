@@ -9,11 +9,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::http::headers::{
-    X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
+    KEEP_ALIVE, X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::http::raw_fields::RawFields;
 use crate::http::request_head::{KeptFacts, RequestHead};
@@ -172,6 +172,13 @@ fn kept(head: &Bytes, spans: &[Span], seen: &Seen) -> Option<RawFields> {
 fn keeps_out(name: &[u8], value: &[u8]) -> bool {
     let is = |other: &HeaderName| name.eq_ignore_ascii_case(other.as_str().as_bytes());
     match name.len() {
+        // `Connection: keep-alive` (or `close`) and `Keep-Alive` only say
+        // how this hop goes: a kept head leaves them out when it is
+        // stripped. A `Connection` naming anything else removes that field.
+        10 if is(&CONNECTION) => !names_only_the_hop(value),
+        10 if is(&KEEP_ALIVE) => false,
+        // The field `Connection: close` would remove from the map.
+        5 => name.eq_ignore_ascii_case(b"close"),
         12 if is(&X_REQUEST_ID) => !headers::usable_request_id(value),
         12 => is(&CONTENT_TYPE) && value.starts_with(b"application/grpc"),
         15 => is(&X_FORWARDED_FOR),
@@ -179,6 +186,18 @@ fn keeps_out(name: &[u8], value: &[u8]) -> bool {
         23 => is(&X_FORWARDED_CLIENT_CERT),
         _ => headers::spells_hop_by_hop(name),
     }
+}
+
+/// A `Connection` value whose tokens are `keep-alive` and `close` only (or
+/// none): it names no field the map's strip would remove but `Keep-Alive`
+/// and a field named `close` (which keeps a head out itself).
+fn names_only_the_hop(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').all(|token| {
+        let token = token.trim_ascii();
+        token.is_empty()
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"close")
+    })
 }
 
 /// Puts a head taken from `buf` back in front of it, for hyper to read: a
@@ -250,6 +269,8 @@ impl Seen {
         if self.plain && keeps_out(name, value) {
             self.plain = false;
         }
+        // A hop field a kept head may carry: `strip_hop_by_hop` drops it.
+        self.facts.hops |= name.len() == 10 && headers::spells_hop_by_hop(name);
         // A kept head's `x-request-id` is a usable one (`keeps_out`).
         self.facts.request_id |= name.len() == 12 && is(b"x-request-id");
         served
