@@ -318,10 +318,17 @@ pub fn usable_request_id(value: &[u8]) -> bool {
 
 /// A fresh request id: a UUID v4, in lower case.
 fn fresh_request_id() -> HeaderValue {
-    let id = uuid::Uuid::new_v4();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).expect("a UUID is a valid header value")
+    HeaderValue::from_bytes(&fresh_request_id_bytes()).expect("a UUID is a valid header value")
+}
+
+/// The length of a request id the proxy makes.
+pub const REQUEST_ID_LENGTH: usize = uuid::fmt::Hyphenated::LENGTH;
+
+/// `fresh_request_id`'s bytes, in place (no allocation).
+pub fn fresh_request_id_bytes() -> [u8; REQUEST_ID_LENGTH] {
+    let mut id = [0u8; REQUEST_ID_LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+    id
 }
 
 /// The Host a mirror copy carries: the suffix goes on the host name, before

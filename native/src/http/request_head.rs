@@ -66,12 +66,15 @@ pub struct Kept {
     /// left out of every view, map and write from then on.
     stripped: bool,
     /// A fresh request id, in place (a `HeaderValue` was an allocation).
-    request_id: Option<[u8; REQUEST_ID_LENGTH]>,
+    request_id: Option<[u8; headers::REQUEST_ID_LENGTH]>,
     /// `x-forwarded-for`'s value, and whether the client's hop was TLS.
     forwarded: Option<(HeaderValue, bool)>,
 }
 
-const REQUEST_ID_LENGTH: usize = uuid::fmt::Hyphenated::LENGTH;
+/// Room for the fields the request's way may add before it goes upstream
+/// (the proxy's own and a few of the rules'): a map that grows rehashes
+/// every field.
+pub const ROOM_FOR_ADDED: usize = ADDED_NAMES.len() + 3;
 
 /// One of this hop's own fields a kept head may carry (`KeptFacts::hops`):
 /// `Connection` or `Keep-Alive`, both ten bytes long.
@@ -79,7 +82,28 @@ fn is_hop(name: &[u8]) -> bool {
     name.len() == 10 && headers::spells_hop_by_hop(name)
 }
 
+/// A copy of `parts` (`Parts` itself is not `Clone`) with `headers`.
+fn copy_with(parts: &Parts, headers: HeaderMap) -> Parts {
+    let (mut copy, ()) = http::Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = headers;
+    copy
+}
+
+/// A copy of a head in the map.
+pub fn copy_of(parts: &Parts) -> Parts {
+    copy_with(parts, parts.headers.clone())
+}
+
 impl Kept {
+    /// A field of the head's own still shown: all of them, but this hop's
+    /// once stripped.
+    fn shows(&self, name: &[u8]) -> bool {
+        !(self.stripped && is_hop(name))
+    }
+
     /// The proxy's field `i` (of `ADDED_NAMES`), where it is set.
     fn added(&self, i: usize) -> Option<&[u8]> {
         match i {
@@ -95,10 +119,7 @@ impl Kept {
     /// The head's own fields only (names as they came), without this hop's
     /// once stripped.
     pub fn own(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let stripped = self.stripped;
-        self.raw
-            .iter()
-            .filter(move |(name, _)| !(stripped && is_hop(name)))
+        self.raw.iter().filter(|(name, _)| self.shows(name))
     }
 
     /// The proxy's fields only (names in lower case).
@@ -132,11 +153,9 @@ impl Kept {
     fn to_map(&self) -> HeaderMap {
         // httparse takes no name or value the map refuses (the raw
         // differential tests hold it over arbitrary bytes).
-        // Room for the proxy's own fields and a few of the rules'.
-        let stripped = self.stripped;
         let mut map = self
             .raw
-            .to_map_where(ADDED_NAMES.len() + 3, |name| !(stripped && is_hop(name)))
+            .to_map_where(ROOM_FOR_ADDED, |name| self.shows(name))
             .expect("httparse takes no field the map refuses");
         for (name, value) in self.added_fields() {
             let value = HeaderValue::from_bytes(value).expect("the proxy's own values are valid");
@@ -165,7 +184,7 @@ impl<'a> Iterator for KeptValues<'a> {
             self.at += 1;
             let (name, value) = if at < own {
                 let (name, value) = self.kept.raw.field(at);
-                if self.kept.stripped && is_hop(name) {
+                if !self.kept.shows(name) {
                     continue;
                 }
                 (name, value)
@@ -292,15 +311,10 @@ impl RequestHead {
 
     /// A copy with every field in the map, the head left as it is.
     pub fn to_parts(&self) -> Parts {
-        let (mut copy, ()) = http::Request::new(()).into_parts();
-        copy.method = self.parts.method.clone();
-        copy.uri = self.parts.uri.clone();
-        copy.version = self.parts.version;
-        copy.headers = match &self.kept {
-            Some(kept) => kept.to_map(),
-            None => self.parts.headers.clone(),
-        };
-        copy
+        match &self.kept {
+            Some(kept) => copy_with(&self.parts, kept.to_map()),
+            None => copy_of(&self.parts),
+        }
     }
 
     /// Keeps a usable `x-request-id` or sets a fresh one
@@ -309,9 +323,7 @@ impl RequestHead {
     pub fn ensure_request_id(&mut self) {
         match &mut self.kept {
             Some(kept) if !kept.facts.request_id => {
-                let mut id = [0u8; REQUEST_ID_LENGTH];
-                uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
-                kept.request_id = Some(id);
+                kept.request_id = Some(headers::fresh_request_id_bytes());
             }
             Some(_) => {}
             None => headers::ensure_request_id(&mut self.parts.headers),

@@ -121,12 +121,8 @@ async fn tries(f: &Forward<'_>, head: &mut RequestHead, body: Sending) -> Tried 
             // No async block around the send: a layer of its own would hold the
             // head, body and target again, and be copied whole into this future.
             let result = if begun.wire == Wire::Http1 {
-                // Written from the head where it lies (its fields kept as
-                // they came, unless the try has one of its own to put in).
+                // Written from the head where it lies.
                 let replace = begun.grpc_timeout.take();
-                if replace.is_some() {
-                    head.parts_mut();
-                }
                 let send = pin!(f.pool.send_borrowed(target, head, replace, body));
                 within(per_try, send).await
             } else {

@@ -178,7 +178,7 @@ impl Pool {
         let parts = head.parts_unmapped();
         // The exchange's own future, not one wrapped around it (`Either`).
         let planned = match head.kept_fields() {
-            // A try with a field of its own has its head in the map.
+            // A try with a field of its own sends a copy, in the map.
             Some(kept) if replace.is_none() => encode::plan_kept(kept, &parts.method, empty, exact),
             Some(_) => None,
             None => encode::plan(parts, empty, exact),

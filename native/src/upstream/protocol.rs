@@ -84,18 +84,6 @@ pub fn try_head(mut parts: Parts, replace: Option<(HeaderName, HeaderValue)>) ->
     parts
 }
 
-/// A copy of a request head (`Parts` itself is not `Clone`), for tests
-/// (`RequestHead::to_parts` is the request path's).
-#[cfg(test)]
-pub fn copy_head(parts: &Parts) -> Parts {
-    let mut request = http::Request::new(());
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request.into_parts().0
-}
-
 /// Marks an HTTP/2 head as going over TLS (`:scheme` https); an HTTP/1.1
 /// head carries no scheme.
 pub fn secure(parts: &mut Parts) {

@@ -16,7 +16,7 @@ use crate::http::headers::{
     X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::http::raw_fields::RawFields;
-use crate::http::request_head::{KeptFacts, RequestHead};
+use crate::http::request_head::{KeptFacts, RequestHead, ROOM_FOR_ADDED};
 use crate::http::spans::{Room, Span};
 use crate::http::{headers, names};
 
@@ -25,9 +25,6 @@ pub const MAX_FIELDS: usize = 128;
 
 /// The longest request target hyper's server takes.
 const MAX_TARGET: usize = u16::MAX as usize - 1;
-
-/// Fields the request's way may add before it goes upstream.
-const ADDED_FIELDS: usize = 6;
 
 /// What the start of the read buffer holds.
 #[derive(Debug)]
@@ -139,7 +136,7 @@ pub fn parse(buf: &mut BytesMut, max_fields: usize, keep: bool) -> Parsed {
 fn mapped(head: &Bytes, spans: &[Span], count: usize) -> Option<HeaderMap> {
     // Room for what the request's way adds (its id, x-forwarded-*): a map
     // that grows rehashes every field.
-    let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
+    let mut headers = HeaderMap::with_capacity(count + ROOM_FOR_ADDED);
     for span in spans {
         let name = names::field_name(&head[span.name()]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(span.value())).ok()?;

@@ -583,7 +583,7 @@ fn field_strategy() -> impl Strategy<Value = (&'static str, &'static str)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     /// What a try writes from the head the tries keep (`plan`, `head_borrowed`)
-    /// is byte for byte what it wrote from an edited copy (`copy_head`, the
+    /// is byte for byte what it wrote from an edited copy (`copy_of`, the
     /// try's `grpc-timeout` inserted, `for_upstream`, `framing`, `head`); and
     /// a head `plan` declines is one whose own fields the copy's framing changes.
     #[test]
@@ -605,7 +605,7 @@ proptest! {
             (http::HeaderName::from_static("grpc-timeout"), http::HeaderValue::from_static(t))
         });
         let exact = if empty { Some(0) } else { exact };
-        let mut copy = crate::upstream::protocol::copy_head(&parts);
+        let mut copy = crate::http::request_head::copy_of(&parts);
         if let Some((name, value)) = replace.clone() {
             copy.headers.insert(name, value);
         }
