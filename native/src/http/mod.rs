@@ -10,6 +10,7 @@ pub mod header_ops;
 pub mod headers;
 pub mod inspect;
 pub mod local_reply;
+pub mod lowercase;
 pub mod matcher;
 pub mod names;
 pub mod raw_fields;

@@ -36,6 +36,11 @@ impl Activity {
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Relaxed);
     }
 
+    fn answered(&self, at: Instant) {
+        self.touch(at);
+        self.open.fetch_sub(1, Relaxed);
+    }
+
     /// When the connection was last active.
     pub fn last(&self) -> Instant {
         self.since + Duration::from_millis(self.last_ms.load(Relaxed))
@@ -60,10 +65,19 @@ impl<'a> Open<'a> {
     }
 }
 
+impl Open<'_> {
+    /// Answered at `at`: the clock read the request's way made for its own
+    /// count (one read fewer per request); `None`, now.
+    pub fn end(self, at: Option<Instant>) {
+        let activity = self.0;
+        std::mem::forget(self);
+        activity.answered(at.unwrap_or_else(Instant::now));
+    }
+}
+
 impl Drop for Open<'_> {
     fn drop(&mut self) {
-        self.0.touch(Instant::now());
-        self.0.open.fetch_sub(1, Relaxed);
+        self.0.answered(Instant::now());
     }
 }
 

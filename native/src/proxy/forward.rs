@@ -41,6 +41,9 @@ pub struct Forward<'a> {
     /// An HTTP/1.1 answer's plain fields may be kept as they came
     /// (`upstream::pool::Target::raw_answer`).
     pub raw_answer: bool,
+    /// When the request's head was taken: its first try's moment for the
+    /// pool's idle timeouts.
+    pub started: Instant,
 }
 
 /// The tighter of a route's timeout and a deadline, from `started`.
@@ -115,6 +118,7 @@ async fn tries(f: &Forward<'_>, head: &mut RequestHead, body: Sending) -> Tried 
             };
             let target = Target {
                 raw_answer: f.raw_answer,
+                wanted_at: (retried == 0).then_some(f.started),
                 ..f.cluster
                     .target(begun.lease.endpoint(), begun.wire, begun.name.as_ref())
             };

@@ -48,7 +48,7 @@ pub async fn handle(
 ) -> Result<Response<ClientBody>, Infallible> {
     let started = Instant::now();
     // Not idle until its answer's head is handed back.
-    let _open = Open::start(&conn.activity);
+    let open = Open::start(&conn.activity);
     // Loaded once: this request finishes on this table even if a reload lands meanwhile.
     let published = conn.shared.published.load_full();
     // Every request gets an id, routed or not, so that log lines can name it.
@@ -63,6 +63,7 @@ pub async fn handle(
         let routing =
             route_and_forward(head, body, connect, &conn, &published, None, &mut observing);
         let response = routing.await;
+        open.end(observing.answered);
         let flag = response.extensions().get::<ResponseFlag>().map(|f| f.0);
         let response = for_client(response, connect, grpc, http1);
         let observed = observing.observed(&conn, &response, flag);
@@ -82,6 +83,7 @@ pub async fn handle(
         &mut observing,
     );
     let response = routing.await;
+    open.end(observing.answered);
     let found = response.extensions();
     let flag = found.get::<ResponseFlag>().map(|f| f.0);
     line.record.upstream = found.get::<UpstreamHost>().map(|u| u.0.to_string());
@@ -98,6 +100,9 @@ struct Observing {
     /// When the request's head was taken: its durations and deadlines start here
     /// (one clock read per request).
     started: Instant,
+    /// When the upstream's answer (or the failure) came: read once, for the
+    /// destination's duration and the connection's activity.
+    answered: Option<Instant>,
     /// A gRPC call (its content type, read once): counted by its status, and
     /// the only kind whose deadline and gRPC retry conditions are looked for.
     grpc: bool,
@@ -109,10 +114,17 @@ impl Observing {
     fn new(started: Instant, grpc: bool) -> Self {
         Self {
             started,
+            answered: None,
             grpc,
             series: None,
             bytes_in: None,
         }
+    }
+
+    /// Notes that the answer (or the failure) came now.
+    fn answered_now(&mut self) -> &Self {
+        self.answered = Some(Instant::now());
+        self
     }
 
     /// The request's count, to be made when its answer's body ends. One that
@@ -224,6 +236,7 @@ async fn route_and_forward(
         grpc,
         note_upstream: line.is_some(),
         raw_answer: answer_fields::pass_through(conn, &to, &fanned, grpc, line.is_some()),
+        started,
     };
     let (body, client_failed) = upstream_body(body, fanned.taps, line.as_deref(), observing);
     let retry_buffer = published.upstreams.settings.retry_buffer_bytes;
@@ -239,7 +252,7 @@ async fn route_and_forward(
     let answered = Answered {
         result,
         client_failed: client_failed.as_deref(),
-        observing,
+        observing: observing.answered_now(),
     };
     respond(answered, fanned.gates, fanned.compared, &selected, conn)
 }
@@ -380,7 +393,11 @@ fn respond(
         result = Err(LocalReply::BadRequestBody);
     }
     let destination = selected.destination;
-    destination.stats.duration.record(started.elapsed());
+    let answered_at = observing.answered.unwrap_or_else(Instant::now);
+    destination
+        .stats
+        .duration
+        .record(answered_at.duration_since(started));
     let status = match &result {
         Ok(response) => response.status().as_u16(),
         Err(reply) => reply.status().as_u16(),

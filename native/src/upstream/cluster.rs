@@ -247,6 +247,7 @@ impl Cluster {
                 max_requests: self.max_requests_per_connection,
             },
             raw_answer: false,
+            wanted_at: None,
         }
     }
 

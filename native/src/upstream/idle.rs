@@ -102,8 +102,9 @@ impl<B: PooledBody> Kept<B> {
 pub fn take<B: PooledBody>(
     endpoint: u32,
     name: Option<&ServerName<'static>>,
+    at: Option<Instant>,
 ) -> Option<(Connection, u64)> {
-    let now = Instant::now();
+    let now = at.unwrap_or_else(Instant::now);
     B::idle().with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.by_endpoint.get_mut(endpoint as usize)?;

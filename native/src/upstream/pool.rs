@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -73,6 +73,10 @@ pub struct Target<'a> {
     /// (`http::raw_fields`): no rule reads them and the client hop writes
     /// them as they are.
     pub raw_answer: bool,
+    /// When the connection is wanted: an idle one whose timeout ended
+    /// before is not taken. A request's first try gives the moment its
+    /// head was taken (the clock is not read again); `None`: now.
+    pub wanted_at: Option<Instant>,
 }
 
 impl Target<'_> {
@@ -307,7 +311,7 @@ impl Pool {
     }
 
     fn checkout<B: PooledBody>(&self, target: Target<'_>) -> Option<(Connection, u64)> {
-        idle::take::<B>(target.endpoint, target.name())
+        idle::take::<B>(target.endpoint, target.name(), target.wanted_at)
     }
 
     /// A connection to the target's endpoint (TLS when it says so), counted

@@ -13,6 +13,7 @@ use http::{Method, StatusCode};
 
 use super::date;
 use crate::http::headers;
+use crate::http::lowercase::extend_lowercase;
 use crate::http::raw_fields::RawFields;
 
 /// How the answer's body goes on the wire.
@@ -150,7 +151,7 @@ fn raw_fields(
             said.date |= name.eq_ignore_ascii_case(b"date");
         }
         // Lower case, as the map's names are.
-        dst.extend(name.iter().map(u8::to_ascii_lowercase));
+        extend_lowercase(dst, name);
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value);
         dst.extend_from_slice(b"\r\n");

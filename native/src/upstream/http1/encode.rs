@@ -8,6 +8,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method};
 
+use crate::http::lowercase::extend_lowercase;
 use crate::http::request_head::Kept;
 
 /// How a request body goes on the wire.
@@ -170,11 +171,7 @@ pub fn head_kept(parts: &Parts, kept: &Kept, append: Option<&Field>) -> Vec<u8> 
     let mut out = Vec::with_capacity(320 + kept.facts().bytes);
     request_line(parts, &mut out);
     for (name, value) in kept.own() {
-        // Lowered where written: a byte at a time into the vector checked
-        // its room for each (callgrind: twice the cost).
-        let at = out.len();
-        out.extend_from_slice(name);
-        out[at..].make_ascii_lowercase();
+        extend_lowercase(&mut out, name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
