@@ -27,7 +27,7 @@ use crate::telemetry::gauge::{Field, Held};
 use crate::telemetry::SkipReason;
 use crate::telemetry::{DropReason, FailReason, MirrorStats};
 use crate::upstream::cluster::Cluster;
-use crate::upstream::pool::{Pool, SendError};
+use crate::upstream::pool::{Pool, SendError, Target};
 use crate::upstream::protocol::Wire;
 use crate::upstream::response::PooledResponse;
 
@@ -171,6 +171,7 @@ impl MirrorCopy {
                     .as_ref()
                     .map_or(max_drain_bytes, |c| c.max_body_bytes),
                 budget: compare.as_ref().map(|c| c.queue.budget.clone()),
+                fields_read: compare.is_some() || grpc,
                 stats: &stats,
                 started,
             };
@@ -230,6 +231,10 @@ async fn within(
 struct Reading<'a> {
     limit: u64,
     budget: Option<Arc<CompareBudget>>,
+    /// The answer's fields are read (its capture's, its gRPC status): made
+    /// into a map. Else a plain answer's are kept as they came and never
+    /// looked at (`upstream::pool::Target::raw_answer`).
+    fields_read: bool,
     stats: &'a MirrorStats,
     /// When the copy started: a capture's latency runs from here.
     started: Instant,
@@ -249,7 +254,11 @@ async fn exchange(
 ) -> Ended {
     // No name given: a copy's TLS is named for the mirror destination's
     // host, never the `-shadow` Host that no certificate names.
-    let sent = pool.send(cluster.target(target, wire, None), request).await;
+    let to = Target {
+        raw_answer: !reading.fields_read,
+        ..cluster.target(target, wire, None)
+    };
+    let sent = pool.send(to, request).await;
     // A refused connection (or handshake) backs this endpoint off for the
     // next copies; any connection made ends the back-off.
     match &sent {
@@ -281,9 +290,13 @@ async fn exchange(
         return Ended::Failed(FailReason::Framing);
     }
     let (parts, body) = response.into_parts();
-    if reading.budget.is_none()
-        && declared_length(&parts.headers).is_some_and(|n| n > reading.limit)
-    {
+    // Fields kept as they came are plain: their one Content-Length is the
+    // body's length as read.
+    let declared = match body.raw_fields() {
+        Some(_) => http_body::Body::size_hint(&body).exact(),
+        None => declared_length(&parts.headers),
+    };
+    if reading.budget.is_none() && declared.is_some_and(|n| n > reading.limit) {
         // Past the limit by its own account: nothing to read for. Dropping the
         // body unread (and the connection with it) ends the mirror's sending.
         drop(body);
