@@ -350,6 +350,44 @@ def recv_exactly(sock: socket.socket, n: int) -> bytes:
 # === a request head whose fields only pass through ===
 
 
+def passing_heads() -> tuple[bytes, bytes, bytes]:
+    """Three requests for one connection: mixed-case, repeated and obs-text fields; a POST
+    with its own id and length; a GET with this hop's own `Connection` and `Keep-Alive`."""
+    first = head(
+        "GET /items/1?q=2 HTTP/1.1",
+        "Host: reviews",
+        "X-Mixed-CASE: Value \xe9\t!",
+        "accept: */*",
+        "X-Tag: 1",
+        "x-tag: 2",
+        "User-Agent: raw/1",
+    )
+    second = head(
+        "POST /p HTTP/1.1",
+        "Host: reviews",
+        "Content-Length: 5",
+        "X-Request-Id: given-1",
+        body=b"hello",
+    )
+    third = head(
+        "GET /c HTTP/1.1",
+        "Host: reviews",
+        "Connection: keep-alive",
+        "Keep-Alive: timeout=5",
+        "Accept: */*",
+    )
+    return first, second, third
+
+
+def on_one_connection(proxy: Proxy, requests: tuple[bytes, ...]) -> None:
+    host, port = proxy.addresses[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for request in requests:
+            sock.sendall(request)
+            answer, _ = read_answer(sock)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
 @pytest.mark.parametrize(
     ("route_extra", "added"),
     [
@@ -370,39 +408,11 @@ def test_a_request_passing_through_reaches_the_upstream_as_its_fields_say(
     and `Keep-Alive`, this hop's own, do not pass. The same bytes whether the fields are
     kept as they came or go through the map (a route rule), the rule's field aside (and,
     once the hop's fields are removed from the map, the map's order of fields)."""
-    first = head(
-        "GET /items/1?q=2 HTTP/1.1",
-        "Host: reviews",
-        "X-Mixed-CASE: Value \xe9\t!",
-        "accept: */*",
-        "X-Tag: 1",
-        "x-tag: 2",
-        "User-Agent: raw/1",
-    )
-    second = head(
-        "POST /p HTTP/1.1",
-        "Host: reviews",
-        "Content-Length: 5",
-        "X-Request-Id: given-1",
-        body=b"hello",
-    )
-    # This hop's own fields: gone upstream, the connection kept.
-    third = head(
-        "GET /c HTTP/1.1",
-        "Host: reviews",
-        "Connection: keep-alive",
-        "Keep-Alive: timeout=5",
-        "Accept: */*",
-    )
+    first, second, third = passing_heads()
     with healthy(b"v1") as v1, healthy(b"v2") as v2:
         config = seed_config(v1.address, v2.address, mirror=None, route_extra=route_extra)
         with Proxy(config) as proxy:
-            host, port = proxy.addresses[0].rsplit(":", 1)
-            with socket.create_connection((host, int(port)), timeout=10) as sock:
-                for request in (first, second, third):
-                    sock.sendall(request)
-                    answer, _ = read_answer(sock)
-                    assert answer.startswith(b"HTTP/1.1 200 "), answer
+            on_one_connection(proxy, (first, second, third))
             got = v1.wait_requests(3)
     forwarded = [b"x-forwarded-for: 127.0.0.1", b"x-forwarded-proto: http"]
     ids = [line for line in got[0].lines if line.startswith(b"x-request-id: ")]
@@ -435,3 +445,41 @@ def test_a_request_passing_through_reaches_the_upstream_as_its_fields_say(
         assert sorted(got[2].lines) == sorted(expected), got[2].lines
     else:
         assert list(got[2].lines) == expected
+
+
+@pytest.mark.parametrize(
+    ("copy_rule", "added"),
+    [
+        # No rule of the copy's: its fields are the primary's, shared as they came.
+        ("", []),
+        # A rule of the copy's: its fields go through a map of its own and the rule.
+        (", headers: {request: {set: {x-copy: '1'}}}", [b"x-copy: 1"]),
+    ],
+    ids=["kept as they came", "through the map"],
+)
+def test_a_copy_reaches_the_mirror_as_the_primary_reaches_v1_with_the_shadow_host(
+    copy_rule: str, added: list[bytes]
+) -> None:
+    """Each copy of the three requests reaches the mirror with the lines v1 got, in their
+    order, the same request id among them, but `host: reviews-shadow` in Host's place (and
+    the copy's own rule's field last); method, target and body as the primary's."""
+    with healthy(b"v1") as v1, healthy(b"v2") as v2:
+        plain = seed_config(v1.address, v2.address)
+        mirror = "mirror: {host: reviews, subset: v2"
+        config = plain.replace(mirror + "}", mirror + copy_rule + "}")
+        assert config.count(mirror + copy_rule + "}") == 1
+        with Proxy(config) as proxy:
+            on_one_connection(proxy, passing_heads())
+            settle(proxy)
+            primaries, copies = v1.wait_requests(3), v2.wait_requests(3)
+    # Copies run on tasks of their own: they may reach the mirror in another order.
+    copies = sorted(copies, key=lambda r: [p.target for p in primaries].index(r.target))
+    for primary, copy in zip(primaries, copies, strict=True):
+        assert (copy.method, copy.target, copy.body) == (
+            primary.method,
+            primary.target,
+            primary.body,
+        )
+        assert b"host: reviews" in primary.lines
+        shadowed = [b"host: reviews-shadow" if x == b"host: reviews" else x for x in primary.lines]
+        assert list(copy.lines) == [*shadowed, *added], (primary.lines, copy.lines)

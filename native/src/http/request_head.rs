@@ -58,7 +58,7 @@ pub struct KeptFacts {
 /// apart is in the head (the session's parser decides): so each added field
 /// goes after the head's own, as the map's `insert` puts a name it does not
 /// hold, and the fields' order is the map's.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Kept {
     raw: RawFields,
     facts: KeptFacts,
@@ -307,6 +307,20 @@ impl RequestHead {
     pub fn into_parts(mut self) -> Parts {
         self.parts_mut();
         self.parts
+    }
+
+    /// A copy of a head kept as it came, for a mirror's copy, going to
+    /// `uri` in `version`: its fields are this head's bytes, shared (not
+    /// copied, not put in a map). `None` for a head in the map.
+    pub fn kept_copy(&self, uri: Uri, version: Version) -> Option<RequestHead> {
+        let kept = self.kept.as_ref()?;
+        let mut parts = copy_with(&self.parts, HeaderMap::new());
+        parts.uri = uri;
+        parts.version = version;
+        Some(RequestHead {
+            parts,
+            kept: Some(kept.clone()),
+        })
     }
 
     /// A copy with every field in the map, the head left as it is.

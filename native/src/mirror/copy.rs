@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
+use http::header::{HeaderValue, HOST};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -19,6 +19,7 @@ use crate::body::MirrorBody;
 use crate::body::{CutNotice, OnEnd};
 use crate::http::grpc;
 use crate::http::headers::{self};
+use crate::http::request_head::RequestHead;
 use crate::http::retry::TryOutcome;
 use crate::mirror::compare::{CompareKey, CompareQueue, ComparedPair};
 use crate::mirror::ended::{Answer, Ended};
@@ -37,7 +38,8 @@ pub type InFlight = Held<Field<MirrorStats>>;
 /// A copy ready to go; `run` it on its own task.
 #[derive(Debug)]
 pub struct MirrorCopy {
-    pub(super) request: Request<MirrorBody>,
+    pub(super) head: CopyHead,
+    pub(super) body: MirrorBody,
     /// The protocol it goes in (the mirror destination's, or the client's).
     pub(super) wire: Wire,
     pub(super) index: usize,
@@ -53,6 +55,42 @@ pub struct MirrorCopy {
     pub(super) gate: Option<oneshot::Receiver<bool>>,
     /// Set when this copy's answer is compared with the primary's.
     pub(super) compare: Option<CompareSlot>,
+}
+
+/// A copy's head, with its own edits made.
+#[derive(Debug)]
+pub enum CopyHead {
+    /// In the map, the shadow Host and the copy's header rules applied.
+    Map(http::request::Parts),
+    /// The primary's fields kept as they came (shared, not copied), and the
+    /// shadow Host written in place of the client's.
+    Kept {
+        head: RequestHead,
+        host: HeaderValue,
+    },
+}
+
+impl CopyHead {
+    fn method(&self) -> &Method {
+        match self {
+            Self::Map(parts) => &parts.method,
+            Self::Kept { head, .. } => head.method(),
+        }
+    }
+
+    fn host(&self) -> Option<&HeaderValue> {
+        match self {
+            Self::Map(parts) => parts.headers.get(HOST),
+            Self::Kept { host, .. } => Some(host),
+        }
+    }
+
+    fn is_grpc(&self) -> bool {
+        match self {
+            Self::Map(parts) => grpc::is_grpc(&parts.headers),
+            Self::Kept { head, .. } => grpc::is_grpc_call(head.fields()),
+        }
+    }
 }
 
 /// What a compared copy needs: its bound, the primary's answer to come, and
@@ -109,9 +147,8 @@ impl MirrorCopy {
     /// Writes an access-log line for this copy, linked to the primary's by request id.
     pub fn log_as(&mut self, primary: &PendingLine) {
         let authority = self
-            .request
-            .headers()
-            .get(HOST)
+            .head
+            .host()
             .and_then(|h| h.to_str().ok())
             .unwrap_or("")
             .to_owned();
@@ -131,7 +168,8 @@ impl MirrorCopy {
     /// it side by side in its future, which is moved (copied) when spawned.
     pub fn run(self, pool: Pool) -> impl Future<Output = ()> {
         let Self {
-            request,
+            head,
+            mut body,
             wire,
             index,
             permit,
@@ -160,11 +198,10 @@ impl MirrorCopy {
                     return;
                 }
             }
-            let mut request = request;
-            let tap = request.body().state();
-            let cut = request.body_mut().take_cut_notice();
-            let method = request.method().clone();
-            let grpc = grpc::is_grpc(request.headers());
+            let tap = body.state();
+            let cut = body.take_cut_notice();
+            let method = head.method().clone();
+            let grpc = head.is_grpc();
             let started = Instant::now();
             let reading = Reading {
                 limit: compare
@@ -177,6 +214,7 @@ impl MirrorCopy {
             };
             let target = cluster.endpoint(index);
             // Boxed: an argument awaited in place is kept twice in the future.
+            let request = (head, body);
             let exchange = Box::pin(exchange(&pool, &cluster, target, wire, request, reading));
             let ended = within(timeout, exchange, cut).await;
             if matches!(ended, Ended::TimedOut) {
@@ -249,7 +287,7 @@ async fn exchange(
     cluster: &Cluster,
     target: &crate::upstream::cluster::Endpoint,
     wire: Wire,
-    request: Request<MirrorBody>,
+    (head, body): (CopyHead, MirrorBody),
     reading: Reading<'_>,
 ) -> Ended {
     // No name given: a copy's TLS is named for the mirror destination's
@@ -258,7 +296,15 @@ async fn exchange(
         raw_answer: !reading.fields_read,
         ..cluster.target(target, wire, None)
     };
-    let sent = pool.send(to, request).await;
+    let sent = match head {
+        CopyHead::Map(parts) => pool.send(to, Request::from_parts(parts, body)).await,
+        CopyHead::Kept { head, host } => {
+            // `send` puts a head in the wire's form; a kept head goes over
+            // HTTP/1.1 only, already in its form.
+            pool.send_borrowed(to, &head, Some((HOST, host)), body)
+                .await
+        }
+    };
     // A refused connection (or handshake) backs this endpoint off for the
     // next copies; any connection made ends the back-off.
     match &sent {

@@ -15,10 +15,10 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::body::{self, MirrorBody, MirrorBudget, TapHandle};
 use crate::http::grpc;
 use crate::http::header_ops::HeaderOps;
-use crate::http::headers::shadow_host;
-use crate::http::request_head::Fields;
+use crate::http::headers::{self, shadow_host};
+use crate::http::request_head::{Fields, RequestHead};
 use crate::mirror::compare::CompareSpec;
-use crate::mirror::copy::{Gate, InFlight, MirrorCopy};
+use crate::mirror::copy::{CopyHead, Gate, InFlight, MirrorCopy};
 use crate::sampling::Sampler;
 use crate::snapshot;
 use crate::splice::feed::{start_feed, Context, Feed, FeedSpec};
@@ -192,36 +192,18 @@ impl MirrorPolicy {
     pub fn copy(
         &self,
         admission: Admission,
-        parts: &Parts,
+        primary: &RequestHead,
         has_body: bool,
         budget: &Arc<MirrorBudget>,
     ) -> (MirrorCopy, Option<TapHandle>, Option<Gate>) {
-        // HTTP/1.0 clients may send no Host: the destination's name stands in.
-        let host = parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(&self.cluster.host);
         let (tap, body) = if has_body {
             let (tap, body) = body::tap(self.max_body_bytes, budget);
             (Some(tap), body)
         } else {
             (None, MirrorBody::empty())
         };
-        let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.headers_mut() = parts.headers.clone();
-        let (mut head, body) = request.into_parts();
-        let wire = Wire::choose(self.cluster.protocol, head.version);
-        protocol::for_upstream(&mut head);
-        let mut request = Request::from_parts(head, body);
-        // The string's own buffer becomes the value's: no copy.
-        let shadow = Bytes::from(shadow_host(host, &self.host_suffix, &self.cluster.host));
-        if let Ok(shadow) = HeaderValue::from_maybe_shared(shadow) {
-            request.headers_mut().insert(HOST, shadow);
-        }
-        self.request_headers.apply(request.headers_mut());
+        let wire = Wire::choose(self.cluster.protocol, primary.version());
+        let head = self.copy_head(primary, wire);
         let (gate, opener) = if self.after_primary_success {
             let (tx, rx) = oneshot::channel();
             (Some(rx), Some(Gate(tx)))
@@ -229,7 +211,8 @@ impl MirrorPolicy {
             (None, None)
         };
         let copy = MirrorCopy {
-            request,
+            head,
+            body,
             wire,
             index: admission.index,
             permit: admission.permit,
@@ -243,6 +226,33 @@ impl MirrorPolicy {
             compare: None,
         };
         (copy, tap, opener)
+    }
+
+    /// The copy's head: the primary's, its Host with the suffix and the
+    /// copy's own header rules applied. A head kept as it came, going over
+    /// HTTP/1.1 with no rule of the copy's to apply, stays so: its fields are
+    /// the primary's bytes, written with the shadow Host in place.
+    fn copy_head(&self, primary: &RequestHead, wire: Wire) -> CopyHead {
+        // HTTP/1.0 clients may send no Host: the destination's name stands in.
+        let host = primary.fields().get(&HOST).and_then(headers::visible_text);
+        let host = host.unwrap_or(&self.cluster.host);
+        // The string's own buffer becomes the value's: no copy.
+        let shadow = Bytes::from(shadow_host(host, &self.host_suffix, &self.cluster.host));
+        let shadow = HeaderValue::from_maybe_shared(shadow).ok();
+        let as_kept = wire == Wire::Http1 && self.request_headers.is_empty();
+        let kept = as_kept.then(|| protocol::kept_for_upstream(primary));
+        match (kept.flatten(), shadow) {
+            (Some(head), Some(host)) => CopyHead::Kept { head, host },
+            (_, shadow) => {
+                let mut parts = primary.to_parts();
+                protocol::for_upstream(&mut parts);
+                if let Some(shadow) = shadow {
+                    parts.headers.insert(HOST, shadow);
+                }
+                self.request_headers.apply(&mut parts.headers);
+                CopyHead::Map(parts)
+            }
+        }
     }
 }
 

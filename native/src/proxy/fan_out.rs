@@ -35,7 +35,9 @@ pub(super) struct Compared {
 /// Admits each mirror's sampled copy within its bounds and starts it on a
 /// task of its own. A noise copy (a second primary instance) goes only with a
 /// compared copy of the mirror it follows, to see the same request.
-/// The head's fields are put in the map only for a copy admitted.
+/// A head kept as it came stays so: a copy shares its fields
+/// (`MirrorPolicy::copy`), and only a copy that must edit them makes a map
+/// of its own.
 pub(super) fn fan_out(
     route: &Route,
     head: &mut RequestHead,
@@ -58,9 +60,8 @@ pub(super) fn fan_out(
         let Some(admission) = admission else {
             continue;
         };
-        let parts = head.parts_mut();
         let (mut copy, tap, gate) =
-            policy.copy(admission, parts, has_body, &conn.shared.mirror_budget);
+            policy.copy(admission, head, has_body, &conn.shared.mirror_budget);
         out.gates.extend(gate);
         let spec = policy
             .compare
@@ -77,8 +78,8 @@ pub(super) fn fan_out(
                 primary: rx,
                 max_body_bytes: spec.max_body_bytes,
                 key: spec.key.clone(),
-                path: parts
-                    .uri
+                path: head
+                    .uri()
                     .path_and_query()
                     .map_or("/", |pq| pq.as_str())
                     .to_owned(),

@@ -166,8 +166,8 @@ impl Pool {
     }
 
     /// Sends a request over HTTP/1.1 from a head the caller keeps (one that
-    /// another try may need), with a try's own field (`replace`: its
-    /// `grpc-timeout`) in place of the head's: the head is written from the
+    /// another try may need), with a field of its own (`replace`: a try's
+    /// `grpc-timeout`, a copy's Host) in place of the head's: the head is written from the
     /// borrowed fields, in the map or kept as they came, never copied. The
     /// rare head whose framing fields must change goes as an edited copy.
     pub fn send_borrowed<'a, B: PooledBody>(
@@ -182,15 +182,13 @@ impl Pool {
         let parts = head.parts_unmapped();
         // The exchange's own future, not one wrapped around it (`Either`).
         let planned = match head.kept_fields() {
-            // A try with a field of its own sends a copy, in the map.
-            Some(kept) if replace.is_none() => encode::plan_kept(kept, &parts.method, empty, exact),
-            Some(_) => None,
+            Some(kept) => encode::plan_kept(kept, &parts.method, empty, exact),
             None => encode::plan(parts, empty, exact),
         };
         match planned {
             Some((framing, append)) => {
                 let head = move || match head.kept_fields() {
-                    Some(kept) => encode::head_kept(parts, kept, append.as_ref()),
+                    Some(kept) => encode::head_kept(parts, kept, replace.as_ref(), append.as_ref()),
                     None => encode::head_borrowed(parts, replace.as_ref(), append.as_ref()),
                 };
                 let future = self.exchange_http1(target, &parts.method, head, body, framing);

@@ -8,6 +8,7 @@ use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{Uri, Version};
 
+use crate::http::request_head::RequestHead;
 use crate::http::target::origin_uri;
 use crate::snapshot::UpstreamProtocol;
 
@@ -45,6 +46,12 @@ impl Wire {
 pub fn for_upstream(parts: &mut Parts) {
     parts.uri = origin_uri(parts.uri.path_and_query());
     parts.version = Version::HTTP_11;
+}
+
+/// `for_upstream` for a copy of a head kept as it came (its fields shared
+/// with the primary's); `None` for a head in the map.
+pub fn kept_for_upstream(head: &RequestHead) -> Option<RequestHead> {
+    head.kept_copy(origin_uri(head.uri().path_and_query()), Version::HTTP_11)
 }
 
 /// Puts a head made by `for_upstream` (and the copies' Host edits) in the

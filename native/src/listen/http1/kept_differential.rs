@@ -6,7 +6,7 @@
 //! byte. A head the parser does not keep must give the same map either way.
 
 use bytes::BytesMut;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::Version;
 use proptest::prelude::*;
 
@@ -49,20 +49,32 @@ fn read_names() -> Vec<HeaderName> {
     .to_vec()
 }
 
-/// The head as it goes upstream from the primary's try: its framing and bytes.
-fn written(head: &RequestHead, body: usize) -> Option<(encode::Framing, Vec<u8>)> {
+/// The head as it goes upstream from the primary's try (`replace`: `None`)
+/// or as a mirror's copy (the shadow Host in place): its framing and bytes.
+fn written(
+    head: &RequestHead,
+    body: usize,
+    replace: Option<&encode::Field>,
+) -> Option<(encode::Framing, Vec<u8>)> {
     let parts = head.parts_unmapped();
     let (empty, exact) = (body == 0, Some(body as u64));
     match head.kept_fields() {
         Some(kept) => {
             let (framing, append) = encode::plan_kept(kept, &parts.method, empty, exact)?;
-            Some((framing, encode::head_kept(parts, kept, append.as_ref())))
+            let bytes = encode::head_kept(parts, kept, replace, append.as_ref());
+            Some((framing, bytes))
         }
         None => {
             let (framing, append) = encode::plan(parts, empty, exact)?;
-            Some((framing, encode::head_borrowed(parts, None, append.as_ref())))
+            let bytes = encode::head_borrowed(parts, replace, append.as_ref());
+            Some((framing, bytes))
         }
     }
+}
+
+/// A mirror's copy's own field.
+fn shadow_host() -> encode::Field {
+    (HOST, HeaderValue::from_static("a-shadow"))
 }
 
 /// Whether the head was kept; panics on any difference.
@@ -132,8 +144,8 @@ fn agree(request: &[u8]) -> bool {
             "edited: {text:?}"
         );
         let body = kept.body.len();
-        let show = |head: &RequestHead| {
-            written(head, body).map(|(framing, bytes)| {
+        let show = |head: &RequestHead, replace: Option<&encode::Field>| {
+            written(head, body, replace).map(|(framing, bytes)| {
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 let mut lines: Vec<&str> = text.split("\r\n").collect();
                 if reordered {
@@ -143,7 +155,10 @@ fn agree(request: &[u8]) -> bool {
                 format!("{framing:?} {}", lines.join("\r\n"))
             })
         };
-        assert_eq!(show(&mapped), show(&head), "written: {text:?}");
+        assert_eq!(show(&mapped, None), show(&head, None), "written: {text:?}");
+        let copy = Some(shadow_host());
+        let (a, b) = (show(&mapped, copy.as_ref()), show(&head, copy.as_ref()));
+        assert_eq!(a, b, "a copy written: {text:?}");
         assert_eq!(head.into_parts().headers, mapped.into_parts().headers);
     }
     was_kept

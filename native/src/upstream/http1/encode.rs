@@ -164,13 +164,32 @@ pub fn plan_kept(
 }
 
 /// `head_borrowed` for a head whose fields are kept as they came: names in
-/// lower case, as the map's are, then `append`.
-pub fn head_kept(parts: &Parts, kept: &Kept, append: Option<&Field>) -> Vec<u8> {
+/// lower case, as the map's are, `replace`'s value in place of that name's
+/// own, then `append`. `replace` is a name the proxy never adds itself (a
+/// copy's Host), so the map writes it after the added ones when the head
+/// has none.
+pub fn head_kept(
+    parts: &Parts,
+    kept: &Kept,
+    replace: Option<&Field>,
+    append: Option<&Field>,
+) -> Vec<u8> {
     // Room for the request line and the proxy's own fields too: growing
     // the vector cost a copy of the head (330 instructions, callgrind).
     let mut out = Vec::with_capacity(320 + kept.facts().bytes);
     request_line(parts, &mut out);
+    let mut replaced = false;
     for (name, value) in kept.own() {
+        let value = match replace {
+            Some((own, new)) if name.eq_ignore_ascii_case(own.as_str().as_bytes()) => {
+                if replaced {
+                    continue;
+                }
+                replaced = true;
+                new.as_bytes()
+            }
+            _ => value,
+        };
         extend_lowercase(&mut out, name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
@@ -181,6 +200,9 @@ pub fn head_kept(parts: &Parts, kept: &Kept, append: Option<&Field>) -> Vec<u8> 
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some((name, value)) = replace.filter(|_| !replaced) {
+        field(name, value, &mut out);
     }
     if let Some((name, value)) = append {
         field(name, value, &mut out);
