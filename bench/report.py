@@ -17,9 +17,9 @@ PEERS = ("direct", "pymirror", "nginx", "nginx-1m", "envoy", "haproxy", "haproxy
 CHART_PEERS = ("direct", "pymirror", "nginx", "envoy")
 CHART = HERE / "results" / "chart.png"
 ORDER = (
-    "plain", "mirror-1", "mirror-10", "mirror-20", "mirror-100", "mirror-slow", "mirror-dead",
-    "post-1mib", "conns-1000", "plain-get-64kib", "plain-post-1kib", "plain-post-64kib",
-    "plain-conns-1000", "reload", "compare-off", "compare-1", "compare-100",
+    "plain", "plain-rounds", "mirror-1", "mirror-10", "mirror-20", "mirror-100", "mirror-slow",
+    "mirror-dead", "post-1mib", "conns-1000", "plain-get-64kib", "plain-post-1kib",
+    "plain-post-64kib", "plain-conns-1000", "reload", "compare-off", "compare-1", "compare-100",
     "h2-plain", "h2-mirror-100", "grpc-plain", "grpc-mirror-100",
     "tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100", "tls-handshakes",
     "tcp-bulk", "tcp-bulk-mirror", "hostile-mirror", "compare-flood",
@@ -38,6 +38,15 @@ TLS = ("tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100
 #: pymirror alone against hostile peers (bench/scenarios/test_hostile_mirror.py): their
 #: own tables, not in the chart.
 HOSTILE = ("hostile-mirror", "compare-flood")
+#: Issue 19's CPU targets in alternating rounds (bench/scenarios/test_rounds.py): their
+#: own table, not in the chart. Rows: (label, pymirror's row, the peer's row, bound).
+ROUNDS = "plain-rounds"
+ROUNDS_TARGETS = (
+    ("CPU/request as a plain proxy, vs nginx", "pymirror", "nginx", 1.0),
+    ("CPU/request as a plain proxy, vs HAProxy", "pymirror", "haproxy", 1.0),
+    ("CPU/request at 1% mirror, vs nginx as a plain proxy", "pymirror-1", "nginx", 1.0),
+    ("CPU/request at 10% mirror, vs nginx as a plain proxy", "pymirror-10", "nginx", 1.0),
+)
 #: The hostile-mirror rows, in order: the healthy v2 (the baseline) first.
 HOSTILE_MIRRORS = ("healthy", "huge_body", "endless_chunked", "endless_headers")
 
@@ -437,6 +446,40 @@ def _plain_targets(scenarios: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rounds_targets(scenarios: dict[str, Any]) -> list[str]:
+    """Issue 19's CPU targets from the alternating rounds' medians; nothing when the run
+    has no rounds."""
+    peers = scenarios.get(ROUNDS, {}).get("peers", {})
+    rows = []
+    for label, ours, theirs, bound in ROUNDS_TARGETS:
+        a, b = peers.get(ours, {}).get(_CPU), peers.get(theirs, {}).get(_CPU)
+        ratio = _ratio(a, b)
+        met = "n/a" if ratio == "n/a" else ("yes" if a / b <= bound else "no")
+        rows.append(f"| {label} | {ratio} | <= {bound}x | {met} |")
+    if not peers:
+        return []
+    return [
+        "| target (issue 19), medians of alternating rounds | pymirror/peer | wanted | met |",
+        "|---|---:|---:|---|",
+        *rows,
+    ]
+
+
+def _rounds_table(entry: dict[str, Any]) -> list[str]:
+    lines = [
+        "| row | CPU us/req | user | system | each round | req/s |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for row, f in entry.get("peers", {}).items():
+        rounds = ", ".join(f"{c:.2f}" for c in f.get("cpu_rounds", []))
+        lines.append(
+            f"| {row} | {_num(f.get(_CPU), 2)} | {_num(f.get('cpu_user_us_per_req'), 2)} "
+            f"| {_num(f.get('cpu_system_us_per_req'), 2)} | {rounds} "
+            f"| {_num(f.get('rps'), 0, thousands=True)} |"
+        )
+    return lines
+
+
 def _targets(scenarios: dict[str, Any]) -> list[str]:
     lines = ["| target (issue 5) | pymirror/nginx | wanted | met |", "|---|---:|---:|---|"]
     lines += _target_rows(scenarios, TARGETS, "nginx")
@@ -515,6 +558,7 @@ def render(data: dict[str, Any], chart: str | None) -> str:
         _envoy_targets(scenarios, GRPC_TARGETS, "gRPC copies"),
         _tls_targets(scenarios),
         _plain_targets(scenarios),
+        _rounds_targets(scenarios),
     ):
         if envoy_targets:
             lines += [*envoy_targets, ""]
@@ -564,6 +608,17 @@ def render(data: dict[str, Any], chart: str | None) -> str:
                 "compare byte budget (`--compare-buffer-budget`).",
                 "",
                 *_flood_table(entry),
+                "",
+            ]
+            continue
+        if key == ROUNDS:
+            lines += [
+                "",
+                "**CPU us/req** is each row's median over the rounds (user and system "
+                "apart, each its own median); **each round** lists every round's figure "
+                "in the order run.",
+                "",
+                *_rounds_table(entry),
                 "",
             ]
             continue
@@ -635,7 +690,7 @@ def draw_chart(data: dict[str, Any], path: Path) -> None:
     scenarios = {
         k: e
         for k, e in _ordered(data["scenarios"]).items()
-        if k != "reload" and k not in BULK and k not in HOSTILE and k not in H2 + GRPC
+        if k not in ("reload", ROUNDS) and k not in BULK and k not in HOSTILE and k not in H2 + GRPC
     }
     panels = (
         ("rps", "throughput, req/s (wrk; log)"),

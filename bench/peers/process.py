@@ -61,19 +61,24 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system time of the process tree, all threads. Children that exited and
-    were reaped (nginx's old workers after a reload) count through cutime/cstime."""
-    total = 0
+def cpu_split_seconds(pid: int) -> tuple[float, float]:
+    """User and system time of the process tree, all threads, apart. Children that exited
+    and were reaped (nginx's old workers after a reload) count through cutime/cstime."""
+    user = system = 0
     for member in process_tree(pid):
         try:
             fields = _stat(member)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
+        user, system = user + int(fields[11]), system + int(fields[12])
         if member == pid:
-            total += int(fields[13]) + int(fields[14])
-    return total / _TICKS
+            user, system = user + int(fields[13]), system + int(fields[14])
+    return user / _TICKS, system / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of the process tree (`cpu_split_seconds`)."""
+    return sum(cpu_split_seconds(pid))
 
 
 def _status_bytes(pid: int, name: str) -> int:
