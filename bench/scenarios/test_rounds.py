@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
 from load.wrk import wrk
 from measure import Figures, Record, Scenario
 from peers import START
@@ -55,6 +56,8 @@ def started(backends: dict[str, Backend], workdir: Path) -> Iterator[dict[str, P
         yield peers
 
 
+# Five peers, five rounds of `bench_seconds` each and a warm-up: past the 120 s default.
+@pytest.mark.timeout(600)
 def test_plain_path_in_rounds(
     backends: dict[str, Backend], record: Record, bench_seconds: float, tmp_path: Path
 ) -> None:
