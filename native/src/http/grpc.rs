@@ -72,6 +72,10 @@ pub fn declare_trailers(headers: &mut HeaderMap) {
 
 /// The `grpc-status` in a header or trailer map, if any.
 pub fn status_in(fields: &HeaderMap) -> Option<u32> {
+    // An empty map (an answer's fields kept as they came) hashes no name.
+    if fields.is_empty() {
+        return None;
+    }
     fields.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
 }
 

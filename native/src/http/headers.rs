@@ -364,7 +364,13 @@ fn split_port(authority: &str) -> (&str, Option<&str>) {
 /// A name made of DNS labels (letters, digits, `-`, `_`, each label 1..=63
 /// bytes, not starting or ending with `-`), that is not an IPv4 address.
 fn is_dns_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > 253 || name.parse::<std::net::Ipv4Addr>().is_ok() {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    // Only digits and dots can spell an IPv4 address: the parser, run on
+    // every copy's Host, cost more than the rest of the test.
+    let ipv4_spelling = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if ipv4_spelling && name.parse::<std::net::Ipv4Addr>().is_ok() {
         return false;
     }
     name.split('.').all(|label| {
