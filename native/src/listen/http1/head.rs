@@ -28,10 +28,6 @@ const MAX_TARGET: usize = u16::MAX as usize - 1;
 
 /// What the start of the read buffer holds.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per request, never kept: a box would allocate for each"
-)]
 pub enum Parsed {
     /// A request the session serves, with its whole body (taken from the buffer).
     Request(Taken),

@@ -105,10 +105,6 @@ where
 }
 
 /// What the start of the connection's bytes turned out to be.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "returned once per request, never kept: a box would allocate for each"
-)]
 enum Next {
     Request(Taken),
     HandOff,
