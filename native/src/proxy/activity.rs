@@ -53,7 +53,7 @@ impl Activity {
 }
 
 /// A request in progress, until its response head is handed back
-/// (dropped). Only the end moves the last activity: while a request is open
+/// (`end`, or dropped). Only the end moves the last activity: while a request is open
 /// the connection is busy, which the idle timer looks at first, so a mark at
 /// its start would never be read.
 pub struct Open<'a>(&'a Activity);
@@ -63,9 +63,7 @@ impl<'a> Open<'a> {
         activity.open.fetch_add(1, Relaxed);
         Self(activity)
     }
-}
 
-impl Open<'_> {
     /// Answered at `at`: the clock read the request's way made for its own
     /// count (one read fewer per request); `None`, now.
     pub fn end(self, at: Option<Instant>) {

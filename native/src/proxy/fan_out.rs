@@ -40,7 +40,7 @@ pub(super) struct Compared {
 /// of its own.
 pub(super) fn fan_out(
     route: &Route,
-    head: &mut RequestHead,
+    head: &RequestHead,
     body: &Received,
     conn: &Connection,
     published: &Published,

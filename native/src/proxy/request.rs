@@ -220,7 +220,7 @@ async fn route_and_forward(
     let grpc = observing.grpc;
     let fanned = fan_out(
         selected.route,
-        &mut head,
+        &head,
         &body,
         conn,
         published,
