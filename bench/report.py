@@ -17,8 +17,9 @@ PEERS = ("direct", "pymirror", "nginx", "nginx-1m", "envoy", "haproxy", "haproxy
 CHART_PEERS = ("direct", "pymirror", "nginx", "envoy")
 CHART = HERE / "results" / "chart.png"
 ORDER = (
-    "plain", "plain-rounds", "mirror-1", "mirror-10", "mirror-20", "mirror-100", "mirror-slow",
-    "mirror-dead", "post-1mib", "conns-1000", "plain-get-64kib", "plain-post-1kib",
+    "plain", "plain-rounds", "plain-rounds-pinned", "mirror-1", "mirror-10", "mirror-20",
+    "mirror-100", "mirror-slow", "mirror-dead", "post-1mib", "conns-1000", "plain-get-64kib",
+    "plain-post-1kib",
     "plain-post-64kib", "plain-conns-1000", "reload", "compare-off", "compare-1", "compare-100",
     "h2-plain", "h2-mirror-100", "grpc-plain", "grpc-mirror-100",
     "tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100", "tls-handshakes",
@@ -40,7 +41,7 @@ TLS = ("tls-in-plain", "tls-in-mirror-100", "tls-out-plain", "tls-out-mirror-100
 HOSTILE = ("hostile-mirror", "compare-flood")
 #: Issue 19's CPU targets in alternating rounds (bench/scenarios/test_rounds.py): their
 #: own table, not in the chart. Rows: (label, pymirror's row, the peer's row, bound).
-ROUNDS = "plain-rounds"
+ROUNDS = ("plain-rounds", "plain-rounds-pinned")
 ROUNDS_TARGETS = (
     ("CPU/request as a plain proxy, vs nginx", "pymirror", "nginx", 1.0),
     ("CPU/request as a plain proxy, vs HAProxy", "pymirror", "haproxy", 1.0),
@@ -446,10 +447,11 @@ def _plain_targets(scenarios: dict[str, Any]) -> list[str]:
     ]
 
 
-def _rounds_targets(scenarios: dict[str, Any]) -> list[str]:
-    """Issue 19's CPU targets from the alternating rounds' medians; nothing when the run
-    has no rounds."""
-    peers = scenarios.get(ROUNDS, {}).get("peers", {})
+def _rounds_targets(scenarios: dict[str, Any], key: str) -> list[str]:
+    """Issue 19's CPU targets from the medians of the rounds `key`; nothing when the run
+    has none."""
+    peers = scenarios.get(key, {}).get("peers", {})
+    where = "cores of their own" if key.endswith("pinned") else "shared cores"
     rows = []
     for label, ours, theirs, bound in ROUNDS_TARGETS:
         a, b = peers.get(ours, {}).get(_CPU), peers.get(theirs, {}).get(_CPU)
@@ -459,7 +461,8 @@ def _rounds_targets(scenarios: dict[str, Any]) -> list[str]:
     if not peers:
         return []
     return [
-        "| target (issue 19), medians of alternating rounds | pymirror/peer | wanted | met |",
+        f"| target (issue 19), medians of alternating rounds, {where} | pymirror/peer "
+        "| wanted | met |",
         "|---|---:|---:|---|",
         *rows,
     ]
@@ -558,7 +561,7 @@ def render(data: dict[str, Any], chart: str | None) -> str:
         _envoy_targets(scenarios, GRPC_TARGETS, "gRPC copies"),
         _tls_targets(scenarios),
         _plain_targets(scenarios),
-        _rounds_targets(scenarios),
+        *(_rounds_targets(scenarios, key) for key in ROUNDS),
     ):
         if envoy_targets:
             lines += [*envoy_targets, ""]
@@ -611,7 +614,7 @@ def render(data: dict[str, Any], chart: str | None) -> str:
                 "",
             ]
             continue
-        if key == ROUNDS:
+        if key in ROUNDS:
             lines += [
                 "",
                 "**CPU us/req** is each row's median over the rounds (user and system "
@@ -690,7 +693,7 @@ def draw_chart(data: dict[str, Any], path: Path) -> None:
     scenarios = {
         k: e
         for k, e in _ordered(data["scenarios"]).items()
-        if k not in ("reload", ROUNDS) and k not in BULK and k not in HOSTILE and k not in H2 + GRPC
+        if k not in ("reload", *ROUNDS, *BULK, *HOSTILE, *H2, *GRPC)
     }
     panels = (
         ("rps", "throughput, req/s (wrk; log)"),

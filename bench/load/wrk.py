@@ -4,6 +4,7 @@ previous response (coordinated omission), so latency comes from `openloop` inste
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -83,11 +84,12 @@ def wrk(
     midway: Callable[[], None] | None = None,
     https: bool = False,
     close: bool = False,
+    cpus: set[int] | None = None,
 ) -> WrkResult:
     """wrk, 1 thread, for `seconds` (whole seconds, at least 1); `midway` is called
     half-way through (the reload scenario's SIGHUP). `https`: over TLS (wrk's OpenSSL,
     which verifies nothing and sends no SNI to an address); `close`: `Connection: close`,
-    a new connection (and handshake) per request."""
+    a new connection (and handshake) per request; `cpus`: wrk runs on those cores only."""
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed (Debian package wrk)")
@@ -99,7 +101,13 @@ def wrk(
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(f"{'https' if https else 'http'}://{address}/")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
     try:
         if midway is not None:
             time.sleep(duration / 2)

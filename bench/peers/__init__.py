@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from peers.envoy import NO_RELOAD as ENVOY_NO_RELOAD
 from peers.envoy import start_envoy
@@ -15,7 +16,15 @@ from peers.process import Process
 from peers.pymirror import reload_pymirror, start_pymirror
 from peers.route import Route
 
-START: dict[str, Callable[[Route, Path], Process]] = {
+
+class Start(Protocol):
+    """Starts a peer serving `route` from `workdir`, with `workers` threads or processes
+    (each peer's default: one per core)."""
+
+    def __call__(self, route: Route, workdir: Path, *, workers: int = ...) -> Process: ...
+
+
+START: dict[str, Start] = {
     "pymirror": start_pymirror,
     "nginx": start_nginx,
     "envoy": start_envoy,

@@ -7,11 +7,17 @@ however cheap, could show more than (its peer's CPU + theirs) / theirs against a
 With `PYMIRROR_BENCH_PIN=1` the proxy runs on the upper half of the cores, one worker per
 core, and h2load and the backends on the lower half; every peer alike. On two cores that
 half is one core for h2load and both backends, which can then be the limit instead:
-useful on a larger machine, or read with that in mind."""
+useful on a larger machine, or read with that in mind.
+
+The rounds of issue 19's CPU targets (scenarios/test_rounds.py) run once shared and once
+split this way whatever the variable says (`halves`): on the split, no peer's figure
+depends on where the scheduler or its own accept race put its work."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from peers.route import WORKERS
@@ -19,8 +25,16 @@ from peers.route import WORKERS
 
 def split() -> tuple[set[int], set[int]] | None:
     """(the proxy's cores, the load's and backends' cores), or None: shared."""
+    if os.environ.get("PYMIRROR_BENCH_PIN", "0") != "1":
+        return None
+    return halves()
+
+
+def halves() -> tuple[set[int], set[int]] | None:
+    """The upper half of this process' cores for the proxy, the lower half for the load
+    and backends; None with fewer than two cores."""
     cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2 or os.environ.get("PYMIRROR_BENCH_PIN", "0") != "1":
+    if len(cores) < 2:
         return None
     half = len(cores) // 2
     return set(cores[half:]), set(cores[:half])
@@ -42,6 +56,20 @@ def pin(pid: int, cpus: set[int] | None) -> None:
         children = (task / "children").read_text().split()
         for child in children:
             pin(int(child), cpus)
+
+
+@contextmanager
+def pinned(pids: Iterable[int], cpus: set[int]) -> Iterator[None]:
+    """`pids` (and their threads and children) on `cpus` for the block, then back on every
+    core this process may use: for peers that outlive the block (the session's backends)."""
+    pids = list(pids)
+    for pid in pids:
+        pin(pid, cpus)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            pin(pid, os.sched_getaffinity(0))
 
 
 def describe() -> str:

@@ -96,7 +96,7 @@ backend v1
 """
 
 
-def start_haproxy_http(route: Route, workdir: Path) -> Process:
+def start_haproxy_http(route: Route, workdir: Path, *, workers: int = WORKERS) -> Process:
     """HAProxy `mode http` forwarding every request to `route.primary`; no mirror, no
     TLS (ValueError)."""
     if route.mirror is not None:
@@ -106,5 +106,5 @@ def start_haproxy_http(route: Route, workdir: Path) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     conf = workdir / "haproxy.cfg"
-    conf.write_text(_HTTP_CONF.format(workers=WORKERS, address=address, primary=route.primary))
+    conf.write_text(_HTTP_CONF.format(workers=workers, address=address, primary=route.primary))
     return start([haproxy_binary(), "-db", "-f", str(conf)], address, workdir)

@@ -78,7 +78,7 @@ _UPSTREAM_SSL = """    proxy_ssl_protocols TLSv1.2 TLSv1.3;
     proxy_ssl_session_reuse on;"""
 
 
-def config(route: Route, address: str, workdir: Path) -> str:
+def config(route: Route, address: str, workdir: Path, workers: int = WORKERS) -> str:
     mirror_http = mirror_location = mirror_internal = ""
     scheme = "https" if route.tls_out else "http"
     if route.mirror is not None:
@@ -91,7 +91,7 @@ def config(route: Route, address: str, workdir: Path) -> str:
         mirror_internal = _MIRROR_INTERNAL.format(skip=skip, scheme=scheme)
     return _CONF.format(
         user=getpass.getuser(),
-        workers=WORKERS,
+        workers=workers,
         dir=workdir,
         address=address,
         primary=route.primary,
@@ -107,11 +107,11 @@ def config(route: Route, address: str, workdir: Path) -> str:
     )
 
 
-def start_nginx(route: Route, workdir: Path) -> Process:
+def start_nginx(route: Route, workdir: Path, *, workers: int = WORKERS) -> Process:
     workdir.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.1:{free_port()}"
     conf = workdir / "nginx.conf"
-    conf.write_text(config(route, address, workdir))
+    conf.write_text(config(route, address, workdir, workers))
     return start([nginx_binary(), "-p", str(workdir), "-c", str(conf)], address, workdir)
 
 
