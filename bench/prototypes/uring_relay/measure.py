@@ -27,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 RELAY = HERE / "target" / "release" / "uring-relay"
 BACKEND = 18181
 TICK = os.sysconf("SC_CLK_TCK")
+#: The relay's builds: tokio on epoll, tokio-uring, and the raw ring (src/ring.rs).
+MODES = ("epoll", "uring", "ring")
 
 NGINX_CONF = """
 worker_processes 1;
@@ -123,7 +125,7 @@ def main() -> None:
             wait_port(BACKEND)
             results = []
             for round_ in range(args.rounds):
-                for i, mode in enumerate(("epoll", "uring")):
+                for i, mode in enumerate(MODES):
                     result = measure(mode, 18200 + 10 * round_ + i, workdir)
                     print(json.dumps(result), flush=True)
                     results.append(result)
@@ -131,7 +133,7 @@ def main() -> None:
             # TERM, not KILL: nginx's master then stops its worker too.
             backend.terminate()
             backend.wait(timeout=30)
-    for mode in ("epoll", "uring"):
+    for mode in MODES:
         rows = [r for r in results if r["mode"] == mode]
         keys = ("req_per_s", "user_us", "sys_us")
         mean = {k: sum(float(str(r[k])) for r in rows) / len(rows) for k in keys}

@@ -1,10 +1,14 @@
-//! `uring-relay epoll|uring LISTEN UPSTREAM`: one thread relays HTTP/1.1
+//! `uring-relay epoll|uring|ring LISTEN UPSTREAM`: one thread relays HTTP/1.1
 //! keep-alive GETs (no request bodies, answers framed by Content-Length), one
 //! upstream connection per client connection. The relay does no more than a
 //! proxy must on the wire (read a head, write it on, read the answer to its
 //! length, write it back), so that the two runtimes differ only in how they
 //! reach the kernel: readiness and one syscall per read or write (epoll), or
-//! submissions batched into one `io_uring_enter` per loop turn (io_uring).
+//! submissions batched into one `io_uring_enter` per loop turn (io_uring:
+//! tokio-uring's, one submission per read, or `ring`'s, one multishot receive
+//! per socket from provided buffers, `DEFER_TASKRUN`).
+
+mod ring;
 
 use std::net::SocketAddr;
 
@@ -12,7 +16,7 @@ const BUFFER: usize = 64 * 1024;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: uring-relay epoll|uring LISTEN UPSTREAM";
+    let usage = "usage: uring-relay epoll|uring|ring LISTEN UPSTREAM";
     let (mode, listen, upstream) = match &args[..] {
         [_, mode, listen, upstream] => (mode.as_str(), listen, upstream),
         _ => panic!("{usage}"),
@@ -22,6 +26,7 @@ fn main() {
     match mode {
         "epoll" => epoll::run(listen, upstream),
         "uring" => uring::run(listen, upstream),
+        "ring" => ring::run(listen, upstream),
         _ => panic!("{usage}"),
     }
 }
@@ -89,7 +94,10 @@ mod epoll {
     }
 
     /// Reads one whole message into `buf`; `None`: closed first.
-    async fn read_message(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+    async fn read_message(
+        stream: &mut TcpStream,
+        buf: &mut [u8],
+    ) -> std::io::Result<Option<usize>> {
         let mut n = 0;
         loop {
             let read = stream.read(&mut buf[n..]).await?;
@@ -145,7 +153,10 @@ mod uring {
     }
 
     /// Reads one whole message into `buf` (emptied first); `None`: closed first.
-    async fn read_message(stream: &TcpStream, mut buf: Vec<u8>) -> std::io::Result<Option<Vec<u8>>> {
+    async fn read_message(
+        stream: &TcpStream,
+        mut buf: Vec<u8>,
+    ) -> std::io::Result<Option<Vec<u8>>> {
         buf.clear();
         loop {
             let start = buf.len();
