@@ -10,8 +10,9 @@ half is one core for h2load and both backends, which can then be the limit inste
 useful on a larger machine, or read with that in mind.
 
 The rounds of issue 19's CPU targets (scenarios/test_rounds.py) run once shared and once
-split this way whatever the variable says (`halves`): on the split, no peer's figure
-depends on where the scheduler or its own accept race put its work."""
+split this way whatever the variable says (`halves`): the split takes away two of the
+scheduler's parts in a figure (a worker preempted by the load it wakes on its own core,
+and nginx's workers racing for connections), not the machine's own drift."""
 
 from __future__ import annotations
 
