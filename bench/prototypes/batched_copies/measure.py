@@ -7,7 +7,7 @@ most of the 10% row's cost. Copies could share those calls only by going several
 time on one connection (HTTP/1.1 pipelining, or HTTP/2 streams), which a proxy can do
 only by waiting for a batch to gather. This measures what the sharing would save, and
 nothing of the wait. A readiness loop keeps 16 copies outstanding to an nginx backend
-(one worker, a 3-byte answer, as bench/ uses): `k` to a connection, written in one
+(`bench/peers/backends.py`'s: one worker, a 3-byte answer): `k` to a connection, written in one
 `send` and read back in as few `recv` as they arrive in; `k` = 1 is pymirror's way
 today. The sender's system time per copy is read from `getrusage`. The sender and nginx
 are pinned to one core each, as a proxy and its mirror would be.
@@ -23,29 +23,17 @@ import argparse
 import os
 import resource
 import selectors
-import shutil
 import socket
 import statistics
-import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "v2\\n"; }}
-    }}
-}}
-"""
+# The bench's own backend and pinning (bench/peers/).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from peers.backends import nginx_backend
+from peers.cpus import pin
+
 REQUEST = b"GET /reviews/1 HTTP/1.1\r\nHost: reviews-shadow\r\nx-request-id: 0\r\n\r\n"
 #: Copies outstanding at any time, and how many go to a connection per `send`.
 IN_FLIGHT = 16
@@ -108,34 +96,21 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    assert shutil.which("nginx"), "nginx is needed"
     cores = sorted(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        port = 18480
-        conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=tmp, port=port))
-        backend = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp])
+        backend = nginx_backend("v2", Path(tmp) / "v2", body="v2")
+        assert backend.process is not None
+        port = int(backend.address.rsplit(":", 1)[1])
         try:
-            time.sleep(0.5)
             if len(cores) >= 2:
-                for pid in [
-                    backend.pid,
-                    *map(
-                        int,
-                        Path(f"/proc/{backend.pid}/task/{backend.pid}/children")
-                        .read_text()
-                        .split(),
-                    ),
-                ]:
-                    os.sched_setaffinity(pid, {cores[0]})
+                pin(backend.process.pid, {cores[0]})
                 os.sched_setaffinity(0, {cores[-1]})
             samples: dict[int, list[tuple[float, float]]] = {k: [] for k in BATCHES}
             for r in range(args.rounds):
                 for k in BATCHES if r % 2 == 0 else reversed(BATCHES):
                     samples[k].append(run(port, args.copies, k))
         finally:
-            backend.terminate()
-            backend.wait(timeout=30)
+            backend.process.stop()
     print(
         "| copies per send | system us per copy | each round | sender's user us per copy (Python) |"
     )
